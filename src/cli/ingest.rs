@@ -1,0 +1,69 @@
+use super::{EXIT_OK, EXIT_STRICT_REJECTS, EXIT_UNREADABLE_INPUT};
+use crate::ingest::{formats::Format, ingest, IngestOptions};
+use crate::lake::Lake;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files, folders (recursive) or globs; `.gz` is read transparently.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// The lake folder.
+    #[arg(long, env = "WISP_LAKE")]
+    pub lake: String,
+    /// Force an input format instead of detecting it per file and record.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// MaxMind ASN database (or ASN range CSV/TSV): fills source_asn / source_as_org.
+    #[arg(long)]
+    pub asn_db: Option<PathBuf>,
+    /// MaxMind City database: fills country / city when the log has none.
+    #[arg(long)]
+    pub geo_db: Option<PathBuf>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// Treat any rejected record as an error (exit code 3).
+    #[arg(long)]
+    pub strict: bool,
+    /// Leave the original record out of the `raw` column (smaller lake, not lossless).
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub async fn run(a: IngestArgs) -> anyhow::Result<i32> {
+    let lake = Lake::open(&a.lake)?;
+    let opts = IngestOptions {
+        inputs: a.inputs,
+        format: a.format,
+        asn_db: a.asn_db,
+        geo_db: a.geo_db,
+        keep_raw: !a.no_raw,
+        progress: !a.no_progress,
+    };
+    let summary = ingest(&lake, &opts).await?;
+    eprintln!("{summary}");
+    if let Some(p) = &a.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    if !summary.unreadable.is_empty() {
+        eprintln!(
+            "error: {} input(s) could not be read; the others were ingested",
+            summary.unreadable.len()
+        );
+        return Ok(EXIT_UNREADABLE_INPUT);
+    }
+    if a.strict && summary.rejected_total() > 0 {
+        eprintln!(
+            "error: --strict and {} record(s) were rejected; see <lake>/_rejected/",
+            summary.rejected_total()
+        );
+        return Ok(EXIT_STRICT_REJECTS);
+    }
+    Ok(EXIT_OK)
+}

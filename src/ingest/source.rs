@@ -1,0 +1,355 @@
+//! Input discovery (files, folders, globs) and reading through `object_store`, plus the ingest
+//! manifest in `<lake>/_meta/ingest/` that makes re-runs write nothing new and lets a grown
+//! append blob be read from where the last run stopped.
+
+use crate::lake::{Lake, LakeError};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::runtime::Handle;
+
+/// How many leading bytes identify a file's content in the manifest.
+pub const HEAD_LEN: u64 = 4096;
+
+/// One input file.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: StorePath,
+    /// Stable identity in the manifest (`file:///abs/path`).
+    pub url: String,
+    /// What messages call it.
+    pub display: String,
+    pub size: u64,
+    pub gzip: bool,
+    handle: Handle,
+}
+
+/// What the manifest remembers of one input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ManifestEntry {
+    pub source: String,
+    pub size: u64,
+    /// Hash of the first 4 KiB: a file replaced under the same name is read again.
+    pub head_hash: i64,
+    /// How many leading bytes `head_hash` covers.
+    #[serde(default)]
+    pub head_len: u64,
+    pub consumed_bytes: u64,
+    pub consumed_lines: u64,
+    /// Line-delimited and uncompressed: a grown file is read from `consumed_bytes`.
+    pub resumable: bool,
+}
+
+impl InputFile {
+    pub fn entry(
+        &self,
+        head_hash: i64,
+        consumed_bytes: u64,
+        consumed_lines: u64,
+        resumable: bool,
+    ) -> ManifestEntry {
+        ManifestEntry {
+            source: self.url.clone(),
+            size: self.size,
+            head_hash,
+            head_len: self.size.min(HEAD_LEN),
+            consumed_bytes,
+            consumed_lines,
+            resumable,
+        }
+    }
+
+    /// Hash of the first `len` bytes (at most the file's size).
+    pub fn head_hash(&self, len: u64) -> Result<i64, String> {
+        let end = self.size.min(len);
+        if end == 0 {
+            return Ok(0);
+        }
+        let bytes = self
+            .handle
+            .block_on(self.store.get_range(&self.path, 0..end))
+            .map_err(|e| format!("cannot read: {e}"))?;
+        Ok(crate::ingest::normalize::fnv64(&[&bytes]))
+    }
+
+    /// A blocking reader from `offset` to the end.
+    pub fn open(&self, offset: u64) -> Result<Box<dyn Read + Send>, String> {
+        if self.size == 0 || offset >= self.size {
+            return Ok(Box::new(std::io::empty()));
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let res = self
+            .handle
+            .block_on(self.store.get_opts(&self.path, opts))
+            .map_err(|e| format!("cannot open: {e}"))?;
+        Ok(Box::new(BlockingStream {
+            handle: self.handle.clone(),
+            stream: res.into_stream(),
+            cur: Bytes::new(),
+        }))
+    }
+}
+
+/// Reads an object-store byte stream from synchronous code (inside `spawn_blocking`).
+struct BlockingStream {
+    handle: Handle,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            walk(&p, out)?;
+        } else if ft.is_file() || (ft.is_symlink() && p.is_file()) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Expands inputs (files, folders recursively, globs) into files; inputs that cannot be read are
+/// returned as messages.
+pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
+    let handle = Handle::current();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+    let mut paths = Vec::new();
+    let mut bad = Vec::new();
+    for input in inputs {
+        let local = input.strip_prefix("file://").unwrap_or(input);
+        if input.contains("://") && !input.starts_with("file://") {
+            bad.push(format!(
+                "{input}: remote inputs are not supported yet; copy the files locally"
+            ));
+            continue;
+        }
+        let p = Path::new(local);
+        if p.is_dir() {
+            if let Err(e) = walk(p, &mut paths) {
+                bad.push(format!("{input}: {e}"));
+            }
+        } else if p.is_file() {
+            paths.push(p.to_path_buf());
+        } else if local.contains(['*', '?', '[']) {
+            match glob::glob(local) {
+                Ok(it) => {
+                    let before = paths.len();
+                    for entry in it {
+                        match entry {
+                            Ok(m) if m.is_file() => paths.push(m),
+                            Ok(m) if m.is_dir() => {
+                                let _ = walk(&m, &mut paths);
+                            }
+                            Ok(_) => {}
+                            Err(e) => bad.push(format!("{input}: {e}")),
+                        }
+                    }
+                    if paths.len() == before {
+                        bad.push(format!("{input}: the pattern matches no file"));
+                    }
+                }
+                Err(e) => bad.push(format!("{input}: bad glob pattern: {e}")),
+            }
+        } else {
+            bad.push(format!("{input}: no such file or folder"));
+        }
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let abs = match std::fs::canonicalize(&p) {
+            Ok(a) => a,
+            Err(e) => {
+                bad.push(format!("{}: {e}", p.display()));
+                continue;
+            }
+        };
+        let sp = match StorePath::from_filesystem_path(&abs) {
+            Ok(sp) => sp,
+            Err(e) => {
+                bad.push(format!("{}: {e}", p.display()));
+                continue;
+            }
+        };
+        let size = match std::fs::metadata(&abs) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                bad.push(format!("{}: {e}", p.display()));
+                continue;
+            }
+        };
+        let gzip = abs
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+            || has_gzip_magic(&abs);
+        files.push(InputFile {
+            store: store.clone(),
+            path: sp,
+            url: format!("file://{}", abs.display()),
+            display: p.display().to_string(),
+            size,
+            gzip,
+            handle: handle.clone(),
+        });
+    }
+    (files, bad)
+}
+
+fn has_gzip_magic(p: &Path) -> bool {
+    let mut b = [0u8; 2];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+        && b == [0x1f, 0x8b]
+}
+
+/// The merged manifest of all earlier runs.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    by_source: HashMap<String, ManifestEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunManifest {
+    run_id: String,
+    finished_at: String,
+    files: Vec<ManifestEntry>,
+    summary: crate::ingest::Summary,
+}
+
+impl Manifest {
+    pub fn load(lake: &Lake, handle: &Handle) -> Result<Self, LakeError> {
+        let store = lake.store.clone();
+        let runs: Vec<RunManifest> = handle.block_on(async move {
+            let prefix = StorePath::from("_meta/ingest");
+            let mut metas = Vec::new();
+            let mut list = store.list(Some(&prefix));
+            while let Some(m) = list.next().await {
+                match m {
+                    Ok(m) => metas.push(m),
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => {
+                        return Err(LakeError::Read {
+                            path: prefix.to_string(),
+                            msg: e.to_string(),
+                        })
+                    }
+                }
+            }
+            metas.sort_by(|a, b| a.location.cmp(&b.location));
+            let mut runs = Vec::new();
+            for m in metas {
+                let bytes = store
+                    .get(&m.location)
+                    .await
+                    .map_err(|e| LakeError::Read {
+                        path: m.location.to_string(),
+                        msg: e.to_string(),
+                    })?
+                    .bytes()
+                    .await
+                    .map_err(|e| LakeError::Read {
+                        path: m.location.to_string(),
+                        msg: e.to_string(),
+                    })?;
+                let run: RunManifest =
+                    serde_json::from_slice(&bytes).map_err(|e| LakeError::Read {
+                        path: m.location.to_string(),
+                        msg: format!("corrupt manifest: {e}"),
+                    })?;
+                runs.push(run);
+            }
+            Ok(runs)
+        })?;
+        let mut by_source = HashMap::new();
+        for run in runs {
+            for e in run.files {
+                by_source.insert(e.source.clone(), e);
+            }
+        }
+        Ok(Manifest { by_source })
+    }
+
+    pub fn get(&self, source: &str) -> Option<&ManifestEntry> {
+        self.by_source.get(source)
+    }
+}
+
+/// Writes this run's manifest and the enrichment databases' versions to `_meta/`.
+pub fn write_manifest(
+    lake: &Lake,
+    handle: &Handle,
+    run_id: &str,
+    files: &[ManifestEntry],
+    summary: &crate::ingest::Summary,
+    asn: Option<&wisp_udfs::AsnDb>,
+    geo: Option<&wisp_udfs::GeoDb>,
+) -> Result<(), LakeError> {
+    let run = RunManifest {
+        run_id: run_id.to_string(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        files: files.to_vec(),
+        summary: summary.clone(),
+    };
+    let mut puts = vec![(
+        StorePath::from(format!("_meta/ingest/{run_id}.json")),
+        serde_json::to_vec_pretty(&run).expect("serializable"),
+    )];
+    if asn.is_some() || geo.is_some() {
+        let db = |path: &Path, kind: String, epoch: Option<u64>| {
+            serde_json::json!({"path": path.display().to_string(), "type": kind, "build_epoch": epoch,
+                "build_time": epoch.and_then(|e| chrono::DateTime::from_timestamp(e as i64, 0)).map(|t| t.to_rfc3339())})
+        };
+        let doc = serde_json::json!({
+            "run_id": run_id,
+            "asn_db": asn.map(|a| db(a.path(), a.describe(), a.build_epoch())),
+            "geo_db": geo.map(|g| db(g.path(), g.describe(), Some(g.build_epoch()))),
+        });
+        puts.push((
+            StorePath::from(format!("_meta/enrichment/{run_id}.json")),
+            serde_json::to_vec_pretty(&doc).expect("serializable"),
+        ));
+    }
+    for (path, bytes) in puts {
+        let store = lake.store.clone();
+        let p = path.clone();
+        handle
+            .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
+            .map_err(|e| LakeError::Store {
+                url: path.to_string(),
+                source: e,
+            })?;
+    }
+    Ok(())
+}

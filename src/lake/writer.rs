@@ -1,0 +1,346 @@
+//! Buffers rows per (table, day), de-duplicates them by key, and writes sorted, zstd Parquet files
+//! that appear under their final name only when complete (object_store `put`: temp file + rename
+//! on a local lake, a single-shot upload on a remote one).
+
+use super::{Lake, LakeError, Table};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::{sort_to_indices, take_record_batch};
+use arrow::datatypes::Int64Type;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+#[allow(deprecated)]
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::runtime::Handle;
+
+/// Flush a (table, day) buffer when it holds this many rows.
+const FLUSH_ROWS: usize = 250_000;
+/// Flush the biggest buffer when all buffers together hold this many bytes of input.
+const BUFFER_BUDGET: usize = 96 << 20;
+/// Keep at most this many (table, day) buffers and key sets open; the least recently used is
+/// flushed and forgotten (its keys are re-read from the lake if it is touched again).
+const MAX_OPEN: usize = 48;
+
+/// A row in a table's column order.
+pub struct RowSer<'a>(&'a [&'static str], &'a [Value]);
+
+impl Serialize for RowSer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().zip(self.1) {
+            if !v.is_null() {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct DayBuf {
+    rows: Vec<Vec<Value>>,
+    bytes: usize,
+    keys: HashSet<i64>,
+    last_use: u64,
+}
+
+/// Counts of what the writer did.
+#[derive(Debug, Default, Clone)]
+pub struct WriteStats {
+    pub files: Vec<String>,
+    pub rows_written: BTreeMap<&'static str, u64>,
+}
+
+pub struct LakeWriter {
+    lake: Lake,
+    handle: Handle,
+    run_id: String,
+    seq: u64,
+    clock: u64,
+    buffers: HashMap<(Table, String), DayBuf>,
+    buffered: usize,
+    pub stats: WriteStats,
+}
+
+fn props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1_000_000))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
+        .build()
+}
+
+impl LakeWriter {
+    /// A writer for one ingest run; must be used from a blocking context inside a Tokio runtime.
+    pub fn new(lake: Lake, run_id: String, handle: Handle) -> Self {
+        LakeWriter {
+            lake,
+            handle,
+            run_id,
+            seq: 0,
+            clock: 0,
+            buffers: HashMap::new(),
+            buffered: 0,
+            stats: WriteStats::default(),
+        }
+    }
+
+    /// Adds a row unless its key is already in the lake or in this run. Returns false for a duplicate.
+    pub fn push(
+        &mut self,
+        table: Table,
+        day: &str,
+        key: i64,
+        row: Vec<Value>,
+        bytes: usize,
+    ) -> Result<bool, LakeError> {
+        self.clock += 1;
+        let id = (table, day.to_string());
+        if !self.buffers.contains_key(&id) {
+            if self.buffers.len() >= MAX_OPEN {
+                self.evict_lru()?;
+            }
+            let keys = self.load_keys(table, day)?;
+            self.buffers.insert(
+                id.clone(),
+                DayBuf {
+                    rows: Vec::new(),
+                    bytes: 0,
+                    keys,
+                    last_use: 0,
+                },
+            );
+        }
+        let buf = self.buffers.get_mut(&id).expect("inserted above");
+        buf.last_use = self.clock;
+        if !buf.keys.insert(key) {
+            return Ok(false);
+        }
+        buf.rows.push(row);
+        buf.bytes += bytes;
+        self.buffered += bytes;
+        if buf.rows.len() >= FLUSH_ROWS {
+            self.flush_one(&id)?;
+        }
+        while self.buffered > BUFFER_BUDGET {
+            let biggest = self
+                .buffers
+                .iter()
+                .max_by_key(|(_, b)| b.bytes)
+                .map(|(k, _)| k.clone());
+            match biggest {
+                Some(k) => self.flush_one(&k)?,
+                None => break,
+            }
+        }
+        Ok(true)
+    }
+
+    fn evict_lru(&mut self) -> Result<(), LakeError> {
+        if let Some(k) = self
+            .buffers
+            .iter()
+            .min_by_key(|(_, b)| b.last_use)
+            .map(|(k, _)| k.clone())
+        {
+            self.flush_one(&k)?;
+            self.buffers.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Reads the `_key` column of the files already in a (table, day) folder.
+    #[allow(deprecated)]
+    fn load_keys(&self, table: Table, day: &str) -> Result<HashSet<i64>, LakeError> {
+        let store = self.lake.store.clone();
+        let prefix = Lake::day_prefix(table, day);
+        self.handle.block_on(async move {
+            let mut keys = HashSet::new();
+            let mut listing = store.list(Some(&prefix));
+            let mut files = Vec::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| LakeError::Read {
+                    path: prefix.to_string(),
+                    msg: e.to_string(),
+                })?;
+                if meta.location.as_ref().ends_with(".parquet") {
+                    files.push(meta);
+                }
+            }
+            for meta in files {
+                let path = meta.location.to_string();
+                let rerr = |e: parquet::errors::ParquetError| LakeError::Read {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                };
+                let reader = ParquetObjectReader::new(store.clone(), meta.location.clone())
+                    .with_file_size(meta.size);
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(rerr)?;
+                let Some(idx) = builder.schema().index_of("_key").ok() else {
+                    continue;
+                };
+                let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+                let mut stream = builder.with_projection(mask).build().map_err(rerr)?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(rerr)?;
+                    let col = batch.column(0).as_primitive::<Int64Type>();
+                    keys.extend(col.values().iter().copied());
+                }
+            }
+            Ok(keys)
+        })
+    }
+
+    fn flush_one(&mut self, id: &(Table, String)) -> Result<(), LakeError> {
+        let Some(buf) = self.buffers.get_mut(id) else {
+            return Ok(());
+        };
+        if buf.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut buf.rows);
+        self.buffered -= buf.bytes;
+        buf.bytes = 0;
+        let (table, day) = id;
+        let batch = rows_to_batch(*table, &rows)?;
+        drop(rows);
+        self.seq += 1;
+        let path = StorePath::from(format!(
+            "{}/day={}/{}-{:05}.parquet",
+            table.name(),
+            day,
+            self.run_id,
+            self.seq
+        ));
+        let n = batch.num_rows() as u64;
+        let bytes = encode_parquet(*table, &batch)?;
+        let store = self.lake.store.clone();
+        let p = path.clone();
+        self.handle
+            .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
+            .map_err(|e| LakeError::Store {
+                url: path.to_string(),
+                source: e,
+            })?;
+        *self.stats.rows_written.entry(table.name()).or_default() += n;
+        self.stats.files.push(path.to_string());
+        Ok(())
+    }
+
+    /// Writes every buffer out.
+    pub fn finish(mut self) -> Result<WriteStats, LakeError> {
+        let mut ids: Vec<_> = self.buffers.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            self.flush_one(&id)?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Converts rows (in the table's column order) to a batch sorted by `ts`.
+pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
+    let werr = |e: arrow::error::ArrowError| LakeError::Write {
+        table: table.name(),
+        msg: e.to_string(),
+    };
+    let cols = table.columns();
+    let ser: Vec<RowSer> = rows.iter().map(|r| RowSer(cols, r)).collect();
+    let mut decoder = arrow::json::ReaderBuilder::new(table.schema())
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()
+        .map_err(werr)?;
+    decoder.serialize(&ser).map_err(werr)?;
+    let batch = decoder
+        .flush()
+        .map_err(werr)?
+        .unwrap_or_else(|| RecordBatch::new_empty(table.schema()));
+    let idx = sort_to_indices(batch.column(0), None, None).map_err(werr)?;
+    take_record_batch(&batch, &idx).map_err(werr)
+}
+
+/// Encodes one batch as a complete Parquet file in memory.
+pub fn encode_parquet(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, LakeError> {
+    let perr = |e: parquet::errors::ParquetError| LakeError::Write {
+        table: table.name(),
+        msg: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, table.schema(), Some(props())).map_err(perr)?;
+    w.write(batch).map_err(perr)?;
+    w.close().map_err(perr)?;
+    Ok(out)
+}
+
+/// Writes rejected records as JSON lines under `_rejected/`, in parts.
+pub struct RejectWriter {
+    lake: Lake,
+    handle: Handle,
+    run_id: String,
+    day: String,
+    seq: u64,
+    buf: Vec<u8>,
+    pub files: Vec<String>,
+}
+
+impl RejectWriter {
+    pub fn new(lake: Lake, run_id: String, day: String, handle: Handle) -> Self {
+        RejectWriter {
+            lake,
+            handle,
+            run_id,
+            day,
+            seq: 0,
+            buf: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, rec: &Value) -> Result<(), LakeError> {
+        serde_json::to_writer(&mut self.buf, rec).expect("serializing a Value cannot fail");
+        self.buf.push(b'\n');
+        if self.buf.len() > 16 << 20 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), LakeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let path = StorePath::from(format!(
+            "_rejected/day={}/{}-{:05}.jsonl",
+            self.day, self.run_id, self.seq
+        ));
+        let bytes = std::mem::take(&mut self.buf);
+        let store = self.lake.store.clone();
+        let p = path.clone();
+        self.handle
+            .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
+            .map_err(|e| LakeError::Store {
+                url: path.to_string(),
+                source: e,
+            })?;
+        self.files.push(path.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! wisp: hunt and detect attacks on Microsoft Entra ID workload identities over a Parquet lake.
+//!
+//! Data flows one way: raw exports → [`ingest`] → [`lake`] (Parquet, `day=` partitions) →
+//! [`session`] (tables + UDFs + watchlists) → rules, SQL, hunts → [`output`].
+
+pub mod cli;
+pub mod demo;
+pub mod ingest;
+pub mod lake;
+pub mod output;
+pub mod query;
+pub mod session;

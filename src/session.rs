@@ -1,0 +1,178 @@
+//! The one place a `SessionContext` is built for a lake: every table with its explicit schema and
+//! `day` partition column, the UDFs, watchlists (as functions and as tables), the
+//! `sp_risk_events_latest` view, a bounded memory pool so operators spill, and `target_partitions`
+//! = cores. Every command opens the lake through [`open`].
+
+use crate::lake::{Lake, Table, ALL_TABLES};
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{col, SessionConfig, SessionContext};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wisp_udfs::{UdfConfig, Udfs};
+
+/// Opening a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    #[error(transparent)]
+    Udf(#[from] wisp_udfs::UdfError),
+    #[error("building the session: {0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("building the session: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub udfs: UdfConfig,
+    /// Memory pool size in bytes; operators spill beyond it.
+    pub memory_limit: usize,
+    pub target_partitions: usize,
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            udfs: UdfConfig::default(),
+            memory_limit: 4 << 30,
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            spill_dir: None,
+        }
+    }
+}
+
+/// Session configuration any engine can reuse (wisp, Ballista client/scheduler).
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut cfg = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(true)
+        .with_collect_statistics(true);
+    cfg.options_mut().execution.parquet.pushdown_filters = true;
+    cfg.options_mut().execution.parquet.reorder_filters = true;
+    cfg
+}
+
+/// Opens a session over a lake.
+pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, SessionError> {
+    let mut rt =
+        RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)));
+    if let Some(dir) = &opts.spill_dir {
+        rt = rt.with_temp_file_path(dir.clone());
+    }
+    let ctx = SessionContext::new_with_config_rt(
+        session_config(opts.target_partitions),
+        Arc::new(rt.build()?),
+    );
+    register_tables(&ctx, lake)?;
+    // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
+    let mut cfg = opts.udfs.clone();
+    if let Some(root) = &lake.local_root {
+        let dir = root.join("_watchlists");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut found: Vec<_> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))
+                .collect();
+            found.sort();
+            for p in found.into_iter().rev() {
+                let name = p
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                if !cfg.watchlists.iter().any(|(n, _)| *n == name) {
+                    cfg.watchlists.insert(0, (name, p));
+                }
+            }
+        }
+    }
+    let udfs = Udfs::load(&cfg)?;
+    register_udfs(&ctx, &udfs)?;
+    register_watchlist_tables(&ctx, &udfs)?;
+    ctx.sql(
+        "CREATE VIEW sp_risk_events_latest AS \
+         SELECT * EXCLUDE (rn) FROM ( \
+           SELECT *, row_number() OVER (PARTITION BY id, service_principal_id \
+                                        ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn \
+           FROM sp_risk_events) WHERE rn = 1",
+    )
+    .await?;
+    Ok(ctx)
+}
+
+/// Registers every function of `udfs` into a session.
+pub fn register_udfs(ctx: &SessionContext, udfs: &Udfs) -> Result<(), SessionError> {
+    for f in udfs.functions() {
+        ctx.register_udf(f);
+    }
+    Ok(())
+}
+
+/// Registers the lake's tables with explicit schemas (an empty lake or day is not an error).
+pub fn register_tables(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionError> {
+    for t in ALL_TABLES {
+        if let Some(root) = &lake.local_root {
+            let _ = std::fs::create_dir_all(root.join(t.name()));
+        }
+        ctx.register_table(t.name(), Arc::new(listing_table(lake, t)?))?;
+    }
+    Ok(())
+}
+
+pub fn listing_table(lake: &Lake, t: Table) -> Result<ListingTable, DataFusionError> {
+    let url = ListingTableUrl::parse(lake.table_url(t))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)])
+        .with_file_sort_order(vec![vec![col("ts").sort(true, false)]]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(t.schema());
+    ListingTable::try_new(config)
+}
+
+fn register_watchlist_tables(ctx: &SessionContext, udfs: &Udfs) -> Result<(), SessionError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ip_or_range", DataType::Utf8, false),
+        Field::new("range_start", DataType::Utf8, false),
+        Field::new("range_end", DataType::Utf8, false),
+        Field::new("line", DataType::UInt64, false),
+    ]));
+    for w in &udfs.watchlists {
+        let mut entries = Vec::new();
+        let (mut starts, mut ends, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+        for (line, e) in &w.entries {
+            let r = wisp_udfs::ranges::parse_range(e).expect("validated at load");
+            entries.push(e.clone());
+            starts.push(wisp_udfs::ip::to_ipaddr(r.lo).to_string());
+            ends.push(wisp_udfs::ip::to_ipaddr(r.hi).to_string());
+            lines.push(*line as u64);
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(entries)),
+                Arc::new(StringArray::from(starts)),
+                Arc::new(StringArray::from(ends)),
+                Arc::new(UInt64Array::from(lines)),
+            ],
+        )?;
+        let table = MemTable::try_new(schema.clone(), vec![vec![batch]])?;
+        ctx.register_table(w.name.as_str(), Arc::new(table))?;
+    }
+    Ok(())
+}
