@@ -237,3 +237,83 @@ mod tests {
         assert!(parse_range("10.0.0.1-::1").is_err());
     }
 }
+
+#[cfg(test)]
+mod property {
+    //! `cidr_match`'s core (parse_cidr + RangeSet) against a straightforward reference: compare the
+    //! top `prefix` bits of the address and the network, on random addresses and prefixes.
+    use super::*;
+    use crate::ip::parse_u128;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    fn reference_v4(ip: u32, net: u32, prefix: u32) -> bool {
+        prefix == 0 || (ip >> (32 - prefix)) == (net >> (32 - prefix))
+    }
+
+    fn reference_v6(ip: u128, net: u128, prefix: u32) -> bool {
+        prefix == 0 || (ip >> (128 - prefix)) == (net >> (128 - prefix))
+    }
+
+    #[test]
+    fn agrees_with_reference_on_random_inputs() {
+        let mut rng = Rng(0x2545F4914F6CDD1D);
+        for _ in 0..20_000 {
+            let (a, b) = (rng.next() as u32, rng.next() as u32);
+            // Often share a prefix so both outcomes are exercised.
+            let share = (rng.next() % 33) as u32;
+            let b = if share == 0 {
+                b
+            } else {
+                (a & (u32::MAX << (32 - share))) | (b & !(u32::MAX << (32 - share)))
+            };
+            let prefix = (rng.next() % 33) as u32;
+            let cidr = format!("{}/{}", Ipv4Addr::from(b), prefix);
+            let set = RangeSet::new(vec![parse_cidr(&cidr).unwrap()]);
+            let ip = Ipv4Addr::from(a).to_string();
+            assert_eq!(
+                set.contains(parse_u128(&ip).unwrap()),
+                reference_v4(a, b, prefix),
+                "{ip} in {cidr}"
+            );
+            let mapped = format!("::ffff:{ip}");
+            assert_eq!(
+                set.contains(parse_u128(&mapped).unwrap()),
+                reference_v4(a, b, prefix),
+                "{mapped} in {cidr}"
+            );
+        }
+        for _ in 0..20_000 {
+            let a = ((rng.next() as u128) << 64) | rng.next() as u128;
+            let b = ((rng.next() as u128) << 64) | rng.next() as u128;
+            let share = (rng.next() % 129) as u32;
+            let b = if share == 0 {
+                b
+            } else {
+                (a & (u128::MAX << (128 - share))) | (b & !(u128::MAX << (128 - share)))
+            };
+            let prefix = (rng.next() % 129) as u32;
+            let cidr = format!("{}/{}", Ipv6Addr::from(b), prefix);
+            let set = RangeSet::new(vec![parse_cidr(&cidr).unwrap()]);
+            let ip6 = Ipv6Addr::from(a);
+            if ip6.to_ipv4_mapped().is_some() {
+                continue;
+            }
+            let ip = ip6.to_string();
+            assert_eq!(
+                set.contains(parse_u128(&ip).unwrap()),
+                reference_v6(a, b, prefix),
+                "{ip} in {cidr}"
+            );
+        }
+    }
+}
