@@ -9,4 +9,5 @@ pub mod ingest;
 pub mod lake;
 pub mod output;
 pub mod query;
+pub mod rules;
 pub mod session;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 error (bad flags, unreadable lake, failed query); 2 an input could
 //! not be read (the others were still ingested); 3 `--strict` and records were rejected.
 
+pub mod detect;
 pub mod ingest;
 pub mod query;
 
@@ -31,8 +32,12 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Run one SQL query over the lake.
     Sql(query::SqlArgs),
-    /// Ingest the bundled samples into a temporary lake and show what it holds.
+    /// Ingest the bundled samples into a temporary lake and show what it holds and finds.
     Demo(query::DemoArgs),
+    /// Run detections: one scheduled run (--at) or every run in a range (backtest).
+    Detect(detect::DetectArgs),
+    /// List, show and lint the rules.
+    Rules(detect::RulesArgs),
 }
 
 /// Flags every query command shares.
@@ -110,5 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ingest(a) => ingest::run(a).await,
         Command::Sql(a) => query::sql(a).await,
         Command::Demo(a) => query::demo(a).await,
+        Command::Detect(a) => detect::detect(a).await,
+        Command::Rules(a) => detect::rules_cmd(a).await,
     }
 }

@@ -1,0 +1,58 @@
+/*
+id = "sp_failed_signins"
+name = "Sign-in attempts from service principals with expired or wrong keys"
+description = """
+Failed service principal sign-ins, summarized per principal, source IP and error code. An attacker
+holding an old or guessed secret produces invalid-secret and expired-secret failures, often from an
+unusual address. Reproduces the Sentinel rule; the AADSTS meaning of each code is added."""
+type = "threshold"
+severity = "medium"
+risk_score = 47
+interval = "1d"
+lookback = "1d"
+tables = ["signins"]
+alert_key = ["service_principal_name", "source_ip", "error_code", "first_seen"]
+false_positives = ["An expired secret in a forgotten automation retrying every few minutes."]
+references = ["https://github.com/Azure/Azure-Sentinel/blob/master/Detections/AADServicePrincipalSignInLogs/"]
+note = """
+Triage: 7000215 (invalid secret) from a new IP is someone guessing or using a stale stolen secret;
+7000222 (expired secret) from the usual IP is usually hygiene. Check whether a success from the same
+IP follows (sp_unusual_source_asn) and whether credentials were added (sp_credential_added_after_signin)."""
+
+[params]
+threshold = 1
+
+[mitre]
+tactics = ["TA0006 Credential Access"]
+techniques = ["T1110 Brute Force", "T1078.004 Valid Accounts: Cloud Accounts"]
+*/
+SELECT min(ts) AS ts,
+       min(ts) AS first_seen,
+       max(ts) AS last_seen,
+       service_principal_name,
+       min(service_principal_id) AS service_principal_id,
+       min(app_id) AS app_id,
+       source_ip,
+       error_code,
+       CASE error_code
+           WHEN 7000215 THEN 'Invalid client secret provided'
+           WHEN 7000222 THEN 'The provided client secret keys are expired'
+           WHEN 700027 THEN 'Client assertion failed signature validation (invalid certificate)'
+           WHEN 700016 THEN 'Application not found in the directory'
+           WHEN 7000112 THEN 'Application is disabled'
+           WHEN 700024 THEN 'Client assertion is not within its valid time range'
+           WHEN 7000012 THEN 'Application has been disabled or deleted (service principal disabled)'
+           WHEN 50053 THEN 'Account is locked'
+           WHEN 53003 THEN 'Access blocked by Conditional Access'
+           WHEN 700082 THEN 'The refresh token has expired due to inactivity'
+           ELSE coalesce(min(failure_reason), 'Unknown error')
+       END AS error_meaning,
+       count(*) AS attempts,
+       array_to_string(array_sort(array_distinct(array_agg(resource_display_name))), ', ') AS resources
+FROM signins
+WHERE category = 'ServicePrincipalSignInLogs'
+  AND error_code <> 0
+  AND ts >= $window_start AND ts <= $window_end
+  AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+GROUP BY service_principal_name, source_ip, error_code
+HAVING count(*) >= $threshold

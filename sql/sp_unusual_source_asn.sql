@@ -1,0 +1,58 @@
+/*
+id = "sp_unusual_source_asn"
+name = "Entra ID Service Principal with Unusual Source ASN"
+description = """
+A service principal signed in successfully from an autonomous system it has not used in the last
+10 days. Stolen client secrets and certificates are typically used from attacker infrastructure
+(VPS, hosting, residential proxies) rather than the CI or cloud networks the app normally uses.
+Reproduces Elastic's new_terms rule exactly: a (service_principal_id, source_asn) pair is new when
+its earliest occurrence in [T-10d, T] is strictly later than T-65m."""
+type = "new_terms"
+severity = "medium"
+risk_score = 47
+interval = "1h"
+lookback = "65m"
+history_window = "10d"
+new_terms_fields = ["service_principal_id", "source_asn"]
+max_alerts = 100
+tables = ["signins"]
+alert_key = ["service_principal_id", "source_asn", "id"]
+false_positives = [
+  "A new CI/CD runner, cloud region or egress NAT for an existing automation.",
+  "Principals that run from developer workstations.",
+]
+references = ["https://www.elastic.co/guide/en/security/current/entra-id-service-principal-with-unusual-source-asn.html"]
+note = """
+Triage: look at the principal's other sign-ins from the new ASN (wisp pivot sp <id>), the credential
+used (credential_key_id: a newly added key is a strong signal), and what it did afterwards (Graph
+calls, mailbox access). Microsoft-owned apps and Microsoft ASNs are excluded, as in the published
+rule; a NULL AS organization is not excluded."""
+
+[mitre]
+tactics = ["TA0001 Initial Access", "TA0005 Defense Evasion"]
+techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
+*/
+WITH candidates AS (
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code = 0
+      AND service_principal_id IS NOT NULL
+      AND source_asn IS NOT NULL
+      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
+      AND (app_owner_tenant_id IS NULL
+           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
+      AND ts >= $history_start AND ts <= $window_end
+      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+ranked AS (
+    SELECT *,
+           min(ts) OVER (PARTITION BY service_principal_id, source_asn) AS first_seen,
+           row_number() OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS rn
+    FROM candidates
+)
+SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id
+FROM ranked
+WHERE rn = 1 AND first_seen > $window_start
