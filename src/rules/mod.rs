@@ -195,7 +195,7 @@ impl Rule {
         {
             return Err(self.invalid("a new_terms rule needs history_window and new_terms_fields"));
         }
-        if m.suppress_for.is_some() != !m.suppress_by.is_empty() {
+        if m.suppress_for.is_some() == m.suppress_by.is_empty() {
             return Err(self.invalid("suppress_by and suppress_for go together"));
         }
         if let Some(s) = &m.suppress_for {
