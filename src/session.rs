@@ -32,6 +32,9 @@ pub enum SessionError {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+/// Watchlists registered empty when not configured.
+pub const DEFAULT_WATCHLISTS: [&str; 1] = ["NetworkAllowlist"];
+
 /// How to open a session.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -100,7 +103,20 @@ pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, 
             }
         }
     }
-    let udfs = Udfs::load(&cfg)?;
+    let mut udfs = Udfs::load(&cfg)?;
+    // Watchlists the built-in rules name exist even when empty, so rules plan and run everywhere.
+    for name in DEFAULT_WATCHLISTS {
+        if !udfs.watchlists.iter().any(|w| w.name == name) {
+            let mut lists = udfs.watchlists.clone();
+            lists.push(wisp_udfs::Watchlist {
+                name: name.to_string(),
+                path: PathBuf::new(),
+                entries: Vec::new(),
+                set: Default::default(),
+            });
+            udfs = Udfs::from_parts(udfs.asn.clone(), udfs.geo.clone(), lists);
+        }
+    }
     register_udfs(&ctx, &udfs)?;
     register_watchlist_tables(&ctx, &udfs)?;
     ctx.sql(

@@ -139,7 +139,7 @@ async fn bundled_samples_ingest_with_only_the_intended_reject() {
     .await;
     assert!(
         g.contains("ManagedIdentitySignInLogs")
-            && g.contains("ServicePrincipalSignInLogs | 203.0.113.77"),
+            && g.contains("ServicePrincipalSignInLogs | 185.220.101.45"),
         "{g}"
     );
     let e = query_text(&lake, "SELECT source_asn, source_as_org, CAST(ingested_at AS VARCHAR) AS i FROM signins WHERE id = 'ecs-sp-0001'").await;
@@ -152,7 +152,7 @@ async fn bundled_samples_ingest_with_only_the_intended_reject() {
         "SELECT source_ip, outcome FROM o365_audit WHERE operation = 'MailItemsAccessed'",
     )
     .await;
-    assert!(m.contains("203.0.113.77 | success"), "{m}");
+    assert!(m.contains("185.220.101.45 | success"), "{m}");
     // Risk event versions are all kept; the view keeps the newest.
     let v = query_text(&lake, "SELECT (SELECT count(*) FROM sp_risk_events) AS all_rows, (SELECT count(*) FROM sp_risk_events_latest) AS latest, \
         (SELECT risk_state FROM sp_risk_events_latest WHERE id = 'risk-0001') AS state").await;

@@ -34,6 +34,9 @@ pub struct Alert {
     pub source_ip: Option<String>,
     pub source_asn: Option<i64>,
     pub fields: String,
+    /// Values of the rule's `suppress_by` columns (not part of the alerts table).
+    #[serde(skip)]
+    pub suppress_key: Option<String>,
 }
 
 /// The `alerts` schema of SCHEMA.md.
@@ -159,6 +162,13 @@ pub async fn run(
             source_ip: s("source_ip"),
             source_asn: row.get("source_asn").and_then(|v| v.as_i64()),
             fields: Value::Object(row.clone()).to_string(),
+            suppress_key: (!m.suppress_by.is_empty()).then(|| {
+                m.suppress_by
+                    .iter()
+                    .map(|k| row.get(k).unwrap_or(&Value::Null).to_string())
+                    .collect::<Vec<_>>()
+                    .join("\u{1f}")
+            }),
         });
     }
     alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
@@ -187,7 +197,9 @@ pub fn run_ends(
     Ok(out)
 }
 
-/// Every scheduled run in `[from, to]` (a backtest): each alert once, from the run that first saw it.
+/// Every scheduled run in `[from, to]` (a backtest): each alert once, from the run that first saw
+/// it; with `suppress_by`, an alert whose key already alerted within `suppress_for` (measured
+/// between run ends) is suppressed.
 pub async fn backtest(
     ctx: &SessionContext,
     rule: &Rule,
@@ -196,15 +208,32 @@ pub async fn backtest(
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunResult, RuleError> {
     let mut seen = std::collections::HashSet::new();
+    let mut last_by_key: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let suppress_us = match &rule.meta.suppress_for {
+        Some(d) => super::parse_duration(d)?
+            .num_microseconds()
+            .unwrap_or(i64::MAX),
+        None => 0,
+    };
     let mut all = Vec::new();
     let mut cut = 0;
     for end in run_ends(rule, from, to)? {
         let r = run(ctx, rule, &rule.window_ending(end)?, detected_at).await?;
         cut += r.cut;
         for a in r.alerts {
-            if seen.insert(a.alert_id.clone()) {
-                all.push(a);
+            if !seen.insert(a.alert_id.clone()) {
+                continue;
             }
+            if let Some(k) = &a.suppress_key {
+                let now = end.timestamp_micros();
+                match last_by_key.get(k) {
+                    Some(&last) if now - last < suppress_us => continue,
+                    _ => {
+                        last_by_key.insert(k.clone(), now);
+                    }
+                }
+            }
+            all.push(a);
         }
     }
     Ok(RunResult { alerts: all, cut })

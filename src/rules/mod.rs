@@ -108,14 +108,30 @@ pub struct Rule {
 }
 
 /// The rules shipped in `sql/`, embedded in the binary.
-pub const BUILTIN: [(&str, &str); 2] = [
+pub const BUILTIN: [(&str, &str); 6] = [
     (
         "sql/sp_unusual_source_asn.sql",
         include_str!("../../sql/sp_unusual_source_asn.sql"),
     ),
     (
+        "sql/sp_rare_action_multiple_ips.sql",
+        include_str!("../../sql/sp_rare_action_multiple_ips.sql"),
+    ),
+    (
         "sql/sp_failed_signins.sql",
         include_str!("../../sql/sp_failed_signins.sql"),
+    ),
+    (
+        "sql/sp_credential_added_after_signin.sql",
+        include_str!("../../sql/sp_credential_added_after_signin.sql"),
+    ),
+    (
+        "sql/sp_risk_event_stacking.sql",
+        include_str!("../../sql/sp_risk_event_stacking.sql"),
+    ),
+    (
+        "sql/identity_signin_from_suspicious_source.sql",
+        include_str!("../../sql/identity_signin_from_suspicious_source.sql"),
     ),
 ];
 

@@ -1,0 +1,84 @@
+/*
+id = "sp_credential_added_after_signin"
+name = "Credential generated for a service principal that was already signing in"
+description = """
+A secret or certificate was added to a service principal (or its application) that had signed in
+successfully in the three days before: an attacker with access to an app adding a credential of
+their own for persistence. Reproduces the Sentinel rule, and matches principals by id, not name."""
+type = "correlation"
+severity = "medium"
+risk_score = 47
+interval = "1d"
+lookback = "1d"
+tables = ["audit", "signins"]
+alert_key = ["audit_id"]
+false_positives = ["Planned secret rotation by the app's owners (check initiated_by against the owners)."]
+references = ["https://github.com/Azure/Azure-Sentinel/blob/master/Detections/MultipleDataSources/CredentialAddedAfterAdminConsent.yaml"]
+note = """
+The published rule matched the audit target to sign-ins by display name only, so renaming the
+principal (or two apps sharing a name) blinded or confused it. Here a ServicePrincipal target is
+matched by service_principal_id, an Application target by its AppId (from additionalDetails) or,
+failing that, by display name case-insensitively. One alert per credential change, with the latest
+prior successful sign-in, the number of prior sign-ins and the minutes between.
+Both spellings of "Update application – Certificates and secrets management" (en dash and hyphen)
+are matched, with or without the trailing space the service writes."""
+
+[params]
+signin_lookback_days = 3
+
+[mitre]
+tactics = ["TA0003 Persistence"]
+techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
+*/
+WITH changes AS (
+    SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+           source_ip AS change_ip, target_id, target_name, target_type, additional_details
+    FROM audit
+    WHERE lower(result) = 'success'
+      AND (trim(operation_name) IN ('Add service principal credentials', 'Update application',
+                                   'Update application – Certificates and secrets management',
+                                   'Update application - Certificates and secrets management'))
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+change_app AS (
+    SELECT audit_id, min(d['value']) AS target_app_id
+    FROM (SELECT audit_id, unnest(additional_details) AS d FROM changes)
+    WHERE d['key'] = 'AppId'
+    GROUP BY audit_id
+),
+c AS (
+    SELECT changes.*, change_app.target_app_id
+    FROM changes LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+),
+s AS (
+    SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id, source_ip AS signin_ip
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+      AND ts >= $window_start - INTERVAL '3 days' AND ts <= $window_end
+      AND day >= to_char($window_start - INTERVAL '3 days', '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+matched AS (
+    SELECT c.*, s.*, 'service_principal_id' AS matched_by FROM c JOIN s ON s.service_principal_id = c.target_id
+    WHERE c.target_type = 'ServicePrincipal'
+    UNION ALL
+    SELECT c.*, s.*, 'app_id' AS matched_by FROM c JOIN s ON s.app_id = c.target_app_id
+    WHERE c.target_type = 'Application'
+    UNION ALL
+    SELECT c.*, s.*, 'display_name' AS matched_by FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name)
+    WHERE c.target_type = 'Application' AND c.target_app_id IS NULL
+),
+prior AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY audit_id ORDER BY signin_ts DESC, signin_ip) AS rn,
+           count(*) OVER (PARTITION BY audit_id) AS prior_signins
+    FROM matched
+    WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL '3 days'
+)
+SELECT ts, audit_id, trim(operation_name) AS operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+       change_ip, target_id, target_name, target_type,
+       service_principal_id, service_principal_name, app_id, signin_ip AS source_ip,
+       signin_ts AS last_signin, prior_signins, matched_by,
+       CAST((CAST(ts AS BIGINT) - CAST(signin_ts AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
+FROM prior
+WHERE rn = 1

@@ -1,0 +1,80 @@
+/*
+id = "sp_rare_action_multiple_ips"
+name = "Rare Service Principal Activity from Multiple IPs"
+description = """
+Service principal actions that are rare (few events in a UTC day) yet come from several source IPs:
+a stolen credential used by an attacker next to the legitimate automation. Reproduces Elastic's hunt
+over sign-ins, audit events initiated by an app, Graph activity and O365 ServicePrincipal events."""
+type = "hunt"
+severity = "low"
+risk_score = 21
+interval = "1d"
+lookback = "1d"
+tables = ["signins", "audit", "graph_activity", "o365_audit"]
+alert_key = ["action", "service_principal_name", "event_day"]
+false_positives = ["Automation that moved between regions or NAT gateways during the day."]
+references = ["https://github.com/elastic/detection-rules/tree/main/hunting/azure"]
+note = """
+Run as a hunt over 30 days (`wisp hunt sp_rare_action_multiple_ips --last 30d`) or as a daily rule
+over the last full day. Rows without a source IP are left out: managed identities often have none,
+so this hunt is blind to them. Graph request paths have ids replaced by {id} so that one action
+groups across objects. Thresholds are parameters: max_events (default 5) and min_ips (default 2)."""
+
+[params]
+max_events = 5
+min_ips = 2
+
+[mitre]
+tactics = ["TA0001 Initial Access", "TA0007 Discovery"]
+techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
+*/
+WITH activity AS (
+    SELECT ts, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
+           coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
+           service_principal_id, source_ip
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND source_ip IS NOT NULL
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, 'azure.auditlogs', operation_name,
+           coalesce(initiated_by_sp_name, initiated_by_app_name, initiated_by_sp_id),
+           initiated_by_sp_id, source_ip
+    FROM audit
+    WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, 'azure.graphactivitylogs',
+           request_method || ' ' || regexp_replace(
+               regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
+               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|/[0-9]+(/|$)', '{id}', 'g'),
+           coalesce(service_principal_id, app_id), service_principal_id, source_ip
+    FROM graph_activity
+    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
+    FROM o365_audit
+    WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+per_ip AS (
+    -- Two-level aggregation: distinct IPs counted as rows, which the memory pool bounds.
+    SELECT action, service_principal_name, date_trunc('day', ts) AS event_day, source_ip,
+           count(*) AS n, min(ts) AS first_ts,
+           array_agg(DISTINCT dataset) AS datasets, array_agg(DISTINCT service_principal_id) AS sp_ids
+    FROM activity
+    GROUP BY action, service_principal_name, date_trunc('day', ts), source_ip
+)
+SELECT min(first_ts) AS ts, action, service_principal_name, CAST(event_day AS DATE) AS event_day,
+       sum(n) AS event_count, count(*) AS ip_count,
+       array_sort(array_agg(source_ip)) AS source_ips,
+       array_sort(array_distinct(flatten(array_agg(datasets)))) AS datasets,
+       array_sort(array_distinct(flatten(array_agg(sp_ids)))) AS service_principal_ids
+FROM per_ip
+GROUP BY action, service_principal_name, event_day
+HAVING sum(n) <= $max_events AND count(*) >= $min_ips
+ORDER BY event_count ASC, action, service_principal_name, event_day
