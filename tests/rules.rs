@@ -352,6 +352,7 @@ async fn sp_failed_signins_groups_and_explains_codes() {
     assert_eq!(run.alerts.len(), 1);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn audit_rec(
     id: &str,
     ts: DateTime<Utc>,
