@@ -23,13 +23,7 @@ fn column() -> ArrayRef {
                 0 => None,
                 1 => Some("not-an-ip".to_string()),
                 2 | 3 => Some(format!("2001:db8:{:x}::{:x}", (x >> 16) as u16, x as u16)),
-                _ => Some(format!(
-                    "{}.{}.{}.{}",
-                    (x >> 24) as u8,
-                    (x >> 16) as u8,
-                    (x >> 8) as u8,
-                    x as u8
-                )),
+                _ => Some(format!("{}.{}.{}.{}", (x >> 24) as u8, (x >> 16) as u8, (x >> 8) as u8, x as u8)),
             }
         })
         .collect();
@@ -37,10 +31,7 @@ fn column() -> ArrayRef {
 }
 
 fn invoke(f: &ScalarUDF, args: Vec<ColumnarValue>) -> ColumnarValue {
-    let arg_fields = args
-        .iter()
-        .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
-        .collect();
+    let arg_fields = args.iter().map(|a| Arc::new(Field::new("a", a.data_type(), true))).collect();
     f.invoke_with_args(ScalarFunctionArgs {
         args,
         arg_fields,
@@ -61,29 +52,18 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     let cidr = find("cidr_match");
     let cidr_args: Vec<ColumnarValue> = std::iter::once(ColumnarValue::Array(col.clone()))
-        .chain(
-            PRIVATE_RANGES
-                .iter()
-                .map(|c| ColumnarValue::Scalar(ScalarValue::Utf8(Some(c.to_string())))),
-        )
+        .chain(PRIVATE_RANGES.iter().map(|c| ColumnarValue::Scalar(ScalarValue::Utf8(Some(c.to_string())))))
         .collect();
-    g.bench_function("cidr_match_26_private_ranges", |b| {
-        b.iter(|| invoke(&cidr, cidr_args.clone()))
-    });
+    g.bench_function("cidr_match_26_private_ranges", |b| b.iter(|| invoke(&cidr, cidr_args.clone())));
     let private = find("is_private_ip");
-    g.bench_function("is_private_ip", |b| {
-        b.iter(|| invoke(&private, vec![ColumnarValue::Array(col.clone())]))
-    });
+    g.bench_function("is_private_ip", |b| b.iter(|| invoke(&private, vec![ColumnarValue::Array(col.clone())])));
     let strings = col.as_any().downcast_ref::<StringArray>().unwrap().clone();
     g.bench_function("naive_baseline_parse_cidrs_per_row", |b| {
         b.iter(|| {
             let mut hits = 0usize;
             for v in strings.iter().flatten() {
                 if let Some(x) = wisp_udfs::ip::parse_u128(v) {
-                    if PRIVATE_RANGES
-                        .iter()
-                        .any(|c| parse_cidr(c).unwrap().contains(x))
-                    {
+                    if PRIVATE_RANGES.iter().any(|c| parse_cidr(c).unwrap().contains(x)) {
                         hits += 1;
                     }
                 }

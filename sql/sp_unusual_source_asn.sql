@@ -56,3 +56,42 @@ SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, 
        resource_display_name, credential_key_id
 FROM ranked
 WHERE rn = 1 AND first_seen > $window_start
+
+-- @backtest
+-- Every hourly run in [$range_start, $range_end] in one pass (no replay of each run). A row alerts
+-- in run T (on the interval grid) when T-65m < ts <= T and the pair's previous occurrence is older
+-- than T-10d (or there is none): then it is the oldest row of a pair first seen after T-65m. The
+-- first such run is the one that reports it, exactly as replaying the runs one by one would.
+WITH candidates AS (
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code = 0
+      AND service_principal_id IS NOT NULL
+      AND source_asn IS NOT NULL
+      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
+      AND (app_owner_tenant_id IS NULL
+           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
+      AND ts >= $range_start - INTERVAL '10 days' - INTERVAL '65 minutes' AND ts <= $range_end
+      AND day >= to_char($range_start - INTERVAL '10 days' - INTERVAL '65 minutes', '%Y-%m-%d')
+      AND day <= to_char($range_end, '%Y-%m-%d')
+),
+lagged AS (
+    SELECT *, CAST(ts AS BIGINT) AS ts_us,
+           CAST(lag(ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS BIGINT) AS prev_us
+    FROM candidates
+),
+bounds AS (
+    SELECT *,
+           greatest(ts_us, coalesce(prev_us + $history_us + 1, ts_us), CAST($range_start AS BIGINT)) AS lo_us,
+           least(ts_us + $lookback_us - 1, CAST($range_end AS BIGINT)) AS hi_us
+    FROM lagged
+),
+runs AS (
+    SELECT *, ((lo_us + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us FROM bounds
+)
+SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id, run_end_us
+FROM runs
+WHERE run_end_us <= hi_us

@@ -22,17 +22,15 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
     let ctx = crate::session::open(&lake, &Default::default()).await?;
     let union: Vec<String> = ALL_TABLES
         .iter()
-        .map(|t| format!("SELECT '{0}' AS \"table\", count(*) AS \"rows\", min(ts) AS first, max(ts) AS last FROM {0}", t.name()))
+        .map(|t| {
+            format!(
+                "SELECT '{0}' AS \"table\", count(*) AS \"rows\", min(ts) AS first, max(ts) AS last FROM {0}",
+                t.name()
+            )
+        })
         .collect();
-    let sql = format!(
-        "SELECT * FROM ({}) ORDER BY \"table\"",
-        union.join(" UNION ALL ")
-    );
+    let sql = format!("SELECT * FROM ({}) ORDER BY \"table\"", union.join(" UNION ALL "));
     let batches = ctx.sql(&sql).await?.collect().await?;
-    writeln!(
-        out,
-        "{}",
-        arrow::util::pretty::pretty_format_batches(&batches)?
-    )?;
+    writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
     Ok(out)
 }

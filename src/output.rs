@@ -85,21 +85,9 @@ impl Sink {
     ) -> Result<Counting, OutputError> {
         let sink = match format {
             OutputFormat::Table => Sink::Table(Vec::new(), out),
-            OutputFormat::Csv => Sink::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(out),
-            ),
-            OutputFormat::Json => Sink::Json(
-                arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build(out),
-            ),
-            OutputFormat::Jsonl => Sink::Jsonl(
-                arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build(out),
-            ),
+            OutputFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            OutputFormat::Json => Sink::Json(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
+            OutputFormat::Jsonl => Sink::Jsonl(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
             OutputFormat::Parquet => {
                 if to_terminal {
                     return Err(OutputError::ParquetToTerminal);

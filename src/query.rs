@@ -7,10 +7,7 @@ use datafusion::prelude::SessionContext;
 
 /// The options that refuse DDL, DML, COPY and SET at planning.
 pub fn read_only() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 /// Plans a query read-only.

@@ -7,9 +7,7 @@ use crate::lake::{Lake, Table, ALL_TABLES};
 use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -50,9 +48,7 @@ impl Default for SessionOptions {
         SessionOptions {
             udfs: UdfConfig::default(),
             memory_limit: 4 << 30,
-            target_partitions: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             spill_dir: None,
         }
     }
@@ -71,15 +67,11 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
 
 /// Opens a session over a lake.
 pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, SessionError> {
-    let mut rt =
-        RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)));
+    let mut rt = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)));
     if let Some(dir) = &opts.spill_dir {
         rt = rt.with_temp_file_path(dir.clone());
     }
-    let ctx = SessionContext::new_with_config_rt(
-        session_config(opts.target_partitions),
-        Arc::new(rt.build()?),
-    );
+    let ctx = SessionContext::new_with_config_rt(session_config(opts.target_partitions), Arc::new(rt.build()?));
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
     let mut cfg = opts.udfs.clone();
@@ -92,11 +84,7 @@ pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, 
                 .collect();
             found.sort();
             for p in found.into_iter().rev() {
-                let name = p
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_string();
+                let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
                 if !cfg.watchlists.iter().any(|(n, _)| *n == name) {
                     cfg.watchlists.insert(0, (name, p));
                 }
@@ -155,9 +143,7 @@ pub fn listing_table(lake: &Lake, t: Table) -> Result<ListingTable, DataFusionEr
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)])
         .with_file_sort_order(vec![vec![col("ts").sort(true, false)]]);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(t.schema());
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(t.schema());
     ListingTable::try_new(config)
 }
 

@@ -7,10 +7,7 @@ use std::io::Write;
 
 /// The fixture files that hold records (the rest are databases, their sources, and licences).
 fn fixture_inputs(root: &std::path::Path) -> Vec<String> {
-    ["azure", "graph", "o365"]
-        .iter()
-        .map(|d| root.join(d).display().to_string())
-        .collect()
+    ["azure", "graph", "o365"].iter().map(|d| root.join(d).display().to_string()).collect()
 }
 
 #[tokio::test]
@@ -20,42 +17,29 @@ async fn conformance_every_fixture_ingests_without_rejects() {
     let mut o = opts(fixture_inputs(&fx));
     o.asn_db = Some(fx.join("mmdb/GeoLite2-ASN-Test.mmdb"));
     let s = ingest_into(&lake, o).await;
-    assert!(
-        s.rejected.is_empty(),
-        "unexpected rejects: {:?}",
-        s.rejected
-    );
+    assert!(s.rejected.is_empty(), "unexpected rejects: {:?}", s.rejected);
     assert!(s.unreadable.is_empty(), "{:?}", s.unreadable);
-    for t in [
-        "signins",
-        "audit",
-        "sp_risk_events",
-        "graph_activity",
-        "o365_audit",
-        "azure_activity",
-        "user_risk",
-    ] {
-        assert!(
-            s.written.get(t).copied().unwrap_or(0) > 0,
-            "nothing written to {t}: {s:?}"
-        );
+    for t in ["signins", "audit", "sp_risk_events", "graph_activity", "o365_audit", "azure_activity", "user_risk"] {
+        assert!(s.written.get(t).copied().unwrap_or(0) > 0, "nothing written to {t}: {s:?}");
     }
     // Known records.
-    let sp = query_text(&lake, "SELECT service_principal_id, app_id, error_code, source_ip, source_asn, source_as_org \
-        FROM signins WHERE id = 'd5935dca-86f2-4ac9-a42c-3593b00af801' AND category = 'ServicePrincipalSignInLogs'").await;
-    assert!(sp.contains("b029d485-a308-4311-8720-fb3192e5284e"), "{sp}");
-    assert!(sp.contains("6131d760-7fda-4db5-8bb1-b771898e9f15"), "{sp}");
-    assert!(
-        sp.contains("| 0          | 1.128.3.4 | 1221       | Telstra Pty Ltd |"),
-        "{sp}"
-    );
-    let mi = query_text(&lake, "SELECT count(*) AS n, count(source_ip) AS with_ip FROM signins WHERE category = 'ManagedIdentitySignInLogs'").await;
-    assert!(mi.contains("| 10 | 0       |"), "{mi}");
-    let failed = query_text(
+    let sp = query_text(
         &lake,
-        "SELECT error_code FROM signins WHERE id = '22222222-5ec0-4795-bf9f-9017bcc32f00'",
+        "SELECT service_principal_id, app_id, error_code, source_ip, source_asn, source_as_org \
+        FROM signins WHERE id = 'd5935dca-86f2-4ac9-a42c-3593b00af801' AND category = 'ServicePrincipalSignInLogs'",
     )
     .await;
+    assert!(sp.contains("b029d485-a308-4311-8720-fb3192e5284e"), "{sp}");
+    assert!(sp.contains("6131d760-7fda-4db5-8bb1-b771898e9f15"), "{sp}");
+    assert!(sp.contains("| 0          | 1.128.3.4 | 1221       | Telstra Pty Ltd |"), "{sp}");
+    let mi = query_text(
+        &lake,
+        "SELECT count(*) AS n, count(source_ip) AS with_ip FROM signins WHERE category = 'ManagedIdentitySignInLogs'",
+    )
+    .await;
+    assert!(mi.contains("| 10 | 0       |"), "{mi}");
+    let failed =
+        query_text(&lake, "SELECT error_code FROM signins WHERE id = '22222222-5ec0-4795-bf9f-9017bcc32f00'").await;
     assert!(failed.contains("7000222"), "{failed}");
     // Log Analytics AuditLogs export: targets and modified properties parsed from JSON strings.
     let la = query_text(
@@ -73,93 +57,58 @@ async fn conformance_every_fixture_ingests_without_rejects() {
         "{la}"
     );
     // The IPv6 caller and the malformed one (NULL, kept in raw).
-    let v6 = query_text(&lake, "SELECT source_ip FROM audit WHERE correlation_id = '87979703-118b-498f-99c2-ccd1a56f1a5a' ORDER BY source_ip").await;
-    assert!(
-        v6.contains("2a02:cf40:add:4002:91f2:a9b2:e09a:6fc6"),
-        "{v6}"
-    );
+    let v6 = query_text(
+        &lake,
+        "SELECT source_ip FROM audit WHERE correlation_id = '87979703-118b-498f-99c2-ccd1a56f1a5a' ORDER BY source_ip",
+    )
+    .await;
+    assert!(v6.contains("2a02:cf40:add:4002:91f2:a9b2:e09a:6fc6"), "{v6}");
     // Graph risk detection with a stray ')' in its timestamp.
-    let risk = query_text(
-        &lake,
-        "SELECT risk_event_type, CAST(last_updated AS VARCHAR) AS lu FROM sp_risk_events",
-    )
-    .await;
-    assert!(
-        risk.contains("investigationsThreatIntelligence")
-            && risk.contains("2021-10-26T16:28:17.820297"),
-        "{risk}"
-    );
+    let risk =
+        query_text(&lake, "SELECT risk_event_type, CAST(last_updated AS VARCHAR) AS lu FROM sp_risk_events").await;
+    assert!(risk.contains("investigationsThreatIntelligence") && risk.contains("2021-10-26T16:28:17.820297"), "{risk}");
     // US-locale times.
-    let ur = query_text(
-        &lake,
-        "SELECT CAST(min(ts) AS VARCHAR) AS t FROM user_risk WHERE category = 'UserRiskEvents'",
-    )
-    .await;
+    let ur = query_text(&lake, "SELECT CAST(min(ts) AS VARCHAR) AS t FROM user_risk WHERE category = 'UserRiskEvents'")
+        .await;
     assert!(ur.contains("2022-08-22T18:05:06.133"), "{ur}");
     // O365: outcome and the client IP.
-    let o365 = query_text(
-        &lake,
-        "SELECT DISTINCT outcome, source_ip FROM o365_audit WHERE operation = 'UserLoggedIn'",
-    )
-    .await;
-    assert!(
-        o365.contains("success") && o365.contains("67.43.156.15"),
-        "{o365}"
-    );
+    let o365 =
+        query_text(&lake, "SELECT DISTINCT outcome, source_ip FROM o365_audit WHERE operation = 'UserLoggedIn'").await;
+    assert!(o365.contains("success") && o365.contains("67.43.156.15"), "{o365}");
 }
 
 #[tokio::test]
 async fn bundled_samples_ingest_with_only_the_intended_reject() {
     let lake = tmp("samples");
-    let s = ingest_into(
-        &lake,
-        opts(vec![repo().join("data/samples").display().to_string()]),
-    )
-    .await;
+    let s = ingest_into(&lake, opts(vec![repo().join("data/samples").display().to_string()])).await;
     assert_eq!(s.rejected.get("not an alert"), Some(&1), "{s:?}");
     assert_eq!(s.rejected_total(), 1, "{s:?}");
     assert_eq!(s.written.get("signins"), Some(&9));
     // Log Analytics CSV with a bracketed IPv6 and port, US-locale time.
-    let csv = query_text(
-        &lake,
-        "SELECT source_ip, CAST(ts AS VARCHAR) AS t, country FROM signins WHERE id = 'la-csv-0001'",
-    )
-    .await;
-    assert!(
-        csv.contains("2001:db8:10::5")
-            && csv.contains("2026-11-20T10:15:30.500")
-            && csv.contains("NL"),
-        "{csv}"
-    );
+    let csv =
+        query_text(&lake, "SELECT source_ip, CAST(ts AS VARCHAR) AS t, country FROM signins WHERE id = 'la-csv-0001'")
+            .await;
+    assert!(csv.contains("2001:db8:10::5") && csv.contains("2026-11-20T10:15:30.500") && csv.contains("NL"), "{csv}");
     // ::ffff: folded, Graph category from signInEventTypes, ECS ASN kept, O365 port stripped.
-    let g = query_text(
-        &lake,
-        "SELECT category, source_ip FROM signins WHERE id IN ('g-sp-0001','g-mi-0001') ORDER BY id",
-    )
-    .await;
+    let g =
+        query_text(&lake, "SELECT category, source_ip FROM signins WHERE id IN ('g-sp-0001','g-mi-0001') ORDER BY id")
+            .await;
     assert!(
-        g.contains("ManagedIdentitySignInLogs")
-            && g.contains("ServicePrincipalSignInLogs | 185.220.101.45"),
+        g.contains("ManagedIdentitySignInLogs") && g.contains("ServicePrincipalSignInLogs | 185.220.101.45"),
         "{g}"
     );
-    let e = query_text(&lake, "SELECT source_asn, source_as_org, CAST(ingested_at AS VARCHAR) AS i FROM signins WHERE id = 'ecs-sp-0001'").await;
-    assert!(
-        e.contains("64511") && e.contains("Example Transit") && e.contains("2026-11-20T11:51:02"),
-        "{e}"
-    );
-    let m = query_text(
+    let e = query_text(
         &lake,
-        "SELECT source_ip, outcome FROM o365_audit WHERE operation = 'MailItemsAccessed'",
+        "SELECT source_asn, source_as_org, CAST(ingested_at AS VARCHAR) AS i FROM signins WHERE id = 'ecs-sp-0001'",
     )
     .await;
+    assert!(e.contains("64511") && e.contains("Example Transit") && e.contains("2026-11-20T11:51:02"), "{e}");
+    let m = query_text(&lake, "SELECT source_ip, outcome FROM o365_audit WHERE operation = 'MailItemsAccessed'").await;
     assert!(m.contains("185.220.101.45 | success"), "{m}");
     // Risk event versions are all kept; the view keeps the newest.
     let v = query_text(&lake, "SELECT (SELECT count(*) FROM sp_risk_events) AS all_rows, (SELECT count(*) FROM sp_risk_events_latest) AS latest, \
         (SELECT risk_state FROM sp_risk_events_latest WHERE id = 'risk-0001') AS state").await;
-    assert!(
-        v.contains("| 3        | 2      | confirmedCompromised |"),
-        "{v}"
-    );
+    assert!(v.contains("| 3        | 2      | confirmedCompromised |"), "{v}");
 }
 
 #[tokio::test]
@@ -167,10 +116,8 @@ async fn messy_input_every_record_is_placed_and_counted() {
     let dir = tmp("messy-in");
     let good = r#"{"time":"2026-01-02T03:04:05Z","category":"ServicePrincipalSignInLogs","properties":{"id":"m-1","createdDateTime":"2026-01-02T03:04:05Z","servicePrincipalId":"sp-1","ipAddress":"1.2.3.4","status":{"errorCode":0}}}"#;
     let bad_ip = r#"{"time":"2026-01-02T03:04:06Z","category":"ServicePrincipalSignInLogs","properties":{"id":"m-2","createdDateTime":"2026-01-02T03:04:06Z","servicePrincipalId":"sp-1","ipAddress":"300.1.2.3","status":{"errorCode":0}}}"#;
-    let no_time =
-        r#"{"time":"","category":"AuditLogs","properties":{"id":"m-3","activityDisplayName":"x"}}"#;
-    let unknown =
-        r#"{"time":"2026-01-02T03:04:07Z","category":"SomethingNew","properties":{"id":"m-4"}}"#;
+    let no_time = r#"{"time":"","category":"AuditLogs","properties":{"id":"m-3","activityDisplayName":"x"}}"#;
+    let unknown = r#"{"time":"2026-01-02T03:04:07Z","category":"SomethingNew","properties":{"id":"m-4"}}"#;
     let truncated = r#"{"time":"2026-01-02T03:04:08Z","category":"AuditLogs","prop"#;
     let mut f = std::fs::File::create(dir.join("messy.json")).unwrap();
     writeln!(f, "{good}\n{truncated}\n{bad_ip}\n\n{no_time}\n{unknown}").unwrap();
@@ -186,15 +133,15 @@ async fn messy_input_every_record_is_placed_and_counted() {
     assert_eq!(s.duplicates, 1);
     assert_eq!(s.rejected.get("truncated JSON"), Some(&1), "{s:?}");
     assert_eq!(s.rejected.get("invalid JSON"), Some(&1), "{s:?}");
-    assert_eq!(
-        s.rejected.get("missing or unparsable timestamp"),
-        Some(&1),
-        "{s:?}"
-    );
+    assert_eq!(s.rejected.get("missing or unparsable timestamp"), Some(&1), "{s:?}");
     assert_eq!(s.rejected.get("unknown category"), Some(&1), "{s:?}");
     assert!(s.unreadable.is_empty(), "{:?}", s.unreadable);
     // The bad IP is NULL in the table and intact in raw.
-    let t = query_text(&lake, "SELECT source_ip IS NULL AS null_ip, raw LIKE '%300.1.2.3%' AS kept FROM signins WHERE id = 'm-2'").await;
+    let t = query_text(
+        &lake,
+        "SELECT source_ip IS NULL AS null_ip, raw LIKE '%300.1.2.3%' AS kept FROM signins WHERE id = 'm-2'",
+    )
+    .await;
     assert!(t.contains("| true    | true |"), "{t}");
     // Rejected records carry source, line and reason.
     let rej: Vec<serde_json::Value> = std::fs::read_dir(lake.join("_rejected"))
@@ -209,15 +156,10 @@ async fn messy_input_every_record_is_placed_and_counted() {
         })
         .collect();
     assert_eq!(rej.len(), 4);
-    let trunc = rej
-        .iter()
-        .find(|r| r["reason"].as_str().unwrap().starts_with("truncated"))
-        .unwrap();
+    let trunc = rej.iter().find(|r| r["reason"].as_str().unwrap().starts_with("truncated")).unwrap();
     assert_eq!(trunc["line"], 2);
     assert!(trunc["source"].as_str().unwrap().ends_with("messy.json"));
-    assert!(rej
-        .iter()
-        .any(|r| r["line"] == 7 && r["reason"].as_str().unwrap().contains("not UTF-8")));
+    assert!(rej.iter().any(|r| r["line"] == 7 && r["reason"].as_str().unwrap().contains("not UTF-8")));
 }
 
 #[tokio::test]
@@ -227,30 +169,15 @@ async fn unreadable_input_is_named_and_others_still_ingest() {
     let lake = tmp("unread-lake");
     let s = ingest_into(
         &lake,
-        opts(vec![
-            dir.join("a.json").display().to_string(),
-            dir.join("missing.json").display().to_string(),
-        ]),
+        opts(vec![dir.join("a.json").display().to_string(), dir.join("missing.json").display().to_string()]),
     )
     .await;
     assert_eq!(s.written.get("audit"), Some(&1));
     assert_eq!(s.unreadable.len(), 1);
-    assert!(
-        s.unreadable[0].contains("missing.json"),
-        "{:?}",
-        s.unreadable
-    );
+    assert!(s.unreadable[0].contains("missing.json"), "{:?}", s.unreadable);
     // A corrupt gzip is an unreadable input too.
-    std::fs::write(
-        dir.join("bad.json.gz"),
-        b"\x1f\x8b\x08\x00garbage-not-deflate",
-    )
-    .unwrap();
-    let s = ingest_into(
-        &lake,
-        opts(vec![dir.join("bad.json.gz").display().to_string()]),
-    )
-    .await;
+    std::fs::write(dir.join("bad.json.gz"), b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
+    let s = ingest_into(&lake, opts(vec![dir.join("bad.json.gz").display().to_string()])).await;
     assert_eq!(s.unreadable.len(), 1, "{s:?}");
 }
 
@@ -268,87 +195,48 @@ async fn rerun_writes_nothing_and_a_grown_append_blob_adds_only_new_records() {
     let s1 = ingest_into(&lake, opts(vec![p.display().to_string()])).await;
     assert_eq!(s1.written.get("signins"), Some(&2));
     let s2 = ingest_into(&lake, opts(vec![p.display().to_string()])).await;
-    assert_eq!(
-        (s2.read, s2.files_unchanged, s2.parquet_files),
-        (0, 1, 0),
-        "{s2:?}"
-    );
+    assert_eq!((s2.read, s2.files_unchanged, s2.parquet_files), (0, 1, 0), "{s2:?}");
     let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
     writeln!(f, "{}", line(3)).unwrap();
     drop(f);
     let s3 = ingest_into(&lake, opts(vec![p.display().to_string()])).await;
-    assert_eq!(
-        (s3.read, s3.written.get("signins").copied()),
-        (1, Some(1)),
-        "{s3:?}"
-    );
+    assert_eq!((s3.read, s3.written.get("signins").copied()), (1, Some(1)), "{s3:?}");
     // The same records under another file name are duplicates, not new rows.
     let copy = dir.join("copy.json");
     std::fs::copy(&p, &copy).unwrap();
     let s4 = ingest_into(&lake, opts(vec![copy.display().to_string()])).await;
-    assert_eq!(
-        (s4.read, s4.duplicates, s4.written_total()),
-        (3, 3, 0),
-        "{s4:?}"
-    );
-    let n = query_text(
-        &lake,
-        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM signins",
-    )
-    .await;
+    assert_eq!((s4.read, s4.duplicates, s4.written_total()), (3, 3, 0), "{s4:?}");
+    let n = query_text(&lake, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM signins").await;
     assert!(n.contains("| 3 | 3 |"), "{n}");
 }
 
 #[tokio::test]
 async fn round_trip_schema_matches_the_contract_and_files_are_sorted() {
     let lake = tmp("rt");
-    ingest_into(
-        &lake,
-        opts(vec![repo().join("data/samples").display().to_string()]),
-    )
-    .await;
+    ingest_into(&lake, opts(vec![repo().join("data/samples").display().to_string()])).await;
     let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
     let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
     for t in wisp::lake::ALL_TABLES {
         let df = ctx.table(t.name()).await.unwrap();
-        let got: Vec<(String, String)> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().to_string()))
-            .collect();
-        let want: Vec<(String, String)> = t
-            .table_schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().to_string()))
-            .collect();
+        let got: Vec<(String, String)> =
+            df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
+        let want: Vec<(String, String)> =
+            t.table_schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
         assert_eq!(got, want, "{}", t.name());
     }
     let types = query_text(&lake, "SELECT arrow_typeof(ts) AS ts_t, arrow_typeof(source_asn) AS asn_t, arrow_typeof(error_code) AS e_t FROM signins LIMIT 1").await;
     assert!(
-        types.contains("Timestamp(µs, \"UTC\")")
-            || types.contains("Timestamp(Microsecond, Some(\"UTC\"))"),
+        types.contains("Timestamp(µs, \"UTC\")") || types.contains("Timestamp(Microsecond, Some(\"UTC\"))"),
         "{types}"
     );
     // No temporary or partial files are visible; every file is complete Parquet.
     for entry in walk(&lake) {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
-        assert!(
-            !name.starts_with('.') && !name.contains("#"),
-            "temporary file visible: {}",
-            entry.display()
-        );
+        assert!(!name.starts_with('.') && !name.contains("#"), "temporary file visible: {}", entry.display());
         if name.ends_with(".parquet") {
             let bytes = std::fs::read(&entry).unwrap();
             assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
-            assert!(entry
-                .parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("day="));
+            assert!(entry.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("day="));
         }
     }
 }

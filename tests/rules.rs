@@ -16,14 +16,7 @@ fn iso(t: DateTime<Utc>) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sp_signin(
-    id: &str,
-    ts: DateTime<Utc>,
-    sp: &str,
-    ip: &str,
-    err: i64,
-    owner: Option<&str>,
-) -> serde_json::Value {
+fn sp_signin(id: &str, ts: DateTime<Utc>, sp: &str, ip: &str, err: i64, owner: Option<&str>) -> serde_json::Value {
     json!({"time": iso(ts), "category": "ServicePrincipalSignInLogs", "tenantId": "tenant-1", "callerIpAddress": ip,
         "properties": {"id": id, "createdDateTime": iso(ts), "servicePrincipalId": format!("id-{sp}"), "servicePrincipalName": sp,
         "appId": format!("app-{sp}"), "ipAddress": ip, "status": {"errorCode": err}, "appOwnerTenantId": owner,
@@ -64,11 +57,7 @@ async fn ctx(lake: &std::path::Path) -> datafusion::prelude::SessionContext {
 }
 
 fn rule(id: &str) -> Rule {
-    rules::load_all(None)
-        .unwrap()
-        .into_iter()
-        .find(|r| r.meta.id == id)
-        .unwrap()
+    rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap()
 }
 
 fn detected() -> DateTime<Utc> {
@@ -76,10 +65,7 @@ fn detected() -> DateTime<Utc> {
 }
 
 fn names(a: &[alerts::Alert]) -> Vec<String> {
-    let mut v: Vec<String> = a
-        .iter()
-        .map(|a| a.service_principal_name.clone().unwrap_or_default())
-        .collect();
+    let mut v: Vec<String> = a.iter().map(|a| a.service_principal_name.clone().unwrap_or_default()).collect();
     v.sort();
     v
 }
@@ -90,23 +76,9 @@ fn unusual_asn_fixture() -> Vec<serde_json::Value> {
     let ms = Some("f8cdef31-a31e-4b4a-93e4-5f571e91255a");
     vec![
         // Positive: pair last seen 11 days ago is new again.
-        sp_signin(
-            "a-old",
-            tt - Duration::days(11),
-            "sp-a",
-            "45.0.0.1",
-            0,
-            None,
-        ),
+        sp_signin("a-old", tt - Duration::days(11), "sp-a", "45.0.0.1", 0, None),
         sp_signin("a-new", at, "sp-a", "45.0.0.2", 0, None),
-        sp_signin(
-            "a-new2",
-            at + Duration::minutes(5),
-            "sp-a",
-            "45.0.0.3",
-            0,
-            None,
-        ),
+        sp_signin("a-new2", at + Duration::minutes(5), "sp-a", "45.0.0.3", 0, None),
         // Near miss: seen 9 days ago.
         sp_signin("b-old", tt - Duration::days(9), "sp-b", "45.0.1.1", 0, None),
         sp_signin("b-new", at, "sp-b", "45.0.1.2", 0, None),
@@ -121,33 +93,12 @@ fn unusual_asn_fixture() -> Vec<serde_json::Value> {
         // Near miss: private IP without an ASN.
         sp_signin("f-priv", at, "sp-f", "10.0.0.5", 0, None),
         // Boundary: first seen exactly at T-65m is not new; a microsecond later is.
-        sp_signin(
-            "g-edge",
-            tt - Duration::minutes(65),
-            "sp-g",
-            "45.0.7.1",
-            0,
-            None,
-        ),
-        sp_signin(
-            "h-edge",
-            tt - Duration::minutes(65) + Duration::microseconds(1),
-            "sp-h",
-            "45.0.8.1",
-            0,
-            None,
-        ),
+        sp_signin("g-edge", tt - Duration::minutes(65), "sp-g", "45.0.7.1", 0, None),
+        sp_signin("h-edge", tt - Duration::minutes(65) + Duration::microseconds(1), "sp-h", "45.0.8.1", 0, None),
         // An ASN with no organization (NULL org is not excluded).
         sp_signin("k-noorg", at, "sp-k", "45.0.10.1", 0, None),
         // Overlap: 11:58 is inside both the 12:00 and 13:00 runs' windows.
-        sp_signin(
-            "o-1158",
-            t("2026-03-10T11:58:00Z"),
-            "sp-o",
-            "45.0.9.1",
-            0,
-            None,
-        ),
+        sp_signin("o-1158", t("2026-03-10T11:58:00Z"), "sp-o", "45.0.9.1", 0, None),
     ]
 }
 
@@ -156,24 +107,10 @@ async fn sp_unusual_source_asn_positives_and_near_misses() {
     let lake = lake_with(&unusual_asn_fixture()).await;
     let c = ctx(&lake).await;
     let r = rule("sp_unusual_source_asn");
-    let run = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(t("2026-03-10T12:00:00Z")).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        names(&run.alerts),
-        vec!["sp-a", "sp-e3", "sp-h", "sp-k", "sp-o"]
-    );
+    let run = alerts::run(&c, &r, &r.window_ending(t("2026-03-10T12:00:00Z")).unwrap(), detected()).await.unwrap();
+    assert_eq!(names(&run.alerts), vec!["sp-a", "sp-e3", "sp-h", "sp-k", "sp-o"]);
     // One alert per pair, from its oldest row in the window.
-    let a = run
-        .alerts
-        .iter()
-        .find(|a| a.service_principal_name.as_deref() == Some("sp-a"))
-        .unwrap();
+    let a = run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-a")).unwrap();
     assert!(a.fields.contains("\"id\":\"a-new\""), "{}", a.fields);
     assert_eq!(a.source_asn, Some(64500));
     // Snapshot of the alert output (JSON Lines of the alerts table).
@@ -184,10 +121,7 @@ async fn sp_unusual_source_asn_positives_and_near_misses() {
         w.write(&b).unwrap();
         w.finish().unwrap();
     }
-    insta::assert_snapshot!(
-        "sp_unusual_source_asn_alerts",
-        String::from_utf8(out).unwrap()
-    );
+    insta::assert_snapshot!("sp_unusual_source_asn_alerts", String::from_utf8(out).unwrap());
 }
 
 #[tokio::test]
@@ -195,160 +129,55 @@ async fn sp_unusual_source_asn_overlapping_runs_give_one_alert_and_backtest_equa
     let lake = lake_with(&unusual_asn_fixture()).await;
     let c = ctx(&lake).await;
     let r = rule("sp_unusual_source_asn");
-    let r12 = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(t("2026-03-10T12:00:00Z")).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
-    let r13 = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(t("2026-03-10T13:00:00Z")).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
-    let o12 = r12
-        .alerts
-        .iter()
-        .find(|a| a.service_principal_name.as_deref() == Some("sp-o"))
-        .unwrap();
-    let o13 = r13
-        .alerts
-        .iter()
-        .find(|a| a.service_principal_name.as_deref() == Some("sp-o"))
-        .unwrap();
-    assert_eq!(
-        o12.alert_id, o13.alert_id,
-        "the 5-minute overlap must not make a second alert"
-    );
-    let bt = alerts::backtest(
-        &c,
-        &r,
-        t("2026-03-10T12:00:00Z"),
-        t("2026-03-10T13:00:00Z"),
-        detected(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        bt.alerts
-            .iter()
-            .filter(|a| a.service_principal_name.as_deref() == Some("sp-o"))
-            .count(),
-        1
-    );
+    let r12 = alerts::run(&c, &r, &r.window_ending(t("2026-03-10T12:00:00Z")).unwrap(), detected()).await.unwrap();
+    let r13 = alerts::run(&c, &r, &r.window_ending(t("2026-03-10T13:00:00Z")).unwrap(), detected()).await.unwrap();
+    let o12 = r12.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-o")).unwrap();
+    let o13 = r13.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-o")).unwrap();
+    assert_eq!(o12.alert_id, o13.alert_id, "the 5-minute overlap must not make a second alert");
+    let bt = alerts::backtest(&c, &r, t("2026-03-10T12:00:00Z"), t("2026-03-10T13:00:00Z"), detected()).await.unwrap();
+    assert_eq!(bt.alerts.iter().filter(|a| a.service_principal_name.as_deref() == Some("sp-o")).count(), 1);
     // The backtest over a range equals the union of its single runs.
     let mut union: Vec<String> = Vec::new();
     for end in alerts::run_ends(&r, t("2026-02-25T00:00:00Z"), t("2026-03-11T00:00:00Z")).unwrap() {
-        for a in alerts::run(&c, &r, &r.window_ending(end).unwrap(), detected())
-            .await
-            .unwrap()
-            .alerts
-        {
+        for a in alerts::run(&c, &r, &r.window_ending(end).unwrap(), detected()).await.unwrap().alerts {
             if !union.contains(&a.alert_id) {
                 union.push(a.alert_id);
             }
         }
     }
-    let bt = alerts::backtest(
-        &c,
-        &r,
-        t("2026-02-25T00:00:00Z"),
-        t("2026-03-11T00:00:00Z"),
-        detected(),
-    )
-    .await
-    .unwrap();
+    let bt = alerts::backtest(&c, &r, t("2026-02-25T00:00:00Z"), t("2026-03-11T00:00:00Z"), detected()).await.unwrap();
     let mut got: Vec<String> = bt.alerts.iter().map(|a| a.alert_id.clone()).collect();
     union.sort();
     got.sort();
     assert_eq!(got, union);
-    assert!(
-        got.len() > 5,
-        "the 11-day-old and 9-day-old first sightings alert in their own runs too"
-    );
+    assert!(got.len() > 5, "the 11-day-old and 9-day-old first sightings alert in their own runs too");
 }
 
 #[tokio::test]
 async fn sp_failed_signins_groups_and_explains_codes() {
     let d = t("2026-03-10T00:00:00Z");
     let lake = lake_with(&[
-        sp_signin(
-            "f1",
-            d + Duration::hours(1),
-            "sp-x",
-            "45.0.0.1",
-            7000215,
-            None,
-        ),
-        sp_signin(
-            "f2",
-            d + Duration::hours(2),
-            "sp-x",
-            "45.0.0.1",
-            7000215,
-            None,
-        ),
-        sp_signin(
-            "f3",
-            d + Duration::hours(3),
-            "sp-x",
-            "45.0.0.1",
-            7000222,
-            None,
-        ),
+        sp_signin("f1", d + Duration::hours(1), "sp-x", "45.0.0.1", 7000215, None),
+        sp_signin("f2", d + Duration::hours(2), "sp-x", "45.0.0.1", 7000215, None),
+        sp_signin("f3", d + Duration::hours(3), "sp-x", "45.0.0.1", 7000222, None),
         sp_signin("ok", d + Duration::hours(3), "sp-x", "45.0.0.1", 0, None),
-        sp_signin(
-            "late",
-            d + Duration::days(1) + Duration::minutes(1),
-            "sp-x",
-            "45.0.0.1",
-            7000215,
-            None,
-        ),
+        sp_signin("late", d + Duration::days(1) + Duration::minutes(1), "sp-x", "45.0.0.1", 7000215, None),
     ])
     .await;
     let c = ctx(&lake).await;
     let r = rule("sp_failed_signins");
-    let run = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(d + Duration::days(1)).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::days(1)).unwrap(), detected()).await.unwrap();
     assert_eq!(run.alerts.len(), 2);
-    let f: Vec<serde_json::Value> = run
-        .alerts
-        .iter()
-        .map(|a| serde_json::from_str(&a.fields).unwrap())
-        .collect();
+    let f: Vec<serde_json::Value> = run.alerts.iter().map(|a| serde_json::from_str(&a.fields).unwrap()).collect();
     let invalid = f.iter().find(|x| x["error_code"] == 7000215).unwrap();
     assert_eq!(invalid["attempts"], 2);
     assert_eq!(invalid["error_meaning"], "Invalid client secret provided");
     let expired = f.iter().find(|x| x["error_code"] == 7000222).unwrap();
-    assert_eq!(
-        expired["error_meaning"],
-        "The provided client secret keys are expired"
-    );
+    assert_eq!(expired["error_meaning"], "The provided client secret keys are expired");
     // The threshold is a parameter.
     let mut r2 = r.clone();
-    r2.meta
-        .params
-        .insert("threshold".into(), toml::Value::Integer(2));
-    let run = alerts::run(
-        &c,
-        &r2,
-        &r2.window_ending(d + Duration::days(1)).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
+    r2.meta.params.insert("threshold".into(), toml::Value::Integer(2));
+    let run = alerts::run(&c, &r2, &r2.window_ending(d + Duration::days(1)).unwrap(), detected()).await.unwrap();
     assert_eq!(run.alerts.len(), 1);
 }
 
@@ -363,10 +192,7 @@ fn audit_rec(
     app_id: Option<&str>,
     result: &str,
 ) -> serde_json::Value {
-    let details: Vec<serde_json::Value> = app_id
-        .map(|a| json!({"key": "AppId", "value": a}))
-        .into_iter()
-        .collect();
+    let details: Vec<serde_json::Value> = app_id.map(|a| json!({"key": "AppId", "value": a})).into_iter().collect();
     json!({"time": iso(ts), "category": "AuditLogs", "operationName": op, "callerIpAddress": "45.0.0.99",
         "properties": {"id": id, "activityDisplayName": op, "activityDateTime": iso(ts), "result": result, "category": "ApplicationManagement",
         "initiatedBy": {"user": {"id": "u1", "userPrincipalName": "admin@contoso.example"}},
@@ -378,39 +204,11 @@ fn audit_rec(
 async fn sp_credential_added_after_signin_matches_by_id_not_only_name() {
     let d = t("2026-03-10T00:00:00Z");
     let lake = lake_with(&[
-        sp_signin(
-            "s1",
-            d - Duration::hours(30),
-            "sp-renamed",
-            "45.0.0.1",
-            0,
-            None,
-        ),
-        sp_signin(
-            "s2",
-            d - Duration::hours(2),
-            "sp-renamed",
-            "45.0.0.2",
-            0,
-            None,
-        ),
+        sp_signin("s1", d - Duration::hours(30), "sp-renamed", "45.0.0.1", 0, None),
+        sp_signin("s2", d - Duration::hours(2), "sp-renamed", "45.0.0.2", 0, None),
         sp_signin("s3", d - Duration::days(4), "sp-stale", "45.0.0.3", 0, None),
-        sp_signin(
-            "s4",
-            d - Duration::hours(5),
-            "app-by-name",
-            "45.0.0.4",
-            0,
-            None,
-        ),
-        sp_signin(
-            "s5",
-            d - Duration::hours(5),
-            "sp-failed-only",
-            "45.0.0.5",
-            7000215,
-            None,
-        ),
+        sp_signin("s4", d - Duration::hours(5), "app-by-name", "45.0.0.4", 0, None),
+        sp_signin("s5", d - Duration::hours(5), "sp-failed-only", "45.0.0.5", 7000215, None),
         // The principal was renamed: the target display name differs, the id matches.
         audit_rec(
             "c1",
@@ -479,19 +277,8 @@ async fn sp_credential_added_after_signin_matches_by_id_not_only_name() {
     .await;
     let c = ctx(&lake).await;
     let r = rule("sp_credential_added_after_signin");
-    let run = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(d + Duration::days(1)).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
-    let f: Vec<serde_json::Value> = run
-        .alerts
-        .iter()
-        .map(|a| serde_json::from_str(&a.fields).unwrap())
-        .collect();
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::days(1)).unwrap(), detected()).await.unwrap();
+    let f: Vec<serde_json::Value> = run.alerts.iter().map(|a| serde_json::from_str(&a.fields).unwrap()).collect();
     let ids: Vec<&str> = f.iter().map(|x| x["audit_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["c1", "c2", "c3"]);
     assert_eq!(f[0]["matched_by"], "service_principal_id");
@@ -501,14 +288,7 @@ async fn sp_credential_added_after_signin_matches_by_id_not_only_name() {
     assert_eq!(f[2]["matched_by"], "display_name");
 }
 
-fn risk(
-    id: &str,
-    ts: DateTime<Utc>,
-    sp: &str,
-    ty: &str,
-    level: &str,
-    updated: DateTime<Utc>,
-) -> serde_json::Value {
+fn risk(id: &str, ts: DateTime<Utc>, sp: &str, ty: &str, level: &str, updated: DateTime<Utc>) -> serde_json::Value {
     json!({"time": iso(ts), "category": "ServicePrincipalRiskEvents", "properties": {"id": id, "riskEventType": ty, "riskLevel": level,
         "riskState": "atRisk", "detectedDateTime": iso(ts), "lastUpdatedDateTime": iso(updated), "servicePrincipalId": format!("id-{sp}"),
         "servicePrincipalDisplayName": sp, "appId": format!("app-{sp}")}})
@@ -523,55 +303,20 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
         risk("r1", m(5), "sp-crit", "maliciousIPAddress", "low", m(5)),
         sp_signin("c-si", m(10), "sp-crit", "45.0.0.1", 0, None),
         // High: a high-severity type; its only sign-in is allowlisted.
-        risk(
-            "r2",
-            m(5),
-            "sp-high",
-            "investigationsThreatIntelligence",
-            "low",
-            m(5),
-        ),
+        risk("r2", m(5), "sp-high", "investigationsThreatIntelligence", "low", m(5)),
         sp_signin("h-si", m(10), "sp-high", "10.1.2.3", 0, None),
         // High: 3 distinct medium types.
         risk("r3", m(1), "sp-three", "unfamiliarFeatures", "medium", m(1)),
-        risk(
-            "r4",
-            m(2),
-            "sp-three",
-            "adminConfirmedServicePrincipalCompromised",
-            "medium",
-            m(2),
-        ),
+        risk("r4", m(2), "sp-three", "adminConfirmedServicePrincipalCompromised", "medium", m(2)),
         risk("r5", m(3), "sp-three", "leakedCredentials", "high", m(3)),
         // Medium: 2 types, no sign-ins.
         risk("r6", m(1), "sp-two", "leakedCredentials", "medium", m(1)),
         risk("r7", m(2), "sp-two", "suspiciousAPITraffic", "low", m(2)),
         // Near miss: one medium event; and a high event whose newest version fell to low (not a kept type).
         risk("r8", m(1), "sp-one", "leakedCredentials", "medium", m(1)),
-        risk(
-            "r9",
-            m(1),
-            "sp-downgraded",
-            "leakedCredentials",
-            "high",
-            m(1),
-        ),
-        risk(
-            "r9",
-            m(1),
-            "sp-downgraded",
-            "leakedCredentials",
-            "low",
-            m(30),
-        ),
-        risk(
-            "r9b",
-            m(2),
-            "sp-downgraded",
-            "unfamiliarFeatures",
-            "low",
-            m(2),
-        ),
+        risk("r9", m(1), "sp-downgraded", "leakedCredentials", "high", m(1)),
+        risk("r9", m(1), "sp-downgraded", "leakedCredentials", "low", m(30)),
+        risk("r9b", m(2), "sp-downgraded", "unfamiliarFeatures", "low", m(2)),
     ])
     .await;
     let allow = tmp("allow").join("NetworkAllowlist.csv");
@@ -581,25 +326,10 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
     o.udfs.watchlists.push(("NetworkAllowlist".into(), allow));
     let c = wisp::session::open(&l, &o).await.unwrap();
     let r = rule("sp_risk_event_stacking");
-    let run = alerts::run(
-        &c,
-        &r,
-        &r.window_ending(h + Duration::hours(1)).unwrap(),
-        detected(),
-    )
-    .await
-    .unwrap();
+    let run = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
     let got: Vec<(String, String)> = {
-        let mut v: Vec<_> = run
-            .alerts
-            .iter()
-            .map(|a| {
-                (
-                    a.service_principal_name.clone().unwrap(),
-                    a.severity.clone(),
-                )
-            })
-            .collect();
+        let mut v: Vec<_> =
+            run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
         v.sort();
         v
     };
@@ -617,27 +347,11 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
 #[tokio::test]
 async fn identity_signin_from_suspicious_source_needs_alert_plus_identity_and_is_suppressed() {
     let lake = tmp("susp-lake");
-    ingest_into(
-        &lake,
-        opts(vec![repo().join("data/samples").display().to_string()]),
-    )
-    .await;
+    ingest_into(&lake, opts(vec![repo().join("data/samples").display().to_string()])).await;
     let c = ctx(&lake).await;
     let r = rule("identity_signin_from_suspicious_source");
-    let bt = alerts::backtest(
-        &c,
-        &r,
-        t("2026-11-20T00:00:00Z"),
-        t("2026-11-21T06:00:00Z"),
-        detected(),
-    )
-    .await
-    .unwrap();
-    let ips: Vec<_> = bt
-        .alerts
-        .iter()
-        .map(|a| a.source_ip.clone().unwrap())
-        .collect();
+    let bt = alerts::backtest(&c, &r, t("2026-11-20T00:00:00Z"), t("2026-11-21T06:00:00Z"), detected()).await.unwrap();
+    let ips: Vec<_> = bt.alerts.iter().map(|a| a.source_ip.clone().unwrap()).collect();
     // 185.220.101.45 has alerts, a sign-in and mail access; 198.51.100.23 (alert only, and reserved) and
     // 10.1.2.x (private) do not qualify; 8 hours of sliding windows give one alert.
     assert_eq!(ips, vec!["185.220.101.45"]);
@@ -649,34 +363,17 @@ async fn identity_signin_from_suspicious_source_needs_alert_plus_identity_and_is
 #[tokio::test]
 async fn sp_rare_action_multiple_ips_hunt() {
     let lake = tmp("hunt-lake");
-    ingest_into(
-        &lake,
-        opts(vec![repo().join("data/samples").display().to_string()]),
-    )
-    .await;
+    ingest_into(&lake, opts(vec![repo().join("data/samples").display().to_string()])).await;
     let c = ctx(&lake).await;
     let r = rule("sp_rare_action_multiple_ips");
-    let w = alerts::RunWindow {
-        start: t("2026-10-22T00:00:00Z"),
-        end: t("2026-11-21T00:00:00Z"),
-    };
+    let w = alerts::RunWindow { start: t("2026-10-22T00:00:00Z"), end: t("2026-11-21T00:00:00Z") };
     let rows = r.plan(&c, &w).await.unwrap().collect().await.unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&rows)
-        .unwrap()
-        .to_string();
-    assert!(
-        text.contains("Sign-in activity") && text.contains("payroll-sync"),
-        "{text}"
-    );
-    assert!(
-        text.contains("185.220.101.45") && text.contains("20.190.128.10"),
-        "{text}"
-    );
+    let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    assert!(text.contains("Sign-in activity") && text.contains("payroll-sync"), "{text}");
+    assert!(text.contains("185.220.101.45") && text.contains("20.190.128.10"), "{text}");
     // backup-runner signed in from 3 IPs but 4 times... still rare; raise min_ips to exclude all.
     let mut r2 = r.clone();
-    r2.meta
-        .params
-        .insert("min_ips".into(), toml::Value::Integer(10));
+    r2.meta.params.insert("min_ips".into(), toml::Value::Integer(10));
     let rows = r2.plan(&c, &w).await.unwrap().collect().await.unwrap();
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
 }
@@ -684,39 +381,64 @@ async fn sp_rare_action_multiple_ips_hunt() {
 #[tokio::test]
 async fn rules_parse_strictly_and_lint_against_the_schema() {
     let good = rules::BUILTIN[2].1;
-    let bad_key = good.replacen(
-        "severity = \"medium\"",
-        "severity = \"medium\"\nsevrity = \"x\"",
-        1,
-    );
+    let bad_key = good.replacen("severity = \"medium\"", "severity = \"medium\"\nsevrity = \"x\"", 1);
     let e = Rule::parse("x.sql", &bad_key).unwrap_err().to_string();
     assert!(e.contains("unknown field") && e.contains("sevrity"), "{e}");
-    assert!(Rule::parse("x.sql", "SELECT 1")
-        .unwrap_err()
-        .to_string()
-        .contains("/* … */"));
+    assert!(Rule::parse("x.sql", "SELECT 1").unwrap_err().to_string().contains("/* … */"));
     let typo = good.replace("count(*) AS attempts", "count(*) AS attempts, source_ipp");
     let r = Rule::parse("typo.sql", &typo).unwrap();
     let lake = tmp("lint");
     let c = ctx(&lake).await;
     let res = rules::lint(&c, &[r]).await;
     let e = res[0].1.as_ref().unwrap_err().to_string();
-    assert!(
-        e.contains("source_ipp") && e.to_lowercase().contains("valid fields"),
-        "{e}"
-    );
+    assert!(e.contains("source_ipp") && e.to_lowercase().contains("valid fields"), "{e}");
     for (id, res) in rules::lint(&c, &rules::load_all(None).unwrap()).await {
         assert!(res.is_ok(), "{id}: {res:?}");
     }
     // Rule SQL runs read-only.
-    let ddl = good.replace(
-        "SELECT min(ts) AS ts,",
-        "CREATE TABLE x AS SELECT min(ts) AS ts,",
-    );
+    let ddl = good.replace("SELECT min(ts) AS ts,", "CREATE TABLE x AS SELECT min(ts) AS ts,");
     let r = Rule::parse("ddl.sql", &ddl).unwrap();
-    let w = alerts::RunWindow {
-        start: detected(),
-        end: detected(),
-    };
+    let w = alerts::RunWindow { start: detected(), end: detected() };
     assert!(r.plan(&c, &w).await.is_err());
+}
+
+#[tokio::test]
+async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
+    // Random sign-ins over 16 days: 12 principals, 6 ASNs, gaps shorter and longer than 10 days,
+    // ties in time, failures and Microsoft-owned apps mixed in.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = t("2026-03-01T00:00:00Z");
+    let mut recs = unusual_asn_fixture();
+    for i in 0..900 {
+        let sp = format!("rnd-{}", next() % 40);
+        let asn_block = next() % 6;
+        let ts = start + Duration::seconds((next() % (16 * 86_400)) as i64);
+        let err = if next() % 10 == 0 { 7000215 } else { 0 };
+        let owner = (next() % 15 == 0).then_some("72f988bf-86f1-41af-91ab-2d7cd011db47");
+        recs.push(sp_signin(&format!("r{i}"), ts, &sp, &format!("45.0.{asn_block}.{}", next() % 250 + 1), err, owner));
+        if i % 50 == 0 {
+            // an exact tie in time for the same pair
+            recs.push(sp_signin(&format!("r{i}-tie"), ts, &sp, &format!("45.0.{asn_block}.7"), 0, None));
+        }
+    }
+    let lake = lake_with(&recs).await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_unusual_source_asn");
+    assert!(r.backtest_sql.is_some());
+    let (from, to) = (t("2026-03-10T00:00:00Z"), t("2026-03-14T00:00:00Z"));
+    let one = alerts::backtest(&c, &r, from, to, detected()).await.unwrap();
+    let replay = alerts::backtest_replay(&c, &r, from, to, detected()).await.unwrap();
+    let key = |a: &alerts::Alert| (a.alert_id.clone(), a.window_start, a.window_end, a.ts);
+    let mut a: Vec<_> = one.alerts.iter().map(key).collect();
+    let mut b: Vec<_> = replay.alerts.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert!(b.len() > 10, "the random data should produce alerts: {}", b.len());
+    assert_eq!(a, b);
 }

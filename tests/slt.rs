@@ -25,27 +25,19 @@ impl sqllogictest::AsyncDB for Db {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let df = wisp::query::read_only_sql(&self.ctx, sql)
-            .await
-            .map_err(|e| DbError(e.to_string()))?;
+        let df = wisp::query::read_only_sql(&self.ctx, sql).await.map_err(|e| DbError(e.to_string()))?;
         let batches: Vec<RecordBatch> = df.collect().await.map_err(|e| DbError(e.to_string()))?;
         let ncols = batches.first().map(|b| b.num_columns()).unwrap_or(0);
         let opts = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for b in &batches {
-            let fmts: Vec<ArrayFormatter> = b
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-                .collect();
+            let fmts: Vec<ArrayFormatter> =
+                b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
             for r in 0..b.num_rows() {
                 rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
             }
         }
-        Ok(DBOutput::Rows {
-            types: vec![DefaultColumnType::Any; ncols],
-            rows,
-        })
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; ncols], rows })
     }
 
     async fn shutdown(&mut self) {}
@@ -55,7 +47,11 @@ fn session(dir: &std::path::Path) -> (SessionContext, bool) {
     let fx = common::repo().join("../shared/fixtures/mmdb");
     let maxmind = fx.join("GeoLite2-ASN-Test.mmdb").is_file();
     let allow = dir.join("allow.csv");
-    std::fs::write(&allow, "SearchKey,IPOrRange\n1,10.0.0.0/8\n2,192.168.1.1-192.168.1.20\n3,2001:db8::/32\n4,198.51.100.7\n").unwrap();
+    std::fs::write(
+        &allow,
+        "SearchKey,IPOrRange\n1,10.0.0.0/8\n2,192.168.1.1-192.168.1.20\n3,2001:db8::/32\n4,198.51.100.7\n",
+    )
+    .unwrap();
     let asn_db = if maxmind {
         fx.join("GeoLite2-ASN-Test.mmdb")
     } else {
@@ -85,11 +81,7 @@ async fn slt_files() {
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 10,
-        "expected an .slt file per UDF, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 10, "expected an .slt file per UDF, found {}", files.len());
     let mut failures = Vec::new();
     for f in &files {
         let d = dir.clone();

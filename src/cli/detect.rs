@@ -21,11 +21,9 @@ pub struct TimeArgs {
 }
 
 fn time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let us = crate::ingest::normalize::parse_time(s).ok_or_else(|| {
-        anyhow::anyhow!("bad time '{s}': use RFC 3339 UTC, e.g. 2026-11-20T12:00:00Z")
-    })?;
-    chrono::DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| anyhow::anyhow!("time out of range: {s}"))
+    let us = crate::ingest::normalize::parse_time(s)
+        .ok_or_else(|| anyhow::anyhow!("bad time '{s}': use RFC 3339 UTC, e.g. 2026-11-20T12:00:00Z"))?;
+    chrono::DateTime::from_timestamp_micros(us).ok_or_else(|| anyhow::anyhow!("time out of range: {s}"))
 }
 
 #[derive(Debug, Args)]
@@ -47,17 +45,12 @@ pub struct DetectArgs {
 pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     let all = rules::load_all(a.rules_dir.as_deref())?;
     let selected: Vec<_> = if a.rules.is_empty() {
-        all.into_iter()
-            .filter(|r| r.meta.rule_type != rules::RuleType::Hunt)
-            .collect()
+        all.into_iter().filter(|r| r.meta.rule_type != rules::RuleType::Hunt).collect()
     } else {
         a.rules
             .iter()
             .map(|id| {
-                all.iter()
-                    .find(|r| &r.meta.id == id)
-                    .cloned()
-                    .ok_or_else(|| rules::RuleError::Unknown(id.clone()))
+                all.iter().find(|r| &r.meta.id == id).cloned().ok_or_else(|| rules::RuleError::Unknown(id.clone()))
             })
             .collect::<Result<_, _>>()?
     };
@@ -72,16 +65,11 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
                 let to = time(a.time.to.as_deref().unwrap_or_default())?;
                 alerts::backtest(&ctx, r, time(from)?, to, now).await?
             }
-            (None, None, Some(last)) => {
-                alerts::backtest(&ctx, r, now - rules::parse_duration(last)?, now, now).await?
-            }
+            (None, None, Some(last)) => alerts::backtest(&ctx, r, now - rules::parse_duration(last)?, now, now).await?,
             (None, None, None) => alerts::run(&ctx, r, &r.window_ending(now)?, now).await?,
         };
         if res.cut > 0 {
-            eprintln!(
-                "{}: {} alert(s) past max_alerts = {} were cut",
-                r.meta.id, res.cut, r.meta.max_alerts
-            );
+            eprintln!("{}: {} alert(s) past max_alerts = {} were cut", r.meta.id, res.cut, r.meta.max_alerts);
         }
         eprintln!("{}: {} alert(s)", r.meta.id, res.alerts.len());
         out_alerts.extend(res.alerts);
@@ -132,20 +120,13 @@ pub async fn rules_cmd(a: RulesArgs) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         RulesCmd::Show { id } => {
-            let r = all
-                .iter()
-                .find(|r| r.meta.id == id)
-                .ok_or(rules::RuleError::Unknown(id))?;
+            let r = all.iter().find(|r| r.meta.id == id).ok_or(rules::RuleError::Unknown(id))?;
             println!("{}\n\n{}", serde_json::to_string_pretty(&r.meta)?, r.sql);
             Ok(EXIT_OK)
         }
         RulesCmd::Lint { lake } => {
             let tmp = std::env::temp_dir().join(format!("wisp-lint-{}", std::process::id()));
-            let dir = if lake == ".wisp-lint-lake" {
-                tmp.display().to_string()
-            } else {
-                lake
-            };
+            let dir = if lake == ".wisp-lint-lake" { tmp.display().to_string() } else { lake };
             let l = Lake::open(&dir)?;
             let ctx = crate::session::open(&l, &Default::default()).await?;
             let mut bad = 0;

@@ -52,17 +52,11 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
     if !summary.unreadable.is_empty() {
-        eprintln!(
-            "error: {} input(s) could not be read; the others were ingested",
-            summary.unreadable.len()
-        );
+        eprintln!("error: {} input(s) could not be read; the others were ingested", summary.unreadable.len());
         return Ok(EXIT_UNREADABLE_INPUT);
     }
     if a.strict && summary.rejected_total() > 0 {
-        eprintln!(
-            "error: --strict and {} record(s) were rejected; see <lake>/_rejected/",
-            summary.rejected_total()
-        );
+        eprintln!("error: --strict and {} record(s) were rejected; see <lake>/_rejected/", summary.rejected_total());
         return Ok(EXIT_STRICT_REJECTS);
     }
     Ok(EXIT_OK)

@@ -71,9 +71,7 @@ pub struct OutArgs {
 }
 
 fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
-    let (n, p) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=FILE.csv, got '{s}'"))?;
+    let (n, p) = s.split_once('=').ok_or_else(|| format!("expected NAME=FILE.csv, got '{s}'"))?;
     Ok((n.to_string(), PathBuf::from(p)))
 }
 
@@ -96,15 +94,12 @@ impl OutArgs {
         use std::io::IsTerminal;
         Ok(match &self.output {
             Some(p) => (
-                Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-                    |e| anyhow::anyhow!("cannot create {}: {e}", p.display()),
-                )?)),
+                Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+                )),
                 false,
             ),
-            None => (
-                Box::new(std::io::BufWriter::new(std::io::stdout())),
-                std::io::stdout().is_terminal(),
-            ),
+            None => (Box::new(std::io::BufWriter::new(std::io::stdout())), std::io::stdout().is_terminal()),
         })
     }
 }

@@ -34,9 +34,7 @@ pub struct DemoArgs {
 }
 
 pub async fn demo(a: DemoArgs) -> anyhow::Result<i32> {
-    let data = a
-        .data
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"));
+    let data = a.data.unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"));
     let tmp;
     let lake_dir = match a.lake {
         Some(l) => l,

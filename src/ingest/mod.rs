@@ -102,12 +102,7 @@ pub fn reason_class(reason: &str) -> String {
     if reason.starts_with("CSV row has") {
         return "CSV row with the wrong number of fields".into();
     }
-    reason
-        .split([':', '\'', '('])
-        .next()
-        .unwrap_or(reason)
-        .trim()
-        .to_string()
+    reason.split([':', '\'', '(']).next().unwrap_or(reason).trim().to_string()
 }
 
 struct Enricher {
@@ -119,34 +114,22 @@ struct Enricher {
 
 impl Enricher {
     fn apply(&mut self, table: Table, row: &mut [Value]) {
-        let (Some(ip_i), true) = (
-            table.col("source_ip"),
-            self.asn.is_some() || self.geo.is_some(),
-        ) else {
+        let (Some(ip_i), true) = (table.col("source_ip"), self.asn.is_some() || self.geo.is_some()) else {
             return;
         };
         let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {
             return;
         };
-        if let (Some(db), Some(asn_i), Some(org_i)) = (
-            &self.asn,
-            table.col("source_asn"),
-            table.col("source_as_org"),
-        ) {
+        if let (Some(db), Some(asn_i), Some(org_i)) = (&self.asn, table.col("source_asn"), table.col("source_as_org")) {
             if self.asn_cache.len() > 100_000 {
                 self.asn_cache.clear();
             }
             if let Some(hit) = db.lookup(ip, &mut self.asn_cache) {
                 row[asn_i] = Value::from(hit.number);
-                row[org_i] = hit
-                    .organization
-                    .map(|o| Value::String(o.to_string()))
-                    .unwrap_or(Value::Null);
+                row[org_i] = hit.organization.map(|o| Value::String(o.to_string())).unwrap_or(Value::Null);
             }
         }
-        if let (Some(db), Some(c_i), Some(city_i)) =
-            (&self.geo, table.col("country"), table.col("city"))
-        {
+        if let (Some(db), Some(c_i), Some(city_i)) = (&self.geo, table.col("country"), table.col("city")) {
             if row[c_i].is_null() {
                 if self.geo_cache.len() > 100_000 {
                     self.geo_cache.clear();
@@ -200,11 +183,7 @@ struct Run {
 impl Run {
     fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {
         self.summary.read += 1;
-        *self
-            .summary
-            .rejected
-            .entry(reason_class(reason))
-            .or_default() += 1;
+        *self.summary.rejected.entry(reason_class(reason)).or_default() += 1;
         let mut m = Map::new();
         m.insert("source".into(), file.into());
         pos.json(&mut m);
@@ -223,13 +202,7 @@ impl Run {
     }
 
     fn place(&mut self, m: Mapped, raw: &str) -> Result<(), LakeError> {
-        let Mapped {
-            table,
-            ts,
-            dedup_id,
-            mut row,
-            ingested_at,
-        } = m;
+        let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
         self.summary.read += 1;
         let key = match &dedup_id {
             Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
@@ -237,20 +210,12 @@ impl Run {
         };
         row[0] = Value::from(ts);
         row[1] = Value::from(ingested_at.unwrap_or(self.now_us));
-        row[2] = if self.keep_raw {
-            Value::String(raw.to_string())
-        } else {
-            Value::Null
-        };
+        row[2] = if self.keep_raw { Value::String(raw.to_string()) } else { Value::Null };
         row[3] = Value::from(key);
         self.enricher.apply(table, &mut row);
         let day = day_of(ts);
         if self.writer.push(table, &day, key, row, raw.len() + 256)? {
-            *self
-                .summary
-                .written
-                .entry(table.name().to_string())
-                .or_default() += 1;
+            *self.summary.written.entry(table.name().to_string()).or_default() += 1;
         } else {
             self.summary.duplicates += 1;
         }
@@ -258,13 +223,7 @@ impl Run {
     }
 
     /// A parsed JSON value that may be an envelope of records.
-    fn value(
-        &mut self,
-        file: &str,
-        pos_line: Option<u64>,
-        v: Value,
-        raw: &str,
-    ) -> Result<(), LakeError> {
+    fn value(&mut self, file: &str, pos_line: Option<u64>, v: Value, raw: &str) -> Result<(), LakeError> {
         if let Some(items) = envelope_items(&v) {
             for (k, item) in items.iter().enumerate() {
                 let pos = match pos_line {
@@ -295,19 +254,12 @@ fn envelope_items(v: &Value) -> Option<Vec<Value>> {
                 return Some(a.clone());
             }
             if let Some(Value::Array(a)) = o.get("value") {
-                if o.contains_key("@odata.context")
-                    || o.contains_key("@odata.nextLink")
-                    || o.len() <= 3
-                {
+                if o.contains_key("@odata.context") || o.contains_key("@odata.nextLink") || o.len() <= 3 {
                     return Some(a.clone());
                 }
             }
             if let Some(Value::Array(h)) = o.get("hits").and_then(|h| h.get("hits")) {
-                return Some(
-                    h.iter()
-                        .map(|x| x.get("_source").cloned().unwrap_or_else(|| x.clone()))
-                        .collect(),
-                );
+                return Some(h.iter().map(|x| x.get("_source").cloned().unwrap_or_else(|| x.clone())).collect());
             }
             if let Some(src) = o.get("_source") {
                 if o.contains_key("_index") {
@@ -333,41 +285,18 @@ pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, Ingest
         .map_err(|e| IngestError::Join(e.to_string()))?
 }
 
-fn ingest_blocking(
-    lake: &Lake,
-    opts: &IngestOptions,
-    handle: tokio::runtime::Handle,
-) -> Result<Summary, IngestError> {
-    let asn = opts
-        .asn_db
-        .as_ref()
-        .map(AsnDb::open)
-        .transpose()?
-        .map(Arc::new);
-    let geo = opts
-        .geo_db
-        .as_ref()
-        .map(GeoDb::open)
-        .transpose()?
-        .map(Arc::new);
+fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Summary, IngestError> {
+    let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
+    let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
     let now = chrono::Utc::now();
-    let run_id = format!(
-        "{}-{}",
-        now.format("%Y%m%dT%H%M%S%.6fZ"),
-        std::process::id()
-    );
+    let run_id = format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
     let manifest = source::Manifest::load(lake, &handle)?;
     let (files, mut unreadable) = source::discover(&opts.inputs);
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     let mut run = Run {
         writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
-        rejects: RejectWriter::new(
-            lake.clone(),
-            run_id.clone(),
-            now.format("%Y-%m-%d").to_string(),
-            handle.clone(),
-        ),
+        rejects: RejectWriter::new(lake.clone(), run_id.clone(), now.format("%Y-%m-%d").to_string(), handle.clone()),
         enricher: Enricher {
             asn: asn.clone(),
             geo: geo.clone(),
@@ -391,25 +320,12 @@ fn ingest_blocking(
         }
     }
     bar.finish_and_clear();
-    let Run {
-        writer,
-        mut rejects,
-        mut summary,
-        ..
-    } = run;
+    let Run { writer, mut rejects, mut summary, .. } = run;
     let stats = writer.finish()?;
     rejects.flush()?;
     summary.parquet_files = stats.files.len() as u64;
     summary.unreadable = unreadable;
-    source::write_manifest(
-        lake,
-        &handle,
-        &run_id,
-        &entries,
-        &summary,
-        asn.as_deref(),
-        geo.as_deref(),
-    )?;
+    source::write_manifest(lake, &handle, &run_id, &entries, &summary, asn.as_deref(), geo.as_deref())?;
     Ok(summary)
 }
 
@@ -420,10 +336,8 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        )
-        .expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+            .expect("valid template"),
     );
     bar
 }
@@ -463,16 +377,9 @@ fn ingest_file(
         }
     }
     run.summary.bytes += f.size - start.0;
-    let counted = CountingReader {
-        inner: f.open(start.0).map_err(FileError::Read)?,
-        n: 0,
-        bar: bar.clone(),
-    };
+    let counted = CountingReader { inner: f.open(start.0).map_err(FileError::Read)?, n: 0, bar: bar.clone() };
     let mut reader: Box<dyn BufRead> = if f.gzip {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(counted),
-        ))
+        Box::new(std::io::BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(counted)))
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
     };
@@ -500,11 +407,7 @@ fn ingest_file(
         }
         break;
     }
-    let lead = first
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .copied()
-        .unwrap_or(b' ');
+    let lead = first.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
     let forced_csv = matches!(run.format, Format::NetworkCsv)
         || (run.format == Format::LogAnalytics && lead != b'{' && lead != b'[');
     let not_json = lead != b'{' && lead != b'[' && !first.starts_with(&[0xef, 0xbb, 0xbf, b'{']);
@@ -530,23 +433,12 @@ fn ingest_file(
                 let line = start.1 + lines_before + 1;
                 let err = serde_json::from_slice::<Value>(trim_bom(&all)).unwrap_err();
                 run.reject(&display, Pos::Line(line), &json_reason(&err, &all), &raw)?;
-                return Ok(Some(f.entry(
-                    head,
-                    f.size,
-                    start.1 + lines_before + 1,
-                    !f.gzip,
-                )));
+                return Ok(Some(f.entry(head, f.size, start.1 + lines_before + 1, !f.gzip)));
             }
             Err(_) => {
                 // Not one document: JSON lines whose first line is broken.
                 let mut cursor = std::io::Cursor::new(all);
-                let (lines, consumed) = json_lines(
-                    run,
-                    &display,
-                    &mut cursor,
-                    start.1 + lines_before,
-                    Vec::new(),
-                )?;
+                let (lines, consumed) = json_lines(run, &display, &mut cursor, start.1 + lines_before, Vec::new())?;
                 let _ = consumed;
                 return Ok(Some(f.entry(head, f.size, lines, false)));
             }
@@ -605,9 +497,7 @@ fn json_lines(
         }
         match serde_json::from_slice::<Value>(text) {
             Ok(v) => {
-                let raw = std::str::from_utf8(text)
-                    .map(|s| s.trim_end())
-                    .unwrap_or_default();
+                let raw = std::str::from_utf8(text).map(|s| s.trim_end()).unwrap_or_default();
                 run.value(file, Some(line_no), v, raw)?;
                 consumed += buf.len() as u64;
             }
@@ -627,30 +517,16 @@ fn json_lines(
 
 /// CSV with a header row: Log Analytics exports (`Type` column) or network alerts.
 fn csv_file(run: &mut Run, file: &str, bytes: &[u8], line_base: u64) -> Result<(), FileError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(trim_bom(bytes));
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(trim_bom(bytes));
     let headers = match rdr.byte_headers() {
-        Ok(h) => h
-            .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().to_string())
-            .collect::<Vec<_>>(),
+        Ok(h) => h.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect::<Vec<_>>(),
         Err(e) => return Err(FileError::Read(format!("not JSON and not CSV: {e}"))),
     };
     if headers.len() < 2 {
         // Not a CSV at all (binary garbage, plain text): each line is a rejected record.
         let text = String::from_utf8_lossy(bytes).to_string();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            run.reject(
-                file,
-                Pos::Line(line_base + i as u64 + 1),
-                "not JSON and not CSV",
-                line,
-            )?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            run.reject(file, Pos::Line(line_base + i as u64 + 1), "not JSON and not CSV", line)?;
         }
         return Ok(());
     }
@@ -661,20 +537,13 @@ fn csv_file(run: &mut Run, file: &str, bytes: &[u8], line_base: u64) -> Result<(
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                let raw = rec
-                    .iter()
-                    .map(|f| String::from_utf8_lossy(f).into_owned())
-                    .collect::<Vec<_>>();
+                let raw = rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>();
                 let raw_line = csv_line(&raw);
                 if rec.len() != headers.len() {
                     run.reject(
                         file,
                         Pos::Line(line),
-                        &format!(
-                            "CSV row has {} fields, header has {}",
-                            rec.len(),
-                            headers.len()
-                        ),
+                        &format!("CSV row has {} fields, header has {}", rec.len(), headers.len()),
                         &raw_line,
                     )?;
                     continue;
@@ -712,9 +581,7 @@ fn csv_file(run: &mut Run, file: &str, bytes: &[u8], line_base: u64) -> Result<(
 fn csv_line(fields: &[String]) -> String {
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     let _ = w.write_record(fields);
-    String::from_utf8_lossy(&w.into_inner().unwrap_or_default())
-        .trim_end()
-        .to_string()
+    String::from_utf8_lossy(&w.into_inner().unwrap_or_default()).trim_end().to_string()
 }
 
 struct CountingReader<R> {

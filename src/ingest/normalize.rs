@@ -12,9 +12,7 @@ use std::borrow::Cow;
 /// US locale (`8/22/2022 6:07:16 PM`, `8/2/2021, 1:29:25.983 PM`), and epoch seconds, milliseconds
 /// or microseconds. Trailing junk after a complete time (a stray `)`) is ignored.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let t = s
-        .trim()
-        .trim_end_matches(|c: char| !(c.is_ascii_alphanumeric()));
+    let t = s.trim().trim_end_matches(|c: char| !(c.is_ascii_alphanumeric()));
     if t.is_empty() {
         return None;
     }
@@ -105,9 +103,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let days = date
-        .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
-        .num_days();
+    let days = date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
     Some(secs * 1_000_000 + micros)
 }
@@ -176,8 +172,7 @@ pub fn get<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value>
 }
 
 fn get_one<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name)
-        .or_else(|| obj.iter().find(|(k, _)| key_eq(k, name)).map(|(_, v)| v))
+    obj.get(name).or_else(|| obj.iter().find(|(k, _)| key_eq(k, name)).map(|(_, v)| v))
 }
 
 fn get_path<'a>(obj: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
@@ -211,9 +206,7 @@ pub fn as_str(v: Option<&Value>) -> Option<String> {
 }
 
 pub fn s(obj: &Map<String, Value>, names: &[&str]) -> Value {
-    as_str(get(obj, names))
-        .map(Value::String)
-        .unwrap_or(Value::Null)
+    as_str(get(obj, names)).map(Value::String).unwrap_or(Value::Null)
 }
 
 pub fn as_i64(v: Option<&Value>) -> Option<i64> {
@@ -225,9 +218,7 @@ pub fn as_i64(v: Option<&Value>) -> Option<i64> {
 }
 
 pub fn i(obj: &Map<String, Value>, names: &[&str]) -> Value {
-    as_i64(get(obj, names))
-        .map(Value::from)
-        .unwrap_or(Value::Null)
+    as_i64(get(obj, names)).map(Value::from).unwrap_or(Value::Null)
 }
 
 pub fn b(obj: &Map<String, Value>, names: &[&str]) -> Value {
@@ -241,9 +232,7 @@ pub fn b(obj: &Map<String, Value>, names: &[&str]) -> Value {
 
 /// A timestamp value as microseconds, or Null.
 pub fn t(obj: &Map<String, Value>, names: &[&str]) -> Value {
-    time_of(get(obj, names))
-        .map(Value::from)
-        .unwrap_or(Value::Null)
+    time_of(get(obj, names)).map(Value::from).unwrap_or(Value::Null)
 }
 
 pub fn time_of(v: Option<&Value>) -> Option<i64> {
@@ -294,52 +283,25 @@ mod tests {
 
     fn iso(s: &str) -> String {
         let us = parse_time(s).unwrap_or_else(|| panic!("{s}"));
-        chrono::DateTime::from_timestamp_micros(us)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string()
+        chrono::DateTime::from_timestamp_micros(us).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
     }
 
     #[test]
     fn times() {
-        assert_eq!(
-            iso("2022-02-08T06:22:28.3518405Z"),
-            "2022-02-08T06:22:28.351840Z"
-        );
-        assert_eq!(
-            iso("2022-02-08T06:22:28.3518405+00:00"),
-            "2022-02-08T06:22:28.351840Z"
-        );
-        assert_eq!(
-            iso("2022-02-08T08:22:28+02:00"),
-            "2022-02-08T06:22:28.000000Z"
-        );
+        assert_eq!(iso("2022-02-08T06:22:28.3518405Z"), "2022-02-08T06:22:28.351840Z");
+        assert_eq!(iso("2022-02-08T06:22:28.3518405+00:00"), "2022-02-08T06:22:28.351840Z");
+        assert_eq!(iso("2022-02-08T08:22:28+02:00"), "2022-02-08T06:22:28.000000Z");
         assert_eq!(iso("2020-02-10T15:13:13"), "2020-02-10T15:13:13.000000Z");
-        assert_eq!(
-            iso("2022-09-09T9:59:27.958Z"),
-            "2022-09-09T09:59:27.958000Z"
-        );
-        assert_eq!(
-            iso("2021-10-26T16:28:17.8202975Z)"),
-            "2021-10-26T16:28:17.820297Z"
-        );
+        assert_eq!(iso("2022-09-09T9:59:27.958Z"), "2022-09-09T09:59:27.958000Z");
+        assert_eq!(iso("2021-10-26T16:28:17.8202975Z)"), "2021-10-26T16:28:17.820297Z");
         assert_eq!(iso("8/22/2022 6:07:16 PM"), "2022-08-22T18:07:16.000000Z");
-        assert_eq!(
-            iso("8/2/2021, 12:29:25.983 AM"),
-            "2021-08-02T00:29:25.983000Z"
-        );
-        assert_eq!(
-            iso("2022-01-24 05:10:08.681"),
-            "2022-01-24T05:10:08.681000Z"
-        );
+        assert_eq!(iso("8/2/2021, 12:29:25.983 AM"), "2021-08-02T00:29:25.983000Z");
+        assert_eq!(iso("2022-01-24 05:10:08.681"), "2022-01-24T05:10:08.681000Z");
         assert_eq!(iso("1644301348351"), "2022-02-08T06:22:28.351000Z");
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time("2022-13-01T00:00:00Z"), None);
         assert_eq!(parse_time("13/1/2022 1:00:00 PM"), None);
-        assert_eq!(
-            day_of(parse_time("2022-02-08T23:59:59.999Z").unwrap()),
-            "2022-02-08"
-        );
+        assert_eq!(day_of(parse_time("2022-02-08T23:59:59.999Z").unwrap()), "2022-02-08");
         assert_eq!(day_of(-1), "1969-12-31");
     }
 

@@ -50,13 +50,7 @@ pub struct ManifestEntry {
 }
 
 impl InputFile {
-    pub fn entry(
-        &self,
-        head_hash: i64,
-        consumed_bytes: u64,
-        consumed_lines: u64,
-        resumable: bool,
-    ) -> ManifestEntry {
+    pub fn entry(&self, head_hash: i64, consumed_bytes: u64, consumed_lines: u64, resumable: bool) -> ManifestEntry {
         ManifestEntry {
             source: self.url.clone(),
             size: self.size,
@@ -74,10 +68,8 @@ impl InputFile {
         if end == 0 {
             return Ok(0);
         }
-        let bytes = self
-            .handle
-            .block_on(self.store.get_range(&self.path, 0..end))
-            .map_err(|e| format!("cannot read: {e}"))?;
+        let bytes =
+            self.handle.block_on(self.store.get_range(&self.path, 0..end)).map_err(|e| format!("cannot read: {e}"))?;
         Ok(crate::ingest::normalize::fnv64(&[&bytes]))
     }
 
@@ -86,19 +78,10 @@ impl InputFile {
         if self.size == 0 || offset >= self.size {
             return Ok(Box::new(std::io::empty()));
         }
-        let opts = GetOptions {
-            range: Some(GetRange::Offset(offset)),
-            ..Default::default()
-        };
-        let res = self
-            .handle
-            .block_on(self.store.get_opts(&self.path, opts))
-            .map_err(|e| format!("cannot open: {e}"))?;
-        Ok(Box::new(BlockingStream {
-            handle: self.handle.clone(),
-            stream: res.into_stream(),
-            cur: Bytes::new(),
-        }))
+        let opts = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
+        let res =
+            self.handle.block_on(self.store.get_opts(&self.path, opts)).map_err(|e| format!("cannot open: {e}"))?;
+        Ok(Box::new(BlockingStream { handle: self.handle.clone(), stream: res.into_stream(), cur: Bytes::new() }))
     }
 }
 
@@ -150,9 +133,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
     for input in inputs {
         let local = input.strip_prefix("file://").unwrap_or(input);
         if input.contains("://") && !input.starts_with("file://") {
-            bad.push(format!(
-                "{input}: remote inputs are not supported yet; copy the files locally"
-            ));
+            bad.push(format!("{input}: remote inputs are not supported yet; copy the files locally"));
             continue;
         }
         let p = Path::new(local);
@@ -209,10 +190,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
                 continue;
             }
         };
-        let gzip = abs
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
-            || has_gzip_magic(&abs);
+        let gzip = abs.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) || has_gzip_magic(&abs);
         files.push(InputFile {
             store: store.clone(),
             path: sp,
@@ -228,10 +206,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
 
 fn has_gzip_magic(p: &Path) -> bool {
     let mut b = [0u8; 2];
-    std::fs::File::open(p)
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-        && b == [0x1f, 0x8b]
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut b)).is_ok() && b == [0x1f, 0x8b]
 }
 
 /// The merged manifest of all earlier runs.
@@ -259,12 +234,7 @@ impl Manifest {
                 match m {
                     Ok(m) => metas.push(m),
                     Err(object_store::Error::NotFound { .. }) => break,
-                    Err(e) => {
-                        return Err(LakeError::Read {
-                            path: prefix.to_string(),
-                            msg: e.to_string(),
-                        })
-                    }
+                    Err(e) => return Err(LakeError::Read { path: prefix.to_string(), msg: e.to_string() }),
                 }
             }
             metas.sort_by(|a, b| a.location.cmp(&b.location));
@@ -273,21 +243,14 @@ impl Manifest {
                 let bytes = store
                     .get(&m.location)
                     .await
-                    .map_err(|e| LakeError::Read {
-                        path: m.location.to_string(),
-                        msg: e.to_string(),
-                    })?
+                    .map_err(|e| LakeError::Read { path: m.location.to_string(), msg: e.to_string() })?
                     .bytes()
                     .await
-                    .map_err(|e| LakeError::Read {
-                        path: m.location.to_string(),
-                        msg: e.to_string(),
-                    })?;
-                let run: RunManifest =
-                    serde_json::from_slice(&bytes).map_err(|e| LakeError::Read {
-                        path: m.location.to_string(),
-                        msg: format!("corrupt manifest: {e}"),
-                    })?;
+                    .map_err(|e| LakeError::Read { path: m.location.to_string(), msg: e.to_string() })?;
+                let run: RunManifest = serde_json::from_slice(&bytes).map_err(|e| LakeError::Read {
+                    path: m.location.to_string(),
+                    msg: format!("corrupt manifest: {e}"),
+                })?;
                 runs.push(run);
             }
             Ok(runs)
@@ -346,10 +309,7 @@ pub fn write_manifest(
         let p = path.clone();
         handle
             .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
-            .map_err(|e| LakeError::Store {
-                url: path.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
     }
     Ok(())
 }

@@ -17,15 +17,9 @@ pub use writer::{LakeWriter, RejectWriter};
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error("lake {url}: {source}")]
-    Store {
-        url: String,
-        source: object_store::Error,
-    },
+    Store { url: String, source: object_store::Error },
     #[error("cannot create lake folder {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Create { path: PathBuf, source: std::io::Error },
     #[error("writing {table} Parquet: {msg}")]
     Write { table: &'static str, msg: String },
     #[error("reading {path}: {msg}")]
@@ -54,27 +48,15 @@ impl Lake {
         } else {
             PathBuf::from(location)
         };
-        std::fs::create_dir_all(&path).map_err(|e| LakeError::Create {
-            path: path.clone(),
-            source: e,
-        })?;
-        let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create {
-            path: path.clone(),
-            source: e,
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&abs).map_err(|e| LakeError::Store {
-            url: abs.display().to_string(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
+        let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| LakeError::Store { url: abs.display().to_string(), source: e })?;
         let mut url = format!("file://{}", abs.display());
         if !url.ends_with('/') {
             url.push('/');
         }
-        Ok(Lake {
-            store: Arc::new(store),
-            url,
-            local_root: Some(abs),
-        })
+        Ok(Lake { store: Arc::new(store), url, local_root: Some(abs) })
     }
 
     /// URL of a table's root folder.

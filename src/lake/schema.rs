@@ -52,13 +52,7 @@ impl Table {
         let all = COLS.get_or_init(|| {
             ALL_TABLES
                 .iter()
-                .map(|t| {
-                    t.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| &*Box::leak(f.name().clone().into_boxed_str()))
-                        .collect()
-                })
+                .map(|t| t.schema().fields().iter().map(|f| &*Box::leak(f.name().clone().into_boxed_str())).collect())
                 .collect()
         });
         &all[self as usize]
@@ -72,19 +66,12 @@ impl Table {
     /// The Parquet file schema (no `day`: that is the partition folder).
     pub fn schema(self) -> SchemaRef {
         static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
-        SCHEMAS.get_or_init(|| ALL_TABLES.iter().map(|t| Arc::new(build(*t))).collect())
-            [self as usize]
-            .clone()
+        SCHEMAS.get_or_init(|| ALL_TABLES.iter().map(|t| Arc::new(build(*t))).collect())[self as usize].clone()
     }
 
     /// The table schema as queried: file schema plus `day`.
     pub fn table_schema(self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields: Vec<Field> = self.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("day", DataType::Utf8, false));
         Arc::new(Schema::new(fields))
     }
@@ -107,11 +94,7 @@ fn tsf(name: &str) -> Field {
     Field::new(name, ts_type(), true)
 }
 fn list_of(name: &str, item: DataType) -> Field {
-    Field::new(
-        name,
-        DataType::List(Arc::new(Field::new("item", item, true))),
-        true,
-    )
+    Field::new(name, DataType::List(Arc::new(Field::new("item", item, true))), true)
 }
 fn strs(names: &[&str]) -> Vec<Field> {
     names.iter().map(|n| s(n)).collect()
@@ -166,18 +149,9 @@ fn build(t: Table) -> Schema {
             f.push(i64f("source_asn"));
             f.extend(strs(&["source_as_org", "country", "city"]));
             f.push(i64f("error_code"));
-            f.extend(strs(&[
-                "failure_reason",
-                "client_credential_type",
-                "credential_key_id",
-                "user_agent",
-            ]));
+            f.extend(strs(&["failure_reason", "client_credential_type", "credential_key_id", "user_agent"]));
             f.push(Field::new("is_interactive", DataType::Boolean, true));
-            f.extend(strs(&[
-                "operation_name",
-                "resource_tenant_id",
-                "home_tenant_id",
-            ]));
+            f.extend(strs(&["operation_name", "resource_tenant_id", "home_tenant_id"]));
         }
         Table::Audit => {
             f.extend(strs(&[
@@ -199,18 +173,9 @@ fn build(t: Table) -> Schema {
                 "source_ip",
             ]));
             f.push(i64f("source_asn"));
-            f.extend(strs(&[
-                "source_as_org",
-                "user_agent",
-                "target_id",
-                "target_name",
-                "target_type",
-            ]));
+            f.extend(strs(&["source_as_org", "user_agent", "target_id", "target_name", "target_type"]));
             f.push(list_of("targets", DataType::Struct(target_fields())));
-            f.push(list_of(
-                "additional_details",
-                DataType::Struct(name_value_fields("key", "value")),
-            ));
+            f.push(list_of("additional_details", DataType::Struct(name_value_fields("key", "value"))));
         }
         Table::SpRiskEvents => {
             f.extend(strs(&[
@@ -274,11 +239,7 @@ fn build(t: Table) -> Schema {
                 "wids",
                 "user_agent",
             ]));
-            f.extend([
-                i64f("source_asn"),
-                i64f("response_size_bytes"),
-                i64f("duration_ms"),
-            ]);
+            f.extend([i64f("source_asn"), i64f("response_size_bytes"), i64f("duration_ms")]);
             f.extend([i32f("response_status_code"), i32f("client_auth_method")]);
         }
         Table::O365Audit => {
@@ -299,10 +260,7 @@ fn build(t: Table) -> Schema {
                 "outcome",
             ]));
             f.push(i64f("source_asn"));
-            f.push(list_of(
-                "extended_properties",
-                DataType::Struct(name_value_fields("name", "value")),
-            ));
+            f.push(list_of("extended_properties", DataType::Struct(name_value_fields("name", "value"))));
         }
         Table::AzureActivity => {
             f.extend(strs(&[

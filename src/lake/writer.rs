@@ -71,16 +71,10 @@ pub struct LakeWriter {
 
 fn props() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid zstd level"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1_000_000))
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
         .build()
 }
@@ -116,15 +110,7 @@ impl LakeWriter {
                 self.evict_lru()?;
             }
             let keys = self.load_keys(table, day)?;
-            self.buffers.insert(
-                id.clone(),
-                DayBuf {
-                    rows: Vec::new(),
-                    bytes: 0,
-                    keys,
-                    last_use: 0,
-                },
-            );
+            self.buffers.insert(id.clone(), DayBuf { rows: Vec::new(), bytes: 0, keys, last_use: 0 });
         }
         let buf = self.buffers.get_mut(&id).expect("inserted above");
         buf.last_use = self.clock;
@@ -138,11 +124,7 @@ impl LakeWriter {
             self.flush_one(&id)?;
         }
         while self.buffered > BUFFER_BUDGET {
-            let biggest = self
-                .buffers
-                .iter()
-                .max_by_key(|(_, b)| b.bytes)
-                .map(|(k, _)| k.clone());
+            let biggest = self.buffers.iter().max_by_key(|(_, b)| b.bytes).map(|(k, _)| k.clone());
             match biggest {
                 Some(k) => self.flush_one(&k)?,
                 None => break,
@@ -152,12 +134,7 @@ impl LakeWriter {
     }
 
     fn evict_lru(&mut self) -> Result<(), LakeError> {
-        if let Some(k) = self
-            .buffers
-            .iter()
-            .min_by_key(|(_, b)| b.last_use)
-            .map(|(k, _)| k.clone())
-        {
+        if let Some(k) = self.buffers.iter().min_by_key(|(_, b)| b.last_use).map(|(k, _)| k.clone()) {
             self.flush_one(&k)?;
             self.buffers.remove(&k);
         }
@@ -174,25 +151,17 @@ impl LakeWriter {
             let mut listing = store.list(Some(&prefix));
             let mut files = Vec::new();
             while let Some(meta) = listing.next().await {
-                let meta = meta.map_err(|e| LakeError::Read {
-                    path: prefix.to_string(),
-                    msg: e.to_string(),
-                })?;
+                let meta = meta.map_err(|e| LakeError::Read { path: prefix.to_string(), msg: e.to_string() })?;
                 if meta.location.as_ref().ends_with(".parquet") {
                     files.push(meta);
                 }
             }
             for meta in files {
                 let path = meta.location.to_string();
-                let rerr = |e: parquet::errors::ParquetError| LakeError::Read {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                };
-                let reader = ParquetObjectReader::new(store.clone(), meta.location.clone())
-                    .with_file_size(meta.size);
-                let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
-                    .map_err(rerr)?;
+                let rerr =
+                    |e: parquet::errors::ParquetError| LakeError::Read { path: path.clone(), msg: e.to_string() };
+                let reader = ParquetObjectReader::new(store.clone(), meta.location.clone()).with_file_size(meta.size);
+                let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(rerr)?;
                 let Some(idx) = builder.schema().index_of("_key").ok() else {
                     continue;
                 };
@@ -222,23 +191,14 @@ impl LakeWriter {
         let batch = rows_to_batch(*table, &rows)?;
         drop(rows);
         self.seq += 1;
-        let path = StorePath::from(format!(
-            "{}/day={}/{}-{:05}.parquet",
-            table.name(),
-            day,
-            self.run_id,
-            self.seq
-        ));
+        let path = StorePath::from(format!("{}/day={}/{}-{:05}.parquet", table.name(), day, self.run_id, self.seq));
         let n = batch.num_rows() as u64;
         let bytes = encode_parquet(*table, &batch)?;
         let store = self.lake.store.clone();
         let p = path.clone();
         self.handle
             .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
-            .map_err(|e| LakeError::Store {
-                url: path.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
         *self.stats.rows_written.entry(table.name()).or_default() += n;
         self.stats.files.push(path.to_string());
         Ok(())
@@ -257,10 +217,7 @@ impl LakeWriter {
 
 /// Converts rows (in the table's column order) to a batch sorted by `ts`.
 pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
-    let werr = |e: arrow::error::ArrowError| LakeError::Write {
-        table: table.name(),
-        msg: e.to_string(),
-    };
+    let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
     let cols = table.columns();
     let ser: Vec<RowSer> = rows.iter().map(|r| RowSer(cols, r)).collect();
     let mut decoder = arrow::json::ReaderBuilder::new(table.schema())
@@ -268,20 +225,14 @@ pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, L
         .build_decoder()
         .map_err(werr)?;
     decoder.serialize(&ser).map_err(werr)?;
-    let batch = decoder
-        .flush()
-        .map_err(werr)?
-        .unwrap_or_else(|| RecordBatch::new_empty(table.schema()));
+    let batch = decoder.flush().map_err(werr)?.unwrap_or_else(|| RecordBatch::new_empty(table.schema()));
     let idx = sort_to_indices(batch.column(0), None, None).map_err(werr)?;
     take_record_batch(&batch, &idx).map_err(werr)
 }
 
 /// Encodes one batch as a complete Parquet file in memory.
 pub fn encode_parquet(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, LakeError> {
-    let perr = |e: parquet::errors::ParquetError| LakeError::Write {
-        table: table.name(),
-        msg: e.to_string(),
-    };
+    let perr = |e: parquet::errors::ParquetError| LakeError::Write { table: table.name(), msg: e.to_string() };
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, table.schema(), Some(props())).map_err(perr)?;
     w.write(batch).map_err(perr)?;
@@ -302,15 +253,7 @@ pub struct RejectWriter {
 
 impl RejectWriter {
     pub fn new(lake: Lake, run_id: String, day: String, handle: Handle) -> Self {
-        RejectWriter {
-            lake,
-            handle,
-            run_id,
-            day,
-            seq: 0,
-            buf: Vec::new(),
-            files: Vec::new(),
-        }
+        RejectWriter { lake, handle, run_id, day, seq: 0, buf: Vec::new(), files: Vec::new() }
     }
 
     pub fn push(&mut self, rec: &Value) -> Result<(), LakeError> {
@@ -327,19 +270,13 @@ impl RejectWriter {
             return Ok(());
         }
         self.seq += 1;
-        let path = StorePath::from(format!(
-            "_rejected/day={}/{}-{:05}.jsonl",
-            self.day, self.run_id, self.seq
-        ));
+        let path = StorePath::from(format!("_rejected/day={}/{}-{:05}.jsonl", self.day, self.run_id, self.seq));
         let bytes = std::mem::take(&mut self.buf);
         let store = self.lake.store.clone();
         let p = path.clone();
         self.handle
             .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
-            .map_err(|e| LakeError::Store {
-                url: path.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
         self.files.push(path.to_string());
         Ok(())
     }

@@ -64,12 +64,10 @@ pub fn alerts_schema() -> SchemaRef {
 
 /// Alerts as a batch of the `alerts` schema.
 pub fn to_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut d = arrow::json::ReaderBuilder::new(alerts_schema())
-        .with_batch_size(alerts.len().max(1))
-        .build_decoder()?;
+    let mut d =
+        arrow::json::ReaderBuilder::new(alerts_schema()).with_batch_size(alerts.len().max(1)).build_decoder()?;
     d.serialize(alerts)?;
-    Ok(d.flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(alerts_schema())))
+    Ok(d.flush()?.unwrap_or_else(|| RecordBatch::new_empty(alerts_schema())))
 }
 
 /// The deterministic id: the same finding always gets the same id.
@@ -86,9 +84,7 @@ pub fn alert_id(rule_id: &str, key: &[(&str, &Value)]) -> String {
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn batches_to_rows(
-    batches: &[RecordBatch],
-) -> Result<Vec<Map<String, Value>>, arrow::error::ArrowError> {
+fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, arrow::error::ArrowError> {
     let mut buf = Vec::new();
     {
         let mut w = arrow::json::WriterBuilder::new()
@@ -121,60 +117,61 @@ pub async fn run(
     w: &RunWindow,
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunResult, RuleError> {
-    let q = |e| RuleError::Query {
-        id: rule.meta.id.clone(),
-        source: e,
-    };
+    let q = |e| RuleError::Query { id: rule.meta.id.clone(), source: e };
     let batches = rule.plan(ctx, w).await?.collect().await.map_err(q)?;
-    let rows = batches_to_rows(&batches).map_err(|e| RuleError::Invalid {
-        id: rule.meta.id.clone(),
-        msg: e.to_string(),
-    })?;
-    let m = &rule.meta;
+    let rows =
+        batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
     let mut alerts = Vec::with_capacity(rows.len());
     for row in rows {
-        let tsv = row.get(&m.timestamp_field).cloned().unwrap_or(Value::Null);
-        let ts =
-            crate::ingest::normalize::time_of(Some(&tsv)).unwrap_or(w.start.timestamp_micros());
-        let key: Vec<(&str, &Value)> = m
-            .alert_key
-            .iter()
-            .map(|k| (k.as_str(), row.get(k).unwrap_or(&Value::Null)))
-            .collect();
-        let s = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        alerts.push(Alert {
-            alert_id: alert_id(&m.id, &key),
-            rule_id: m.id.clone(),
-            rule_name: m.name.clone(),
-            severity: row
-                .get("severity")
-                .and_then(|v| v.as_str())
-                .map(|s| s.to_ascii_lowercase())
-                .unwrap_or_else(|| m.severity.clone()),
-            risk_score: m.risk_score,
-            ts,
-            window_start: w.start.timestamp_micros(),
-            window_end: w.end.timestamp_micros(),
-            detected_at: detected_at.timestamp_micros(),
-            service_principal_id: s("service_principal_id"),
-            service_principal_name: s("service_principal_name"),
-            app_id: s("app_id"),
-            source_ip: s("source_ip"),
-            source_asn: row.get("source_asn").and_then(|v| v.as_i64()),
-            fields: Value::Object(row.clone()).to_string(),
-            suppress_key: (!m.suppress_by.is_empty()).then(|| {
-                m.suppress_by
-                    .iter()
-                    .map(|k| row.get(k).unwrap_or(&Value::Null).to_string())
-                    .collect::<Vec<_>>()
-                    .join("\u{1f}")
-            }),
-        });
+        alerts.push(make_alert(rule, row, w, detected_at));
     }
     alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
-    let cut = alerts.len().saturating_sub(m.max_alerts);
-    alerts.truncate(m.max_alerts);
+    let cut = alerts.len().saturating_sub(rule.meta.max_alerts);
+    alerts.truncate(rule.meta.max_alerts);
     Ok(RunResult { alerts, cut })
+}
+
+fn make_alert(
+    rule: &Rule,
+    mut row: Map<String, Value>,
+    w: &RunWindow,
+    detected_at: chrono::DateTime<chrono::Utc>,
+) -> Alert {
+    let m = &rule.meta;
+    row.remove("run_end_us");
+    let tsv = row.get(&m.timestamp_field).cloned().unwrap_or(Value::Null);
+    let ts = crate::ingest::normalize::time_of(Some(&tsv)).unwrap_or(w.start.timestamp_micros());
+    let key: Vec<(&str, &Value)> =
+        m.alert_key.iter().map(|k| (k.as_str(), row.get(k).unwrap_or(&Value::Null))).collect();
+    let s = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Alert {
+        alert_id: alert_id(&m.id, &key),
+        rule_id: m.id.clone(),
+        rule_name: m.name.clone(),
+        severity: row
+            .get("severity")
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_else(|| m.severity.clone()),
+        risk_score: m.risk_score,
+        ts,
+        window_start: w.start.timestamp_micros(),
+        window_end: w.end.timestamp_micros(),
+        detected_at: detected_at.timestamp_micros(),
+        service_principal_id: s("service_principal_id"),
+        service_principal_name: s("service_principal_name"),
+        app_id: s("app_id"),
+        source_ip: s("source_ip"),
+        source_asn: row.get("source_asn").and_then(|v| v.as_i64()),
+        fields: Value::Object(row.clone()).to_string(),
+        suppress_key: (!m.suppress_by.is_empty()).then(|| {
+            m.suppress_by
+                .iter()
+                .map(|k| row.get(k).unwrap_or(&Value::Null).to_string())
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        }),
+    }
 }
 
 /// Scheduled run ends inside `[from, to]`: multiples of the rule's interval since the epoch.
@@ -183,10 +180,7 @@ pub fn run_ends(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<chrono::DateTime<chrono::Utc>>, RuleError> {
-    let step = super::parse_duration(&rule.meta.interval)?
-        .num_microseconds()
-        .unwrap_or(i64::MAX)
-        .max(1);
+    let step = super::parse_duration(&rule.meta.interval)?.num_microseconds().unwrap_or(i64::MAX).max(1);
     let first = (from.timestamp_micros() + step - 1).div_euclid(step) * step;
     let mut out = Vec::new();
     let mut t = first;
@@ -210,13 +204,14 @@ pub async fn backtest(
     let mut seen = std::collections::HashSet::new();
     let mut last_by_key: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let suppress_us = match &rule.meta.suppress_for {
-        Some(d) => super::parse_duration(d)?
-            .num_microseconds()
-            .unwrap_or(i64::MAX),
+        Some(d) => super::parse_duration(d)?.num_microseconds().unwrap_or(i64::MAX),
         None => 0,
     };
     let mut all = Vec::new();
     let mut cut = 0;
+    if rule.backtest_sql.is_some() && rule.meta.suppress_by.is_empty() {
+        return backtest_one_pass(ctx, rule, from, to, detected_at).await;
+    }
     for end in run_ends(rule, from, to)? {
         let r = run(ctx, rule, &rule.window_ending(end)?, detected_at).await?;
         cut += r.cut;
@@ -237,4 +232,58 @@ pub async fn backtest(
         }
     }
     Ok(RunResult { alerts: all, cut })
+}
+
+/// The one-pass backtest: all runs' alerts from one query; each alert carries the window of the
+/// first run that reports it, and `max_alerts` applies per run as in single runs.
+pub async fn backtest_one_pass(
+    ctx: &SessionContext,
+    rule: &Rule,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    detected_at: chrono::DateTime<chrono::Utc>,
+) -> Result<RunResult, RuleError> {
+    let q = |e| RuleError::Query { id: rule.meta.id.clone(), source: e };
+    let range = RunWindow { start: from, end: to };
+    let df = rule
+        .plan_backtest(ctx, &range)
+        .await?
+        .ok_or_else(|| RuleError::Invalid { id: rule.meta.id.clone(), msg: "no one-pass backtest query".into() })?;
+    let batches = df.collect().await.map_err(q)?;
+    let rows =
+        batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
+    let lookback = super::parse_duration(&rule.meta.lookback)?;
+    let mut by_run: std::collections::BTreeMap<i64, Vec<Alert>> = std::collections::BTreeMap::new();
+    for row in rows {
+        let end_us = row.get("run_end_us").and_then(Value::as_i64).ok_or_else(|| RuleError::Invalid {
+            id: rule.meta.id.clone(),
+            msg: "the backtest query must output run_end_us".into(),
+        })?;
+        let end = chrono::DateTime::from_timestamp_micros(end_us).expect("in range");
+        let w = RunWindow { start: end - lookback, end };
+        by_run.entry(end_us).or_default().push(make_alert(rule, row, &w, detected_at));
+    }
+    let mut all = Vec::new();
+    let mut cut = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (_, mut alerts) in by_run {
+        alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
+        cut += alerts.len().saturating_sub(rule.meta.max_alerts);
+        alerts.truncate(rule.meta.max_alerts);
+        all.extend(alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
+    }
+    Ok(RunResult { alerts: all, cut })
+}
+
+/// Replays every scheduled run one by one (the reference the one-pass backtest must equal).
+pub async fn backtest_replay(
+    ctx: &SessionContext,
+    rule: &Rule,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    detected_at: chrono::DateTime<chrono::Utc>,
+) -> Result<RunResult, RuleError> {
+    let mut r = rule.clone();
+    r.backtest_sql = None;
+    backtest(ctx, &r, from, to, detected_at).await
 }

@@ -22,10 +22,7 @@ pub enum RuleError {
     #[error("rule {id}: {msg}")]
     Invalid { id: String, msg: String },
     #[error("rule {id}: {source}")]
-    Query {
-        id: String,
-        source: datafusion::error::DataFusionError,
-    },
+    Query { id: String, source: datafusion::error::DataFusionError },
     #[error("no rule with id '{0}' (see `wisp rules list`)")]
     Unknown(String),
     #[error("bad duration '{0}': use forms like 65m, 1h, 10d, 30d")]
@@ -104,31 +101,19 @@ fn default_ts() -> String {
 pub struct Rule {
     pub meta: RuleMeta,
     pub sql: String,
+    /// Optional one-pass form of a backtest (after a `-- @backtest` line): returns every alert of
+    /// every scheduled run in `[$range_start, $range_end]`, with the run's end as `run_end_us`.
+    pub backtest_sql: Option<String>,
     pub file: String,
 }
 
 /// The rules shipped in `sql/`, embedded in the binary.
 pub const BUILTIN: [(&str, &str); 6] = [
-    (
-        "sql/sp_unusual_source_asn.sql",
-        include_str!("../../sql/sp_unusual_source_asn.sql"),
-    ),
-    (
-        "sql/sp_rare_action_multiple_ips.sql",
-        include_str!("../../sql/sp_rare_action_multiple_ips.sql"),
-    ),
-    (
-        "sql/sp_failed_signins.sql",
-        include_str!("../../sql/sp_failed_signins.sql"),
-    ),
-    (
-        "sql/sp_credential_added_after_signin.sql",
-        include_str!("../../sql/sp_credential_added_after_signin.sql"),
-    ),
-    (
-        "sql/sp_risk_event_stacking.sql",
-        include_str!("../../sql/sp_risk_event_stacking.sql"),
-    ),
+    ("sql/sp_unusual_source_asn.sql", include_str!("../../sql/sp_unusual_source_asn.sql")),
+    ("sql/sp_rare_action_multiple_ips.sql", include_str!("../../sql/sp_rare_action_multiple_ips.sql")),
+    ("sql/sp_failed_signins.sql", include_str!("../../sql/sp_failed_signins.sql")),
+    ("sql/sp_credential_added_after_signin.sql", include_str!("../../sql/sp_credential_added_after_signin.sql")),
+    ("sql/sp_risk_event_stacking.sql", include_str!("../../sql/sp_risk_event_stacking.sql")),
     (
         "sql/identity_signin_from_suspicious_source.sql",
         include_str!("../../sql/identity_signin_from_suspicious_source.sql"),
@@ -157,46 +142,32 @@ impl Rule {
         let Some(rest) = t.strip_prefix("/*") else {
             return Err(RuleError::NoHeader { file: file.into() });
         };
-        let end = rest
-            .find("*/")
-            .ok_or_else(|| RuleError::NoHeader { file: file.into() })?;
+        let end = rest.find("*/").ok_or_else(|| RuleError::NoHeader { file: file.into() })?;
         let header = &rest[..end];
-        let sql = rest[end + 2..].trim().trim_end_matches(';').to_string();
-        let meta: RuleMeta = toml::from_str(header).map_err(|e| RuleError::Header {
-            file: file.into(),
-            msg: e.to_string(),
-        })?;
-        let rule = Rule {
-            meta,
-            sql,
-            file: file.into(),
+        let body = &rest[end + 2..];
+        let (sql, backtest) = match body.find("\n-- @backtest") {
+            Some(i) => (&body[..i], Some(body[i..].trim().trim_end_matches(';').to_string())),
+            None => (body, None),
         };
+        let sql = sql.trim().trim_end_matches(';').to_string();
+        let meta: RuleMeta =
+            toml::from_str(header).map_err(|e| RuleError::Header { file: file.into(), msg: e.to_string() })?;
+        let rule = Rule { meta, sql, backtest_sql: backtest, file: file.into() };
         rule.validate()?;
         Ok(rule)
     }
 
     fn invalid(&self, msg: impl Into<String>) -> RuleError {
-        RuleError::Invalid {
-            id: self.meta.id.clone(),
-            msg: msg.into(),
-        }
+        RuleError::Invalid { id: self.meta.id.clone(), msg: msg.into() }
     }
 
     fn validate(&self) -> Result<(), RuleError> {
         let m = &self.meta;
-        if m.id.is_empty()
-            || !m
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+        if m.id.is_empty() || !m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err(self.invalid("id must be lowercase letters, digits and '_'"));
         }
         if !["low", "medium", "high", "critical"].contains(&m.severity.as_str()) {
-            return Err(self.invalid(format!(
-                "severity '{}' is not low, medium, high or critical",
-                m.severity
-            )));
+            return Err(self.invalid(format!("severity '{}' is not low, medium, high or critical", m.severity)));
         }
         if !(0..=100).contains(&m.risk_score) {
             return Err(self.invalid("risk_score must be 0..=100"));
@@ -206,9 +177,7 @@ impl Rule {
         if let Some(h) = &m.history_window {
             parse_duration(h)?;
         }
-        if m.rule_type == RuleType::NewTerms
-            && (m.history_window.is_none() || m.new_terms_fields.is_empty())
-        {
+        if m.rule_type == RuleType::NewTerms && (m.history_window.is_none() || m.new_terms_fields.is_empty()) {
             return Err(self.invalid("a new_terms rule needs history_window and new_terms_fields"));
         }
         if m.suppress_for.is_some() == m.suppress_by.is_empty() {
@@ -241,30 +210,50 @@ impl Rule {
             None => w.start,
         };
         p.insert("history_start".to_string(), ts(history));
+        let us = |d: chrono::Duration| ScalarValue::Int64(Some(d.num_microseconds().unwrap_or(i64::MAX)));
+        p.insert("interval_us".to_string(), us(parse_duration(&self.meta.interval)?));
+        p.insert("lookback_us".to_string(), us(parse_duration(&self.meta.lookback)?));
+        p.insert(
+            "history_us".to_string(),
+            us(self
+                .meta
+                .history_window
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .unwrap_or_else(chrono::Duration::zero)),
+        );
+        // For a one-pass backtest the range is the window.
+        p.insert("range_start".to_string(), ts(w.start));
+        p.insert("range_end".to_string(), ts(w.end));
         for (k, v) in &self.meta.params {
             let s = match v {
                 toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
                 toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
                 toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
                 toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
-                other => {
-                    return Err(self.invalid(format!("parameter {k}: unsupported value {other:?}")))
-                }
+                other => return Err(self.invalid(format!("parameter {k}: unsupported value {other:?}"))),
             };
             p.insert(k.clone(), s);
         }
         Ok(p)
     }
 
-    /// The window of the scheduled run ending at `end`.
-    pub fn window_ending(
+    /// Plans the one-pass backtest over `[from, to]`, if the rule has one.
+    pub async fn plan_backtest(
         &self,
-        end: chrono::DateTime<chrono::Utc>,
-    ) -> Result<RunWindow, RuleError> {
-        Ok(RunWindow {
-            start: end - parse_duration(&self.meta.lookback)?,
-            end,
-        })
+        ctx: &SessionContext,
+        range: &RunWindow,
+    ) -> Result<Option<datafusion::dataframe::DataFrame>, RuleError> {
+        let Some(sql) = &self.backtest_sql else { return Ok(None) };
+        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
+        let df = crate::query::read_only_sql(ctx, sql).await.map_err(q)?;
+        Ok(Some(df.with_param_values(self.param_values(range)?).map_err(q)?))
+    }
+
+    /// The window of the scheduled run ending at `end`.
+    pub fn window_ending(&self, end: chrono::DateTime<chrono::Utc>) -> Result<RunWindow, RuleError> {
+        Ok(RunWindow { start: end - parse_duration(&self.meta.lookback)?, end })
     }
 
     /// Plans the rule read-only with its parameters bound.
@@ -273,38 +262,25 @@ impl Rule {
         ctx: &SessionContext,
         w: &RunWindow,
     ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
-        let q = |e| RuleError::Query {
-            id: self.meta.id.clone(),
-            source: e,
-        };
-        let df = crate::query::read_only_sql(ctx, &self.sql)
-            .await
-            .map_err(q)?;
+        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
+        let df = crate::query::read_only_sql(ctx, &self.sql).await.map_err(q)?;
         df.with_param_values(self.param_values(w)?).map_err(q)
     }
 }
 
 /// The built-in rules, plus `*.sql` files from `dir` (which override built-ins of the same id).
 pub fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<Rule>, RuleError> {
-    let mut rules: Vec<Rule> = BUILTIN
-        .iter()
-        .map(|(f, t)| Rule::parse(f, t))
-        .collect::<Result<_, _>>()?;
+    let mut rules: Vec<Rule> = BUILTIN.iter().map(|(f, t)| Rule::parse(f, t)).collect::<Result<_, _>>()?;
     if let Some(dir) = dir {
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| RuleError::Header {
-                file: dir.display().to_string(),
-                msg: e.to_string(),
-            })?
+            .map_err(|e| RuleError::Header { file: dir.display().to_string(), msg: e.to_string() })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "sql"))
             .collect();
         files.sort();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| RuleError::Header {
-                file: f.display().to_string(),
-                msg: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| RuleError::Header { file: f.display().to_string(), msg: e.to_string() })?;
             let r = Rule::parse(&f.display().to_string(), &text)?;
             rules.retain(|x| x.meta.id != r.meta.id);
             rules.push(r);
@@ -315,10 +291,7 @@ pub fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<Rule>, RuleError> {
 
 /// Plans every rule against the lake schema with no data: a typo in a column is found here.
 pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(), RuleError>)> {
-    let w = RunWindow {
-        start: chrono::DateTime::UNIX_EPOCH,
-        end: chrono::DateTime::UNIX_EPOCH,
-    };
+    let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
     let mut out = Vec::new();
     for r in rules {
         let res = async {
@@ -326,26 +299,18 @@ pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(
             let schema = df.schema().clone();
             for k in &r.meta.alert_key {
                 if schema.field_with_unqualified_name(k).is_err() {
-                    return Err(r.invalid(format!(
-                        "alert_key column '{k}' is not in the query's output"
-                    )));
+                    return Err(r.invalid(format!("alert_key column '{k}' is not in the query's output")));
                 }
             }
-            if schema
-                .field_with_unqualified_name(&r.meta.timestamp_field)
-                .is_err()
-            {
-                return Err(r.invalid(format!(
-                    "the query must output the timestamp column '{}'",
-                    r.meta.timestamp_field
-                )));
+            if schema.field_with_unqualified_name(&r.meta.timestamp_field).is_err() {
+                return Err(
+                    r.invalid(format!("the query must output the timestamp column '{}'", r.meta.timestamp_field))
+                );
             }
-            df.create_physical_plan()
-                .await
-                .map_err(|e| RuleError::Query {
-                    id: r.meta.id.clone(),
-                    source: e,
-                })?;
+            df.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
+            if let Some(bt) = r.plan_backtest(ctx, &w).await? {
+                bt.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
+            }
             Ok(())
         }
         .await;

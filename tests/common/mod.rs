@@ -29,37 +29,23 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 pub fn opts(inputs: Vec<String>) -> IngestOptions {
-    IngestOptions {
-        inputs,
-        format: Format::Auto,
-        asn_db: None,
-        geo_db: None,
-        keep_raw: true,
-        progress: false,
-    }
+    IngestOptions { inputs, format: Format::Auto, asn_db: None, geo_db: None, keep_raw: true, progress: false }
 }
 
 pub async fn ingest_into(lake_dir: &std::path::Path, o: IngestOptions) -> Summary {
     let lake = Lake::open(&lake_dir.display().to_string()).unwrap();
     let s = ingest(&lake, &o).await.unwrap();
-    assert!(
-        s.balanced(),
-        "read != written + rejected + duplicates: {s:?}"
-    );
+    assert!(s.balanced(), "read != written + rejected + duplicates: {s:?}");
     s
 }
 
 pub async fn query(lake_dir: &std::path::Path, sql: &str) -> Vec<arrow::array::RecordBatch> {
     let lake = Lake::open(&lake_dir.display().to_string()).unwrap();
-    let ctx = wisp::session::open(&lake, &Default::default())
-        .await
-        .unwrap();
+    let ctx = wisp::session::open(&lake, &Default::default()).await.unwrap();
     ctx.sql(sql).await.unwrap().collect().await.unwrap()
 }
 
 pub async fn query_text(lake_dir: &std::path::Path, sql: &str) -> String {
     let b = query(lake_dir, sql).await;
-    arrow::util::pretty::pretty_format_batches(&b)
-        .unwrap()
-        .to_string()
+    arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string()
 }

@@ -12,24 +12,13 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open database {path}: {source}; check the path given to --asn-db/--geo-db")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid MaxMind database: {msg}")]
     MaxMind { path: PathBuf, msg: String },
     #[error("{path}:{line}: {msg} (expected start_ip,end_ip,asn,organization)")]
-    Table {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
+    Table { path: PathBuf, line: usize, msg: String },
     #[error("{path} is a MaxMind {found} database, but a{want} database is needed here")]
-    WrongKind {
-        path: PathBuf,
-        found: String,
-        want: &'static str,
-    },
+    WrongKind { path: PathBuf, found: String, want: &'static str },
 }
 
 /// One ASN lookup result.
@@ -75,14 +64,9 @@ fn is_mmdb(path: &Path) -> std::io::Result<bool> {
 fn open_mmdb(path: &Path) -> Result<Reader<Mmap>, DbError> {
     // SAFETY: the database file is opened read-only and is not modified while the session runs;
     // wisp never writes to it.
-    let r = unsafe { Reader::open_mmap(path) }.map_err(|e| DbError::MaxMind {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    r.verify().map_err(|e| DbError::MaxMind {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
+    let r = unsafe { Reader::open_mmap(path) }
+        .map_err(|e| DbError::MaxMind { path: path.to_path_buf(), msg: e.to_string() })?;
+    r.verify().map_err(|e| DbError::MaxMind { path: path.to_path_buf(), msg: e.to_string() })?;
     Ok(r)
 }
 
@@ -90,30 +74,17 @@ impl AsnDb {
     /// Opens a MaxMind ASN database or an IP-range table (CSV or TSV).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DbError> {
         let path = path.as_ref();
-        let io = |e| DbError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        };
+        let io = |e| DbError::Io { path: path.to_path_buf(), source: e };
         if is_mmdb(path).map_err(io)? {
             let r = open_mmdb(path)?;
             let kind = r.metadata().database_type.clone();
             if kind.contains("City") || kind.contains("Country") {
-                return Err(DbError::WrongKind {
-                    path: path.to_path_buf(),
-                    found: kind,
-                    want: "n ASN",
-                });
+                return Err(DbError::WrongKind { path: path.to_path_buf(), found: kind, want: "n ASN" });
             }
-            return Ok(AsnDb {
-                source: AsnSource::MaxMind(r),
-                path: path.to_path_buf(),
-            });
+            return Ok(AsnDb { source: AsnSource::MaxMind(r), path: path.to_path_buf() });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        Ok(AsnDb {
-            source: AsnSource::Table(parse_table(path, &text)?),
-            path: path.to_path_buf(),
-        })
+        Ok(AsnDb { source: AsnSource::Table(parse_table(path, &text)?), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -157,9 +128,7 @@ impl AsnDb {
             AsnSource::Table(t) => {
                 let x = ip_to_u128(ip);
                 let i = t.partition_point(|(_, hi, _)| *hi < x);
-                t.get(i)
-                    .filter(|(lo, _, _)| *lo <= x)
-                    .map(|(_, _, info)| info.clone())
+                t.get(i).filter(|(lo, _, _)| *lo <= x).map(|(_, _, info)| info.clone())
             }
         }
     }
@@ -198,11 +167,7 @@ fn parse_table(path: &Path, text: &str) -> Result<Vec<(u128, u128, AsnInfo)>, Db
             continue;
         }
         let f = split_fields(t);
-        let bad = |msg: String| DbError::Table {
-            path: path.to_path_buf(),
-            line: lineno,
-            msg,
-        };
+        let bad = |msg: String| DbError::Table { path: path.to_path_buf(), line: lineno, msg };
         if f.len() < 3 {
             return Err(bad(format!("{} fields", f.len())));
         }
@@ -213,44 +178,23 @@ fn parse_table(path: &Path, text: &str) -> Result<Vec<(u128, u128, AsnInfo)>, Db
             return Err(bad(format!("bad address range '{}'-'{}'", f[0], f[1])));
         };
         let asn_text = f[2].trim_start_matches("AS").trim_start_matches("as");
-        let number: i64 = asn_text
-            .parse()
-            .map_err(|_| bad(format!("bad ASN '{}'", f[2])))?;
+        let number: i64 = asn_text.parse().map_err(|_| bad(format!("bad ASN '{}'", f[2])))?;
         if number == 0 {
             continue; // ip2asn's "Not routed"
         }
         // ip2asn has country_code before the description; DB-IP lite has the organization 4th.
-        let org = if f.len() >= 5 {
-            f[4].clone()
-        } else {
-            f.get(3).cloned().unwrap_or_default()
-        };
-        let organization = if org.is_empty() || org == "None" {
-            None
-        } else {
-            Some(Arc::from(org.as_str()))
-        };
+        let org = if f.len() >= 5 { f[4].clone() } else { f.get(3).cloned().unwrap_or_default() };
+        let organization = if org.is_empty() || org == "None" { None } else { Some(Arc::from(org.as_str())) };
         let (lo, hi) = (ip_to_u128(lo), ip_to_u128(hi));
         if lo > hi {
             return Err(bad("start is after end".into()));
         }
-        rows.push((
-            lo,
-            hi,
-            AsnInfo {
-                number,
-                organization,
-            },
-        ));
+        rows.push((lo, hi, AsnInfo { number, organization }));
     }
     rows.sort_by_key(|r| r.0);
     for w in rows.windows(2) {
         if w[1].0 <= w[0].1 {
-            return Err(DbError::Table {
-                path: path.to_path_buf(),
-                line: 0,
-                msg: "overlapping ranges".to_string(),
-            });
+            return Err(DbError::Table { path: path.to_path_buf(), line: 0, msg: "overlapping ranges".to_string() });
         }
     }
     Ok(rows)
@@ -287,16 +231,9 @@ impl GeoDb {
         let reader = open_mmdb(path)?;
         let kind = reader.metadata().database_type.clone();
         if !(kind.contains("City") || kind.contains("Country")) {
-            return Err(DbError::WrongKind {
-                path: path.to_path_buf(),
-                found: kind,
-                want: " City or Country",
-            });
+            return Err(DbError::WrongKind { path: path.to_path_buf(), found: kind, want: " City or Country" });
         }
-        Ok(GeoDb {
-            reader,
-            path: path.to_path_buf(),
-        })
+        Ok(GeoDb { reader, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -317,17 +254,13 @@ impl GeoDb {
         if let Some(hit) = cache.get(&off) {
             return hit.clone();
         }
-        let info = res
-            .decode::<geoip2::City>()
-            .ok()
-            .flatten()
-            .map(|c| GeoInfo {
-                country_iso: c.country.iso_code.map(str::to_string),
-                country: c.country.names.english.map(str::to_string),
-                city: c.city.names.english.map(str::to_string),
-                lat: c.location.latitude,
-                lon: c.location.longitude,
-            });
+        let info = res.decode::<geoip2::City>().ok().flatten().map(|c| GeoInfo {
+            country_iso: c.country.iso_code.map(str::to_string),
+            country: c.country.names.english.map(str::to_string),
+            city: c.city.names.english.map(str::to_string),
+            lat: c.location.latitude,
+            lon: c.location.longitude,
+        });
         cache.insert(off, info.clone());
         info
     }
@@ -342,21 +275,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wisp-asn-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let tsv = dir.join("ip2asn.tsv");
-        std::fs::write(&tsv, "1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n1.0.1.0\t1.0.3.255\t0\tNone\tNot routed\n").unwrap();
+        std::fs::write(&tsv, "1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n1.0.1.0\t1.0.3.255\t0\tNone\tNot routed\n")
+            .unwrap();
         let db = AsnDb::open(&tsv).unwrap();
         let mut c = AsnCache::new();
         let hit = db.lookup("1.0.0.9".parse().unwrap(), &mut c).unwrap();
-        assert_eq!(
-            (hit.number, hit.organization.as_deref()),
-            (13335, Some("CLOUDFLARENET"))
-        );
+        assert_eq!((hit.number, hit.organization.as_deref()), (13335, Some("CLOUDFLARENET")));
         assert!(db.lookup("1.0.2.1".parse().unwrap(), &mut c).is_none());
         let csv = dir.join("dbip.csv");
-        std::fs::write(
-            &csv,
-            "start_ip,end_ip,asn,organization\n2001:db8::,2001:db8::ffff,64500,\"Example, Inc.\"\n",
-        )
-        .unwrap();
+        std::fs::write(&csv, "start_ip,end_ip,asn,organization\n2001:db8::,2001:db8::ffff,64500,\"Example, Inc.\"\n")
+            .unwrap();
         let db = AsnDb::open(&csv).unwrap();
         let hit = db.lookup("2001:db8::10".parse().unwrap(), &mut c).unwrap();
         assert_eq!(hit.organization.as_deref(), Some("Example, Inc."));
@@ -364,9 +292,6 @@ mod tests {
         std::fs::write(&bad, "1.0.0.0,1.0.0.255,13335,A\n1.0.0.0,zzz,1,B\n").unwrap();
         let e = AsnDb::open(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.csv:2"), "{e}");
-        assert!(AsnDb::open(dir.join("missing.mmdb"))
-            .unwrap_err()
-            .to_string()
-            .contains("missing.mmdb"));
+        assert!(AsnDb::open(dir.join("missing.mmdb")).unwrap_err().to_string().contains("missing.mmdb"));
     }
 }

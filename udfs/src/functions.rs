@@ -7,14 +7,12 @@ use crate::ip::{parse_u128, to_ipaddr};
 use crate::ranges::{parse_cidr, parse_range, private_ranges, RangeError, RangeSet};
 use crate::Watchlists;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, StructArray,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -39,41 +37,24 @@ impl<T> Hash for Shared<T> {
 }
 
 fn is_string(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
-    )
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
 }
 
 fn is_string_list(t: &DataType) -> bool {
     match t {
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            is_string(f.data_type())
-        }
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => is_string(f.data_type()),
         DataType::Null => true,
         _ => false,
     }
 }
 
-fn require_strings(
-    name: &str,
-    types: &[DataType],
-    min: usize,
-    max: Option<usize>,
-) -> Result<Vec<DataType>> {
+fn require_strings(name: &str, types: &[DataType], min: usize, max: Option<usize>) -> Result<Vec<DataType>> {
     if types.len() < min || max.is_some_and(|m| types.len() > m) {
-        return plan_err!(
-            "{name}() takes {} arguments, got {}",
-            arity(min, max),
-            types.len()
-        );
+        return plan_err!("{name}() takes {} arguments, got {}", arity(min, max), types.len());
     }
     for (i, t) in types.iter().enumerate() {
         if !is_string(t) {
-            return plan_err!(
-                "{name}(): argument {} must be a string (an IP address or range), got {t}",
-                i + 1
-            );
+            return plan_err!("{name}(): argument {} must be a string (an IP address or range), got {t}", i + 1);
         }
     }
     Ok(types.to_vec())
@@ -139,12 +120,7 @@ impl Matcher {
 }
 
 /// Evaluates `ip ∈ set` over the first argument, NULL for NULL/unparsable IPs or a NULL set.
-fn eval_membership(
-    ip: &ColumnarValue,
-    matcher: &Matcher,
-    n: usize,
-    scalar: bool,
-) -> Result<ColumnarValue> {
+fn eval_membership(ip: &ColumnarValue, matcher: &Matcher, n: usize, scalar: bool) -> Result<ColumnarValue> {
     let n = if scalar { 1 } else { n };
     let arr = ip.to_array(n)?;
     let mut b = BooleanBuilder::with_capacity(n);
@@ -169,9 +145,7 @@ pub struct CidrMatch {
 
 impl CidrMatch {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -182,10 +156,7 @@ impl Default for CidrMatch {
 }
 
 /// Parses a list of CIDR arguments into one set (`None` if any is NULL... all NULL gives `None`).
-fn cidrs_from_scalars<'a>(
-    func: &str,
-    vals: impl Iterator<Item = Option<&'a str>>,
-) -> Result<Option<RangeSet>> {
+fn cidrs_from_scalars<'a>(func: &str, vals: impl Iterator<Item = Option<&'a str>>) -> Result<Option<RangeSet>> {
     let mut v = Vec::new();
     for s in vals.flatten() {
         v.push(parse_cidr(s).map_err(|e| plan_range_err(func, e))?);
@@ -267,10 +238,7 @@ pub struct IpInRange {
 impl IpInRange {
     /// `ip_in_range` when `any` is false, `ip_in_any_range` when true.
     pub fn new(any: bool) -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            any,
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable), any }
     }
 }
 
@@ -322,10 +290,7 @@ impl ScalarUDFImpl for IpInRange {
         }
         if arg_types.len() == 2 && is_string_list(&arg_types[1]) {
             if !is_string(&arg_types[0]) {
-                return plan_err!(
-                    "ip_in_any_range(): argument 1 must be a string, got {}",
-                    arg_types[0]
-                );
+                return plan_err!("ip_in_any_range(): argument 1 must be a string, got {}", arg_types[0]);
             }
             return Ok(arg_types.to_vec());
         }
@@ -378,11 +343,7 @@ impl ScalarUDFImpl for IpInRange {
                         items.extend(list);
                     }
                 }
-                per_row.push(if null && arrays.len() == 1 {
-                    None
-                } else {
-                    ranges_from(self.name(), &items, false)?
-                });
+                per_row.push(if null && arrays.len() == 1 { None } else { ranges_from(self.name(), &items, false)? });
             }
             Matcher::PerRow(per_row)
         };
@@ -400,9 +361,7 @@ pub struct IpCompare {
 
 impl IpCompare {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -455,9 +414,7 @@ pub struct IsPrivateIp {
 
 impl IsPrivateIp {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -483,12 +440,7 @@ impl ScalarUDFImpl for IsPrivateIp {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let scalar = all_scalar(&args.args);
         let set = private_ranges().clone();
-        eval_membership(
-            &args.args[0],
-            &Matcher::Fixed(Some(set)),
-            args.number_rows,
-            scalar,
-        )
+        eval_membership(&args.args[0], &Matcher::Fixed(Some(set)), args.number_rows, scalar)
     }
 }
 
@@ -499,9 +451,7 @@ pub struct ToIp {
 
 impl ToIp {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -548,10 +498,7 @@ pub struct InWatchlist {
 
 impl InWatchlist {
     pub fn new(lists: Arc<Watchlists>) -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            lists: Shared(lists),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable), lists: Shared(lists) }
     }
 
     fn find(&self, name: &str) -> Result<&RangeSet> {
@@ -560,11 +507,7 @@ impl InWatchlist {
             None => {
                 let mut known: Vec<&str> = self.lists.0.keys().map(String::as_str).collect();
                 known.sort_unstable();
-                let known = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                };
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
                 plan_err!(
                     "in_watchlist(): no watchlist named '{name}' (loaded: {known}); add one with --watchlist {name}=FILE.csv or put {name}.csv under <lake>/_watchlists/"
                 )
@@ -606,12 +549,7 @@ impl ScalarUDFImpl for InWatchlist {
             Some(n) => Some(self.find(n)?.clone()),
             None => None,
         };
-        eval_membership(
-            &args.args[0],
-            &Matcher::Fixed(set),
-            args.number_rows,
-            scalar,
-        )
+        eval_membership(&args.args[0], &Matcher::Fixed(set), args.number_rows, scalar)
     }
 }
 
@@ -634,19 +572,12 @@ pub struct AsnLookup {
 
 impl AsnLookup {
     pub fn new(db: Option<Arc<AsnDb>>, output: AsnOutput) -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            db: db.map(Shared),
-            output,
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable), db: db.map(Shared), output }
     }
 }
 
 pub fn asn_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("number", DataType::Int64, true),
-        Field::new("organization", DataType::Utf8, true),
-    ])
+    Fields::from(vec![Field::new("number", DataType::Int64, true), Field::new("organization", DataType::Utf8, true)])
 }
 
 pub fn geo_fields() -> Fields {
@@ -682,13 +613,12 @@ impl ScalarUDFImpl for AsnLookup {
     }
     fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<FieldRef> {
         if self.db.is_none() {
-            return plan_err!("{}() needs an ASN database: pass --asn-db FILE (.mmdb, or a start_ip,end_ip,asn,organization CSV/TSV)", self.name());
+            return plan_err!(
+                "{}() needs an ASN database: pass --asn-db FILE (.mmdb, or a start_ip,end_ip,asn,organization CSV/TSV)",
+                self.name()
+            );
         }
-        Ok(Arc::new(Field::new(
-            self.name(),
-            self.return_type(&[])?,
-            true,
-        )))
+        Ok(Arc::new(Field::new(self.name(), self.return_type(&[])?, true)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let Some(db) = &self.db else {
@@ -702,9 +632,7 @@ impl ScalarUDFImpl for AsnLookup {
         let mut org = StringBuilder::with_capacity(n, n * 8);
         let mut valid = Vec::with_capacity(n);
         for_each_str(&arr, |v| {
-            let hit = v
-                .and_then(parse_u128)
-                .and_then(|x| db.0.lookup(to_ipaddr(x), &mut cache));
+            let hit = v.and_then(parse_u128).and_then(|x| db.0.lookup(to_ipaddr(x), &mut cache));
             match hit {
                 Some(info) => {
                     num.append_value(info.number);
@@ -739,10 +667,7 @@ pub struct GeoLookup {
 
 impl GeoLookup {
     pub fn new(db: Option<Arc<GeoDb>>) -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            db: db.map(Shared),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable), db: db.map(Shared) }
     }
 }
 
@@ -763,11 +688,7 @@ impl ScalarUDFImpl for GeoLookup {
         if self.db.is_none() {
             return plan_err!("geo() needs a City database: pass --geo-db FILE.mmdb");
         }
-        Ok(Arc::new(Field::new(
-            "geo",
-            DataType::Struct(geo_fields()),
-            true,
-        )))
+        Ok(Arc::new(Field::new("geo", DataType::Struct(geo_fields()), true)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let Some(db) = &self.db else {
@@ -777,20 +698,11 @@ impl ScalarUDFImpl for GeoLookup {
         let n = if scalar { 1 } else { args.number_rows };
         let arr = args.args[0].to_array(n)?;
         let mut cache = GeoCache::new();
-        let (mut iso, mut country, mut city) = (
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-        );
-        let (mut lat, mut lon) = (
-            Float64Builder::with_capacity(n),
-            Float64Builder::with_capacity(n),
-        );
+        let (mut iso, mut country, mut city) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let (mut lat, mut lon) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
         let mut valid = Vec::with_capacity(n);
         for_each_str(&arr, |v| {
-            let hit = v
-                .and_then(parse_u128)
-                .and_then(|x| db.0.lookup(to_ipaddr(x), &mut cache));
+            let hit = v.and_then(parse_u128).and_then(|x| db.0.lookup(to_ipaddr(x), &mut cache));
             let g = hit.clone().unwrap_or_default();
             iso.append_option(g.country_iso.as_deref());
             country.append_option(g.country.as_deref());
@@ -815,11 +727,7 @@ impl ScalarUDFImpl for GeoLookup {
 }
 
 /// Every function, built for one configuration.
-pub fn all(
-    asn: Option<Arc<AsnDb>>,
-    geo: Option<Arc<GeoDb>>,
-    lists: Arc<Watchlists>,
-) -> Vec<ScalarUDF> {
+pub fn all(asn: Option<Arc<AsnDb>>, geo: Option<Arc<GeoDb>>, lists: Arc<Watchlists>) -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(CidrMatch::new()),
         ScalarUDF::new_from_impl(IpInRange::new(false)),

@@ -41,9 +41,7 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
         // [v6] or [v6]:port
         let end = rest.find(']')?;
         let after = &rest[end + 1..];
-        if !(after.is_empty()
-            || (after.starts_with(':') && after[1..].bytes().all(|b| b.is_ascii_digit())))
-        {
+        if !(after.is_empty() || (after.starts_with(':') && after[1..].bytes().all(|b| b.is_ascii_digit()))) {
             return None;
         }
         &rest[..end]
@@ -148,10 +146,7 @@ mod tests {
         assert_eq!(normalize("1.2.3.4").as_deref(), Some("1.2.3.4"));
         assert_eq!(normalize(" 1.2.3.4:443 ").as_deref(), Some("1.2.3.4"));
         assert_eq!(normalize("::ffff:10.1.2.3").as_deref(), Some("10.1.2.3"));
-        assert_eq!(
-            normalize("[2001:db8::1]:8080").as_deref(),
-            Some("2001:db8::1")
-        );
+        assert_eq!(normalize("[2001:db8::1]:8080").as_deref(), Some("2001:db8::1"));
         assert_eq!(normalize("[2001:DB8::1]").as_deref(), Some("2001:db8::1"));
         assert_eq!(normalize("fe80::1%eth0").as_deref(), Some("fe80::1"));
         assert_eq!(normalize(""), None);
@@ -163,16 +158,7 @@ mod tests {
 
     #[test]
     fn fast_path_agrees_with_std() {
-        for s in [
-            "0.0.0.0",
-            "255.255.255.255",
-            "01.2.3.4",
-            "1.2.3",
-            "1.2.3.4.5",
-            "256.1.1.1",
-            "1..2.3",
-            "10.0.0.1",
-        ] {
+        for s in ["0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1..2.3", "10.0.0.1"] {
             let std = s.parse::<Ipv4Addr>().ok().map(v4_to_u128);
             assert_eq!(parse_u128(s), std, "{s}");
         }

@@ -67,18 +67,8 @@ pub struct Udfs {
 impl Udfs {
     /// Opens the databases and compiles the watchlists; any missing or corrupt file is an error now.
     pub fn load(cfg: &UdfConfig) -> Result<Self, UdfError> {
-        let asn = cfg
-            .asn_db
-            .as_ref()
-            .map(AsnDb::open)
-            .transpose()?
-            .map(Arc::new);
-        let geo = cfg
-            .geo_db
-            .as_ref()
-            .map(GeoDb::open)
-            .transpose()?
-            .map(Arc::new);
+        let asn = cfg.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
+        let geo = cfg.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
         let mut lists: Vec<Watchlist> = Vec::new();
         for (name, path) in &cfg.watchlists {
             let w = watchlist::load(name, path)?;
@@ -88,23 +78,9 @@ impl Udfs {
         Ok(Self::from_parts(asn, geo, lists))
     }
 
-    pub fn from_parts(
-        asn: Option<Arc<AsnDb>>,
-        geo: Option<Arc<GeoDb>>,
-        watchlists: Vec<Watchlist>,
-    ) -> Self {
-        let compiled = Arc::new(
-            watchlists
-                .iter()
-                .map(|w| (w.name.clone(), w.set.clone()))
-                .collect(),
-        );
-        Udfs {
-            asn,
-            geo,
-            watchlists,
-            compiled,
-        }
+    pub fn from_parts(asn: Option<Arc<AsnDb>>, geo: Option<Arc<GeoDb>>, watchlists: Vec<Watchlist>) -> Self {
+        let compiled = Arc::new(watchlists.iter().map(|w| (w.name.clone(), w.set.clone())).collect());
+        Udfs { asn, geo, watchlists, compiled }
     }
 
     /// Every function, bound to this configuration.

@@ -26,34 +26,22 @@ pub struct RangeError {
 }
 
 fn err(text: &str, why: &'static str) -> RangeError {
-    RangeError {
-        text: text.to_string(),
-        why,
-    }
+    RangeError { text: text.to_string(), why }
 }
 
 /// Parses `a.b.c.d/n` or `v6/n` (host bits are masked, as Elasticsearch does).
 pub fn parse_cidr(text: &str) -> Result<Range, RangeError> {
     let t = text.trim();
-    let (addr, len) = t
-        .split_once('/')
-        .ok_or_else(|| err(text, "missing '/prefix'"))?;
+    let (addr, len) = t.split_once('/').ok_or_else(|| err(text, "missing '/prefix'"))?;
     let ip: IpAddr = addr.trim().parse().map_err(|_| err(text, "bad address"))?;
-    let len: u32 = len
-        .trim()
-        .parse()
-        .map_err(|_| err(text, "bad prefix length"))?;
+    let len: u32 = len.trim().parse().map_err(|_| err(text, "bad prefix length"))?;
     match ip {
         IpAddr::V4(v4) => {
             if len > 32 {
                 return Err(err(text, "IPv4 prefix longer than 32"));
             }
             let host_bits = 32 - len;
-            let mask: u32 = if host_bits == 32 {
-                0
-            } else {
-                u32::MAX << host_bits
-            };
+            let mask: u32 = if host_bits == 32 { 0 } else { u32::MAX << host_bits };
             let net = u32::from(v4) & mask;
             let lo = V4_MAPPED | net as u128;
             let hi = V4_MAPPED | (net | !mask) as u128;
@@ -64,16 +52,9 @@ pub fn parse_cidr(text: &str) -> Result<Range, RangeError> {
                 return Err(err(text, "IPv6 prefix longer than 128"));
             }
             let host_bits = 128 - len;
-            let mask: u128 = if host_bits == 128 {
-                0
-            } else {
-                u128::MAX << host_bits
-            };
+            let mask: u128 = if host_bits == 128 { 0 } else { u128::MAX << host_bits };
             let net = u128::from(v6) & mask;
-            Ok(Range {
-                lo: net,
-                hi: net | !mask,
-            })
+            Ok(Range { lo: net, hi: net | !mask })
         }
     }
 }
@@ -129,10 +110,7 @@ impl RangeSet {
 
     /// Parses each entry with [`parse_range`]; the first bad one is the error.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, RangeError> {
-        let v = entries
-            .into_iter()
-            .map(parse_range)
-            .collect::<Result<Vec<_>, _>>()?;
+        let v = entries.into_iter().map(parse_range).collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(v))
     }
 
@@ -213,14 +191,7 @@ mod tests {
 
     #[test]
     fn set_merges_and_searches() {
-        let s = RangeSet::parse([
-            "10.0.0.0/24",
-            "10.0.1.0/24",
-            "10.0.0.5",
-            "192.168.1.1-192.168.1.9",
-            "::1",
-        ])
-        .unwrap();
+        let s = RangeSet::parse(["10.0.0.0/24", "10.0.1.0/24", "10.0.0.5", "192.168.1.1-192.168.1.9", "::1"]).unwrap();
         assert_eq!(s.len(), 3);
         for (ip, want) in [
             ("10.0.1.255", true),
@@ -271,36 +242,21 @@ mod property {
             let (a, b) = (rng.next() as u32, rng.next() as u32);
             // Often share a prefix so both outcomes are exercised.
             let share = (rng.next() % 33) as u32;
-            let b = if share == 0 {
-                b
-            } else {
-                (a & (u32::MAX << (32 - share))) | (b & !(u32::MAX << (32 - share)))
-            };
+            let b = if share == 0 { b } else { (a & (u32::MAX << (32 - share))) | (b & !(u32::MAX << (32 - share))) };
             let prefix = (rng.next() % 33) as u32;
             let cidr = format!("{}/{}", Ipv4Addr::from(b), prefix);
             let set = RangeSet::new(vec![parse_cidr(&cidr).unwrap()]);
             let ip = Ipv4Addr::from(a).to_string();
-            assert_eq!(
-                set.contains(parse_u128(&ip).unwrap()),
-                reference_v4(a, b, prefix),
-                "{ip} in {cidr}"
-            );
+            assert_eq!(set.contains(parse_u128(&ip).unwrap()), reference_v4(a, b, prefix), "{ip} in {cidr}");
             let mapped = format!("::ffff:{ip}");
-            assert_eq!(
-                set.contains(parse_u128(&mapped).unwrap()),
-                reference_v4(a, b, prefix),
-                "{mapped} in {cidr}"
-            );
+            assert_eq!(set.contains(parse_u128(&mapped).unwrap()), reference_v4(a, b, prefix), "{mapped} in {cidr}");
         }
         for _ in 0..20_000 {
             let a = ((rng.next() as u128) << 64) | rng.next() as u128;
             let b = ((rng.next() as u128) << 64) | rng.next() as u128;
             let share = (rng.next() % 129) as u32;
-            let b = if share == 0 {
-                b
-            } else {
-                (a & (u128::MAX << (128 - share))) | (b & !(u128::MAX << (128 - share)))
-            };
+            let b =
+                if share == 0 { b } else { (a & (u128::MAX << (128 - share))) | (b & !(u128::MAX << (128 - share))) };
             let prefix = (rng.next() % 129) as u32;
             let cidr = format!("{}/{}", Ipv6Addr::from(b), prefix);
             let set = RangeSet::new(vec![parse_cidr(&cidr).unwrap()]);
@@ -309,11 +265,7 @@ mod property {
                 continue;
             }
             let ip = ip6.to_string();
-            assert_eq!(
-                set.contains(parse_u128(&ip).unwrap()),
-                reference_v6(a, b, prefix),
-                "{ip} in {cidr}"
-            );
+            assert_eq!(set.contains(parse_u128(&ip).unwrap()), reference_v6(a, b, prefix), "{ip} in {cidr}");
         }
     }
 }

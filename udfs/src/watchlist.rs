@@ -8,19 +8,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum WatchlistError {
     #[error("cannot read watchlist {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {msg}")]
-    Entry {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
-    #[error(
-        "bad watchlist name '{0}': use letters, digits and '_' (it also becomes a table name)"
-    )]
+    Entry { path: PathBuf, line: usize, msg: String },
+    #[error("bad watchlist name '{0}': use letters, digits and '_' (it also becomes a table name)")]
     Name(String),
 }
 
@@ -42,10 +33,7 @@ pub fn load(name: &str, path: impl AsRef<Path>) -> Result<Watchlist, WatchlistEr
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(WatchlistError::Name(name.to_string()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| WatchlistError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| WatchlistError::Io { path: path.to_path_buf(), source: e })?;
     parse(name, path, &text)
 }
 
@@ -65,10 +53,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Watchlist, Watchlist
             Some(c) => c,
             None => {
                 // First row: a header unless its first field is already an entry.
-                if let Some(p) = fields
-                    .iter()
-                    .position(|f| f.eq_ignore_ascii_case("iporrange"))
-                {
+                if let Some(p) = fields.iter().position(|f| f.eq_ignore_ascii_case("iporrange")) {
                     col = Some(p);
                     continue;
                 }
@@ -80,11 +65,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Watchlist, Watchlist
             }
         };
         let Some(entry) = fields.get(c).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
-            return Err(WatchlistError::Entry {
-                path: path.to_path_buf(),
-                line: lineno,
-                msg: "empty entry".into(),
-            });
+            return Err(WatchlistError::Entry { path: path.to_path_buf(), line: lineno, msg: "empty entry".into() });
         };
         let r = parse_range(entry).map_err(|e| WatchlistError::Entry {
             path: path.to_path_buf(),
@@ -94,12 +75,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Watchlist, Watchlist
         ranges.push(r);
         entries.push((lineno, entry.to_string()));
     }
-    Ok(Watchlist {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        entries,
-        set: RangeSet::new(ranges),
-    })
+    Ok(Watchlist { name: name.to_string(), path: path.to_path_buf(), entries, set: RangeSet::new(ranges) })
 }
 
 #[cfg(test)]
@@ -109,18 +85,14 @@ mod tests {
 
     #[test]
     fn sentinel_export_shape() {
-        let text = "SearchKey,IPOrRange,Comment\n# office\n,10.0.0.0/8,hq\n\n,192.168.1.1-192.168.1.20,vpn\n,2001:db8::1,v6\n";
+        let text =
+            "SearchKey,IPOrRange,Comment\n# office\n,10.0.0.0/8,hq\n\n,192.168.1.1-192.168.1.20,vpn\n,2001:db8::1,v6\n";
         let w = parse("NetworkAllowlist", Path::new("a.csv"), text).unwrap();
         assert_eq!(w.entries.len(), 3);
         assert_eq!(w.entries[0], (3, "10.0.0.0/8".to_string()));
         assert!(w.set.contains(parse_u128("192.168.1.20").unwrap()));
         assert!(!w.set.contains(parse_u128("192.168.1.21").unwrap()));
-        let bad = parse(
-            "x",
-            Path::new("b.csv"),
-            "IPOrRange\n10.0.0.0/8\n10.0.0.0/99\n",
-        )
-        .unwrap_err();
+        let bad = parse("x", Path::new("b.csv"), "IPOrRange\n10.0.0.0/8\n10.0.0.0/99\n").unwrap_err();
         assert!(bad.to_string().starts_with("b.csv:3:"), "{bad}");
         let headless = parse("x", Path::new("c.csv"), "1.2.3.4\n5.6.7.8\n").unwrap();
         assert_eq!(headless.entries.len(), 2);

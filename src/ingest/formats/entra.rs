@@ -38,12 +38,8 @@ fn or(v: Value, fallback: Option<&String>) -> Value {
     }
 }
 
-const SIGNIN_CATEGORIES: [&str; 4] = [
-    "ServicePrincipalSignInLogs",
-    "ManagedIdentitySignInLogs",
-    "SignInLogs",
-    "NonInteractiveUserSignInLogs",
-];
+const SIGNIN_CATEGORIES: [&str; 4] =
+    ["ServicePrincipalSignInLogs", "ManagedIdentitySignInLogs", "SignInLogs", "NonInteractiveUserSignInLogs"];
 
 const ACTIVITY_CATEGORIES: [&str; 9] = [
     "Administrative",
@@ -59,10 +55,7 @@ const ACTIVITY_CATEGORIES: [&str; 9] = [
 
 /// Table of a diagnostic-settings / ECS category.
 fn table_of_category(cat: &str) -> Option<Table> {
-    if SIGNIN_CATEGORIES
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case(cat))
-    {
+    if SIGNIN_CATEGORIES.iter().any(|c| c.eq_ignore_ascii_case(cat)) {
         return Some(Table::Signins);
     }
     match cat.to_ascii_lowercase().as_str() {
@@ -70,12 +63,7 @@ fn table_of_category(cat: &str) -> Option<Table> {
         "serviceprincipalriskevents" => Some(Table::SpRiskEvents),
         "userriskevents" | "riskyusers" | "riskyserviceprincipals" => Some(Table::UserRisk),
         "microsoftgraphactivitylogs" => Some(Table::GraphActivity),
-        _ if ACTIVITY_CATEGORIES
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(cat)) =>
-        {
-            Some(Table::AzureActivity)
-        }
+        _ if ACTIVITY_CATEGORIES.iter().any(|c| c.eq_ignore_ascii_case(cat)) => Some(Table::AzureActivity),
         _ => None,
     }
 }
@@ -94,8 +82,7 @@ fn canonical_signin_category(cat: &str) -> String {
 /// Azure Monitor diagnostic settings: `{time, category, properties: {…}, callerIpAddress, …}`.
 pub fn from_diagnostic(top: &Map<String, Value>) -> Result<Mapped, Reject> {
     let category = as_str(get(top, &["category"])).ok_or("diagnostic record without 'category'")?;
-    let table =
-        table_of_category(&category).ok_or_else(|| format!("unknown category '{category}'"))?;
+    let table = table_of_category(&category).ok_or_else(|| format!("unknown category '{category}'"))?;
     let env = Env {
         category: Some(category.clone()),
         time: time_of(get(top, &["time"])),
@@ -140,15 +127,10 @@ pub fn from_log_analytics(row: &Map<String, Value>) -> Result<Mapped, Reject> {
     // `Type` names the table; when it names none we know (some exports let a projected column
     // overwrite it), the column set decides.
     let ty = as_str(get(row, &["Type"])).filter(|t| LA_TABLES.contains(&t.as_str()));
-    let table_name =
-        ty.or_else(|| guess_la_table(row))
-            .ok_or_else(|| match as_str(get(row, &["Type"])) {
-                Some(t) => format!("unknown Log Analytics table '{t}'"),
-                None => {
-                    "Log Analytics record without a 'Type' column and with an unknown column set"
-                        .to_string()
-                }
-            })?;
+    let table_name = ty.or_else(|| guess_la_table(row)).ok_or_else(|| match as_str(get(row, &["Type"])) {
+        Some(t) => format!("unknown Log Analytics table '{t}'"),
+        None => "Log Analytics record without a 'Type' column and with an unknown column set".to_string(),
+    })?;
     let (table, category) = match table_name.as_str() {
         "AADServicePrincipalSignInLogs" => (Table::Signins, Some("ServicePrincipalSignInLogs")),
         "AADManagedIdentitySignInLogs" => (Table::Signins, Some("ManagedIdentitySignInLogs")),
@@ -163,9 +145,7 @@ pub fn from_log_analytics(row: &Map<String, Value>) -> Result<Mapped, Reject> {
         other => return Err(format!("unknown Log Analytics table '{other}'")),
     };
     let env = Env {
-        category: category
-            .map(str::to_string)
-            .or_else(|| as_str(get(row, &["Category"]))),
+        category: category.map(str::to_string).or_else(|| as_str(get(row, &["Category"]))),
         time: time_of(get(row, &["TimeGenerated"])),
         tenant_id: as_str(get(row, &["TenantId", "AADTenantId"])),
         operation_name: as_str(get(row, &["OperationName"])),
@@ -228,24 +208,12 @@ pub fn from_graph(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
     let has = |k: &str| obj.contains_key(k);
     let odata = as_str(get(obj, &["@odata.type"])).unwrap_or_default();
     let env = Env::default();
-    if odata.ends_with("servicePrincipalRiskDetection")
-        || (has("riskEventType") && has("servicePrincipalId"))
-    {
+    if odata.ends_with("servicePrincipalRiskDetection") || (has("riskEventType") && has("servicePrincipalId")) {
         return sp_risk(obj, &env);
     }
-    if odata.ends_with("riskDetection")
-        || odata.ends_with("riskyUser")
-        || (has("riskEventType") && has("userId"))
-    {
+    if odata.ends_with("riskDetection") || odata.ends_with("riskyUser") || (has("riskEventType") && has("userId")) {
         let mut env = env;
-        env.category = Some(
-            if odata.ends_with("riskyUser") {
-                "RiskyUsers"
-            } else {
-                "UserRiskEvents"
-            }
-            .into(),
-        );
+        env.category = Some(if odata.ends_with("riskyUser") { "RiskyUsers" } else { "UserRiskEvents" }.into());
         return user_risk(obj, &env);
     }
     if has("activityDisplayName") || has("initiatedBy") {
@@ -254,7 +222,8 @@ pub fn from_graph(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
     if has("createdDateTime") && (has("appId") || has("status")) {
         return signin(obj, &env);
     }
-    Err("unrecognized Microsoft Graph object (expected a signIn, directoryAudit or servicePrincipalRiskDetection)".into())
+    Err("unrecognized Microsoft Graph object (expected a signIn, directoryAudit or servicePrincipalRiskDetection)"
+        .into())
 }
 
 /// Elastic ECS documents from `logs-azure.*` and `logs-o365.audit-*`.
@@ -264,10 +233,7 @@ pub fn from_ecs(doc: &Map<String, Value>) -> Result<Mapped, Reject> {
         source_ip: ip(get(doc, &["source.ip", "client.ip"])),
         asn: as_i64(get(doc, &["source.as.number"])),
         as_org: as_str(get(doc, &["source.as.organization.name"])),
-        country: as_str(get(
-            doc,
-            &["source.geo.country_iso_code", "geo.country_iso_code"],
-        )),
+        country: as_str(get(doc, &["source.geo.country_iso_code", "geo.country_iso_code"])),
         city: as_str(get(doc, &["source.geo.city_name", "geo.city_name"])),
         ingested: time_of(get(doc, &["event.ingested"])),
         tenant_id: as_str(get(doc, &["azure.tenant_id"])),
@@ -324,10 +290,7 @@ pub fn from_ecs(doc: &Map<String, Value>) -> Result<Mapped, Reject> {
 
 fn apply_ecs(m: &mut Mapped, env: &Env) {
     m.ingested_at = env.ingested;
-    let mut r = RowB {
-        table: m.table,
-        vals: std::mem::take(&mut m.row),
-    };
+    let mut r = RowB { table: m.table, vals: std::mem::take(&mut m.row) };
     let has = |c: &str| m.table.col(c).is_some();
     if has("source_asn") && r.get("source_asn").is_null() {
         if let Some(n) = env.asn {
@@ -344,43 +307,19 @@ fn apply_ecs(m: &mut Mapped, env: &Env) {
 // -------------------------------------------------------------------------------------------
 // Tables
 
-fn finish(
-    r: RowB,
-    ts: Option<i64>,
-    dedup_id: Option<String>,
-    what: &str,
-) -> Result<Mapped, Reject> {
+fn finish(r: RowB, ts: Option<i64>, dedup_id: Option<String>, what: &str) -> Result<Mapped, Reject> {
     let ts = ts.ok_or_else(|| format!("missing or unparsable timestamp ({what})"))?;
-    Ok(Mapped {
-        table: r.table,
-        ts,
-        dedup_id,
-        row: r.vals,
-        ingested_at: None,
-    })
+    Ok(Mapped { table: r.table, ts, dedup_id, row: r.vals, ingested_at: None })
 }
 
 fn signin(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     let mut r = RowB::new(Table::Signins);
-    let category = env
-        .category
-        .clone()
-        .map(|c| canonical_signin_category(&c))
-        .or_else(|| graph_signin_category(p));
+    let category = env.category.clone().map(|c| canonical_signin_category(&c)).or_else(|| graph_signin_category(p));
     r.set("category", sv(category));
     let id = as_str(get(p, &["id"]));
     r.set("id", sv(id.clone()));
-    r.set(
-        "tenant_id",
-        or(
-            s(p, &["tenantId", "resourceTenantId"]),
-            env.tenant_id.as_ref(),
-        ),
-    );
-    r.set(
-        "correlation_id",
-        or(s(p, &["correlationId"]), env.correlation_id.as_ref()),
-    );
+    r.set("tenant_id", or(s(p, &["tenantId", "resourceTenantId"]), env.tenant_id.as_ref()));
+    r.set("correlation_id", or(s(p, &["correlationId"]), env.correlation_id.as_ref()));
     r.set("unique_token_id", s(p, &["uniqueTokenIdentifier"]));
     r.set("service_principal_id", s(p, &["servicePrincipalId"]));
     r.set("service_principal_name", s(p, &["servicePrincipalName"]));
@@ -402,38 +341,19 @@ fn signin(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     r.set("source_asn", i(p, &["autonomousSystemNumber"]));
     let loc = nested(p, &["location", "locationDetails"]);
     let loc_obj = loc.as_deref().and_then(Value::as_object);
-    let country = loc_obj
-        .and_then(|l| as_str(get(l, &["countryOrRegion"])))
-        .or_else(|| env.country.clone());
-    let city = loc_obj
-        .and_then(|l| as_str(get(l, &["city"])))
-        .or_else(|| env.city.clone());
+    let country = loc_obj.and_then(|l| as_str(get(l, &["countryOrRegion"]))).or_else(|| env.country.clone());
+    let city = loc_obj.and_then(|l| as_str(get(l, &["city"]))).or_else(|| env.city.clone());
     r.set("country", sv(country));
     r.set("city", sv(city));
-    let code = as_i64(get(p, &["status.errorCode", "resultType"])).or_else(|| {
-        env.result_type
-            .as_deref()
-            .and_then(|s| s.trim().parse().ok())
-    });
+    let code = as_i64(get(p, &["status.errorCode", "resultType"]))
+        .or_else(|| env.result_type.as_deref().and_then(|s| s.trim().parse().ok()));
     r.set("error_code", code.map(Value::from).unwrap_or(Value::Null));
-    r.set(
-        "failure_reason",
-        s(p, &["status.failureReason", "resultDescription"]),
-    );
+    r.set("failure_reason", s(p, &["status.failureReason", "resultDescription"]));
     r.set("client_credential_type", s(p, &["clientCredentialType"]));
-    r.set(
-        "credential_key_id",
-        s(p, &["servicePrincipalCredentialKeyId"]),
-    );
+    r.set("credential_key_id", s(p, &["servicePrincipalCredentialKeyId"]));
     r.set("user_agent", s(p, &["userAgent"]));
     r.set("is_interactive", b(p, &["isInteractive"]));
-    r.set(
-        "operation_name",
-        sv(env
-            .operation_name
-            .clone()
-            .or_else(|| Some("Sign-in activity".into()))),
-    );
+    r.set("operation_name", sv(env.operation_name.clone().or_else(|| Some("Sign-in activity".into()))));
     let ts = time_of(get(p, &["createdDateTime", "created_at"])).or(env.time);
     finish(r, ts, id, "createdDateTime / TimeGenerated / time")
 }
@@ -469,10 +389,8 @@ fn list_of_objects(v: Option<Cow<'_, Value>>) -> Vec<Map<String, Value>> {
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_object().cloned()).collect(),
         // ECS flattens arrays of objects into objects keyed "0", "1", …
         Some(Value::Object(o)) if o.keys().all(|k| k.bytes().all(|c| c.is_ascii_digit())) => {
-            let mut v: Vec<(usize, Map<String, Value>)> = o
-                .iter()
-                .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_object()?.clone())))
-                .collect();
+            let mut v: Vec<(usize, Map<String, Value>)> =
+                o.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_object()?.clone()))).collect();
             v.sort_by_key(|(k, _)| *k);
             v.into_iter().map(|(_, m)| m).collect()
         }
@@ -486,36 +404,17 @@ fn audit(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     let id = as_str(get(p, &["id"]));
     r.set("id", sv(id.clone()));
     r.set("tenant_id", or(s(p, &["tenantId"]), env.tenant_id.as_ref()));
-    r.set(
-        "correlation_id",
-        or(s(p, &["correlationId"]), env.correlation_id.as_ref()),
-    );
+    r.set("correlation_id", or(s(p, &["correlationId"]), env.correlation_id.as_ref()));
     r.set("category", s(p, &["category"]));
-    r.set(
-        "operation_name",
-        or(
-            s(p, &["activityDisplayName", "operationName"]),
-            env.operation_name.as_ref(),
-        ),
-    );
-    r.set(
-        "operation_type",
-        s(p, &["operationType", "AADOperationType"]),
-    );
+    r.set("operation_name", or(s(p, &["activityDisplayName", "operationName"]), env.operation_name.as_ref()));
+    r.set("operation_type", s(p, &["operationType", "AADOperationType"]));
     r.set("result", s(p, &["result"]));
-    r.set(
-        "result_reason",
-        s(p, &["resultReason", "resultDescription"]),
-    );
+    r.set("result_reason", s(p, &["resultReason", "resultDescription"]));
     r.set("logged_by_service", s(p, &["loggedByService"]));
     let init = nested(p, &["initiatedBy"]);
     let init = init.as_deref().and_then(Value::as_object);
-    let user = init
-        .and_then(|o| get(o, &["user"]))
-        .and_then(Value::as_object);
-    let app = init
-        .and_then(|o| get(o, &["app"]))
-        .and_then(Value::as_object);
+    let user = init.and_then(|o| get(o, &["user"])).and_then(Value::as_object);
+    let app = init.and_then(|o| get(o, &["app"])).and_then(Value::as_object);
     let empty = Map::new();
     let (u, a) = (user.unwrap_or(&empty), app.unwrap_or(&empty));
     r.set("initiated_by_user_id", s(u, &["id"]));
@@ -539,10 +438,7 @@ fn audit(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
         .map(|d| {
             let k = as_str(get(d, &["key"]));
             let v = as_str(get(d, &["value"]));
-            if ua.is_none()
-                && k.as_deref()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("User-Agent"))
-            {
+            if ua.is_none() && k.as_deref().is_some_and(|k| k.eq_ignore_ascii_case("User-Agent")) {
                 ua = v.clone();
             }
             serde_json::json!({"key": k, "value": v})
@@ -585,10 +481,7 @@ fn audit(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
 fn location(p: &Map<String, Value>) -> (Option<String>, Option<String>) {
     let loc = nested(p, &["location"]);
     let o = loc.as_deref().and_then(Value::as_object);
-    (
-        o.and_then(|l| as_str(get(l, &["countryOrRegion"]))),
-        o.and_then(|l| as_str(get(l, &["city"]))),
-    )
+    (o.and_then(|l| as_str(get(l, &["countryOrRegion"]))), o.and_then(|l| as_str(get(l, &["city"]))))
 }
 
 fn sp_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
@@ -598,10 +491,7 @@ fn sp_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     r.set("request_id", s(p, &["requestId"]));
     r.set("correlation_id", s(p, &["correlationId"]));
     r.set("service_principal_id", s(p, &["servicePrincipalId"]));
-    r.set(
-        "service_principal_name",
-        s(p, &["servicePrincipalDisplayName", "servicePrincipalName"]),
-    );
+    r.set("service_principal_name", s(p, &["servicePrincipalDisplayName", "servicePrincipalName"]));
     r.set("app_id", s(p, &["appId"]));
     r.set("tenant_id", sv(env.tenant_id.clone()));
     for (col, key) in [
@@ -621,18 +511,13 @@ fn sp_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     r.set("last_updated", last.map(Value::from).unwrap_or(Value::Null));
     r.set(
         "source_ip",
-        sv(ip(get(p, &["ipAddress"]))
-            .or_else(|| env.caller_ip.as_deref().and_then(wisp_udfs::ip::normalize))),
+        sv(ip(get(p, &["ipAddress"])).or_else(|| env.caller_ip.as_deref().and_then(wisp_udfs::ip::normalize))),
     );
     let (country, city) = location(p);
     r.set("country", sv(country));
     r.set("city", sv(city));
     let keys: Vec<Value> = match nested(p, &["keyIds"]).as_deref() {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|k| as_str(Some(k)))
-            .map(Value::String)
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|k| as_str(Some(k))).map(Value::String).collect(),
         Some(Value::String(s)) => vec![Value::String(s.clone())],
         _ => Vec::new(),
     };
@@ -659,23 +544,13 @@ fn sp_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
 
 fn user_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     let mut r = RowB::new(Table::UserRisk);
-    let category = env
-        .category
-        .clone()
-        .unwrap_or_else(|| "UserRiskEvents".into());
+    let category = env.category.clone().unwrap_or_else(|| "UserRiskEvents".into());
     r.set("category", Value::String(category.clone()));
     let id = as_str(get(p, &["id"]));
     r.set("id", sv(id.clone()));
     r.set("tenant_id", sv(env.tenant_id.clone()));
     let risky_user = category.eq_ignore_ascii_case("RiskyUsers");
-    r.set(
-        "user_id",
-        if risky_user {
-            sv(id.clone())
-        } else {
-            s(p, &["userId"])
-        },
-    );
+    r.set("user_id", if risky_user { sv(id.clone()) } else { s(p, &["userId"]) });
     r.set("user_principal_name", s(p, &["userPrincipalName"]));
     r.set("user_display_name", s(p, &["userDisplayName"]));
     for (col, key) in [
@@ -691,8 +566,7 @@ fn user_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     }
     r.set(
         "source_ip",
-        sv(ip(get(p, &["ipAddress"]))
-            .or_else(|| env.caller_ip.as_deref().and_then(wisp_udfs::ip::normalize))),
+        sv(ip(get(p, &["ipAddress"])).or_else(|| env.caller_ip.as_deref().and_then(wisp_udfs::ip::normalize))),
     );
     let (country, city) = location(p);
     r.set("country", sv(country));
@@ -701,22 +575,12 @@ fn user_risk(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     r.set("last_updated", last.map(Value::from).unwrap_or(Value::Null));
     let ts = time_of(get(p, &["detectedDateTime", "riskLastUpdatedDateTime"])).or(env.time);
     let dedup = id.map(|i| format!("{category}\u{1f}{i}\u{1f}{}", last.unwrap_or_default()));
-    finish(
-        r,
-        ts,
-        dedup,
-        "detectedDateTime / riskLastUpdatedDateTime / time",
-    )
+    finish(r, ts, dedup, "detectedDateTime / riskLastUpdatedDateTime / time")
 }
 
 fn join_list(v: Option<&Value>) -> Value {
     match v {
-        Some(Value::Array(a)) => Value::String(
-            a.iter()
-                .filter_map(|x| as_str(Some(x)))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
+        Some(Value::Array(a)) => Value::String(a.iter().filter_map(|x| as_str(Some(x))).collect::<Vec<_>>().join(" ")),
         other => sv(as_str(other)),
     }
 }
@@ -760,23 +624,14 @@ fn azure_activity(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     let id = as_str(get(p, &["eventDataId", "id"])).or_else(|| as_str(get(pr, &["eventDataId"])));
     r.set("id", sv(id.clone()));
     r.set("correlation_id", s(p, &["correlationId"]));
-    r.set(
-        "operation_name",
-        s(p, &["operationNameValue", "operationName"]),
-    );
-    r.set(
-        "category",
-        or(s(p, &["categoryValue", "category"]), env.category.as_ref()),
-    );
+    r.set("operation_name", s(p, &["operationNameValue", "operationName"]));
+    r.set("category", or(s(p, &["categoryValue", "category"]), env.category.as_ref()));
     r.set("result_type", s(p, &["activityStatusValue", "resultType"]));
     r.set("result_signature", s(p, &["resultSignature"]));
     r.set("level", s(p, &["level"]));
     let identity = nested(p, &["identity"]);
-    let claims = identity
-        .as_deref()
-        .and_then(Value::as_object)
-        .and_then(|o| get(o, &["claims"]))
-        .and_then(Value::as_object);
+    let claims =
+        identity.as_deref().and_then(Value::as_object).and_then(|o| get(o, &["claims"])).and_then(Value::as_object);
     let claim = |names: &[&str]| claims.and_then(|c| as_str(get(c, names)));
     let caller = as_str(get(p, &["caller"])).or_else(|| {
         claim(&[
@@ -786,31 +641,14 @@ fn azure_activity(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
     });
     r.set("caller", sv(caller));
     r.set("caller_ip", sv(ip(get(p, &["callerIpAddress"]))));
-    r.set(
-        "caller_app_id",
-        sv(claim(&["appid"]).or_else(|| as_str(get(p, &["claims.appid"])))),
-    );
+    r.set("caller_app_id", sv(claim(&["appid"]).or_else(|| as_str(get(p, &["claims.appid"])))));
     let resource_id = as_str(get(p, &["resourceId", "_ResourceId"]));
     r.set("resource_id", sv(resource_id.clone()));
     let parts: Vec<&str> = resource_id.as_deref().unwrap_or("").split('/').collect();
-    let after = |key: &str| {
-        parts
-            .windows(2)
-            .find(|w| w[0].eq_ignore_ascii_case(key))
-            .map(|w| w[1].to_string())
-    };
-    r.set(
-        "subscription_id",
-        sv(as_str(get(p, &["subscriptionId"])).or_else(|| after("subscriptions"))),
-    );
-    r.set(
-        "resource_group",
-        sv(as_str(get(p, &["resourceGroup"])).or_else(|| after("resourcegroups"))),
-    );
-    r.set(
-        "resource_provider",
-        sv(as_str(get(p, &["resourceProviderValue"])).or_else(|| after("providers"))),
-    );
+    let after = |key: &str| parts.windows(2).find(|w| w[0].eq_ignore_ascii_case(key)).map(|w| w[1].to_string());
+    r.set("subscription_id", sv(as_str(get(p, &["subscriptionId"])).or_else(|| after("subscriptions"))));
+    r.set("resource_group", sv(as_str(get(p, &["resourceGroup"])).or_else(|| after("resourcegroups"))));
+    r.set("resource_provider", sv(as_str(get(p, &["resourceProviderValue"])).or_else(|| after("providers"))));
     let ts = time_of(get(p, &["time", "eventTimestamp"])).or(env.time);
     finish(r, ts, id, "time / TimeGenerated")
 }
@@ -855,14 +693,11 @@ pub fn from_o365(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
         .collect();
     r.set("extended_audit_event_category", sv(category));
     r.set("extended_properties", Value::Array(props));
-    let outcome = status
-        .as_deref()
-        .or(status_detail.as_deref())
-        .and_then(|s| match s.to_ascii_lowercase().as_str() {
-            "succeeded" | "success" | "true" | "partiallysucceeded" => Some("success"),
-            "failed" | "failure" | "false" => Some("failure"),
-            _ => None,
-        });
+    let outcome = status.as_deref().or(status_detail.as_deref()).and_then(|s| match s.to_ascii_lowercase().as_str() {
+        "succeeded" | "success" | "true" | "partiallysucceeded" => Some("success"),
+        "failed" | "failure" | "false" => Some("failure"),
+        _ => None,
+    });
     r.set("outcome", sv(outcome.map(str::to_string)));
     let ts = time_of(get(p, &["CreationTime", "TimeGenerated"])).or(env.time);
     finish(r, ts, id, "CreationTime")

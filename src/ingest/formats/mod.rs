@@ -56,16 +56,10 @@ pub struct RowB {
 
 impl RowB {
     pub fn new(table: Table) -> Self {
-        RowB {
-            table,
-            vals: vec![Value::Null; table.columns().len()],
-        }
+        RowB { table, vals: vec![Value::Null; table.columns().len()] }
     }
     pub fn set(&mut self, col: &str, v: Value) {
-        let i = self
-            .table
-            .col(col)
-            .unwrap_or_else(|| panic!("no column {col} in {}", self.table.name()));
+        let i = self.table.col(col).unwrap_or_else(|| panic!("no column {col} in {}", self.table.name()));
         self.vals[i] = v;
     }
     pub fn get(&self, col: &str) -> &Value {
