@@ -51,9 +51,9 @@ si AS (
     SELECT service_principal_id, count(*) AS signin_count,
            sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS successful_signins,
            count(DISTINCT source_ip) AS distinct_ips,
-           array_sort(array_agg(DISTINCT source_ip)) AS source_ips,
-           array_sort(array_agg(DISTINCT country)) AS countries,
-           array_sort(array_agg(DISTINCT resource_display_name)) AS resources
+           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips,
+           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL)) AS countries,
+           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL)) AS resources
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND ts >= $window_start AND ts <= $window_end

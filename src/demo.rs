@@ -1,7 +1,10 @@
-//! The demo: ingest the bundled samples into a lake and report what it holds.
+//! The demo: ingest the bundled samples into a lake, show what it holds, and run every detection
+//! over the samples' time range (a backtest), printing what they find.
 
 use crate::ingest::{formats::Format, ingest, IngestOptions};
 use crate::lake::{Lake, ALL_TABLES};
+use crate::rules::{self, alerts};
+use arrow::array::{Array, TimestampMicrosecondArray};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -19,7 +22,12 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(out, "wisp demo: lake at {}", lake_dir.display())?;
     writeln!(out, "{summary}\n")?;
-    let ctx = crate::session::open(&lake, &Default::default()).await?;
+    let watchlist = data.join("NetworkAllowlist.csv");
+    let mut sopts = crate::session::SessionOptions::default();
+    if watchlist.is_file() {
+        sopts.udfs.watchlists.push(("NetworkAllowlist".into(), watchlist));
+    }
+    let ctx = crate::session::open(&lake, &sopts).await?;
     let union: Vec<String> = ALL_TABLES
         .iter()
         .map(|t| {
@@ -31,6 +39,66 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
         .collect();
     let sql = format!("SELECT * FROM ({}) ORDER BY \"table\"", union.join(" UNION ALL "));
     let batches = ctx.sql(&sql).await?.collect().await?;
-    writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+    writeln!(out, "{}\n", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+    // The samples' time range, rounded out to whole days.
+    let range = ctx
+        .sql(
+            &ALL_TABLES
+                .iter()
+                .map(|t| format!("SELECT min(ts) AS a, max(ts) AS b FROM {}", t.name()))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        )
+        .await?
+        .collect()
+        .await?;
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for b in &range {
+        for c in 0..2 {
+            let col = arrow::compute::cast(
+                b.column(c),
+                &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            )?;
+            let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("timestamp");
+            for i in 0..a.len() {
+                if !a.is_null(i) {
+                    lo = lo.min(a.value(i));
+                    hi = hi.max(a.value(i));
+                }
+            }
+        }
+    }
+    if lo > hi {
+        writeln!(out, "the lake is empty: no detections to run")?;
+        return Ok(out);
+    }
+    let day = 86_400_000_000;
+    let from = chrono::DateTime::from_timestamp_micros(lo.div_euclid(day) * day).expect("range");
+    let to = chrono::DateTime::from_timestamp_micros((hi.div_euclid(day) + 2) * day).expect("range");
+    writeln!(out, "detections, every scheduled run from {} to {}:", from.to_rfc3339(), to.to_rfc3339())?;
+    let now = chrono::Utc::now();
+    let mut found = Vec::new();
+    for r in rules::load_all(None)? {
+        let res = if r.meta.rule_type == rules::RuleType::Hunt {
+            // A hunt runs once over the whole range.
+            alerts::run(&ctx, &r, &alerts::RunWindow { start: from, end: to }, now).await?
+        } else {
+            alerts::backtest(&ctx, &r, from, to, now).await?
+        };
+        writeln!(out, "  {:<40} {} alert(s)", r.meta.id, res.alerts.len())?;
+        found.extend(res.alerts);
+    }
+    let batch = alerts::to_batch(&found)?;
+    let mem = datafusion::datasource::MemTable::try_new(alerts::alerts_schema(), vec![vec![batch]])?;
+    ctx.register_table("demo_alerts", std::sync::Arc::new(mem))?;
+    let table = ctx
+        .sql(
+            "SELECT rule_id, severity, ts, coalesce(service_principal_name, service_principal_id, source_ip) AS entity, \
+             source_ip, substr(fields, 1, 80) AS details FROM demo_alerts ORDER BY ts, rule_id",
+        )
+        .await?
+        .collect()
+        .await?;
+    writeln!(out, "\n{}", arrow::util::pretty::pretty_format_batches(&table)?)?;
     Ok(out)
 }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod ingest;
 pub mod lake;
 pub mod output;
+pub mod pivot;
 pub mod query;
 pub mod rules;
 pub mod session;

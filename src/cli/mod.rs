@@ -4,6 +4,7 @@
 //! not be read (the others were still ingested); 3 `--strict` and records were rejected.
 
 pub mod detect;
+pub mod hunt;
 pub mod ingest;
 pub mod query;
 
@@ -38,6 +39,12 @@ pub enum Command {
     Detect(detect::DetectArgs),
     /// List, show and lint the rules.
     Rules(detect::RulesArgs),
+    /// Run a hunt (or any rule) once over a window and print its rows.
+    Hunt(hunt::HuntArgs),
+    /// One timeline of everything a principal did.
+    Pivot(hunt::PivotArgs),
+    /// Interactive SQL over the lake (read-only), with history.
+    Shell(hunt::ShellArgs),
 }
 
 /// Flags every query command shares.
@@ -112,5 +119,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(a) => query::demo(a).await,
         Command::Detect(a) => detect::detect(a).await,
         Command::Rules(a) => detect::rules_cmd(a).await,
+        Command::Hunt(a) => hunt::hunt(a).await,
+        Command::Pivot(a) => hunt::pivot(a).await,
+        Command::Shell(a) => hunt::shell(a).await,
     }
 }
