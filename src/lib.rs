@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod gen;
 pub mod ingest;
 pub mod lake;
 pub mod output;

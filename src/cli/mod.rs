@@ -4,6 +4,7 @@
 //! not be read (the others were still ingested); 3 `--strict` and records were rejected.
 
 pub mod detect;
+pub mod gen;
 pub mod hunt;
 pub mod ingest;
 pub mod query;
@@ -45,6 +46,8 @@ pub enum Command {
     Pivot(hunt::PivotArgs),
     /// Interactive SQL over the lake (read-only), with history.
     Shell(hunt::ShellArgs),
+    /// Generate a synthetic tenant (raw exports or a lake) with injected attacks and ground truth.
+    Gen(gen::GenArgs),
 }
 
 /// Flags every query command shares.
@@ -122,5 +125,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Hunt(a) => hunt::hunt(a).await,
         Command::Pivot(a) => hunt::pivot(a).await,
         Command::Shell(a) => hunt::shell(a).await,
+        Command::Gen(a) => gen::run(a).await,
     }
 }

@@ -240,6 +240,69 @@ impl Run {
     }
 }
 
+/// Feeds records built in memory (the generator's `--as lake`) through the same mapping,
+/// enrichment, de-duplication and writer as files, with the same accounting.
+pub struct RecordSink {
+    run: Run,
+    lake: Lake,
+    handle: tokio::runtime::Handle,
+    run_id: String,
+}
+
+impl RecordSink {
+    /// Must be created and used on a blocking thread inside a Tokio runtime.
+    pub fn new(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Self, IngestError> {
+        let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
+        let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
+        let now = chrono::Utc::now();
+        let run_id = format!("{}-{}-gen", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
+        let run = Run {
+            writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
+            rejects: RejectWriter::new(
+                lake.clone(),
+                run_id.clone(),
+                now.format("%Y-%m-%d").to_string(),
+                handle.clone(),
+            ),
+            enricher: Enricher { asn, geo, asn_cache: AsnCache::new(), geo_cache: GeoCache::new() },
+            summary: Summary::default(),
+            format: opts.format,
+            keep_raw: opts.keep_raw,
+            now_us: now.timestamp_micros(),
+        };
+        Ok(RecordSink { run, lake: lake.clone(), handle, run_id })
+    }
+
+    /// One record, as it would appear in an export.
+    pub fn push(&mut self, v: &Value) -> Result<(), IngestError> {
+        let raw = if self.run.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+        self.run.record("generator", Pos::Record(self.run.summary.read), v, &raw)?;
+        Ok(())
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.run.summary
+    }
+
+    /// Flushes everything and records the run in the manifest.
+    pub fn finish(self) -> Result<Summary, IngestError> {
+        let Run { writer, mut rejects, mut summary, enricher, .. } = self.run;
+        let stats = writer.finish()?;
+        rejects.flush()?;
+        summary.parquet_files = stats.files.len() as u64;
+        source::write_manifest(
+            &self.lake,
+            &self.handle,
+            &self.run_id,
+            &[],
+            &summary,
+            enricher.asn.as_deref(),
+            enricher.geo.as_deref(),
+        )?;
+        Ok(summary)
+    }
+}
+
 /// Records inside an envelope: diagnostic `records[]`, Graph `value[]`, search `hits.hits[]._source`,
 /// or a top-level array.
 fn envelope_items(v: &Value) -> Option<Vec<Value>> {

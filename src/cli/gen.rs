@@ -1,0 +1,58 @@
+use super::EXIT_OK;
+use crate::gen::{generate, GenOptions, GenOutput, Profile};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[arg(long, value_enum, default_value_t = Profile::Small)]
+    pub profile: Profile,
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `raw`: native export files (gzip JSON lines) to ingest; `lake`: the Parquet lake directly.
+    #[arg(long = "as", value_enum, default_value_t = GenOutput::Raw)]
+    pub output: GenOutput,
+    /// Output folder: raw/ or lake/, asn.csv (the ASN table to ingest with) and ground_truth.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Exclusive end of the generated data (UTC).
+    #[arg(long, default_value = "2026-11-20T00:00:00Z")]
+    pub end: String,
+    /// Keep the `raw` column when writing the lake directly.
+    #[arg(long)]
+    pub raw_column: bool,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
+    let end = chrono::DateTime::parse_from_rfc3339(&a.end)
+        .map_err(|e| anyhow::anyhow!("bad --end '{}': {e}", a.end))?
+        .with_timezone(&chrono::Utc);
+    let o = GenOptions {
+        profile: a.profile,
+        days: a.days.max(12),
+        seed: a.seed,
+        output: a.output,
+        out: a.out,
+        end,
+        keep_raw: a.raw_column,
+        progress: !a.no_progress,
+    };
+    if a.days < 12 {
+        eprintln!("note: --days raised to 12 (the scenarios need 11 days of history)");
+    }
+    let handle = tokio::runtime::Handle::current();
+    let started = std::time::Instant::now();
+    let report = tokio::task::spawn_blocking(move || generate(&o, handle)).await??;
+    eprintln!("generated {} records in {:.1}s:", report.records, started.elapsed().as_secs_f64());
+    for (c, n) in &report.by_category {
+        eprintln!("  {c:<32} {n}");
+    }
+    if let Some(s) = &report.ingest {
+        eprintln!("{s}");
+    }
+    Ok(EXIT_OK)
+}
