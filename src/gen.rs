@@ -70,6 +70,8 @@ pub struct GenOptions {
     /// Exclusive end of the data (default 2026-11-20T00:00:00Z, so outputs are reproducible).
     pub end: DateTime<Utc>,
     pub keep_raw: bool,
+    /// Gzip the raw files (as storage exports usually are).
+    pub gzip: bool,
     pub progress: bool,
 }
 
@@ -484,18 +486,36 @@ trait Sink {
     fn emit(&mut self, day: &str, v: Value) -> Result<(), GenError>;
 }
 
+type RawFile = Box<dyn FinishWrite>;
+
+trait FinishWrite: Write {
+    fn finish_file(self: Box<Self>) -> std::io::Result<()>;
+}
+
+impl FinishWrite for flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>> {
+    fn finish_file(self: Box<Self>) -> std::io::Result<()> {
+        self.finish()?.flush()
+    }
+}
+
+impl FinishWrite for std::io::BufWriter<std::fs::File> {
+    fn finish_file(mut self: Box<Self>) -> std::io::Result<()> {
+        self.flush()
+    }
+}
+
 struct RawSink {
     root: PathBuf,
-    open: BTreeMap<String, flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>>,
+    gzip: bool,
+    open: BTreeMap<String, RawFile>,
     day: String,
     files: u64,
 }
 
 impl RawSink {
     fn close_all(&mut self) -> Result<(), GenError> {
-        for (path, enc) in std::mem::take(&mut self.open) {
-            let mut w = enc.finish().map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })?;
-            w.flush().map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })?;
+        for (path, f) in std::mem::take(&mut self.open) {
+            f.finish_file().map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })?;
         }
         Ok(())
     }
@@ -514,14 +534,16 @@ impl Sink for RawSink {
             "o365" => self.root.join(format!("o365/{day}")),
             c => self.root.join(format!("insights-logs-{}/y={y}/m={m}/d={d}", c.to_ascii_lowercase())),
         };
-        let path = dir.join("PT24H.json.gz").display().to_string();
+        let path = dir.join(if self.gzip { "PT24H.json.gz" } else { "PT24H.json" }).display().to_string();
         if !self.open.contains_key(&path) {
             std::fs::create_dir_all(&dir).map_err(|e| GenError::Io { path: dir.clone(), source: e })?;
             let f = std::fs::File::create(&path).map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })?;
-            self.open.insert(
-                path.clone(),
-                flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast()),
-            );
+            let w: RawFile = if self.gzip {
+                Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast()))
+            } else {
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+            };
+            self.open.insert(path.clone(), w);
             self.files += 1;
         }
         let w = self.open.get_mut(&path).expect("opened");
@@ -601,7 +623,13 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
     let mut lake_sink = None;
     match o.output {
         GenOutput::Raw => {
-            raw_sink = Some(RawSink { root: o.out.join("raw"), open: BTreeMap::new(), day: String::new(), files: 0 });
+            raw_sink = Some(RawSink {
+                root: o.out.join("raw"),
+                gzip: o.gzip,
+                open: BTreeMap::new(),
+                day: String::new(),
+                files: 0,
+            });
         }
         GenOutput::Lake => {
             let lake = Lake::open(&o.out.join("lake").display().to_string())?;

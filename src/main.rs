@@ -1,5 +1,10 @@
 use clap::Parser;
 
+/// Ingest and queries allocate many short-lived strings and buffers; mimalloc measured faster than
+/// the system allocator on them (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = wisp::cli::Cli::parse();

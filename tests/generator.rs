@@ -14,6 +14,7 @@ fn opts(out: &std::path::Path, output: GenOutput) -> GenOptions {
         out: out.to_path_buf(),
         end: chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z").unwrap().with_timezone(&chrono::Utc),
         keep_raw: false,
+        gzip: true,
         progress: false,
     }
 }

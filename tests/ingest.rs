@@ -253,3 +253,62 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn geo_db_fills_location_when_the_log_has_none_and_meta_records_versions() {
+    let Some(fx) = fixtures() else { return };
+    let dir = tmp("geo-in");
+    let rec = |id: &str, ip: &str, loc: &str| {
+        format!(
+            r#"{{"time":"2026-01-02T03:04:05Z","category":"ServicePrincipalSignInLogs","properties":{{"id":"{id}","createdDateTime":"2026-01-02T03:04:05Z","servicePrincipalId":"sp","ipAddress":"{ip}","status":{{"errorCode":0}}{loc}}}}}"#
+        )
+    };
+    std::fs::write(
+        dir.join("PT1H.json"),
+        [
+            rec("no-loc", "81.2.69.144", ""),
+            rec("has-loc", "81.2.69.145", r#","location":{"countryOrRegion":"DE","city":"Hannover"}"#),
+            rec("asn", "1.128.3.4", ""),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let lake = tmp("geo-lake");
+    let mut o = opts(vec![dir.display().to_string()]);
+    o.geo_db = Some(fx.join("mmdb/GeoLite2-City-Test.mmdb"));
+    o.asn_db = Some(fx.join("mmdb/GeoLite2-ASN-Test.mmdb"));
+    ingest_into(&lake, o).await;
+    let t = query_text(&lake, "SELECT id, country, city, source_asn FROM signins ORDER BY id").await;
+    assert!(t.contains("| has-loc | DE      | Hannover |"), "{t}");
+    assert!(t.contains("| no-loc  | GB      | London   |"), "{t}");
+    assert!(t.contains("| asn     |") && t.contains("1221"), "{t}");
+    let meta: Vec<serde_json::Value> = std::fs::read_dir(lake.join("_meta/enrichment"))
+        .unwrap()
+        .map(|f| serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(meta.len(), 1);
+    assert!(meta[0]["asn_db"]["build_epoch"].as_u64().unwrap() > 1_000_000_000, "{}", meta[0]);
+    assert!(meta[0]["geo_db"]["type"].as_str().unwrap().contains("City"), "{}", meta[0]);
+}
+
+#[tokio::test]
+async fn a_large_json_array_streams_and_counts_by_record() {
+    let dir = tmp("array");
+    let mut body = String::from("[\n");
+    for i in 0..5000 {
+        if i > 0 {
+            body.push_str(",\n");
+        }
+        body.push_str(&format!(
+            r#"{{"TimeGenerated":"2026-01-02T03:04:05Z","Type":"AADServicePrincipalSignInLogs","Id":"arr-{i}","ServicePrincipalId":"sp","IPAddress":"1.2.3.{}","ResultType":"0","Note":"a string with ] and [ and \" and }} inside"}}"#,
+            i % 250
+        ));
+    }
+    body.push_str(",\n{\"broken\": \n]");
+    std::fs::write(dir.join("export.json"), body).unwrap();
+    let lake = tmp("array-lake");
+    let s = ingest_into(&lake, opts(vec![dir.display().to_string()])).await;
+    assert_eq!(s.written.get("signins"), Some(&5000), "{s:?}");
+    assert_eq!(s.read, 5001, "{s:?}");
+    assert_eq!(s.rejected_total(), 1, "{s:?}");
+}

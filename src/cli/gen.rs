@@ -23,6 +23,9 @@ pub struct GenArgs {
     /// Keep the `raw` column when writing the lake directly.
     #[arg(long)]
     pub raw_column: bool,
+    /// Write raw files uncompressed (PT24H.json instead of .json.gz).
+    #[arg(long)]
+    pub no_gzip: bool,
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -33,16 +36,19 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
         .with_timezone(&chrono::Utc);
     let o = GenOptions {
         profile: a.profile,
-        days: a.days.max(12),
+        days: a.days.max(1),
         seed: a.seed,
         output: a.output,
         out: a.out,
         end,
         keep_raw: a.raw_column,
+        gzip: !a.no_gzip,
         progress: !a.no_progress,
     };
     if a.days < 12 {
-        eprintln!("note: --days raised to 12 (the scenarios need 11 days of history)");
+        eprintln!(
+            "note: with fewer than 12 days the scenarios lack their 11 days of history; ground truth may not hold"
+        );
     }
     let handle = tokio::runtime::Handle::current();
     let started = std::time::Instant::now();

@@ -480,6 +480,11 @@ fn ingest_file(
         csv_file(run, &display, &all, start.1 + lines_before)?;
         return Ok(Some(f.entry(head, f.size, 0, false)));
     }
+    if lead == b'[' {
+        // A JSON array (a Log Analytics or O365 export): streamed element by element.
+        json_array(run, &display, first, &mut reader)?;
+        return Ok(Some(f.entry(head, f.size, 0, false)));
+    }
     let first_ok = serde_json::from_slice::<Value>(trim_bom(&first)).ok();
     if first_ok.is_none() && (lead == b'[' || lead == b'{') {
         // A pretty-printed or single-line document: read it whole.
@@ -511,6 +516,92 @@ fn ingest_file(
     let consumed_bytes = offset + consumed;
     let size = if f.gzip { f.size } else { consumed_bytes };
     Ok(Some(f.entry(head, size, lines, !f.gzip)))
+}
+
+/// Streams the elements of a top-level JSON array without holding the whole document: each
+/// element is one record (index from 0). A malformed or truncated element is rejected; the rest
+/// of the array still ingests.
+fn json_array(run: &mut Run, file: &str, first: Vec<u8>, reader: &mut dyn BufRead) -> Result<(), FileError> {
+    let mut depth = 0usize; // 1 = inside the top-level array
+    let (mut in_str, mut esc) = (false, false);
+    let mut elem: Vec<u8> = Vec::new();
+    let mut index = 0u64;
+    let mut done = false;
+    let emit = |run: &mut Run, elem: &mut Vec<u8>, index: &mut u64| -> Result<(), FileError> {
+        let text = elem.trim_ascii();
+        if !text.is_empty() {
+            let pos = Pos::Record(*index);
+            *index += 1;
+            match serde_json::from_slice::<Value>(text) {
+                Ok(v) => {
+                    let raw = String::from_utf8_lossy(text).into_owned();
+                    run.record(file, pos, &v, &raw)?;
+                }
+                Err(e) => run.reject(file, pos, &json_reason(&e, text), &String::from_utf8_lossy(text))?,
+            }
+        }
+        elem.clear();
+        Ok(())
+    };
+    let mut feed = |run: &mut Run, chunk: &[u8], elem: &mut Vec<u8>, index: &mut u64| -> Result<bool, FileError> {
+        for &c in chunk {
+            if depth == 0 {
+                if c == b'[' {
+                    depth = 1;
+                }
+                continue;
+            }
+            if in_str {
+                elem.push(c);
+                if esc {
+                    esc = false;
+                } else if c == b'\\' {
+                    esc = true;
+                } else if c == b'"' {
+                    in_str = false;
+                }
+                continue;
+            }
+            match c {
+                b'"' => {
+                    in_str = true;
+                    elem.push(c);
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    elem.push(c);
+                }
+                b'}' | b']' if depth > 1 => {
+                    depth -= 1;
+                    elem.push(c);
+                }
+                b']' => {
+                    emit(run, elem, index)?;
+                    return Ok(true);
+                }
+                b',' if depth == 1 => emit(run, elem, index)?,
+                _ => elem.push(c),
+            }
+        }
+        Ok(false)
+    };
+    let first = trim_bom(&first).to_vec();
+    done |= feed(run, &first, &mut elem, &mut index)?;
+    while !done {
+        let chunk = reader.fill_buf().map_err(|e| FileError::Read(format!("after record {index}: {e}")))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        let chunk = chunk.to_vec();
+        reader.consume(n);
+        done = feed(run, &chunk, &mut elem, &mut index)?;
+    }
+    if !done {
+        // The array never closed: whatever is left is a truncated record.
+        emit(run, &mut elem, &mut index)?;
+    }
+    Ok(())
 }
 
 fn trim_bom(b: &[u8]) -> &[u8] {

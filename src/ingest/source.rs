@@ -81,7 +81,19 @@ impl InputFile {
         let opts = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let res =
             self.handle.block_on(self.store.get_opts(&self.path, opts)).map_err(|e| format!("cannot open: {e}"))?;
-        Ok(Box::new(BlockingStream { handle: self.handle.clone(), stream: res.into_stream(), cur: Bytes::new() }))
+        let range = res.range.clone();
+        match res.payload {
+            // A local store hands over the open file: read it directly, without a Tokio round trip
+            // per 8 KiB chunk.
+            object_store::GetResultPayload::File(mut file, _) => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(range.start)).map_err(|e| format!("cannot seek: {e}"))?;
+                Ok(Box::new(file.take(range.end - range.start)))
+            }
+            object_store::GetResultPayload::Stream(stream) => {
+                Ok(Box::new(BlockingStream { handle: self.handle.clone(), stream, cur: Bytes::new() }))
+            }
+        }
     }
 }
 

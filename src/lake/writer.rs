@@ -44,12 +44,53 @@ impl Serialize for RowSer<'_> {
     }
 }
 
+/// Rows waiting to be written for one (table, day): recent rows as JSON values, older ones
+/// already converted to compact Arrow batches (about a third of the memory).
 struct DayBuf {
     rows: Vec<Vec<Value>>,
-    bytes: usize,
-    keys: HashSet<i64>,
+    rows_bytes: usize,
+    batches: Vec<RecordBatch>,
+    batches_bytes: usize,
+    n: usize,
+    keys: HashSet<i64, KeyHasher>,
     last_use: u64,
 }
+
+impl DayBuf {
+    fn bytes(&self) -> usize {
+        self.rows_bytes + self.batches_bytes
+    }
+}
+
+/// Keys are already hashes: a multiply spreads them well enough for the hash set.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+pub struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x517cc1b727220a95);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9e3779b97f4a7c15);
+    }
+}
+
+/// Convert buffered JSON rows to Arrow every this many rows.
+const CONVERT_ROWS: usize = 8192;
 
 /// Counts of what the writer did.
 #[derive(Debug, Default, Clone)]
@@ -110,7 +151,18 @@ impl LakeWriter {
                 self.evict_lru()?;
             }
             let keys = self.load_keys(table, day)?;
-            self.buffers.insert(id.clone(), DayBuf { rows: Vec::new(), bytes: 0, keys, last_use: 0 });
+            self.buffers.insert(
+                id.clone(),
+                DayBuf {
+                    rows: Vec::new(),
+                    rows_bytes: 0,
+                    batches: Vec::new(),
+                    batches_bytes: 0,
+                    n: 0,
+                    keys,
+                    last_use: 0,
+                },
+            );
         }
         let buf = self.buffers.get_mut(&id).expect("inserted above");
         buf.last_use = self.clock;
@@ -118,13 +170,24 @@ impl LakeWriter {
             return Ok(false);
         }
         buf.rows.push(row);
-        buf.bytes += bytes;
-        self.buffered += bytes;
-        if buf.rows.len() >= FLUSH_ROWS {
+        buf.n += 1;
+        // A JSON row costs about three times its input size.
+        let cost = bytes * 3;
+        buf.rows_bytes += cost;
+        self.buffered += cost;
+        if buf.rows.len() >= CONVERT_ROWS {
+            let batch = rows_to_batch_unsorted(table, &std::mem::take(&mut buf.rows))?;
+            let size = batch.get_array_memory_size();
+            self.buffered = self.buffered - buf.rows_bytes + size;
+            buf.rows_bytes = 0;
+            buf.batches_bytes += size;
+            buf.batches.push(batch);
+        }
+        if buf.n >= FLUSH_ROWS {
             self.flush_one(&id)?;
         }
         while self.buffered > BUFFER_BUDGET {
-            let biggest = self.buffers.iter().max_by_key(|(_, b)| b.bytes).map(|(k, _)| k.clone());
+            let biggest = self.buffers.iter().max_by_key(|(_, b)| b.bytes()).map(|(k, _)| k.clone());
             match biggest {
                 Some(k) => self.flush_one(&k)?,
                 None => break,
@@ -143,11 +206,11 @@ impl LakeWriter {
 
     /// Reads the `_key` column of the files already in a (table, day) folder.
     #[allow(deprecated)]
-    fn load_keys(&self, table: Table, day: &str) -> Result<HashSet<i64>, LakeError> {
+    fn load_keys(&self, table: Table, day: &str) -> Result<HashSet<i64, KeyHasher>, LakeError> {
         let store = self.lake.store.clone();
         let prefix = Lake::day_prefix(table, day);
         self.handle.block_on(async move {
-            let mut keys = HashSet::new();
+            let mut keys = HashSet::with_hasher(KeyHasher);
             let mut listing = store.list(Some(&prefix));
             let mut files = Vec::new();
             while let Some(meta) = listing.next().await {
@@ -181,15 +244,26 @@ impl LakeWriter {
         let Some(buf) = self.buffers.get_mut(id) else {
             return Ok(());
         };
-        if buf.rows.is_empty() {
+        if buf.n == 0 {
             return Ok(());
         }
         let rows = std::mem::take(&mut buf.rows);
-        self.buffered -= buf.bytes;
-        buf.bytes = 0;
+        let mut batches = std::mem::take(&mut buf.batches);
+        self.buffered -= buf.bytes();
+        buf.rows_bytes = 0;
+        buf.batches_bytes = 0;
+        buf.n = 0;
         let (table, day) = id;
-        let batch = rows_to_batch(*table, &rows)?;
+        if !rows.is_empty() {
+            batches.push(rows_to_batch_unsorted(*table, &rows)?);
+        }
         drop(rows);
+        let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
+        let all = arrow::compute::concat_batches(&table.schema(), &batches).map_err(werr)?;
+        drop(batches);
+        let idx = sort_to_indices(all.column(0), None, None).map_err(werr)?;
+        let batch = take_record_batch(&all, &idx).map_err(werr)?;
+        drop(all);
         self.seq += 1;
         let path = StorePath::from(format!("{}/day={}/{}-{:05}.parquet", table.name(), day, self.run_id, self.seq));
         let n = batch.num_rows() as u64;
@@ -218,6 +292,14 @@ impl LakeWriter {
 /// Converts rows (in the table's column order) to a batch sorted by `ts`.
 pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
     let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
+    let batch = rows_to_batch_unsorted(table, rows)?;
+    let idx = sort_to_indices(batch.column(0), None, None).map_err(werr)?;
+    take_record_batch(&batch, &idx).map_err(werr)
+}
+
+/// Converts rows (in the table's column order) to a batch in arrival order.
+pub fn rows_to_batch_unsorted(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
+    let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
     let cols = table.columns();
     let ser: Vec<RowSer> = rows.iter().map(|r| RowSer(cols, r)).collect();
     let mut decoder = arrow::json::ReaderBuilder::new(table.schema())
@@ -226,8 +308,7 @@ pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, L
         .map_err(werr)?;
     decoder.serialize(&ser).map_err(werr)?;
     let batch = decoder.flush().map_err(werr)?.unwrap_or_else(|| RecordBatch::new_empty(table.schema()));
-    let idx = sort_to_indices(batch.column(0), None, None).map_err(werr)?;
-    take_record_batch(&batch, &idx).map_err(werr)
+    Ok(batch)
 }
 
 /// Encodes one batch as a complete Parquet file in memory.

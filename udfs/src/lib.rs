@@ -20,6 +20,7 @@ pub mod db;
 pub mod functions;
 pub mod ip;
 pub mod ranges;
+pub mod testdb;
 pub mod watchlist;
 
 use datafusion::execution::FunctionRegistry;

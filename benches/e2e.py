@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: wisp against DuckDB on the same Parquet lake, in one run.
+
+    python3 benches/e2e.py --profile medium            # generate, ingest, detect, compare
+    python3 benches/e2e.py --profile small --days 30   # quick
+
+Measures, on the given profile: ingest throughput (records/s and MB/s of uncompressed
+diagnostic-settings JSON), each detection over its own window and over 30 days in wisp and in
+DuckDB (the same semantics, benches/duckdb/*.sql) with results compared for equality and the time
+ratio wisp/DuckDB, an hourly scheduled run of all rules, and peak memory (max RSS) of every wisp
+process. Installs DuckDB 1.4.4 and its inet extension from PyPI when missing. Writes
+benches/results/<profile>.json and prints a Markdown table.
+"""
+import argparse, datetime as dt, glob, json, os, platform, re, resource, shutil, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
+WISP = os.path.join(TARGET, "release", "wisp")
+
+RULES = {
+    # rule id: (key columns compared, how wisp runs it over 30 days)
+    "sp_unusual_source_asn": (["service_principal_id", "source_asn", "id"], "backtest"),
+    "sp_rare_action_multiple_ips": (["action", "service_principal_name", "event_day"], "hunt"),
+    "sp_failed_signins": (["service_principal_name", "source_ip", "error_code"], "hunt"),
+    "sp_credential_added_after_signin": (["audit_id"], "hunt"),
+    "sp_risk_event_stacking": (["service_principal_id", "severity"], "hunt"),
+    "identity_signin_from_suspicious_source": (["source_ip"], "hunt"),
+}
+WINDOWS = {  # the rule's own window (lookback), as in its header
+    "sp_unusual_source_asn": dt.timedelta(minutes=65),
+    "sp_rare_action_multiple_ips": dt.timedelta(days=1),
+    "sp_failed_signins": dt.timedelta(days=1),
+    "sp_credential_added_after_signin": dt.timedelta(days=1),
+    "sp_risk_event_stacking": dt.timedelta(hours=1),
+    "identity_signin_from_suspicious_source": dt.timedelta(hours=8),
+}
+PRIVATE = ["10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.0.0/29", "192.0.0.8/32",
+           "192.0.0.9/32", "192.0.0.10/32", "192.0.0.170/32", "192.0.0.171/32", "192.0.2.0/24", "192.31.196.0/24",
+           "192.52.193.0/24", "192.168.0.0/16", "192.88.99.0/24", "224.0.0.0/4", "100.64.0.0/10", "192.175.48.0/24",
+           "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4", "::1/128", "fe80::/10", "ff00::/8"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def ensure_duckdb():
+    try:
+        import duckdb  # noqa: F401
+        import duckdb_ext  # noqa: F401
+    except ImportError:
+        log("installing duckdb==1.4.4 and duckdb-ext-inet from PyPI")
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb==1.4.4", "duckdb-ext-inet==1.4.4.*"])
+    import duckdb
+    return duckdb
+
+
+def timed(cmd, **kw):
+    """Runs a command; returns (seconds, max RSS in MiB, stdout)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, **kw)
+    secs = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    rss_kb = int(p.stderr.strip().splitlines()[-1])
+    return secs, rss_kb / 1024, p.stdout
+
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duck_params(sql, start, end, interval_us=3_600_000_000, lookback_us=65 * 60_000_000, history_us=10 * 86_400_000_000):
+    ts = lambda t: f"TIMESTAMPTZ '{t.strftime('%Y-%m-%d %H:%M:%S')}+00'"
+    rep = {
+        "$window_start": ts(start), "$window_end": ts(end), "$history_start": ts(end - dt.timedelta(days=10)),
+        "$range_start": ts(start), "$range_end": ts(end),
+        "$interval_us": str(interval_us), "$lookback_us": str(lookback_us), "$history_us": str(history_us),
+    }
+    for k in sorted(rep, key=len, reverse=True):
+        sql = sql.replace(k, rep[k])
+    return sql
+
+
+def duck_connect(duckdb, lake):
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true", "threads": 2})
+    import duckdb_ext
+    ext = glob.glob(os.path.join(os.path.dirname(duckdb_ext.__file__), "extensions", "*", "*", "inet.duckdb_extension"))
+    con.execute(f"LOAD '{ext[0]}'")
+    con.execute("SET TimeZone = 'UTC'")
+    for t in ["signins", "audit", "sp_risk_events", "graph_activity", "o365_audit", "azure_activity", "network_alerts"]:
+        if glob.glob(os.path.join(lake, t, "*", "*.parquet")):
+            con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/*/*.parquet', hive_partitioning = true, hive_types = {{'day': VARCHAR}})")
+    ors = " OR ".join(f"TRY_CAST(ip AS INET) <<= '{c}'::INET" for c in PRIVATE)
+    con.execute(f"CREATE MACRO is_private_ip(ip) AS CASE WHEN TRY_CAST(ip AS INET) IS NULL THEN NULL ELSE ({ors}) END")
+    return con
+
+
+def norm(v):
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.strftime("%Y-%m-%d")
+    return "" if v is None else str(v)
+
+
+def wisp_rows(out, keys, alerts):
+    rows = set()
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if alerts:
+            r = json.loads(r["fields"])
+        rows.add(tuple(norm(r.get(k)) for k in keys))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="small", choices=["small", "medium", "large"])
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--work", default=None, help="working folder (default /tmp/wisp-bench-<profile>)")
+    ap.add_argument("--skip-gen", action="store_true", help="reuse the lake in --work")
+    ap.add_argument("--ingest-days", type=int, default=1, help="days of raw data generated for the ingest measurement")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for query timings")
+    a = ap.parse_args()
+    work = a.work or f"/tmp/wisp-bench-{a.profile}"
+    duckdb = ensure_duckdb()
+    if not os.path.exists(WISP):
+        log("building wisp (release)")
+        subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
+    end = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+    res = {"profile": a.profile, "days": a.days, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+           "date": dt.date.today().isoformat(), "duckdb": duckdb.__version__, "ingest": {}, "rules": {}, "hourly": {}}
+
+    # 1. Ingest throughput on raw diagnostic-settings JSON lines.
+    raw = os.path.join(work, "raw-ingest")
+    if not a.skip_gen:
+        shutil.rmtree(raw, ignore_errors=True)
+        log(f"generating {a.ingest_days} day(s) of raw exports for the ingest measurement")
+        subprocess.check_call([WISP, "gen", "--profile", a.profile, "--days", str(a.ingest_days), "--as", "raw", "--no-gzip", "--no-progress", "--out", raw])
+    files = glob.glob(os.path.join(raw, "raw", "**", "PT24H.json"), recursive=True)
+    size = sum(os.path.getsize(f) for f in files)
+    ilake = os.path.join(work, "ingest-lake")
+    shutil.rmtree(ilake, ignore_errors=True)
+    secs, rss, _ = timed([WISP, "ingest", "--no-progress", "--lake", ilake, "--asn-db", os.path.join(raw, "asn.csv"),
+                          "--summary-json", os.path.join(work, "ingest.json"), os.path.join(raw, "raw")])
+    summ = json.load(open(os.path.join(work, "ingest.json")))
+    res["ingest"] = {"bytes": size, "records": summ["read"], "seconds": round(secs, 2), "mb_per_s": round(size / 1e6 / secs, 1),
+                     "records_per_s": round(summ["read"] / secs), "max_rss_mib": round(rss)}
+    log("ingest:", res["ingest"])
+
+    # 2. The detection lake (written directly).
+    gdir = os.path.join(work, "gen")
+    lake = os.path.join(gdir, "lake")
+    if not a.skip_gen:
+        shutil.rmtree(gdir, ignore_errors=True)
+        log(f"generating the {a.profile} lake ({a.days} days)")
+        secs, rss, _ = timed([WISP, "gen", "--profile", a.profile, "--days", str(a.days), "--as", "lake", "--no-progress", "--out", gdir])
+        res["gen"] = {"seconds": round(secs, 1), "max_rss_mib": round(rss)}
+    res["lake_bytes"] = sum(os.path.getsize(f) for f in glob.glob(os.path.join(lake, "**", "*.parquet"), recursive=True))
+    con = duck_connect(duckdb, lake)
+    res["signins"] = con.execute("SELECT count(*) FROM signins").fetchone()[0]
+    res["other_events"] = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ["audit", "sp_risk_events", "graph_activity", "o365_audit", "azure_activity", "network_alerts"])
+    log(f"lake: {res['signins']} sign-ins, {res['other_events']} other events, {res['lake_bytes'] / 1e6:.0f} MB")
+
+    T = end - dt.timedelta(hours=8)  # a run end inside the last day
+    for rule, (keys, mode30) in RULES.items():
+        r = {}
+        for label, start, mode in [("window", T - WINDOWS[rule], "window"), ("30d", end - dt.timedelta(days=30), mode30)]:
+            stop = T if label == "window" else end
+            if mode == "window":
+                cmd = [WISP, "detect", "--rule", rule, "--at", iso(stop)]
+                alerts = True
+            elif mode == "backtest":
+                cmd = [WISP, "detect", "--rule", rule, "--from", iso(start), "--to", iso(stop)]
+                alerts = True
+            else:
+                cmd = [WISP, "hunt", rule, "--from", iso(start), "--to", iso(stop)]
+                alerts = False
+            cmd += ["--lake", lake, "--format", "jsonl"]
+            best, rss, out = None, 0, ""
+            for _ in range(a.repeat):
+                s, m, out = timed(cmd)
+                best = s if best is None else min(best, s)
+                rss = max(rss, m)
+            wrows = wisp_rows(out, keys, alerts)
+            fname = f"{rule}.backtest.sql" if mode == "backtest" else f"{rule}.sql"
+            sql = duck_params(open(os.path.join(ROOT, "benches", "duckdb", fname)).read(), start, stop)
+            dbest = None
+            for _ in range(a.repeat):
+                t0 = time.perf_counter()
+                got = con.execute(sql).fetchall()
+                d = time.perf_counter() - t0
+                dbest = d if dbest is None else min(dbest, d)
+            cols = [c[0] for c in con.description]
+            drows = {tuple(norm(row[cols.index(k)]) for k in keys) for row in got}
+            equal = wrows == drows
+            r[label] = {"wisp_s": round(best, 3), "duckdb_s": round(dbest, 3), "ratio": round(best / dbest, 2), "rows": len(wrows),
+                        "equal": equal, "wisp_max_rss_mib": round(rss)}
+            if not equal:
+                r[label]["only_wisp"] = sorted(wrows - drows)[:5]
+                r[label]["only_duckdb"] = sorted(drows - wrows)[:5]
+            log(rule, label, r[label])
+        res["rules"][rule] = r
+
+    # 3. An hourly scheduled run of all detections (stateless).
+    best, rss = None, 0
+    for _ in range(a.repeat):
+        s, m, _ = timed([WISP, "detect", "--at", iso(T), "--lake", lake, "--format", "jsonl", "-o", "/dev/null"])
+        best = s if best is None else min(best, s)
+        rss = max(rss, m)
+    res["hourly"] = {"seconds": round(best, 3), "max_rss_mib": round(rss)}
+    log("hourly run of all rules:", res["hourly"])
+
+    os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
+    path = os.path.join(ROOT, "benches", "results", f"{a.profile}.json")
+    json.dump(res, open(path, "w"), indent=2, default=str)
+    print(f"| detection | window | wisp s | DuckDB s | wisp/DuckDB | rows | equal |")
+    print(f"|---|---|---|---|---|---|---|")
+    for rule, r in res["rules"].items():
+        for label, x in r.items():
+            print(f"| {rule} | {label} | {x['wisp_s']} | {x['duckdb_s']} | {x['ratio']} | {x['rows']} | {'yes' if x['equal'] else 'NO'} |")
+    print(f"\ningest: {res['ingest']}\nhourly: {res['hourly']}\nresults in {path}")
+
+
+if __name__ == "__main__":
+    main()
