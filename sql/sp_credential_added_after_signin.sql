@@ -59,26 +59,35 @@ s AS (
       AND day >= to_char($window_start - INTERVAL '3 days', '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 matched AS (
-    SELECT c.*, s.*, 'service_principal_id' AS matched_by FROM c JOIN s ON s.service_principal_id = c.target_id
+    -- Only the columns the aggregation needs travel through the joins.
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
+           'service_principal_id' AS matched_by
+    FROM c JOIN s ON s.service_principal_id = c.target_id
     WHERE c.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT c.*, s.*, 'app_id' AS matched_by FROM c JOIN s ON s.app_id = c.target_app_id
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    FROM c JOIN s ON s.app_id = c.target_app_id
     WHERE c.target_type = 'Application'
     UNION ALL
-    SELECT c.*, s.*, 'display_name' AS matched_by FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name)
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name)
     WHERE c.target_type = 'Application' AND c.target_app_id IS NULL
 ),
 prior AS (
-    SELECT *,
-           row_number() OVER (PARTITION BY audit_id ORDER BY signin_ts DESC, signin_ip) AS rn,
-           count(*) OVER (PARTITION BY audit_id) AS prior_signins
+    -- One row per change: an aggregation (no sort of every matching sign-in).
+    SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
+           last_value(signin_ip ORDER BY signin_ts, signin_ip) AS source_ip,
+           last_value(service_principal_id ORDER BY signin_ts, signin_ip) AS service_principal_id,
+           last_value(service_principal_name ORDER BY signin_ts, signin_ip) AS service_principal_name,
+           last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
+           min(matched_by) AS matched_by
     FROM matched
     WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL '3 days'
+    GROUP BY audit_id
 )
-SELECT ts, audit_id, trim(operation_name) AS operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
-       change_ip, target_id, target_name, target_type,
-       service_principal_id, service_principal_name, app_id, signin_ip AS source_ip,
-       signin_ts AS last_signin, prior_signins, matched_by,
-       CAST((CAST(ts AS BIGINT) - CAST(signin_ts AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
-FROM prior
-WHERE rn = 1
+SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_by_upn, c.initiated_by_app_name,
+       c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
+       prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
+       prior.last_signin, prior.prior_signins, prior.matched_by,
+       CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
+FROM prior JOIN c ON prior.audit_id = c.audit_id

@@ -136,3 +136,37 @@ fn pivot_fills_audit_caller_ip_from_the_matching_signin() {
     assert_eq!(rows[2]["source_ip"], "45.1.1.1");
     assert_eq!(rows[2]["ip_from"], "latest earlier sign-in");
 }
+
+#[test]
+fn shell_reads_statements_from_stdin() {
+    use std::io::Write;
+    let lake = tmp("shell");
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+    let hist = lake.join("history");
+    let mut child = wisp()
+        .args(["shell", "--format", "csv", "--history"])
+        .arg(&hist)
+        .arg("--lake")
+        .arg(&lake)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*) AS n\n  FROM signins;\nDROP TABLE signins;\nSELECT 'still' AS alive;\n\\q\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("n\n9"), "{out}");
+    assert!(out.contains("alive\nstill"), "{out}");
+    assert!(err.contains("error:"), "DROP must be refused: {err}");
+    assert!(std::fs::read_to_string(&hist).unwrap().contains("SELECT count(*)"));
+}

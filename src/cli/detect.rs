@@ -59,6 +59,7 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     let now = chrono::Utc::now();
     let mut out_alerts = Vec::new();
     for r in &selected {
+        let started = std::time::Instant::now();
         let res = match (&a.time.at, &a.time.from, &a.time.last) {
             (Some(at), _, _) => alerts::run(&ctx, r, &r.window_ending(time(at)?)?, now).await?,
             (None, Some(from), _) => {
@@ -71,7 +72,7 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
         if res.cut > 0 {
             eprintln!("{}: {} alert(s) past max_alerts = {} were cut", r.meta.id, res.cut, r.meta.max_alerts);
         }
-        eprintln!("{}: {} alert(s)", r.meta.id, res.alerts.len());
+        eprintln!("{}: {} alert(s) in {:.3}s", r.meta.id, res.alerts.len(), started.elapsed().as_secs_f64());
         out_alerts.extend(res.alerts);
     }
     let batch = alerts::to_batch(&out_alerts)?;

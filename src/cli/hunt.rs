@@ -50,10 +50,11 @@ pub async fn hunt(a: HuntArgs) -> anyhow::Result<i32> {
     eprintln!("hunt {} over [{}, {}]", rule.meta.id, w.start.to_rfc3339(), w.end.to_rfc3339());
     let lake = Lake::open(&a.lake.lake)?;
     let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
+    let started = std::time::Instant::now();
     let df = rule.plan(&ctx, &w).await?;
     let (out, tty) = a.out.sink()?;
     let n = crate::output::write_stream(df.execute_stream().await?, a.out.format, out, tty).await?;
-    eprintln!("{n} row(s)");
+    eprintln!("{n} row(s) in {:.3}s", started.elapsed().as_secs_f64());
     Ok(EXIT_OK)
 }
 
