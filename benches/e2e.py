@@ -56,6 +56,7 @@ def ensure_duckdb():
 
 
 LAST_QUERY_S = [0.0]
+TIMEOUT_S = 180
 
 
 def timed(cmd, **kw):
@@ -63,7 +64,7 @@ def timed(cmd, **kw):
     stderr ("… in 1.234s": planning and execution, without process start and session open) is
     left in LAST_QUERY_S."""
     t0 = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, **kw)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, timeout=TIMEOUT_S, **kw)
     secs = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
@@ -130,6 +131,7 @@ def main():
     ap.add_argument("--skip-gen", action="store_true", help="reuse the lake in --work")
     ap.add_argument("--ingest-days", type=int, default=1, help="days of raw data generated for the ingest measurement")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for query timings")
+    ap.add_argument("--only", action="append", default=[], help="re-measure only these rules, keeping the other results")
     a = ap.parse_args()
     work = a.work or f"/tmp/wisp-bench-{a.profile}"
     duckdb = ensure_duckdb()
@@ -142,20 +144,25 @@ def main():
 
     # 1. Ingest throughput on raw diagnostic-settings JSON lines.
     raw = os.path.join(work, "raw-ingest")
-    if not a.skip_gen:
-        shutil.rmtree(raw, ignore_errors=True)
-        log(f"generating {a.ingest_days} day(s) of raw exports for the ingest measurement")
-        subprocess.check_call([WISP, "gen", "--profile", a.profile, "--days", str(a.ingest_days), "--as", "raw", "--no-gzip", "--no-progress", "--out", raw])
-    files = glob.glob(os.path.join(raw, "raw", "**", "PT24H.json"), recursive=True)
-    size = sum(os.path.getsize(f) for f in files)
-    ilake = os.path.join(work, "ingest-lake")
-    shutil.rmtree(ilake, ignore_errors=True)
-    secs, rss, _ = timed([WISP, "ingest", "--no-progress", "--lake", ilake, "--asn-db", os.path.join(raw, "asn.csv"),
-                          "--summary-json", os.path.join(work, "ingest.json"), os.path.join(raw, "raw")])
-    summ = json.load(open(os.path.join(work, "ingest.json")))
-    res["ingest"] = {"bytes": size, "records": summ["read"], "seconds": round(secs, 2), "mb_per_s": round(size / 1e6 / secs, 1),
-                     "records_per_s": round(summ["read"] / secs), "max_rss_mib": round(rss)}
-    log("ingest:", res["ingest"])
+    if a.only:
+        old = json.load(open(os.path.join(ROOT, "benches", "results", f"{a.profile}.json")))
+        res["ingest"] = old["ingest"]
+        res["gen"] = old.get("gen")
+    if not a.only:
+        if not a.skip_gen:
+            shutil.rmtree(raw, ignore_errors=True)
+            log(f"generating {a.ingest_days} day(s) of raw exports for the ingest measurement")
+            subprocess.check_call([WISP, "gen", "--profile", a.profile, "--days", str(a.ingest_days), "--as", "raw", "--no-gzip", "--no-progress", "--out", raw])
+        files = glob.glob(os.path.join(raw, "raw", "**", "PT24H.json"), recursive=True)
+        size = sum(os.path.getsize(f) for f in files)
+        ilake = os.path.join(work, "ingest-lake")
+        shutil.rmtree(ilake, ignore_errors=True)
+        secs, rss, _ = timed([WISP, "ingest", "--no-progress", "--lake", ilake, "--asn-db", os.path.join(raw, "asn.csv"),
+                              "--summary-json", os.path.join(work, "ingest.json"), os.path.join(raw, "raw")])
+        summ = json.load(open(os.path.join(work, "ingest.json")))
+        res["ingest"] = {"bytes": size, "records": summ["read"], "seconds": round(secs, 2), "mb_per_s": round(size / 1e6 / secs, 1),
+                         "records_per_s": round(summ["read"] / secs), "max_rss_mib": round(rss)}
+        log("ingest:", res["ingest"])
 
     # 2. The detection lake (written directly).
     gdir = os.path.join(work, "gen")
@@ -172,7 +179,14 @@ def main():
     log(f"lake: {res['signins']} sign-ins, {res['other_events']} other events, {res['lake_bytes'] / 1e6:.0f} MB")
 
     T = end - dt.timedelta(hours=8)  # a run end inside the last day
+    path = os.path.join(ROOT, "benches", "results", f"{a.profile}.json")
+    if a.only and os.path.exists(path):
+        old = json.load(open(path))
+        res["rules"] = old.get("rules", {})
+        res["hourly"] = old.get("hourly", {})
     for rule, (keys, mode30) in RULES.items():
+        if a.only and rule not in a.only:
+            continue
         r = {}
         for label, start, mode in [("window", T - WINDOWS[rule], "window"), ("30d", end - dt.timedelta(days=30), mode30)]:
             stop = T if label == "window" else end
@@ -181,18 +195,29 @@ def main():
                 cmd = [WISP, "hunt", rule, "--from", iso(start), "--to", iso(stop)]
                 alerts = False
             elif mode == "backtest":
-                cmd = [WISP, "detect", "--rule", rule, "--from", iso(start), "--to", iso(stop)]
+                # Every hourly run, uncapped (max_alerts would cut the first runs, which see no history).
+                cmd = [WISP, "detect", "--rule", rule, "--max-alerts", "1000000000", "--from", iso(start), "--to", iso(stop)]
                 alerts = True
             else:
                 cmd = [WISP, "hunt", rule, "--from", iso(start), "--to", iso(stop)]
                 alerts = False
             cmd += ["--lake", lake, "--format", "jsonl"]
             best, qbest, rss, out = None, None, 0, ""
-            for _ in range(a.repeat):
-                s, m, out = timed(cmd)
-                best = s if best is None else min(best, s)
-                qbest = LAST_QUERY_S[0] if qbest is None else min(qbest, LAST_QUERY_S[0])
-                rss = max(rss, m)
+            try:
+                for _ in range(a.repeat):
+                    s, m, out = timed(cmd)
+                    best = s if best is None else min(best, s)
+                    qbest = LAST_QUERY_S[0] if qbest is None else min(qbest, LAST_QUERY_S[0])
+                    rss = max(rss, m)
+            except subprocess.TimeoutExpired:
+                subprocess.run(["pkill", "-f", "release/wisp"])
+                t0 = time.perf_counter()
+                sql = duck_params(open(os.path.join(ROOT, "benches", "duckdb", f"{rule}.sql")).read(), start, stop)
+                n = len(con.execute(sql).fetchall())
+                r[label] = {"wisp_s": f">{TIMEOUT_S}", "wisp_query_s": f">{TIMEOUT_S}", "duckdb_s": round(time.perf_counter() - t0, 3),
+                            "ratio": "-", "rows": n, "equal": None, "wisp_max_rss_mib": "-"}
+                log(rule, label, r[label])
+                continue
             wrows = wisp_rows(out, keys, alerts)
             fname = f"{rule}.backtest.sql" if mode == "backtest" else f"{rule}.sql"
             sql = duck_params(open(os.path.join(ROOT, "benches", "duckdb", fname)).read(), start, stop)
@@ -229,7 +254,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for rule, r in res["rules"].items():
         for label, x in r.items():
-            print(f"| {rule} | {label} | {x['wisp_query_s']} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} | {x['rows']} | {'yes' if x['equal'] else 'NO'} |")
+            eq = "timed out" if x["equal"] is None else ("yes" if x["equal"] else "NO")
+            print(f"| {rule} | {label} | {x['wisp_query_s']} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} | {x['rows']} | {eq} |")
     print(f"\ningest: {res['ingest']}\nhourly: {res['hourly']}\nresults in {path}")
 
 

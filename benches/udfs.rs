@@ -4,7 +4,7 @@
 
 use arrow::array::{ArrayRef, StringArray};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::Field;
 use datafusion::common::ScalarValue;
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};

@@ -36,6 +36,9 @@ pub struct DetectArgs {
     /// Folder of extra or overriding rule files.
     #[arg(long)]
     pub rules_dir: Option<PathBuf>,
+    /// Override every rule's max_alerts per run.
+    #[arg(long)]
+    pub max_alerts: Option<usize>,
     #[command(flatten)]
     pub time: TimeArgs,
     #[command(flatten)]
@@ -54,6 +57,12 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
             })
             .collect::<Result<_, _>>()?
     };
+    let mut selected = selected;
+    if let Some(m) = a.max_alerts {
+        for r in &mut selected {
+            r.meta.max_alerts = m;
+        }
+    }
     let lake = Lake::open(&a.lake.lake)?;
     let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
     let now = chrono::Utc::now();

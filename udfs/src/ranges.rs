@@ -85,10 +85,13 @@ pub fn parse_range(text: &str) -> Result<Range, RangeError> {
     Ok(Range { lo: x, hi: x })
 }
 
-/// A sorted set of disjoint, non-adjacent intervals: membership is one binary search.
+/// A sorted set of disjoint, non-adjacent intervals: membership is one binary search. IPv4
+/// intervals are also kept as `u32` pairs (8 bytes each instead of 32), so a large watchlist's
+/// search stays in cache.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct RangeSet {
     ranges: Vec<Range>,
+    v4: Vec<(u32, u32)>,
 }
 
 impl RangeSet {
@@ -105,7 +108,14 @@ impl RangeSet {
                 _ => merged.push(r),
             }
         }
-        RangeSet { ranges: merged }
+        let lo4 = crate::ip::V4_MAPPED;
+        let hi4 = crate::ip::V4_MAPPED | u32::MAX as u128;
+        let v4 = merged
+            .iter()
+            .filter(|r| r.hi >= lo4 && r.lo <= hi4)
+            .map(|r| (r.lo.max(lo4) as u32, r.hi.min(hi4) as u32))
+            .collect();
+        RangeSet { ranges: merged, v4 }
     }
 
     /// Parses each entry with [`parse_range`]; the first bad one is the error.
@@ -116,6 +126,11 @@ impl RangeSet {
 
     #[inline]
     pub fn contains(&self, x: u128) -> bool {
+        if crate::ip::is_v4(x) {
+            let x = x as u32;
+            let i = self.v4.partition_point(|r| r.1 < x);
+            return i < self.v4.len() && self.v4[i].0 <= x;
+        }
         let i = self.ranges.partition_point(|r| r.hi < x);
         i < self.ranges.len() && self.ranges[i].lo <= x
     }
