@@ -178,6 +178,8 @@ struct Run {
     format: Format,
     keep_raw: bool,
     now_us: i64,
+    /// The progress bar (hidden when not on a terminal): bytes as its position, records as its message.
+    bar: indicatif::ProgressBar,
 }
 
 impl Run {
@@ -204,6 +206,9 @@ impl Run {
     fn place(&mut self, m: Mapped, raw: &str) -> Result<(), LakeError> {
         let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
         self.summary.read += 1;
+        if self.summary.read % 16_384 == 0 && !self.bar.is_hidden() {
+            self.bar.set_message(format!("{} records", self.summary.read));
+        }
         let key = match &dedup_id {
             Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
             None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
@@ -269,6 +274,7 @@ impl RecordSink {
             format: opts.format,
             keep_raw: opts.keep_raw,
             now_us: now.timestamp_micros(),
+            bar: indicatif::ProgressBar::hidden(),
         };
         Ok(RecordSink { run, lake: lake.clone(), handle, run_id })
     }
@@ -370,6 +376,7 @@ fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Ha
         format: opts.format,
         keep_raw: opts.keep_raw,
         now_us: now.timestamp_micros(),
+        bar: bar.clone(),
     };
     let mut entries = Vec::new();
     for f in &files {
