@@ -206,7 +206,7 @@ impl Run {
     fn place(&mut self, m: Mapped, raw: &str) -> Result<(), LakeError> {
         let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
         self.summary.read += 1;
-        if self.summary.read % 16_384 == 0 && !self.bar.is_hidden() {
+        if self.summary.read.is_multiple_of(16_384) && !self.bar.is_hidden() {
             self.bar.set_message(format!("{} records", self.summary.read));
         }
         let key = match &dedup_id {
