@@ -52,26 +52,35 @@ c AS (
     FROM changes LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
 ),
 s AS (
-    SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id, source_ip AS signin_ip
+    SELECT ts AS signin_ts, date_trunc('day', ts) AS signin_day, service_principal_id, service_principal_name, app_id,
+           source_ip AS signin_ip
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND ts >= $window_start - INTERVAL '3 days' AND ts <= $window_end
       AND day >= to_char($window_start - INTERVAL '3 days', '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
+-- Each change against the four UTC days its 3-day look-back can touch: joining on the day too
+-- keeps a long window from pairing every change with every sign-in of its principal.
+cd AS (
+    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
+           unnest(make_array(date_trunc('day', ts), date_trunc('day', ts) - INTERVAL '1 day',
+                             date_trunc('day', ts) - INTERVAL '2 days', date_trunc('day', ts) - INTERVAL '3 days')) AS d
+    FROM c
+),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
-    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
            'service_principal_id' AS matched_by
-    FROM c JOIN s ON s.service_principal_id = c.target_id
-    WHERE c.target_type = 'ServicePrincipal'
+    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
+    WHERE cd.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
-    FROM c JOIN s ON s.app_id = c.target_app_id
-    WHERE c.target_type = 'Application'
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
+    WHERE cd.target_type = 'Application'
     UNION ALL
-    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
-    FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name)
-    WHERE c.target_type = 'Application' AND c.target_app_id IS NULL
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
+    WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
 ),
 prior AS (
     -- One row per change: an aggregation (no sort of every matching sign-in).
