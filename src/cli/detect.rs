@@ -20,7 +20,8 @@ pub struct TimeArgs {
     pub last: Option<String>,
 }
 
-fn time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+/// Parses a UTC time flag.
+pub(crate) fn time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     let us = crate::ingest::normalize::parse_time(s)
         .ok_or_else(|| anyhow::anyhow!("bad time '{s}': use RFC 3339 UTC, e.g. 2026-11-20T12:00:00Z"))?;
     chrono::DateTime::from_timestamp_micros(us).ok_or_else(|| anyhow::anyhow!("time out of range: {s}"))

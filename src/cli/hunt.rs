@@ -8,11 +8,7 @@ use std::path::PathBuf;
 /// Resolves `--last` / `--from --to` (and `--at`, as a window ending then) to a window.
 pub fn window(t: &TimeArgs, default_last: &str) -> anyhow::Result<RunWindow> {
     let now = chrono::Utc::now();
-    let parse = |s: &str| -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-        let us = crate::ingest::normalize::parse_time(s)
-            .ok_or_else(|| anyhow::anyhow!("bad time '{s}': use RFC 3339 UTC, e.g. 2026-11-20T12:00:00Z"))?;
-        chrono::DateTime::from_timestamp_micros(us).ok_or_else(|| anyhow::anyhow!("time out of range: {s}"))
-    };
+    let parse = super::detect::time;
     Ok(match (&t.from, &t.to, &t.last, &t.at) {
         (Some(f), Some(to), _, _) => RunWindow { start: parse(f)?, end: parse(to)? },
         (_, _, Some(last), _) => RunWindow { start: now - rules::parse_duration(last)?, end: now },

@@ -117,18 +117,24 @@ pub async fn run(
     w: &RunWindow,
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunResult, RuleError> {
-    let q = |e| RuleError::Query { id: rule.meta.id.clone(), source: e };
-    let batches = rule.plan(ctx, w).await?.collect().await.map_err(q)?;
-    let rows =
-        batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
-    let mut alerts = Vec::with_capacity(rows.len());
-    for row in rows {
-        alerts.push(make_alert(rule, row, w, detected_at));
-    }
+    let rows = collect_rows(rule, rule.plan(ctx, w).await?).await?;
+    let mut alerts: Vec<Alert> = rows.into_iter().map(|row| make_alert(rule, row, w, detected_at)).collect();
+    let cut = cap(rule, &mut alerts);
+    Ok(RunResult { alerts, cut })
+}
+
+/// Runs a planned rule query and returns its rows as JSON objects.
+async fn collect_rows(rule: &Rule, df: datafusion::dataframe::DataFrame) -> Result<Vec<Map<String, Value>>, RuleError> {
+    let batches = df.collect().await.map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
+    batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })
+}
+
+/// One run's alerts in (ts, id) order, cut to `max_alerts`; returns how many were cut.
+fn cap(rule: &Rule, alerts: &mut Vec<Alert>) -> usize {
     alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
     let cut = alerts.len().saturating_sub(rule.meta.max_alerts);
     alerts.truncate(rule.meta.max_alerts);
-    Ok(RunResult { alerts, cut })
+    cut
 }
 
 fn make_alert(
@@ -243,15 +249,12 @@ pub async fn backtest_one_pass(
     to: chrono::DateTime<chrono::Utc>,
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunResult, RuleError> {
-    let q = |e| RuleError::Query { id: rule.meta.id.clone(), source: e };
     let range = RunWindow { start: from, end: to };
     let df = rule
         .plan_backtest(ctx, &range)
         .await?
         .ok_or_else(|| RuleError::Invalid { id: rule.meta.id.clone(), msg: "no one-pass backtest query".into() })?;
-    let batches = df.collect().await.map_err(q)?;
-    let rows =
-        batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
+    let rows = collect_rows(rule, df).await?;
     let lookback = super::parse_duration(&rule.meta.lookback)?;
     let mut by_run: std::collections::BTreeMap<i64, Vec<Alert>> = std::collections::BTreeMap::new();
     for row in rows {
@@ -267,9 +270,7 @@ pub async fn backtest_one_pass(
     let mut cut = 0;
     let mut seen = std::collections::HashSet::new();
     for (_, mut alerts) in by_run {
-        alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
-        cut += alerts.len().saturating_sub(rule.meta.max_alerts);
-        alerts.truncate(rule.meta.max_alerts);
+        cut += cap(rule, &mut alerts);
         all.extend(alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
     }
     Ok(RunResult { alerts: all, cut })
