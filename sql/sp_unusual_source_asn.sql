@@ -95,3 +95,45 @@ SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, 
        resource_display_name, credential_key_id, run_end_us
 FROM runs
 WHERE run_end_us <= hi_us
+
+-- @terms
+-- First-seen state: the pairs (and their times) of the candidate sign-ins with
+-- $range_start < ts <= $range_end. wisp keeps each pair's first and last sighting.
+SELECT service_principal_id, source_asn, ts
+FROM signins
+WHERE category = 'ServicePrincipalSignInLogs'
+  AND error_code = 0
+  AND service_principal_id IS NOT NULL
+  AND source_asn IS NOT NULL
+  AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
+  AND (app_owner_tenant_id IS NULL
+       OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
+  AND ts > $range_start AND ts <= $range_end
+  AND day >= to_char($range_start, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+
+-- @stateful
+-- One run with the state: terms_state covers every candidate up to $window_start, so a pair is
+-- new when the state does not have it or last saw it before $history_start. Only the window is read.
+WITH candidates AS (
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code = 0
+      AND service_principal_id IS NOT NULL
+      AND source_asn IS NOT NULL
+      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
+      AND (app_owner_tenant_id IS NULL
+           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
+      AND ts > $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS rn
+    FROM candidates
+)
+SELECT r.ts, r.id, r.service_principal_id, r.service_principal_name, r.app_id, r.source_ip, r.source_asn,
+       r.source_as_org, r.resource_display_name, r.credential_key_id
+FROM ranked r
+LEFT JOIN terms_state s ON s.service_principal_id = r.service_principal_id AND s.source_asn = r.source_asn
+WHERE r.rn = 1 AND (s.last_seen IS NULL OR s.last_seen < $history_start)

@@ -379,6 +379,22 @@ fn aadsts(code: i64) -> &'static str {
     }
 }
 
+/// Background directory operations: (operation, target type, weight).
+const AUDIT_OPS: [(&str, &str, u64); 12] = [
+    ("Update user", "User", 300),
+    ("Add member to group", "Group", 200),
+    ("Remove member from group", "Group", 100),
+    ("Update device", "Device", 150),
+    ("Update group", "Group", 50),
+    ("Reset user password", "User", 30),
+    ("Update service principal", "ServicePrincipal", 50),
+    ("Consent to application", "ServicePrincipal", 30),
+    ("Add app role assignment to service principal", "ServicePrincipal", 50),
+    ("Update application", "Application", 10),
+    ("Add service principal credentials", "ServicePrincipal", 5),
+    ("Update application – Certificates and secrets management", "Application", 5),
+];
+
 #[allow(clippy::too_many_arguments)]
 fn audit(
     id: String,
@@ -397,8 +413,14 @@ fn audit(
         (_, Some(u)) => json!({"user": {"id": u.id, "userPrincipalName": u.name, "ipAddress": ip}}),
         _ => json!({}),
     };
+    let category = match target_type {
+        "User" => "UserManagement",
+        "Group" => "GroupManagement",
+        "Device" => "Device",
+        _ => "ApplicationManagement",
+    };
     json!({"time": iso(t), "category": "AuditLogs", "operationName": op, "tenantId": TENANT, "callerIpAddress": ip.unwrap_or(""),
-        "properties": {"id": id, "category": "ApplicationManagement", "result": "success", "activityDisplayName": op,
+        "properties": {"id": id, "category": category, "result": "success", "activityDisplayName": op,
         "activityDateTime": iso(t), "loggedByService": "Core Directory", "operationType": "Update", "initiatedBy": initiated,
         "targetResources": [{"id": if target_type == "Application" { &target.app_id } else { &target.id }, "displayName": target.name, "type": target_type,
             "modifiedProperties": [{"displayName": "KeyDescription", "oldValue": "[]", "newValue": "[\"[KeyIdentifier=new,KeyType=Password]\"]"}]}],
@@ -738,16 +760,20 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
             } else if r < 0.92 {
                 activity(ts, p, &ip, &mut rng)
             } else if r < 0.99 {
-                let ops = [
-                    "Update application",
-                    "Consent to application",
-                    "Add app role assignment to service principal",
-                    "Add service principal credentials",
-                    "Update service principal",
-                ];
-                let op = *rng.pick(&ops);
+                // Directory changes are mostly about users, groups and devices; changes to an
+                // application's credentials are about 2% of them (hundreds a day in medium).
+                let total: u64 = AUDIT_OPS.iter().map(|o| o.2).sum();
+                let mut k = rng.below(total);
+                let (op, ty, _) = *AUDIT_OPS
+                    .iter()
+                    .find(|o| {
+                        let hit = k < o.2;
+                        k = k.saturating_sub(o.2);
+                        hit
+                    })
+                    .expect("k < total");
                 let u = rng.pick(&t.users);
-                // Credential changes target principals whose history is known to be quiet or busy at random.
+                let target = if matches!(ty, "User" | "Group" | "Device") { rng.pick(&t.users) } else { p };
                 audit(
                     nid(&mut rng, 24),
                     ts,
@@ -755,8 +781,8 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
                     if rng.chance(0.3) { Some(p) } else { None },
                     Some(u),
                     Some(&u.homes[0].0),
-                    p,
-                    "ServicePrincipal",
+                    target,
+                    ty,
                 )
             } else if r < 0.995 {
                 let id = nid(&mut rng, 25);

@@ -13,3 +13,4 @@ pub mod pivot;
 pub mod query;
 pub mod rules;
 pub mod session;
+pub mod state;

@@ -47,6 +47,20 @@ pub async fn write_stream(
     sink.finish()
 }
 
+/// Plans, runs and writes a query as it streams; returns the rows written and what the query read.
+pub async fn write_df(
+    df: datafusion::dataframe::DataFrame,
+    format: OutputFormat,
+    out: Box<dyn Write + Send>,
+    to_terminal: bool,
+) -> Result<(u64, crate::query::ScanStats), OutputError> {
+    let task = std::sync::Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let n =
+        write_stream(datafusion::physical_plan::execute_stream(plan.clone(), task)?, format, out, to_terminal).await?;
+    Ok((n, crate::query::ScanStats::of(&plan)))
+}
+
 /// Writes batches already in memory.
 pub fn write_batches(
     batches: &[RecordBatch],

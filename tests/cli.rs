@@ -98,6 +98,27 @@ fn sql_is_read_only_and_formats_work() {
     let alert: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(alert["rule_id"], "sp_failed_signins");
     assert_eq!(alert["window_start"], "2026-11-20T00:00:00Z");
+    // Each run says what it read.
+    assert!(err.contains("read ") && err.contains(" rows, ") && err.contains(" file(s)"), "{err}");
+    // With first-seen state: the same alerts; the state is built once, then current.
+    let ids = |out: &str| {
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let at = ["detect", "--at", "2026-11-19T16:00:00Z", "--format", "jsonl", "--lake"];
+    let (_, plain, _) = run(wisp().args(at).arg(&lake));
+    let (code, first, err) = run(wisp().args(at).arg(&lake).arg("--state"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sp_unusual_source_asn: first-seen state Built"), "{err}");
+    let (_, again, err) = run(wisp().args(at).arg(&lake).arg("--state"));
+    assert!(err.contains("first-seen state Current"), "{err}");
+    assert_eq!(ids(&first), ids(&plain));
+    assert_eq!(ids(&again), ids(&plain));
+    assert!(lake.join("_state/sp_unusual_source_asn/state.json").exists());
     let (code, _, err) = run(wisp().args(["rules", "lint"]));
     assert_eq!(code, 0, "{err}");
 }

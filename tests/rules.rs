@@ -385,6 +385,18 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
     let e = Rule::parse("x.sql", &bad_key).unwrap_err().to_string();
     assert!(e.contains("unknown field") && e.contains("sevrity"), "{e}");
     assert!(Rule::parse("x.sql", "SELECT 1").unwrap_err().to_string().contains("/* … */"));
+    // Sections: known names only, and first-seen state needs both of its sections.
+    let e = Rule::parse("x.sql", &format!("{good}\n-- @bactest\nSELECT 1")).unwrap_err().to_string();
+    assert!(e.contains("unknown section") && e.contains("@bactest"), "{e}");
+    let asn = rules::BUILTIN[0].1;
+    let cut = &asn[..asn.find("\n-- @stateful").unwrap()];
+    let e = Rule::parse("x.sql", cut).unwrap_err().to_string();
+    assert!(e.contains("go together"), "{e}");
+    let bad_state = asn.replace("s.last_seen IS NULL", "s.last_sen IS NULL");
+    let c0 = ctx(&tmp("lint0")).await;
+    let res = rules::lint(&c0, &[Rule::parse("x.sql", &bad_state).unwrap()]).await;
+    let e = res[0].1.as_ref().unwrap_err().to_string();
+    assert!(e.contains("last_sen"), "{e}");
     let typo = good.replace("count(*) AS attempts", "count(*) AS attempts, source_ipp");
     let r = Rule::parse("typo.sql", &typo).unwrap();
     let lake = tmp("lint");
@@ -441,4 +453,80 @@ async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
     b.sort();
     assert!(b.len() > 10, "the random data should produce alerts: {}", b.len());
     assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
+    use wisp::state::{self, StateUse};
+    // The random tenant of the one-pass test: ties, gaps around 10 days, failures, Microsoft apps.
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = t("2026-03-01T00:00:00Z");
+    let mut recs = unusual_asn_fixture();
+    for i in 0..900 {
+        let sp = format!("rnd-{}", next() % 40);
+        let asn_block = next() % 6;
+        let ts = start + Duration::seconds((next() % (16 * 86_400)) as i64);
+        let err = if next() % 10 == 0 { 7000215 } else { 0 };
+        recs.push(sp_signin(&format!("r{i}"), ts, &sp, &format!("45.0.{asn_block}.{}", next() % 250 + 1), err, None));
+        if i % 40 == 0 {
+            // exactly at a run's window start (T-65m): history, not new
+            let edge = t("2026-03-12T00:00:00Z") + Duration::hours((i % 24) as i64) - Duration::minutes(65);
+            recs.push(sp_signin(&format!("r{i}-edge"), edge, &sp, &format!("45.0.{asn_block}.9"), 0, None));
+        }
+    }
+    let lake_dir = lake_with(&recs).await;
+    let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
+    let c = ctx(&lake_dir).await;
+    let r = rule("sp_unusual_source_asn");
+    assert!(r.terms_sql.is_some() && r.stateful_sql.is_some());
+    let ids = |a: &[alerts::Alert]| {
+        let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.ts, a.window_end)).collect();
+        v.sort();
+        v
+    };
+    // Every hourly run of three days in order (the state advances one hour at a time), then runs
+    // with gaps of 5 hours and of 11 days (past the history window: rebuilt), then an older run.
+    let mut ends: Vec<DateTime<Utc>> =
+        alerts::run_ends(&r, t("2026-03-10T00:00:00Z"), t("2026-03-13T00:00:00Z")).unwrap();
+    ends.push(t("2026-03-13T05:00:00Z"));
+    ends.push(t("2026-03-24T05:00:00Z"));
+    let mut used = Vec::new();
+    let mut total = 0;
+    for end in &ends {
+        let w = r.window_ending(*end).unwrap();
+        let plain = alerts::run(&c, &r, &w, detected()).await.unwrap();
+        let st = state::run(&c, &lake, &r, &w, detected()).await.unwrap();
+        assert_eq!(ids(&st.result.alerts), ids(&plain.alerts), "run ending {end}");
+        total += plain.alerts.len();
+        used.push(st.used);
+    }
+    assert!(total > 10, "the random data should alert: {total}");
+    assert_eq!(used[0], StateUse::Built);
+    assert!(used[1..ends.len() - 2].iter().all(|u| *u == StateUse::Advanced), "{used:?}");
+    assert_eq!(used[ends.len() - 2], StateUse::Advanced, "5 hours later: folded in");
+    assert_eq!(used[ends.len() - 1], StateUse::Built, "11 days later: rebuilt");
+    // The same window again: the state is current.
+    let w = r.window_ending(t("2026-03-24T05:00:00Z")).unwrap();
+    assert_eq!(state::run(&c, &lake, &r, &w, detected()).await.unwrap().used, StateUse::Current);
+    // A window older than the state runs without it, with the same alerts.
+    let w = r.window_ending(t("2026-03-11T07:00:00Z")).unwrap();
+    let old = state::run(&c, &lake, &r, &w, detected()).await.unwrap();
+    assert_eq!(old.used, StateUse::Stateless);
+    assert_eq!(ids(&old.result.alerts), ids(&alerts::run(&c, &r, &w, detected()).await.unwrap().alerts));
+    // The state keeps only terms alive in the history window, and says what it covers.
+    let m = state::load_meta(&lake, &r).await.unwrap().unwrap();
+    assert_eq!(m.covered_to_us, t("2026-03-24T03:55:00Z").timestamp_micros());
+    let files: Vec<_> = std::fs::read_dir(lake_dir.join("_state/sp_unusual_source_asn")).unwrap().collect();
+    assert_eq!(files.len(), 2, "state.json and one terms file: {files:?}");
+    // A changed definition of the terms is not trusted: the state is rebuilt.
+    let mut r2 = r.clone();
+    r2.terms_sql = Some(r.terms_sql.clone().unwrap().replace("error_code = 0", "error_code = 0 AND 1 = 1"));
+    let w = r.window_ending(t("2026-03-24T06:00:00Z")).unwrap();
+    assert_eq!(state::run(&c, &lake, &r2, &w, detected()).await.unwrap().used, StateUse::Built);
 }

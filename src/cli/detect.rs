@@ -40,6 +40,11 @@ pub struct DetectArgs {
     /// Override every rule's max_alerts per run.
     #[arg(long)]
     pub max_alerts: Option<usize>,
+    /// Keep first-seen state in the lake (`_state/<rule>/`) for new_terms rules: a scheduled run
+    /// (--at, or now) then reads its window and the state instead of the whole history window.
+    /// Same alerts as without it.
+    #[arg(long)]
+    pub state: bool,
     #[command(flatten)]
     pub time: TimeArgs,
     #[command(flatten)]
@@ -70,19 +75,34 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     let mut out_alerts = Vec::new();
     for r in &selected {
         let started = std::time::Instant::now();
+        let single = match (&a.time.at, &a.time.from, &a.time.last) {
+            (Some(at), _, _) => Some(r.window_ending(time(at)?)?),
+            (None, None, None) => Some(r.window_ending(now)?),
+            _ => None,
+        };
         let res = match (&a.time.at, &a.time.from, &a.time.last) {
-            (Some(at), _, _) => alerts::run(&ctx, r, &r.window_ending(time(at)?)?, now).await?,
+            _ if a.state && single.is_some() && r.terms_sql.is_some() => {
+                let s = crate::state::run(&ctx, &lake, r, single.as_ref().expect("checked"), now).await?;
+                eprintln!("{}: first-seen state {:?}, {} term(s)", r.meta.id, s.used, s.terms);
+                s.result
+            }
+            (Some(_), _, _) | (None, None, None) => alerts::run(&ctx, r, single.as_ref().expect("set"), now).await?,
             (None, Some(from), _) => {
                 let to = time(a.time.to.as_deref().unwrap_or_default())?;
                 alerts::backtest(&ctx, r, time(from)?, to, now).await?
             }
             (None, None, Some(last)) => alerts::backtest(&ctx, r, now - rules::parse_duration(last)?, now, now).await?,
-            (None, None, None) => alerts::run(&ctx, r, &r.window_ending(now)?, now).await?,
         };
         if res.cut > 0 {
             eprintln!("{}: {} alert(s) past max_alerts = {} were cut", r.meta.id, res.cut, r.meta.max_alerts);
         }
-        eprintln!("{}: {} alert(s) in {:.3}s", r.meta.id, res.alerts.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "{}: {} alert(s), {} in {:.3}s",
+            r.meta.id,
+            res.alerts.len(),
+            res.scan,
+            started.elapsed().as_secs_f64()
+        );
         out_alerts.extend(res.alerts);
     }
     let batch = alerts::to_batch(&out_alerts)?;

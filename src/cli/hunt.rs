@@ -49,8 +49,8 @@ pub async fn hunt(a: HuntArgs) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     let df = rule.plan(&ctx, &w).await?;
     let (out, tty) = a.out.sink()?;
-    let n = crate::output::write_stream(df.execute_stream().await?, a.out.format, out, tty).await?;
-    eprintln!("{n} row(s) in {:.3}s", started.elapsed().as_secs_f64());
+    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
+    eprintln!("{n} row(s), {scan} in {:.3}s", started.elapsed().as_secs_f64());
     Ok(EXIT_OK)
 }
 

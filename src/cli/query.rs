@@ -15,9 +15,11 @@ pub struct SqlArgs {
 pub async fn sql(a: SqlArgs) -> anyhow::Result<i32> {
     let lake = Lake::open(&a.lake.lake)?;
     let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
+    let started = std::time::Instant::now();
     let df = crate::query::read_only_sql(&ctx, &a.query).await?;
     let (out, tty) = a.out.sink()?;
-    crate::output::write_stream(df.execute_stream().await?, a.out.format, out, tty).await?;
+    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
+    eprintln!("{n} row(s), {scan} in {:.3}s", started.elapsed().as_secs_f64());
     Ok(EXIT_OK)
 }
 

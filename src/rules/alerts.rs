@@ -108,6 +108,8 @@ pub struct RunResult {
     pub alerts: Vec<Alert>,
     /// Alerts past `max_alerts` that were cut.
     pub cut: usize,
+    /// What the run's queries read from the lake.
+    pub scan: crate::query::ScanStats,
 }
 
 /// Runs a rule for one window.
@@ -117,16 +119,34 @@ pub async fn run(
     w: &RunWindow,
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunResult, RuleError> {
-    let rows = collect_rows(rule, rule.plan(ctx, w).await?).await?;
-    let mut alerts: Vec<Alert> = rows.into_iter().map(|row| make_alert(rule, row, w, detected_at)).collect();
-    let cut = cap(rule, &mut alerts);
-    Ok(RunResult { alerts, cut })
+    let (rows, scan) = collect_rows(rule, rule.plan(ctx, w).await?).await?;
+    Ok(finish(rule, rows, w, detected_at, scan))
 }
 
-/// Runs a planned rule query and returns its rows as JSON objects.
-async fn collect_rows(rule: &Rule, df: datafusion::dataframe::DataFrame) -> Result<Vec<Map<String, Value>>, RuleError> {
-    let batches = df.collect().await.map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
-    batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })
+/// One run's rows as alerts, capped at `max_alerts`.
+pub(crate) fn finish(
+    rule: &Rule,
+    rows: Vec<Map<String, Value>>,
+    w: &RunWindow,
+    detected_at: chrono::DateTime<chrono::Utc>,
+    scan: crate::query::ScanStats,
+) -> RunResult {
+    let mut alerts: Vec<Alert> = rows.into_iter().map(|row| make_alert(rule, row, w, detected_at)).collect();
+    let cut = cap(rule, &mut alerts);
+    RunResult { alerts, cut, scan }
+}
+
+/// Runs a planned rule query and returns its rows as JSON objects, and what it read.
+pub(crate) async fn collect_rows(
+    rule: &Rule,
+    df: datafusion::dataframe::DataFrame,
+) -> Result<(Vec<Map<String, Value>>, crate::query::ScanStats), RuleError> {
+    let (batches, scan) = crate::query::collect_with_stats(df)
+        .await
+        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
+    let rows =
+        batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
+    Ok((rows, scan))
 }
 
 /// One run's alerts in (ts, id) order, cut to `max_alerts`; returns how many were cut.
@@ -215,12 +235,14 @@ pub async fn backtest(
     };
     let mut all = Vec::new();
     let mut cut = 0;
+    let mut scan = crate::query::ScanStats::default();
     if rule.backtest_sql.is_some() && rule.meta.suppress_by.is_empty() {
         return backtest_one_pass(ctx, rule, from, to, detected_at).await;
     }
     for end in run_ends(rule, from, to)? {
         let r = run(ctx, rule, &rule.window_ending(end)?, detected_at).await?;
         cut += r.cut;
+        scan.add(r.scan);
         for a in r.alerts {
             if !seen.insert(a.alert_id.clone()) {
                 continue;
@@ -237,7 +259,7 @@ pub async fn backtest(
             all.push(a);
         }
     }
-    Ok(RunResult { alerts: all, cut })
+    Ok(RunResult { alerts: all, cut, scan })
 }
 
 /// The one-pass backtest: all runs' alerts from one query; each alert carries the window of the
@@ -254,7 +276,7 @@ pub async fn backtest_one_pass(
         .plan_backtest(ctx, &range)
         .await?
         .ok_or_else(|| RuleError::Invalid { id: rule.meta.id.clone(), msg: "no one-pass backtest query".into() })?;
-    let rows = collect_rows(rule, df).await?;
+    let (rows, scan) = collect_rows(rule, df).await?;
     let lookback = super::parse_duration(&rule.meta.lookback)?;
     let mut by_run: std::collections::BTreeMap<i64, Vec<Alert>> = std::collections::BTreeMap::new();
     for row in rows {
@@ -273,7 +295,7 @@ pub async fn backtest_one_pass(
         cut += cap(rule, &mut alerts);
         all.extend(alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
     }
-    Ok(RunResult { alerts: all, cut })
+    Ok(RunResult { alerts: all, cut, scan })
 }
 
 /// Replays every scheduled run one by one (the reference the one-pass backtest must equal).

@@ -104,7 +104,45 @@ pub struct Rule {
     /// Optional one-pass form of a backtest (after a `-- @backtest` line): returns every alert of
     /// every scheduled run in `[$range_start, $range_end]`, with the run's end as `run_end_us`.
     pub backtest_sql: Option<String>,
+    /// First-seen state (new_terms rules, after a `-- @terms` line): the rule's terms and their
+    /// timestamp for events with `$range_start < ts <= $range_end`; wisp folds them into the state.
+    pub terms_sql: Option<String>,
+    /// The rule for one window read against the state (after a `-- @stateful` line): the table
+    /// `terms_state` holds each term's `first_seen` and `last_seen` up to `$window_start`.
+    pub stateful_sql: Option<String>,
     pub file: String,
+}
+
+/// Sections a rule file may add after its main query, each opened by a `-- @name` line.
+pub const SECTIONS: [&str; 3] = ["backtest", "terms", "stateful"];
+
+/// Splits the SQL after the header into the main query and its `-- @name` sections.
+fn split_sections(file: &str, body: &str) -> Result<(String, HashMap<String, String>), RuleError> {
+    let mut starts = Vec::new();
+    let mut off = 0;
+    for line in body.split_inclusive('\n') {
+        if let Some(rest) = line.trim_end().strip_prefix("-- @") {
+            let name = rest.split_whitespace().next().unwrap_or("").to_string();
+            if !SECTIONS.contains(&name.as_str()) {
+                return Err(RuleError::Header {
+                    file: file.into(),
+                    msg: format!("unknown section '-- @{name}' (known: {})", SECTIONS.join(", ")),
+                });
+            }
+            starts.push((off, name));
+        }
+        off += line.len();
+    }
+    let clean = |s: &str| s.trim().trim_end_matches(';').to_string();
+    let main_end = starts.first().map(|(o, _)| *o).unwrap_or(body.len());
+    let mut sections = HashMap::new();
+    for (i, (o, name)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map(|(e, _)| *e).unwrap_or(body.len());
+        if sections.insert(name.clone(), clean(&body[*o..end])).is_some() {
+            return Err(RuleError::Header { file: file.into(), msg: format!("section '-- @{name}' appears twice") });
+        }
+    }
+    Ok((clean(&body[..main_end]), sections))
 }
 
 /// The rules shipped in `sql/`, embedded in the binary.
@@ -145,14 +183,17 @@ impl Rule {
         let end = rest.find("*/").ok_or_else(|| RuleError::NoHeader { file: file.into() })?;
         let header = &rest[..end];
         let body = &rest[end + 2..];
-        let (sql, backtest) = match body.find("\n-- @backtest") {
-            Some(i) => (&body[..i], Some(body[i..].trim().trim_end_matches(';').to_string())),
-            None => (body, None),
-        };
-        let sql = sql.trim().trim_end_matches(';').to_string();
+        let (sql, mut sections) = split_sections(file, body)?;
         let meta: RuleMeta =
             toml::from_str(header).map_err(|e| RuleError::Header { file: file.into(), msg: e.to_string() })?;
-        let rule = Rule { meta, sql, backtest_sql: backtest, file: file.into() };
+        let rule = Rule {
+            meta,
+            sql,
+            backtest_sql: sections.remove("backtest"),
+            terms_sql: sections.remove("terms"),
+            stateful_sql: sections.remove("stateful"),
+            file: file.into(),
+        };
         rule.validate()?;
         Ok(rule)
     }
@@ -179,6 +220,12 @@ impl Rule {
         }
         if m.rule_type == RuleType::NewTerms && (m.history_window.is_none() || m.new_terms_fields.is_empty()) {
             return Err(self.invalid("a new_terms rule needs history_window and new_terms_fields"));
+        }
+        if self.terms_sql.is_some() != self.stateful_sql.is_some() {
+            return Err(self.invalid("the '-- @terms' and '-- @stateful' sections go together"));
+        }
+        if self.terms_sql.is_some() && m.rule_type != RuleType::NewTerms {
+            return Err(self.invalid("first-seen state ('-- @terms') is for new_terms rules"));
         }
         if m.suppress_for.is_some() == m.suppress_by.is_empty() {
             return Err(self.invalid("suppress_by and suppress_for go together"));
@@ -256,6 +303,18 @@ impl Rule {
         Ok(RunWindow { start: end - parse_duration(&self.meta.lookback)?, end })
     }
 
+    /// Plans one of the rule's sections read-only with the parameters of `w` bound.
+    pub async fn plan_section(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        w: &RunWindow,
+    ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
+        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
+        let df = crate::query::read_only_sql(ctx, sql).await.map_err(q)?;
+        df.with_param_values(self.param_values(w)?).map_err(q)
+    }
+
     /// Plans the rule read-only with its parameters bound.
     pub async fn plan(
         &self,
@@ -310,6 +369,9 @@ pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(
             df.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
             if let Some(bt) = r.plan_backtest(ctx, &w).await? {
                 bt.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
+            }
+            if r.terms_sql.is_some() {
+                crate::state::lint(ctx, r).await?;
             }
             Ok(())
         }

@@ -1,0 +1,304 @@
+//! First-seen state for new_terms rules: each term's first and last sighting, kept in the lake
+//! under `_state/<rule id>/` so that a scheduled run reads its own window and the state instead of
+//! the whole history window.
+//!
+//! Exactness: a term is new in the run `(window_start, window_end]` when it has no event in
+//! `[history_start, window_start]`. The state covers every event with `covered_from < ts <=
+//! covered_to`; a run may use it only when `covered_to == window_start` (after folding in the
+//! events since the last run) and `covered_from < history_start`. Then "no event in the history"
+//! is exactly "no term in the state, or its `last_seen < history_start`", and the stateful query
+//! gives the stateless query's alerts. A run for an earlier window than the state covers runs
+//! stateless; a state written by another version of the rule's `-- @terms` SQL is rebuilt.
+//!
+//! Terms not seen since `history_start` are dropped from the state (they would be new again
+//! anyway), so it stays as small as the set of terms alive in one history window.
+//!
+//! Events that arrive after the state has passed their time are not in it: a term seen only in
+//! such a late event can alert once more (never an alert missed). The state files are written
+//! whole and the `state.json` that names them last, so a crash leaves the previous state.
+
+use crate::lake::Lake;
+use crate::query::ScanStats;
+use crate::rules::{alerts, parse_duration, Rule, RuleError, RunWindow};
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::prelude::{col, lit, SessionContext};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The table the `-- @stateful` SQL reads.
+pub const STATE_TABLE: &str = "terms_state";
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("state of rule {rule} at {path}: {msg} (delete the folder to rebuild it)")]
+    Store { rule: String, path: String, msg: String },
+}
+
+/// What `_state/<rule>/state.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateMeta {
+    pub rule_id: String,
+    /// SHA-256 of the rule's `-- @terms` SQL and fields: another definition means another state.
+    pub fingerprint: String,
+    /// Events with `covered_from < ts <= covered_to` are in the state (microseconds, UTC).
+    pub covered_from_us: i64,
+    pub covered_to_us: i64,
+    /// The Parquet file holding the terms, relative to the rule's state folder.
+    pub file: String,
+    pub terms: u64,
+    pub updated_at: String,
+}
+
+/// How a run used the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateUse {
+    /// The state already ended at the window's start.
+    Current,
+    /// Events since the last run were folded in.
+    Advanced,
+    /// No usable state: built from the history window.
+    Built,
+    /// The window is older than the state: ran without it.
+    Stateless,
+}
+
+/// A stateful run's outcome.
+#[derive(Debug, Clone)]
+pub struct StatefulRun {
+    pub result: alerts::RunResult,
+    pub used: StateUse,
+    pub terms: u64,
+}
+
+fn folder(rule: &Rule) -> String {
+    format!("_state/{}", rule.meta.id)
+}
+
+fn fingerprint(rule: &Rule) -> String {
+    let mut h = Sha256::new();
+    h.update(rule.terms_sql.as_deref().unwrap_or("").as_bytes());
+    for f in &rule.meta.new_terms_fields {
+        h.update([0x1f]);
+        h.update(f.as_bytes());
+    }
+    h.update([0x1f]);
+    h.update(rule.meta.timestamp_field.as_bytes());
+    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn serr(rule: &Rule, path: &str, msg: impl ToString) -> StateError {
+    StateError::Store { rule: rule.meta.id.clone(), path: path.into(), msg: msg.to_string() }
+}
+
+/// Reads the rule's state record, if there is one.
+pub async fn load_meta(lake: &Lake, rule: &Rule) -> Result<Option<StateMeta>, StateError> {
+    let p = StorePath::from(format!("{}/state.json", folder(rule)));
+    match lake.store.get(&p).await {
+        Ok(r) => {
+            let bytes = r.bytes().await.map_err(|e| serr(rule, p.as_ref(), e))?;
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| serr(rule, p.as_ref(), e))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(serr(rule, p.as_ref(), e)),
+    }
+}
+
+fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn at(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).expect("in range")
+}
+
+/// Runs a new_terms rule for one window with its first-seen state, bringing the state up to the
+/// window's start first. Rules without a `-- @terms` section run stateless.
+pub async fn run(
+    ctx: &SessionContext,
+    lake: &Lake,
+    rule: &Rule,
+    w: &RunWindow,
+    detected_at: chrono::DateTime<chrono::Utc>,
+) -> Result<StatefulRun, StateError> {
+    let (Some(_), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else {
+        let result = alerts::run(ctx, rule, w, detected_at).await?;
+        return Ok(StatefulRun { result, used: StateUse::Stateless, terms: 0 });
+    };
+    let history = parse_duration(rule.meta.history_window.as_deref().unwrap_or("0s"))?;
+    let hs = micros(w.end - history);
+    let ws = micros(w.start);
+    let fp = fingerprint(rule);
+    let previous = load_meta(lake, rule).await?;
+    let meta = previous.clone().filter(|m| m.fingerprint == fp);
+    let mut scan = ScanStats::default();
+    let (meta, used) = match meta {
+        Some(m) if m.covered_to_us > ws => {
+            let result = alerts::run(ctx, rule, w, detected_at).await?;
+            return Ok(StatefulRun { result, used: StateUse::Stateless, terms: m.terms });
+        }
+        Some(m) if m.covered_from_us < hs && m.covered_to_us == ws => (m, StateUse::Current),
+        // Folding in the events since the last run is cheaper than rebuilding while they are fewer
+        // than a history window.
+        Some(m) if m.covered_from_us < hs && m.covered_to_us >= hs => {
+            let (m, s) = fold(ctx, lake, rule, Some(&m), previous.as_ref(), m.covered_to_us, ws, hs, &fp).await?;
+            scan.add(s);
+            (m, StateUse::Advanced)
+        }
+        _ => {
+            let (m, s) = fold(ctx, lake, rule, None, previous.as_ref(), hs - 1, ws, hs, &fp).await?;
+            scan.add(s);
+            (m, StateUse::Built)
+        }
+    };
+    let terms = meta.terms;
+    let url = format!("{}{}/{}", lake.url, folder(rule), meta.file);
+    let state = ctx
+        .read_parquet(url, Default::default())
+        .await
+        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
+    // One session may run several stateful rules: the table is the current rule's for this run.
+    let _ = ctx.deregister_table(STATE_TABLE);
+    ctx.register_table(STATE_TABLE, state.into_view())
+        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
+    let df = rule.plan_section(ctx, stateful, w).await;
+    let rows = match df {
+        Ok(df) => alerts::collect_rows(rule, df).await,
+        Err(e) => Err(e),
+    };
+    let _ = ctx.deregister_table(STATE_TABLE);
+    let (rows, s) = rows?;
+    scan.add(s);
+    let result = alerts::finish(rule, rows, w, detected_at, scan);
+    Ok(StatefulRun { result, used, terms })
+}
+
+/// Folds the events of `(from, to]` into `old` (or into nothing), drops terms last seen before
+/// `keep_from`, writes the new state and then removes the `previous` state's file.
+#[allow(clippy::too_many_arguments)]
+async fn fold(
+    ctx: &SessionContext,
+    lake: &Lake,
+    rule: &Rule,
+    old: Option<&StateMeta>,
+    previous: Option<&StateMeta>,
+    from: i64,
+    to: i64,
+    keep_from: i64,
+    fp: &str,
+) -> Result<(StateMeta, ScanStats), StateError> {
+    let id = rule.meta.id.clone();
+    let q = |e| RuleError::Query { id: id.clone(), source: e };
+    let terms_sql = rule.terms_sql.as_deref().expect("checked by the caller");
+    let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
+    let ts = col(rule.meta.timestamp_field.as_str());
+    let new = rule
+        .plan_section(ctx, terms_sql, &RunWindow { start: at(from), end: at(to) })
+        .await?
+        .aggregate(fields.clone(), vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
+        .map_err(q)?;
+    let merged = match old {
+        Some(m) => {
+            let url = format!("{}{}/{}", lake.url, folder(rule), m.file);
+            let prev = ctx.read_parquet(url, Default::default()).await.map_err(q)?;
+            let mut cols = fields.clone();
+            cols.extend([col("first_seen"), col("last_seen")]);
+            prev.select(cols)
+                .map_err(q)?
+                .union(new)
+                .map_err(q)?
+                .aggregate(
+                    fields.clone(),
+                    vec![min(col("first_seen")).alias("first_seen"), max(col("last_seen")).alias("last_seen")],
+                )
+                .map_err(q)?
+        }
+        None => new,
+    };
+    let keep = datafusion::common::ScalarValue::TimestampMicrosecond(Some(keep_from), Some("UTC".into()));
+    let merged = merged
+        .filter(col("last_seen").gt_eq(lit(keep)))
+        .map_err(q)?
+        .sort(fields.iter().map(|f| f.clone().sort(true, false)).collect());
+    let merged = merged.map_err(q)?;
+    let (batches, scan) = crate::query::collect_with_stats(merged).await.map_err(q)?;
+    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let schema = batches.first().map(|b| b.schema());
+    let mut buf = Vec::new();
+    if let Some(schema) = schema {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| serr(rule, "terms", e))?;
+        for b in &batches {
+            w.write(b).map_err(|e| serr(rule, "terms", e))?;
+        }
+        w.close().map_err(|e| serr(rule, "terms", e))?;
+    } else {
+        // No batch at all: an empty file with the aggregate's schema.
+        let df = rule
+            .plan_section(ctx, terms_sql, &RunWindow { start: at(0), end: at(0) })
+            .await?
+            .aggregate(
+                fields,
+                vec![
+                    min(col(rule.meta.timestamp_field.as_str())).alias("first_seen"),
+                    max(col(rule.meta.timestamp_field.as_str())).alias("last_seen"),
+                ],
+            )
+            .map_err(q)?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).map_err(|e| serr(rule, "terms", e))?;
+        w.close().map_err(|e| serr(rule, "terms", e))?;
+    }
+    let file = format!("terms-{to}.parquet");
+    let dir = folder(rule);
+    let put = |name: String, bytes: Vec<u8>| {
+        let store = lake.store.clone();
+        let p = StorePath::from(format!("{dir}/{name}"));
+        async move { store.put(&p, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| serr(rule, p.as_ref(), e)) }
+    };
+    put(file.clone(), buf).await?;
+    let meta = StateMeta {
+        rule_id: rule.meta.id.clone(),
+        fingerprint: fp.to_string(),
+        covered_from_us: old.map(|m| m.covered_from_us).unwrap_or(from),
+        covered_to_us: to,
+        file: file.clone(),
+        terms: n as u64,
+        updated_at: chrono::Utc::now().to_rfc3339(),
+    };
+    put("state.json".into(), serde_json::to_vec_pretty(&meta).expect("serializable")).await?;
+    if let Some(m) = previous.filter(|m| m.file != file) {
+        let _ = lake.store.delete(&StorePath::from(format!("{dir}/{}", m.file))).await;
+    }
+    Ok((meta, scan))
+}
+
+/// Plans a rule's `-- @terms` and `-- @stateful` sections against the lake schema (no data).
+pub async fn lint(ctx: &SessionContext, rule: &Rule) -> Result<(), RuleError> {
+    let (Some(terms), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else { return Ok(()) };
+    let id = rule.meta.id.clone();
+    let q = |e| RuleError::Query { id: id.clone(), source: e };
+    let w = RunWindow { start: at(0), end: at(0) };
+    let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
+    let ts = col(rule.meta.timestamp_field.as_str());
+    let agg = rule
+        .plan_section(ctx, terms, &w)
+        .await?
+        .aggregate(fields, vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
+        .map_err(q)?;
+    let schema = agg.schema().as_arrow().clone();
+    let table = datafusion::datasource::MemTable::try_new(std::sync::Arc::new(schema), vec![vec![]]).map_err(q)?;
+    let _ = ctx.deregister_table(STATE_TABLE);
+    ctx.register_table(STATE_TABLE, std::sync::Arc::new(table)).map_err(q)?;
+    let res = async { rule.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(q) }.await;
+    let _ = ctx.deregister_table(STATE_TABLE);
+    res.map(|_| ())
+}
