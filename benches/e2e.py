@@ -20,11 +20,11 @@ WISP = os.path.join(TARGET, "release", "wisp")
 RULES = {
     # rule id: (key columns compared, how wisp runs it over 30 days)
     "sp_unusual_source_asn": (["service_principal_id", "source_asn", "id"], "backtest"),
-    "sp_rare_action_multiple_ips": (["action", "service_principal_name", "event_day"], "hunt"),
-    "sp_failed_signins": (["service_principal_name", "source_ip", "error_code"], "hunt"),
-    "sp_credential_added_after_signin": (["audit_id"], "hunt"),
-    "sp_risk_event_stacking": (["service_principal_id", "severity"], "hunt"),
-    "identity_signin_from_suspicious_source": (["source_ip"], "hunt"),
+    "sp_rare_action_multiple_ips": (["action", "service_principal_name", "event_day", "event_count", "ip_count"], "hunt"),
+    "sp_failed_signins": (["service_principal_name", "source_ip", "error_code", "attempts"], "hunt"),
+    "sp_credential_added_after_signin": (["audit_id", "prior_signins", "matched_by", "minutes_since_signin"], "hunt"),
+    "sp_risk_event_stacking": (["service_principal_id", "severity", "risk_event_count", "signin_count"], "hunt"),
+    "identity_signin_from_suspicious_source": (["source_ip", "event_count", "dataset_count"], "hunt"),
 }
 WINDOWS = {  # the rule's own window (lookback), as in its header
     "sp_unusual_source_asn": dt.timedelta(minutes=65),
@@ -56,20 +56,23 @@ def ensure_duckdb():
 
 
 LAST_QUERY_S = [0.0]
+LAST_SCAN = [(0, 0.0)]  # rows and MB wisp read, from its stderr
 TIMEOUT_S = 180
 
 
-def timed(cmd, **kw):
+def timed(cmd, timeout=TIMEOUT_S, **kw):
     """Runs a command; returns (seconds, max RSS in MiB, stdout). The query time wisp reports on
     stderr ("… in 1.234s": planning and execution, without process start and session open) is
     left in LAST_QUERY_S."""
     t0 = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, timeout=TIMEOUT_S, **kw)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, timeout=timeout, **kw)
     secs = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
     rss_kb = int(p.stderr.strip().splitlines()[-1])
     LAST_QUERY_S[0] = sum(float(x) for x in re.findall(r" in ([0-9.]+)s$", p.stderr, re.M))
+    scans = re.findall(r"read ([0-9]+) rows, ([0-9.]+) MB", p.stderr)
+    LAST_SCAN[0] = (sum(int(r) for r, _ in scans), round(sum(float(m) for _, m in scans), 1))
     return secs, rss_kb / 1024, p.stdout
 
 
@@ -158,7 +161,7 @@ def main():
         ilake = os.path.join(work, "ingest-lake")
         shutil.rmtree(ilake, ignore_errors=True)
         secs, rss, _ = timed([WISP, "ingest", "--no-progress", "--lake", ilake, "--asn-db", os.path.join(raw, "asn.csv"),
-                              "--summary-json", os.path.join(work, "ingest.json"), os.path.join(raw, "raw")])
+                              "--summary-json", os.path.join(work, "ingest.json"), os.path.join(raw, "raw")], timeout=None)
         summ = json.load(open(os.path.join(work, "ingest.json")))
         res["ingest"] = {"bytes": size, "records": summ["read"], "seconds": round(secs, 2), "mb_per_s": round(size / 1e6 / secs, 1),
                          "records_per_s": round(summ["read"] / secs), "max_rss_mib": round(rss)}
@@ -170,7 +173,7 @@ def main():
     if not a.skip_gen:
         shutil.rmtree(gdir, ignore_errors=True)
         log(f"generating the {a.profile} lake ({a.days} days)")
-        secs, rss, _ = timed([WISP, "gen", "--profile", a.profile, "--days", str(a.days), "--as", "lake", "--no-progress", "--out", gdir])
+        secs, rss, _ = timed([WISP, "gen", "--profile", a.profile, "--days", str(a.days), "--as", "lake", "--no-progress", "--out", gdir], timeout=None)
         res["gen"] = {"seconds": round(secs, 1), "max_rss_mib": round(rss)}
     res["lake_bytes"] = sum(os.path.getsize(f) for f in glob.glob(os.path.join(lake, "**", "*.parquet"), recursive=True))
     con = duck_connect(duckdb, lake)
@@ -231,32 +234,52 @@ def main():
             drows = {tuple(norm(row[cols.index(k)]) for k in keys) for row in got}
             equal = wrows == drows
             r[label] = {"wisp_s": round(best, 3), "wisp_query_s": round(qbest, 3), "duckdb_s": round(dbest, 3),
-                        "ratio": round(qbest / dbest, 2), "rows": len(wrows), "equal": equal, "wisp_max_rss_mib": round(rss)}
+                        "ratio": round(qbest / dbest, 2), "rows": len(wrows), "equal": equal, "wisp_max_rss_mib": round(rss),
+                        "wisp_rows_read": LAST_SCAN[0][0], "wisp_mb_read": LAST_SCAN[0][1]}
             if not equal:
                 r[label]["only_wisp"] = sorted(wrows - drows)[:5]
                 r[label]["only_duckdb"] = sorted(drows - wrows)[:5]
             log(rule, label, r[label])
         res["rules"][rule] = r
 
-    # 3. An hourly scheduled run of all detections (stateless).
-    best, rss = None, 0
-    for _ in range(a.repeat):
-        s, m, _ = timed([WISP, "detect", "--at", iso(T), "--lake", lake, "--format", "jsonl", "-o", "/dev/null"])
-        best = s if best is None else min(best, s)
-        rss = max(rss, m)
-    res["hourly"] = {"seconds": round(best, 3), "query_seconds": round(LAST_QUERY_S[0], 3), "max_rss_mib": round(rss)}
-    log("hourly run of all rules:", res["hourly"])
+    # 3. An hourly scheduled run of all detections: stateless, then with first-seen state (built by
+    # the run an hour earlier; each timed run starts from that state, so it folds in one hour).
+    def hourly(extra):
+        best, qbest, rss, scan = None, None, 0, None
+        for _ in range(a.repeat):
+            if extra:
+                shutil.rmtree(os.path.join(lake, "_state"), ignore_errors=True)
+                shutil.copytree(os.path.join(work, "state-prev"), os.path.join(lake, "_state"))
+            s, m, _ = timed([WISP, "detect", "--at", iso(T), "--lake", lake, "--format", "jsonl", "-o", "/dev/null"] + extra)
+            if best is None or s < best:
+                best, scan = s, LAST_SCAN[0]
+            qbest = LAST_QUERY_S[0] if qbest is None else min(qbest, LAST_QUERY_S[0])
+            rss = max(rss, m)
+        return {"seconds": round(best, 3), "query_seconds": round(qbest, 3), "max_rss_mib": round(rss),
+                "rows_read": scan[0], "mb_read": scan[1]}
+    res["hourly"] = hourly([])
+    log("hourly run of all rules, stateless:", res["hourly"])
+    shutil.rmtree(os.path.join(lake, "_state"), ignore_errors=True)
+    s, m, _ = timed([WISP, "detect", "--at", iso(T - dt.timedelta(hours=1)), "--state", "--lake", lake, "--format", "jsonl", "-o", "/dev/null"])
+    res["hourly_state_build"] = {"seconds": round(s, 3), "max_rss_mib": round(m), "rows_read": LAST_SCAN[0][0], "mb_read": LAST_SCAN[0][1]}
+    shutil.rmtree(os.path.join(work, "state-prev"), ignore_errors=True)
+    shutil.copytree(os.path.join(lake, "_state"), os.path.join(work, "state-prev"))
+    res["hourly_state"] = hourly(["--state"])
+    shutil.rmtree(os.path.join(lake, "_state"), ignore_errors=True)
+    log("hourly run of all rules, first-seen state:", res["hourly_state"], "(state built in", res["hourly_state_build"], ")")
 
     os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
     path = os.path.join(ROOT, "benches", "results", f"{a.profile}.json")
     json.dump(res, open(path, "w"), indent=2, default=str)
-    print("| detection | window | wisp query s | DuckDB query s | wisp/DuckDB | wisp process s | wisp max RSS MiB | rows | equal |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| detection | window | wisp query s | DuckDB query s | wisp/DuckDB | wisp process s | wisp max RSS MiB | wisp rows read | wisp MB read | rows | equal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rule, r in res["rules"].items():
         for label, x in r.items():
             eq = "timed out" if x["equal"] is None else ("yes" if x["equal"] else "NO")
-            print(f"| {rule} | {label} | {x['wisp_query_s']} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} | {x['rows']} | {eq} |")
-    print(f"\ningest: {res['ingest']}\nhourly: {res['hourly']}\nresults in {path}")
+            print(f"| {rule} | {label} | {x['wisp_query_s']} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} "
+                  f"| {x.get('wisp_rows_read', '-')} | {x.get('wisp_mb_read', '-')} | {x['rows']} | {eq} |")
+    print(f"\ningest: {res['ingest']}\nhourly, stateless: {res['hourly']}\nhourly, first-seen state: {res['hourly_state']}"
+          f" (built in {res['hourly_state_build']})\nresults in {path}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ rule; a NULL AS organization is not excluded."""
 tactics = ["TA0001 Initial Access", "TA0005 Defense Evasion"]
 techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
 */
+-- A pair alerts when its earliest candidate in [T-10d, T] is after T-65m. One aggregation over
+-- the history finds those pairs (no sort of 10 days of sign-ins); only the window's rows of the
+-- new pairs are ranked to report each pair's oldest row.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id
@@ -46,22 +49,32 @@ WITH candidates AS (
       AND ts >= $history_start AND ts <= $window_end
       AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
-ranked AS (
-    SELECT *,
-           min(ts) OVER (PARTITION BY service_principal_id, source_asn) AS first_seen,
-           row_number() OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS rn
+new_pairs AS (
+    SELECT service_principal_id, source_asn
     FROM candidates
+    GROUP BY service_principal_id, source_asn
+    HAVING min(ts) > $window_start
+),
+ranked AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.ts, c.id) AS rn
+    FROM candidates c
+    JOIN new_pairs n ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+    WHERE c.ts > $window_start
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
        resource_display_name, credential_key_id
 FROM ranked
-WHERE rn = 1 AND first_seen > $window_start
+WHERE rn = 1
 
 -- @backtest
 -- Every hourly run in [$range_start, $range_end] in one pass (no replay of each run). A row alerts
 -- in run T (on the interval grid) when T-65m < ts <= T and the pair's previous occurrence is older
 -- than T-10d (or there is none): then it is the oldest row of a pair first seen after T-65m. The
 -- first such run is the one that reports it, exactly as replaying the runs one by one would.
+-- Only the first row of a pair in each clock hour can alert (any later row's previous occurrence
+-- is less than an hour old, and 10 days exceed an hour plus the 65-minute look-back), so the pairs
+-- are aggregated per hour first and the previous occurrence is the previous hour-bucket's last
+-- sighting: the ordered window runs over buckets, not over every sign-in.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id
@@ -77,10 +90,15 @@ WITH candidates AS (
       AND day >= to_char($range_start - INTERVAL '10 days' - INTERVAL '65 minutes', '%Y-%m-%d')
       AND day <= to_char($range_end, '%Y-%m-%d')
 ),
-lagged AS (
-    SELECT *, CAST(ts AS BIGINT) AS ts_us,
-           CAST(lag(ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS BIGINT) AS prev_us
+buckets AS (
+    SELECT service_principal_id, source_asn, date_trunc('hour', ts) AS hour, min(ts) AS first_ts, max(ts) AS last_ts
     FROM candidates
+    GROUP BY service_principal_id, source_asn, date_trunc('hour', ts)
+),
+lagged AS (
+    SELECT *, CAST(first_ts AS BIGINT) AS ts_us,
+           CAST(lag(last_ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY hour) AS BIGINT) AS prev_us
+    FROM buckets
 ),
 bounds AS (
     SELECT *,
@@ -89,12 +107,23 @@ bounds AS (
     FROM lagged
 ),
 runs AS (
-    SELECT *, ((lo_us + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us FROM bounds
+    SELECT service_principal_id, source_asn, first_ts,
+           ((lo_us + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us, hi_us
+    FROM bounds
+),
+alerting AS (
+    SELECT service_principal_id, source_asn, first_ts, run_end_us FROM runs WHERE run_end_us <= hi_us
+),
+firsts AS (
+    -- The alerting bucket's first row (ties in time: the smallest id, as ORDER BY ts, id).
+    SELECT c.*, a.run_end_us, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn, c.ts ORDER BY c.id) AS rn
+    FROM candidates c
+    JOIN alerting a ON c.service_principal_id = a.service_principal_id AND c.source_asn = a.source_asn AND c.ts = a.first_ts
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
        resource_display_name, credential_key_id, run_end_us
-FROM runs
-WHERE run_end_us <= hi_us
+FROM firsts
+WHERE rn = 1
 
 -- @terms
 -- First-seen state: the pairs (and their times) of the candidate sign-ins with

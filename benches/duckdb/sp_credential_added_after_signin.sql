@@ -1,5 +1,8 @@
+-- DuckDB twin of sql/sp_credential_added_after_signin.sql (same outputs). DuckDB's planner needs
+-- no day-keyed join: its range joins and hash tables take the plain form.
 WITH changes AS (
-    SELECT ts, id AS audit_id, target_id, target_name, target_type, additional_details
+    SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+           source_ip AS change_ip, target_id, target_name, target_type, additional_details
     FROM audit
     WHERE lower(result) = 'success'
       AND trim(operation_name) IN ('Add service principal credentials', 'Update application',
@@ -11,14 +14,35 @@ change_app AS (
 ),
 c AS (SELECT changes.*, change_app.target_app_id FROM changes LEFT JOIN change_app USING (audit_id)),
 s AS (
-    SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id
+    SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id, source_ip AS signin_ip
     FROM signins WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND ts >= $window_start - INTERVAL 3 DAY AND ts <= $window_end
       AND day >= strftime($window_start - INTERVAL 3 DAY, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
 matched AS (
-    SELECT c.*, s.* FROM c JOIN s ON s.service_principal_id = c.target_id WHERE c.target_type = 'ServicePrincipal'
-    UNION ALL SELECT c.*, s.* FROM c JOIN s ON s.app_id = c.target_app_id WHERE c.target_type = 'Application'
-    UNION ALL SELECT c.*, s.* FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name) WHERE c.target_type = 'Application' AND c.target_app_id IS NULL
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
+    FROM c JOIN s ON s.service_principal_id = c.target_id WHERE c.target_type = 'ServicePrincipal'
+    UNION ALL
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    FROM c JOIN s ON s.app_id = c.target_app_id WHERE c.target_type = 'Application'
+    UNION ALL
+    SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    FROM c JOIN s ON lower(s.service_principal_name) = lower(c.target_name) WHERE c.target_type = 'Application' AND c.target_app_id IS NULL
+),
+prior AS (
+    SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
+           last(signin_ip ORDER BY signin_ts, signin_ip) AS source_ip,
+           last(service_principal_id ORDER BY signin_ts, signin_ip) AS service_principal_id,
+           last(service_principal_name ORDER BY signin_ts, signin_ip) AS service_principal_name,
+           last(app_id ORDER BY signin_ts, signin_ip) AS app_id,
+           min(matched_by) AS matched_by
+    FROM matched
+    WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL 3 DAY
+    GROUP BY audit_id
 )
-SELECT DISTINCT audit_id FROM matched WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL 3 DAY
+SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_by_upn, c.initiated_by_app_name,
+       c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
+       prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
+       prior.last_signin, prior.prior_signins, prior.matched_by,
+       (epoch_us(c.ts) - epoch_us(prior.last_signin)) // 60000000 AS minutes_since_signin
+FROM prior JOIN c ON prior.audit_id = c.audit_id

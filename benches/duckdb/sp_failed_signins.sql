@@ -1,4 +1,21 @@
-SELECT service_principal_name, source_ip, error_code, count(*) AS attempts
+-- DuckDB twin of sql/sp_failed_signins.sql (same outputs).
+SELECT min(ts) AS ts, min(ts) AS first_seen, max(ts) AS last_seen, service_principal_name,
+       min(service_principal_id) AS service_principal_id, min(app_id) AS app_id, source_ip, error_code,
+       CASE error_code
+           WHEN 7000215 THEN 'Invalid client secret provided'
+           WHEN 7000222 THEN 'The provided client secret keys are expired'
+           WHEN 700027 THEN 'Client assertion failed signature validation (invalid certificate)'
+           WHEN 700016 THEN 'Application not found in the directory'
+           WHEN 7000112 THEN 'Application is disabled'
+           WHEN 700024 THEN 'Client assertion is not within its valid time range'
+           WHEN 7000012 THEN 'Application has been disabled or deleted (service principal disabled)'
+           WHEN 50053 THEN 'Account is locked'
+           WHEN 53003 THEN 'Access blocked by Conditional Access'
+           WHEN 700082 THEN 'The refresh token has expired due to inactivity'
+           ELSE coalesce(min(failure_reason), 'Unknown error')
+       END AS error_meaning,
+       count(*) AS attempts,
+       array_to_string(list_sort(list_distinct(list(resource_display_name))), ', ') AS resources
 FROM signins
 WHERE category = 'ServicePrincipalSignInLogs' AND error_code <> 0
   AND ts >= $window_start AND ts <= $window_end

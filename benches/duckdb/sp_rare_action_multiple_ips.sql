@@ -20,9 +20,13 @@ WITH activity AS (
       AND ts >= $window_start AND ts <= $window_end AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
 per_ip AS (
-    SELECT action, service_principal_name, date_trunc('day', ts) AS event_day, source_ip, count(*) AS n
-    FROM activity GROUP BY ALL
+    SELECT action, service_principal_name, date_trunc('day', ts) AS event_day, source_ip, count(*) AS n, min(ts) AS first_ts,
+           list(DISTINCT dataset) AS datasets, list(DISTINCT service_principal_id) AS sp_ids
+    FROM activity GROUP BY action, service_principal_name, date_trunc('day', ts), source_ip
 )
-SELECT action, service_principal_name, CAST(event_day AS DATE) AS event_day, sum(n) AS event_count, count(*) AS ip_count
+-- The same outputs as wisp's rule (first time, the sorted IPs, datasets and principal ids).
+SELECT min(first_ts) AS ts, action, service_principal_name, CAST(event_day AS DATE) AS event_day, sum(n) AS event_count,
+       count(*) AS ip_count, list_sort(list(source_ip)) AS source_ips, list_sort(list_distinct(flatten(list(datasets)))) AS datasets,
+       list_sort(list_distinct(flatten(list(sp_ids)))) AS service_principal_ids
 FROM per_ip GROUP BY action, service_principal_name, event_day
 HAVING sum(n) <= 5 AND count(*) >= 2

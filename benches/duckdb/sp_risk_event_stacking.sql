@@ -1,25 +1,38 @@
+-- DuckDB twin of sql/sp_risk_event_stacking.sql (same outputs; the latest version of each risk event).
 WITH latest AS (
     SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY id, service_principal_id ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn FROM sp_risk_events) WHERE rn = 1
 ),
 risk AS (
-    SELECT * FROM latest WHERE ts >= $window_start AND ts <= $window_end
+    SELECT ts, service_principal_id, service_principal_name, app_id, risk_event_type, risk_level FROM latest
+    WHERE ts >= $window_start AND ts <= $window_end
       AND (lower(risk_level) IN ('high', 'medium') OR risk_event_type IN ('anomalousToken', 'investigationsThreatIntelligence', 'maliciousIPAddress', 'suspiciousAPITraffic'))
 ),
 per_sp AS (
-    SELECT service_principal_id, count(DISTINCT risk_event_type) AS distinct_types,
-           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken') THEN 1 ELSE 0 END) AS high_sev
+    SELECT service_principal_id, max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
+           count(*) AS risk_event_count, count(DISTINCT risk_event_type) AS distinct_types,
+           list_sort(list(DISTINCT risk_event_type)) AS risk_types,
+           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken') THEN 1 ELSE 0 END) AS high_sev,
+           sum(CASE WHEN lower(risk_level) = 'high' THEN 1 ELSE 0 END) AS high_level_count,
+           min(ts) AS first_detection, max(ts) AS last_detection
     FROM risk GROUP BY service_principal_id
 ),
 stacked AS (SELECT * FROM per_sp WHERE distinct_types >= 2 OR high_sev >= 1),
 si AS (
-    SELECT service_principal_id, count(*) AS signin_count FROM signins
+    SELECT service_principal_id, count(*) AS signin_count, sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS successful_signins,
+           count(DISTINCT source_ip) AS distinct_ips,
+           list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips,
+           list_sort(list(DISTINCT country) FILTER (WHERE country IS NOT NULL)) AS countries,
+           list_sort(list(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL)) AS resources
+    FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND ts >= $window_start AND ts <= $window_end
       AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
       AND service_principal_id IN (SELECT service_principal_id FROM stacked)
       -- the benchmark runs with an empty NetworkAllowlist: every sign-in counts
     GROUP BY service_principal_id
 )
-SELECT stacked.service_principal_id,
+SELECT first_detection AS ts, stacked.*, coalesce(signin_count, 0) AS signin_count, coalesce(successful_signins, 0) AS successful_signins,
+       coalesce(distinct_ips, 0) AS distinct_ips, source_ips, countries, resources,
        CASE WHEN high_sev >= 1 AND coalesce(signin_count, 0) > 0 THEN 'Critical' WHEN high_sev >= 1 THEN 'High'
             WHEN distinct_types >= 3 THEN 'High' WHEN distinct_types >= 2 AND coalesce(signin_count, 0) > 0 THEN 'High' ELSE 'Medium' END AS severity
 FROM stacked LEFT JOIN si USING (service_principal_id)
+ORDER BY first_detection

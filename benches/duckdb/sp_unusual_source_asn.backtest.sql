@@ -1,6 +1,8 @@
--- DuckDB twin of the one-pass backtest of sp_unusual_source_asn over [$range_start, $range_end].
+-- DuckDB twin of the one-pass backtest of sp_unusual_source_asn over [$range_start, $range_end]:
+-- the same formulation (hour buckets) and outputs.
 WITH candidates AS (
-    SELECT ts, id, service_principal_id, source_asn
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND service_principal_id IS NOT NULL AND source_asn IS NOT NULL
@@ -9,16 +11,29 @@ WITH candidates AS (
       AND ts >= $range_start - INTERVAL 10 DAY - INTERVAL 65 MINUTE AND ts <= $range_end
       AND day >= strftime($range_start - INTERVAL 10 DAY - INTERVAL 65 MINUTE, '%Y-%m-%d') AND day <= strftime($range_end, '%Y-%m-%d')
 ),
+buckets AS (
+    SELECT service_principal_id, source_asn, date_trunc('hour', ts) AS hour, min(ts) AS first_ts, max(ts) AS last_ts
+    FROM candidates GROUP BY service_principal_id, source_asn, date_trunc('hour', ts)
+),
 lagged AS (
-    SELECT *, epoch_us(ts) AS ts_us,
-           epoch_us(lag(ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id)) AS prev_us
-    FROM candidates
+    SELECT *, epoch_us(first_ts) AS ts_us,
+           epoch_us(lag(last_ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY hour)) AS prev_us
+    FROM buckets
 ),
 bounds AS (
     SELECT *, greatest(ts_us, coalesce(prev_us + $history_us + 1, ts_us), epoch_us($range_start)) AS lo_us,
               least(ts_us + $lookback_us - 1, epoch_us($range_end)) AS hi_us
     FROM lagged
+),
+alerting AS (
+    SELECT service_principal_id, source_asn, first_ts, run_end_us FROM (
+        SELECT *, ((lo_us + $interval_us - 1) // $interval_us) * $interval_us AS run_end_us FROM bounds
+    ) WHERE run_end_us <= hi_us
+),
+firsts AS (
+    SELECT c.*, a.run_end_us, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn, c.ts ORDER BY c.id) AS rn
+    FROM candidates c JOIN alerting a ON c.service_principal_id = a.service_principal_id AND c.source_asn = a.source_asn AND c.ts = a.first_ts
 )
-SELECT service_principal_id, source_asn, id FROM (
-    SELECT *, ((lo_us + $interval_us - 1) // $interval_us) * $interval_us AS run_end_us FROM bounds
-) WHERE run_end_us <= hi_us
+SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id, run_end_us
+FROM firsts WHERE rn = 1

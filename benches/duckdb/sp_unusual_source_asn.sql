@@ -1,6 +1,7 @@
--- DuckDB twin of sql/sp_unusual_source_asn.sql (one scheduled run ending at $window_end).
+-- DuckDB twin of sql/sp_unusual_source_asn.sql: the same formulation and outputs.
 WITH candidates AS (
-    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND service_principal_id IS NOT NULL AND source_asn IS NOT NULL
@@ -9,9 +10,14 @@ WITH candidates AS (
       AND ts >= $history_start AND ts <= $window_end
       AND day >= strftime($history_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
+new_pairs AS (
+    SELECT service_principal_id, source_asn FROM candidates GROUP BY service_principal_id, source_asn HAVING min(ts) > $window_start
+),
 ranked AS (
-    SELECT *, min(ts) OVER (PARTITION BY service_principal_id, source_asn) AS first_seen,
-           row_number() OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS rn
-    FROM candidates
+    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.ts, c.id) AS rn
+    FROM candidates c JOIN new_pairs n ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+    WHERE c.ts > $window_start
 )
-SELECT service_principal_id, source_asn, id FROM ranked WHERE rn = 1 AND first_seen > $window_start
+SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id
+FROM ranked WHERE rn = 1
