@@ -48,9 +48,10 @@ def ensure_duckdb():
     try:
         import duckdb  # noqa: F401
         import duckdb_ext  # noqa: F401
+        import pytz  # noqa: F401  (DuckDB needs it to return TIMESTAMPTZ values)
     except ImportError:
-        log("installing duckdb==1.4.4 and duckdb-ext-inet from PyPI")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb==1.4.4", "duckdb-ext-inet==1.4.4.*"])
+        log("installing duckdb==1.4.4, duckdb-ext-inet and pytz from PyPI")
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb==1.4.4", "duckdb-ext-inet==1.4.4.*", "pytz"])
     import duckdb
     return duckdb
 

@@ -52,7 +52,7 @@ c AS (
     FROM changes LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
 ),
 s AS (
-    SELECT ts AS signin_ts, date_trunc('day', ts) AS signin_day, service_principal_id, service_principal_name, app_id,
+    SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
            source_ip AS signin_ip
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
@@ -60,11 +60,13 @@ s AS (
       AND day >= to_char($window_start - INTERVAL '3 days', '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 -- Each change against the four UTC days its 3-day look-back can touch: joining on the day too
--- keeps a long window from pairing every change with every sign-in of its principal.
+-- keeps a long window from pairing every change with every sign-in of its principal. The day is
+-- the sign-ins' `day` partition value (the UTC date of ts), so the join's dynamic filter on the
+-- sign-in scan compares a per-file constant instead of truncating every row's timestamp.
 cd AS (
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
-           unnest(make_array(date_trunc('day', ts), date_trunc('day', ts) - INTERVAL '1 day',
-                             date_trunc('day', ts) - INTERVAL '2 days', date_trunc('day', ts) - INTERVAL '3 days')) AS d
+           unnest(make_array(to_char(ts, '%Y-%m-%d'), to_char(ts - INTERVAL '1 day', '%Y-%m-%d'),
+                             to_char(ts - INTERVAL '2 days', '%Y-%m-%d'), to_char(ts - INTERVAL '3 days', '%Y-%m-%d'))) AS d
     FROM c
 ),
 matched AS (

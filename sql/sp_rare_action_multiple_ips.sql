@@ -29,7 +29,7 @@ tactics = ["TA0001 Initial Access", "TA0007 Discovery"]
 techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
 */
 WITH activity AS (
-    SELECT ts, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
+    SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
            coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
            service_principal_id, source_ip
     FROM signins
@@ -37,7 +37,7 @@ WITH activity AS (
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, 'azure.auditlogs', operation_name,
+    SELECT ts, day, 'azure.auditlogs', operation_name,
            coalesce(initiated_by_sp_name, initiated_by_app_name, initiated_by_sp_id),
            initiated_by_sp_id, source_ip
     FROM audit
@@ -45,7 +45,7 @@ WITH activity AS (
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, 'azure.graphactivitylogs',
+    SELECT ts, day, 'azure.graphactivitylogs',
            request_method || ' ' || regexp_replace(
                regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
                '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|/[0-9]+(/|$)', '{id}', 'g'),
@@ -55,19 +55,28 @@ WITH activity AS (
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
+    SELECT ts, day, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
     FROM o365_audit
     WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
+per_source AS (
+    -- First a plain aggregation (no per-group lists) down to one row per source: the lists are
+    -- built from its far fewer rows. `day` (the partition value) is the UTC date of ts, so
+    -- grouping on it needs no per-row truncation.
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id,
+           count(*) AS n, min(ts) AS first_ts
+    FROM activity
+    GROUP BY action, service_principal_name, day, source_ip, dataset, service_principal_id
+),
 per_ip AS (
     -- Two-level aggregation: distinct IPs counted as rows, which the memory pool bounds.
-    SELECT action, service_principal_name, date_trunc('day', ts) AS event_day, source_ip,
-           count(*) AS n, min(ts) AS first_ts,
-           array_agg(DISTINCT dataset) AS datasets, array_agg(DISTINCT service_principal_id) AS sp_ids
-    FROM activity
-    GROUP BY action, service_principal_name, date_trunc('day', ts), source_ip
+    SELECT action, service_principal_name, day AS event_day, source_ip,
+           sum(n) AS n, min(first_ts) AS first_ts,
+           array_agg(dataset) AS datasets, array_agg(service_principal_id) AS sp_ids
+    FROM per_source
+    GROUP BY action, service_principal_name, day, source_ip
 )
 SELECT min(first_ts) AS ts, action, service_principal_name, CAST(event_day AS DATE) AS event_day,
        sum(n) AS event_count, count(*) AS ip_count,

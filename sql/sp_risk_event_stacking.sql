@@ -47,19 +47,27 @@ per_sp AS (
 stacked AS (
     SELECT * FROM per_sp WHERE distinct_types >= 2 OR high_severity_type_count >= 1
 ),
-si AS (
-    SELECT service_principal_id, count(*) AS signin_count,
-           sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS successful_signins,
-           count(DISTINCT source_ip) AS distinct_ips,
-           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips,
-           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL)) AS countries,
-           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL)) AS resources
+si_pre AS (
+    -- A plain aggregation per (principal, address, country, resource) first; the distinct lists
+    -- are built from its far fewer rows.
+    SELECT service_principal_id, source_ip, country, resource_display_name, count(*) AS n,
+           sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS ok
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
       AND service_principal_id IN (SELECT service_principal_id FROM stacked)
       AND NOT coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
+    GROUP BY service_principal_id, source_ip, country, resource_display_name
+),
+si AS (
+    SELECT service_principal_id, sum(n) AS signin_count,
+           sum(ok) AS successful_signins,
+           count(DISTINCT source_ip) AS distinct_ips,
+           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips,
+           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL)) AS countries,
+           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL)) AS resources
+    FROM si_pre
     GROUP BY service_principal_id
 )
 SELECT first_detection AS ts, stacked.*,

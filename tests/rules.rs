@@ -397,7 +397,7 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
     let res = rules::lint(&c0, &[Rule::parse("x.sql", &bad_state).unwrap()]).await;
     let e = res[0].1.as_ref().unwrap_err().to_string();
     assert!(e.contains("last_sen"), "{e}");
-    let typo = good.replace("count(*) AS attempts", "count(*) AS attempts, source_ipp");
+    let typo = good.replace("sum(n) AS attempts", "sum(n) AS attempts, source_ipp");
     let r = Rule::parse("typo.sql", &typo).unwrap();
     let lake = tmp("lint");
     let c = ctx(&lake).await;
@@ -408,7 +408,8 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
         assert!(res.is_ok(), "{id}: {res:?}");
     }
     // Rule SQL runs read-only.
-    let ddl = good.replace("SELECT min(ts) AS ts,", "CREATE TABLE x AS SELECT min(ts) AS ts,");
+    let ddl = good.replace("WITH per_resource AS", "CREATE TABLE x AS WITH per_resource AS");
+    assert_ne!(ddl, good);
     let r = Rule::parse("ddl.sql", &ddl).unwrap();
     let w = alerts::RunWindow { start: detected(), end: detected() };
     assert!(r.plan(&c, &w).await.is_err());

@@ -1,5 +1,14 @@
--- DuckDB twin of sql/sp_failed_signins.sql (same outputs).
-SELECT min(ts) AS ts, min(ts) AS first_seen, max(ts) AS last_seen, service_principal_name,
+-- DuckDB twin of sql/sp_failed_signins.sql (same formulation and outputs).
+WITH per_resource AS (
+    SELECT service_principal_name, source_ip, error_code, resource_display_name, min(ts) AS first_ts, max(ts) AS last_ts,
+           count(*) AS n, min(service_principal_id) AS service_principal_id, min(app_id) AS app_id, min(failure_reason) AS failure_reason
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND error_code <> 0
+      AND ts >= $window_start AND ts <= $window_end
+      AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
+    GROUP BY service_principal_name, source_ip, error_code, resource_display_name
+)
+SELECT min(first_ts) AS ts, min(first_ts) AS first_seen, max(last_ts) AS last_seen, service_principal_name,
        min(service_principal_id) AS service_principal_id, min(app_id) AS app_id, source_ip, error_code,
        CASE error_code
            WHEN 7000215 THEN 'Invalid client secret provided'
@@ -14,11 +23,8 @@ SELECT min(ts) AS ts, min(ts) AS first_seen, max(ts) AS last_seen, service_princ
            WHEN 700082 THEN 'The refresh token has expired due to inactivity'
            ELSE coalesce(min(failure_reason), 'Unknown error')
        END AS error_meaning,
-       count(*) AS attempts,
+       sum(n) AS attempts,
        array_to_string(list_sort(list_distinct(list(resource_display_name))), ', ') AS resources
-FROM signins
-WHERE category = 'ServicePrincipalSignInLogs' AND error_code <> 0
-  AND ts >= $window_start AND ts <= $window_end
-  AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
+FROM per_resource
 GROUP BY service_principal_name, source_ip, error_code
-HAVING count(*) >= 1
+HAVING sum(n) >= 1
