@@ -10,7 +10,7 @@ severity = "high"
 risk_score = 73
 interval = "1h"
 lookback = "1h"
-tables = ["sp_risk_events_latest", "signins"]
+tables = ["sp_risk_events", "signins"]
 alert_key = ["service_principal_id", "first_detection", "last_detection"]
 false_positives = ["Risk detections re-evaluated in bulk by Microsoft (check risk_state)."]
 references = ["https://learn.microsoft.com/en-us/entra/id-protection/concept-workload-identity-risk"]
@@ -26,9 +26,27 @@ high-severity type; High = 3+ distinct types; High = 2+ types with active sign-i
 tactics = ["TA0001 Initial Access", "TA0006 Credential Access"]
 techniques = ["T1078.004 Valid Accounts: Cloud Accounts", "T1528 Steal Application Access Token"]
 */
-WITH risk AS (
+-- The latest version of each risk event (as the view sp_risk_events_latest), ranked only for
+-- the events with a version in the window: an event's latest version can be in the window only
+-- if some version is, and every version of those events is ranked, so the result is the view's.
+WITH in_window AS (
+    SELECT DISTINCT id, service_principal_id
+    FROM sp_risk_events
+    WHERE ts >= $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+latest AS (
+    SELECT * FROM (
+        SELECT r.ts, r.service_principal_id, r.service_principal_name, r.app_id, r.risk_event_type, r.risk_level,
+               row_number() OVER (PARTITION BY r.id, r.service_principal_id
+                                  ORDER BY r.last_updated DESC NULLS LAST, r.ts DESC) AS rn
+        FROM sp_risk_events r
+        JOIN in_window w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id
+    ) WHERE rn = 1
+),
+risk AS (
     SELECT ts, service_principal_id, service_principal_name, app_id, risk_event_type, risk_level
-    FROM sp_risk_events_latest
+    FROM latest
     WHERE ts >= $window_start AND ts <= $window_end
       AND (lower(risk_level) IN ('high', 'medium')
            OR risk_event_type IN ('anomalousToken', 'investigationsThreatIntelligence', 'maliciousIPAddress', 'suspiciousAPITraffic'))
@@ -49,24 +67,26 @@ stacked AS (
 ),
 si_pre AS (
     -- A plain aggregation per (principal, address, country, resource) first; the distinct lists
-    -- are built from its far fewer rows.
-    SELECT service_principal_id, source_ip, country, resource_display_name, count(*) AS n,
+    -- are built from its far fewer rows. The allowlist is looked up per group after the join
+    -- with the stacked principals, not for every sign-in of the window.
+    SELECT service_principal_id, source_ip, country, resource_display_name,
+           coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false) AS allowlisted, count(*) AS n,
            sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS ok
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
       AND service_principal_id IN (SELECT service_principal_id FROM stacked)
-      AND NOT coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
-    GROUP BY service_principal_id, source_ip, country, resource_display_name
+    GROUP BY service_principal_id, source_ip, country, resource_display_name,
+             coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
 ),
 si AS (
-    SELECT service_principal_id, sum(n) AS signin_count,
-           sum(ok) AS successful_signins,
-           count(DISTINCT source_ip) AS distinct_ips,
-           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips,
-           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL)) AS countries,
-           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL)) AS resources
+    SELECT service_principal_id, sum(n) FILTER (WHERE NOT allowlisted) AS signin_count,
+           sum(ok) FILTER (WHERE NOT allowlisted) AS successful_signins,
+           count(DISTINCT source_ip) FILTER (WHERE NOT allowlisted) AS distinct_ips,
+           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL AND NOT allowlisted)) AS source_ips,
+           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL AND NOT allowlisted)) AS countries,
+           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL AND NOT allowlisted)) AS resources
     FROM si_pre
     GROUP BY service_principal_id
 )

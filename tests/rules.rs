@@ -342,6 +342,17 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
             ("sp-two".into(), "medium".into()),
         ]
     );
+    // Allowlisted sign-ins are not counted or listed; others are.
+    let fields = |n: &str| -> serde_json::Value {
+        let a = run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some(n)).unwrap();
+        serde_json::from_str(&a.fields).unwrap()
+    };
+    let high = fields("sp-high");
+    assert_eq!((high["signin_count"].as_i64(), high["distinct_ips"].as_i64()), (Some(0), Some(0)), "{high}");
+    assert!(high["source_ips"].is_null(), "{high}");
+    let crit = fields("sp-crit");
+    assert_eq!(crit["signin_count"].as_i64(), Some(1), "{crit}");
+    assert_eq!(crit["source_ips"], serde_json::json!(["45.0.0.1"]), "{crit}");
 }
 
 #[tokio::test]
