@@ -47,7 +47,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             udfs: UdfConfig::default(),
-            memory_limit: 4 << 30,
+            memory_limit: 2560 << 20,
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             spill_dir: None,
         }

@@ -65,8 +65,9 @@ pub struct LakeArgs {
     /// A named IP watchlist: NAME=FILE.csv (repeatable).
     #[arg(long, value_parser = parse_watchlist)]
     pub watchlist: Vec<(String, PathBuf)>,
-    /// Memory pool for queries, in MiB; operators spill to disk beyond it.
-    #[arg(long, default_value_t = 4096)]
+    /// Memory pool for queries, in MiB; operators spill to disk beyond it. Parquet readers and
+    /// results come on top (the 2.5 GiB default keeps 30-day runs on the large profile near 2.5 GiB).
+    #[arg(long, default_value_t = 2560)]
     pub memory_mb: usize,
 }
 
