@@ -428,29 +428,7 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
 
 #[tokio::test]
 async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
-    // Random sign-ins over 16 days: 12 principals, 6 ASNs, gaps shorter and longer than 10 days,
-    // ties in time, failures and Microsoft-owned apps mixed in.
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let start = t("2026-03-01T00:00:00Z");
-    let mut recs = unusual_asn_fixture();
-    for i in 0..900 {
-        let sp = format!("rnd-{}", next() % 40);
-        let asn_block = next() % 6;
-        let ts = start + Duration::seconds((next() % (16 * 86_400)) as i64);
-        let err = if next() % 10 == 0 { 7000215 } else { 0 };
-        let owner = (next() % 15 == 0).then_some("72f988bf-86f1-41af-91ab-2d7cd011db47");
-        recs.push(sp_signin(&format!("r{i}"), ts, &sp, &format!("45.0.{asn_block}.{}", next() % 250 + 1), err, owner));
-        if i % 50 == 0 {
-            // an exact tie in time for the same pair
-            recs.push(sp_signin(&format!("r{i}-tie"), ts, &sp, &format!("45.0.{asn_block}.7"), 0, None));
-        }
-    }
+    let recs = random_tenant(0x9e3779b97f4a7c15);
     let lake = lake_with(&recs).await;
     let c = ctx(&lake).await;
     let r = rule("sp_unusual_source_asn");
@@ -470,28 +448,7 @@ async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
 #[tokio::test]
 async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
     use wisp::state::{self, StateUse};
-    // The random tenant of the one-pass test: ties, gaps around 10 days, failures, Microsoft apps.
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let start = t("2026-03-01T00:00:00Z");
-    let mut recs = unusual_asn_fixture();
-    for i in 0..900 {
-        let sp = format!("rnd-{}", next() % 40);
-        let asn_block = next() % 6;
-        let ts = start + Duration::seconds((next() % (16 * 86_400)) as i64);
-        let err = if next() % 10 == 0 { 7000215 } else { 0 };
-        recs.push(sp_signin(&format!("r{i}"), ts, &sp, &format!("45.0.{asn_block}.{}", next() % 250 + 1), err, None));
-        if i % 40 == 0 {
-            // exactly at a run's window start (T-65m): history, not new
-            let edge = t("2026-03-12T00:00:00Z") + Duration::hours((i % 24) as i64) - Duration::minutes(65);
-            recs.push(sp_signin(&format!("r{i}-edge"), edge, &sp, &format!("45.0.{asn_block}.9"), 0, None));
-        }
-    }
+    let recs = random_tenant(0x2545f4914f6cdd1d);
     let lake_dir = lake_with(&recs).await;
     let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
     let c = ctx(&lake_dir).await;
@@ -541,4 +498,35 @@ async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
     r2.terms_sql = Some(r.terms_sql.clone().unwrap().replace("error_code = 0", "error_code = 0 AND 1 = 1"));
     let w = r.window_ending(t("2026-03-24T06:00:00Z")).unwrap();
     assert_eq!(state::run(&c, &lake, &r2, &w, detected()).await.unwrap().used, StateUse::Built);
+}
+
+/// The fixture plus random sign-ins over 16 days: 40 principals, 6 ASNs, gaps shorter and longer
+/// than 10 days, exact ties in time, sightings exactly at a run's window start (T-65m), failures
+/// and Microsoft-owned apps mixed in.
+fn random_tenant(seed: u64) -> Vec<serde_json::Value> {
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = t("2026-03-01T00:00:00Z");
+    let mut recs = unusual_asn_fixture();
+    for i in 0..900 {
+        let sp = format!("rnd-{}", next() % 40);
+        let asn_block = next() % 6;
+        let ts = start + Duration::seconds((next() % (16 * 86_400)) as i64);
+        let err = if next() % 10 == 0 { 7000215 } else { 0 };
+        let owner = (next() % 15 == 0).then_some("72f988bf-86f1-41af-91ab-2d7cd011db47");
+        recs.push(sp_signin(&format!("r{i}"), ts, &sp, &format!("45.0.{asn_block}.{}", next() % 250 + 1), err, owner));
+        if i % 50 == 0 {
+            recs.push(sp_signin(&format!("r{i}-tie"), ts, &sp, &format!("45.0.{asn_block}.7"), 0, None));
+        }
+        if i % 40 == 0 {
+            let edge = t("2026-03-12T00:00:00Z") + Duration::hours((i % 24) as i64) - Duration::minutes(65);
+            recs.push(sp_signin(&format!("r{i}-edge"), edge, &sp, &format!("45.0.{asn_block}.9"), 0, None));
+        }
+    }
+    recs
 }
