@@ -73,6 +73,9 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
     let now = chrono::Utc::now();
     let mut out_alerts = Vec::new();
+    if a.state && a.time.at.is_none() && (a.time.from.is_some() || a.time.last.is_some()) {
+        eprintln!("note: --state applies to single scheduled runs (--at, or now); a backtest reads the history itself");
+    }
     for r in &selected {
         let started = std::time::Instant::now();
         let single = match (&a.time.at, &a.time.from, &a.time.last) {
