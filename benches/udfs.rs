@@ -13,15 +13,7 @@ use wisp_udfs::ranges::{parse_cidr, PRIVATE_RANGES};
 
 const N: usize = 1_000_000;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use wisp_udfs::testdb::XorShift as Rng;
 
 fn column() -> ArrayRef {
     let mut r = Rng(0x9e3779b97f4a7c15);

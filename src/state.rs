@@ -19,7 +19,8 @@
 
 use crate::lake::Lake;
 use crate::query::ScanStats;
-use crate::rules::{alerts, parse_duration, Rule, RuleError, RunWindow};
+use crate::rules::{alerts, Rule, RuleError, RunWindow};
+use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{col, lit, SessionContext};
 use object_store::path::Path as StorePath;
@@ -130,8 +131,7 @@ pub async fn run(
         let result = alerts::run(ctx, rule, w, detected_at).await?;
         return Ok(StatefulRun { result, used: StateUse::Stateless, terms: 0 });
     };
-    let history = parse_duration(rule.meta.history_window.as_deref().unwrap_or("0s"))?;
-    let hs = micros(w.end - history);
+    let hs = micros(rule.history_start(w)?);
     let ws = micros(w.start);
     let fp = fingerprint(rule);
     let previous = load_meta(lake, rule).await?;
@@ -156,26 +156,51 @@ pub async fn run(
             (m, StateUse::Built)
         }
     };
-    let terms = meta.terms;
     let url = format!("{}{}/{}", lake.url, folder(rule), meta.file);
-    let state = ctx
-        .read_parquet(url, Default::default())
-        .await
-        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
-    // One session may run several stateful rules: the table is the current rule's for this run.
-    let _ = ctx.deregister_table(STATE_TABLE);
-    ctx.register_table(STATE_TABLE, state.into_view())
-        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
-    let df = rule.plan_section(ctx, stateful, w).await;
-    let rows = match df {
-        Ok(df) => alerts::collect_rows(rule, df).await,
-        Err(e) => Err(e),
-    };
-    let _ = ctx.deregister_table(STATE_TABLE);
-    let (rows, s) = rows?;
+    let state = ctx.read_parquet(url, Default::default()).await.map_err(|e| rule.query_error(e))?;
+    let _table = StateTable::register(ctx, rule, state.into_view())?;
+    let df = rule.plan_section(ctx, stateful, w).await?;
+    let (rows, s) = alerts::collect_rows(rule, df).await?;
     scan.add(s);
     let result = alerts::finish(rule, rows, w, detected_at, scan);
-    Ok(StatefulRun { result, used, terms })
+    Ok(StatefulRun { result, used, terms: meta.terms })
+}
+
+/// `terms_state` registered for one rule's run; deregistered when dropped (also on errors), so
+/// one session can run several stateful rules.
+struct StateTable<'a>(&'a SessionContext);
+
+impl<'a> StateTable<'a> {
+    fn register(
+        ctx: &'a SessionContext,
+        rule: &Rule,
+        table: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<Self, RuleError> {
+        let _ = ctx.deregister_table(STATE_TABLE);
+        ctx.register_table(STATE_TABLE, table).map_err(|e| rule.query_error(e))?;
+        Ok(StateTable(ctx))
+    }
+}
+
+impl Drop for StateTable<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.deregister_table(STATE_TABLE);
+    }
+}
+
+/// The rule's terms of the events with `from < ts <= to`, each with its first and last sighting.
+async fn terms_of(ctx: &SessionContext, rule: &Rule, from: i64, to: i64) -> Result<DataFrame, RuleError> {
+    let terms_sql = rule.terms_sql.as_deref().ok_or_else(|| rule_without_terms(rule))?;
+    let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
+    let ts = col(rule.meta.timestamp_field.as_str());
+    rule.plan_section(ctx, terms_sql, &RunWindow { start: at(from), end: at(to) })
+        .await?
+        .aggregate(fields, vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
+        .map_err(|e| rule.query_error(e))
+}
+
+fn rule_without_terms(rule: &Rule) -> RuleError {
+    RuleError::Invalid { id: rule.meta.id.clone(), msg: "no '-- @terms' section".into() }
 }
 
 /// Folds the events of `(from, to]` into `old` (or into nothing), drops terms last seen before
@@ -192,16 +217,9 @@ async fn fold(
     keep_from: i64,
     fp: &str,
 ) -> Result<(StateMeta, ScanStats), StateError> {
-    let id = rule.meta.id.clone();
-    let q = |e| RuleError::Query { id: id.clone(), source: e };
-    let terms_sql = rule.terms_sql.as_deref().expect("checked by the caller");
+    let q = |e| rule.query_error(e);
     let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
-    let ts = col(rule.meta.timestamp_field.as_str());
-    let new = rule
-        .plan_section(ctx, terms_sql, &RunWindow { start: at(from), end: at(to) })
-        .await?
-        .aggregate(fields.clone(), vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
-        .map_err(q)?;
+    let new = terms_of(ctx, rule, from, to).await?;
     let merged = match old {
         Some(m) => {
             let url = format!("{}{}/{}", lake.url, folder(rule), m.file);
@@ -223,40 +241,23 @@ async fn fold(
     let keep = datafusion::common::ScalarValue::TimestampMicrosecond(Some(keep_from), Some("UTC".into()));
     let merged = merged
         .filter(col("last_seen").gt_eq(lit(keep)))
-        .map_err(q)?
-        .sort(fields.iter().map(|f| f.clone().sort(true, false)).collect());
-    let merged = merged.map_err(q)?;
+        .and_then(|df| df.sort(fields.iter().map(|f| f.clone().sort(true, false)).collect()))
+        .map_err(q)?;
+    // No batch at all still gives a file: an empty one with the terms' schema.
+    let planned = std::sync::Arc::new(merged.schema().as_arrow().clone());
     let (batches, scan) = crate::query::collect_with_stats(merged).await.map_err(q)?;
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let schema = batches.first().map(|b| b.schema());
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
     let mut buf = Vec::new();
-    if let Some(schema) = schema {
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .build();
-        let mut w =
-            parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| serr(rule, "terms", e))?;
-        for b in &batches {
-            w.write(b).map_err(|e| serr(rule, "terms", e))?;
-        }
-        w.close().map_err(|e| serr(rule, "terms", e))?;
-    } else {
-        // No batch at all: an empty file with the aggregate's schema.
-        let df = rule
-            .plan_section(ctx, terms_sql, &RunWindow { start: at(0), end: at(0) })
-            .await?
-            .aggregate(
-                fields,
-                vec![
-                    min(col(rule.meta.timestamp_field.as_str())).alias("first_seen"),
-                    max(col(rule.meta.timestamp_field.as_str())).alias("last_seen"),
-                ],
-            )
-            .map_err(q)?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).map_err(|e| serr(rule, "terms", e))?;
-        w.close().map_err(|e| serr(rule, "terms", e))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let werr = |e: parquet::errors::ParquetError| serr(rule, "terms", e);
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(werr)?;
+    for b in &batches {
+        w.write(b).map_err(werr)?;
     }
+    w.close().map_err(werr)?;
     let file = format!("terms-{to}.parquet");
     let dir = folder(rule);
     let put = |name: String, bytes: Vec<u8>| {
@@ -283,22 +284,12 @@ async fn fold(
 
 /// Plans a rule's `-- @terms` and `-- @stateful` sections against the lake schema (no data).
 pub async fn lint(ctx: &SessionContext, rule: &Rule) -> Result<(), RuleError> {
-    let (Some(terms), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else { return Ok(()) };
-    let id = rule.meta.id.clone();
-    let q = |e| RuleError::Query { id: id.clone(), source: e };
+    let (Some(_), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else { return Ok(()) };
+    let schema = terms_of(ctx, rule, 0, 0).await?.schema().as_arrow().clone();
+    let table = datafusion::datasource::MemTable::try_new(std::sync::Arc::new(schema), vec![vec![]])
+        .map_err(|e| rule.query_error(e))?;
+    let _table = StateTable::register(ctx, rule, std::sync::Arc::new(table))?;
     let w = RunWindow { start: at(0), end: at(0) };
-    let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
-    let ts = col(rule.meta.timestamp_field.as_str());
-    let agg = rule
-        .plan_section(ctx, terms, &w)
-        .await?
-        .aggregate(fields, vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
-        .map_err(q)?;
-    let schema = agg.schema().as_arrow().clone();
-    let table = datafusion::datasource::MemTable::try_new(std::sync::Arc::new(schema), vec![vec![]]).map_err(q)?;
-    let _ = ctx.deregister_table(STATE_TABLE);
-    ctx.register_table(STATE_TABLE, std::sync::Arc::new(table)).map_err(q)?;
-    let res = async { rule.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(q) }.await;
-    let _ = ctx.deregister_table(STATE_TABLE);
-    res.map(|_| ())
+    rule.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(|e| rule.query_error(e))?;
+    Ok(())
 }

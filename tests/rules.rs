@@ -504,13 +504,8 @@ async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
 /// than 10 days, exact ties in time, sightings exactly at a run's window start (T-65m), failures
 /// and Microsoft-owned apps mixed in.
 fn random_tenant(seed: u64) -> Vec<serde_json::Value> {
-    let mut x = seed;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = wisp_udfs::testdb::XorShift(seed);
+    let mut next = move || rng.next();
     let start = t("2026-03-01T00:00:00Z");
     let mut recs = unusual_asn_fixture();
     for i in 0..900 {

@@ -78,23 +78,29 @@ pub async fn detect(a: DetectArgs) -> anyhow::Result<i32> {
     }
     for r in &selected {
         let started = std::time::Instant::now();
+        // A single scheduled run (--at, or now), or a backtest over a range.
         let single = match (&a.time.at, &a.time.from, &a.time.last) {
             (Some(at), _, _) => Some(r.window_ending(time(at)?)?),
             (None, None, None) => Some(r.window_ending(now)?),
             _ => None,
         };
-        let res = match (&a.time.at, &a.time.from, &a.time.last) {
-            _ if a.state && single.is_some() && r.terms_sql.is_some() => {
-                let s = crate::state::run(&ctx, &lake, r, single.as_ref().expect("checked"), now).await?;
-                eprintln!("{}: first-seen state {:?}, {} term(s)", r.meta.id, s.used, s.terms);
+        let res = match (single, &a.time.from, &a.time.last) {
+            (Some(w), _, _) if a.state => {
+                let s = crate::state::run(&ctx, &lake, r, &w, now).await?;
+                if r.terms_sql.is_some() {
+                    eprintln!("{}: first-seen state {:?}, {} term(s)", r.meta.id, s.used, s.terms);
+                }
                 s.result
             }
-            (Some(_), _, _) | (None, None, None) => alerts::run(&ctx, r, single.as_ref().expect("set"), now).await?,
+            (Some(w), _, _) => alerts::run(&ctx, r, &w, now).await?,
             (None, Some(from), _) => {
                 let to = time(a.time.to.as_deref().unwrap_or_default())?;
                 alerts::backtest(&ctx, r, time(from)?, to, now).await?
             }
-            (None, None, Some(last)) => alerts::backtest(&ctx, r, now - rules::parse_duration(last)?, now, now).await?,
+            (None, _, last) => {
+                let last = last.as_deref().expect("no --at and no --from: --last");
+                alerts::backtest(&ctx, r, now - rules::parse_duration(last)?, now, now).await?
+            }
         };
         if res.cut > 0 {
             eprintln!("{}: {} alert(s) past max_alerts = {} were cut", r.meta.id, res.cut, r.meta.max_alerts);

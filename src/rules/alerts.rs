@@ -141,9 +141,7 @@ pub(crate) async fn collect_rows(
     rule: &Rule,
     df: datafusion::dataframe::DataFrame,
 ) -> Result<(Vec<Map<String, Value>>, crate::query::ScanStats), RuleError> {
-    let (batches, scan) = crate::query::collect_with_stats(df)
-        .await
-        .map_err(|e| RuleError::Query { id: rule.meta.id.clone(), source: e })?;
+    let (batches, scan) = crate::query::collect_with_stats(df).await.map_err(|e| rule.query_error(e))?;
     let rows =
         batches_to_rows(&batches).map_err(|e| RuleError::Invalid { id: rule.meta.id.clone(), msg: e.to_string() })?;
     Ok((rows, scan))

@@ -202,6 +202,19 @@ impl Rule {
         RuleError::Invalid { id: self.meta.id.clone(), msg: msg.into() }
     }
 
+    /// A query error, attributed to this rule.
+    pub(crate) fn query_error(&self, source: datafusion::error::DataFusionError) -> RuleError {
+        RuleError::Query { id: self.meta.id.clone(), source }
+    }
+
+    /// The start of the history a run ending at `w.end` looks back over (`w.start` without one).
+    pub fn history_start(&self, w: &RunWindow) -> Result<chrono::DateTime<chrono::Utc>, RuleError> {
+        Ok(match &self.meta.history_window {
+            Some(h) => w.end - parse_duration(h)?,
+            None => w.start,
+        })
+    }
+
     fn validate(&self) -> Result<(), RuleError> {
         let m = &self.meta;
         if m.id.is_empty() || !m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
@@ -252,11 +265,7 @@ impl Rule {
         let mut p = HashMap::new();
         p.insert("window_start".to_string(), ts(w.start));
         p.insert("window_end".to_string(), ts(w.end));
-        let history = match &self.meta.history_window {
-            Some(h) => w.end - parse_duration(h)?,
-            None => w.start,
-        };
-        p.insert("history_start".to_string(), ts(history));
+        p.insert("history_start".to_string(), ts(self.history_start(w)?));
         let us = |d: chrono::Duration| ScalarValue::Int64(Some(d.num_microseconds().unwrap_or(i64::MAX)));
         p.insert("interval_us".to_string(), us(parse_duration(&self.meta.interval)?));
         p.insert("lookback_us".to_string(), us(parse_duration(&self.meta.lookback)?));
@@ -292,10 +301,10 @@ impl Rule {
         ctx: &SessionContext,
         range: &RunWindow,
     ) -> Result<Option<datafusion::dataframe::DataFrame>, RuleError> {
-        let Some(sql) = &self.backtest_sql else { return Ok(None) };
-        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
-        let df = crate::query::read_only_sql(ctx, sql).await.map_err(q)?;
-        Ok(Some(df.with_param_values(self.param_values(range)?).map_err(q)?))
+        match &self.backtest_sql {
+            Some(sql) => Ok(Some(self.plan_section(ctx, sql, range).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The window of the scheduled run ending at `end`.
@@ -310,9 +319,8 @@ impl Rule {
         sql: &str,
         w: &RunWindow,
     ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
-        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
-        let df = crate::query::read_only_sql(ctx, sql).await.map_err(q)?;
-        df.with_param_values(self.param_values(w)?).map_err(q)
+        let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
+        df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))
     }
 
     /// Plans the rule read-only with its parameters bound.
@@ -321,9 +329,7 @@ impl Rule {
         ctx: &SessionContext,
         w: &RunWindow,
     ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
-        let q = |e| RuleError::Query { id: self.meta.id.clone(), source: e };
-        let df = crate::query::read_only_sql(ctx, &self.sql).await.map_err(q)?;
-        df.with_param_values(self.param_values(w)?).map_err(q)
+        self.plan_section(ctx, &self.sql, w).await
     }
 }
 
@@ -366,9 +372,9 @@ pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(
                     r.invalid(format!("the query must output the timestamp column '{}'", r.meta.timestamp_field))
                 );
             }
-            df.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
+            df.create_physical_plan().await.map_err(|e| r.query_error(e))?;
             if let Some(bt) = r.plan_backtest(ctx, &w).await? {
-                bt.create_physical_plan().await.map_err(|e| RuleError::Query { id: r.meta.id.clone(), source: e })?;
+                bt.create_physical_plan().await.map_err(|e| r.query_error(e))?;
             }
             if r.terms_sql.is_some() {
                 crate::state::lint(ctx, r).await?;

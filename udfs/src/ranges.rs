@@ -232,15 +232,7 @@ mod property {
     use crate::ip::parse_u128;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::testdb::XorShift as Rng;
 
     fn reference_v4(ip: u32, net: u32, prefix: u32) -> bool {
         prefix == 0 || (ip >> (32 - prefix)) == (net >> (32 - prefix))

@@ -5,6 +5,20 @@
 
 use std::net::Ipv4Addr;
 
+/// A xorshift64 generator: reproducible random data for tests and benchmarks (not for secrets).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// A value in the data section.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MmdbValue {
