@@ -183,6 +183,62 @@ struct Run {
 }
 
 impl Run {
+    /// Opens the databases and the writers of one ingest run; the run id ends with `tag`.
+    fn open(
+        lake: &Lake,
+        opts: &IngestOptions,
+        handle: &tokio::runtime::Handle,
+        tag: &str,
+        bar: indicatif::ProgressBar,
+    ) -> Result<(Run, String), IngestError> {
+        let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
+        let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
+        let now = chrono::Utc::now();
+        let run_id = format!("{}-{}{tag}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
+        let run = Run {
+            writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
+            rejects: RejectWriter::new(
+                lake.clone(),
+                run_id.clone(),
+                now.format("%Y-%m-%d").to_string(),
+                handle.clone(),
+            ),
+            enricher: Enricher { asn, geo, asn_cache: AsnCache::new(), geo_cache: GeoCache::new() },
+            summary: Summary::default(),
+            format: opts.format,
+            keep_raw: opts.keep_raw,
+            now_us: now.timestamp_micros(),
+            bar,
+        };
+        Ok((run, run_id))
+    }
+
+    /// Flushes the writers and records the run (and the files it read) in the manifest.
+    fn finish(
+        self,
+        lake: &Lake,
+        handle: &tokio::runtime::Handle,
+        run_id: &str,
+        entries: &[source::ManifestEntry],
+        unreadable: Vec<String>,
+    ) -> Result<Summary, IngestError> {
+        let Run { writer, mut rejects, mut summary, enricher, .. } = self;
+        let stats = writer.finish()?;
+        rejects.flush()?;
+        summary.parquet_files = stats.files.len() as u64;
+        summary.unreadable = unreadable;
+        source::write_manifest(
+            lake,
+            handle,
+            run_id,
+            entries,
+            &summary,
+            enricher.asn.as_deref(),
+            enricher.geo.as_deref(),
+        )?;
+        Ok(summary)
+    }
+
     fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {
         self.summary.read += 1;
         *self.summary.rejected.entry(reason_class(reason)).or_default() += 1;
@@ -257,25 +313,7 @@ pub struct RecordSink {
 impl RecordSink {
     /// Must be created and used on a blocking thread inside a Tokio runtime.
     pub fn new(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Self, IngestError> {
-        let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
-        let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
-        let now = chrono::Utc::now();
-        let run_id = format!("{}-{}-gen", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
-        let run = Run {
-            writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
-            rejects: RejectWriter::new(
-                lake.clone(),
-                run_id.clone(),
-                now.format("%Y-%m-%d").to_string(),
-                handle.clone(),
-            ),
-            enricher: Enricher { asn, geo, asn_cache: AsnCache::new(), geo_cache: GeoCache::new() },
-            summary: Summary::default(),
-            format: opts.format,
-            keep_raw: opts.keep_raw,
-            now_us: now.timestamp_micros(),
-            bar: indicatif::ProgressBar::hidden(),
-        };
+        let (run, run_id) = Run::open(lake, opts, &handle, "-gen", indicatif::ProgressBar::hidden())?;
         Ok(RecordSink { run, lake: lake.clone(), handle, run_id })
     }
 
@@ -292,20 +330,7 @@ impl RecordSink {
 
     /// Flushes everything and records the run in the manifest.
     pub fn finish(self) -> Result<Summary, IngestError> {
-        let Run { writer, mut rejects, mut summary, enricher, .. } = self.run;
-        let stats = writer.finish()?;
-        rejects.flush()?;
-        summary.parquet_files = stats.files.len() as u64;
-        source::write_manifest(
-            &self.lake,
-            &self.handle,
-            &self.run_id,
-            &[],
-            &summary,
-            enricher.asn.as_deref(),
-            enricher.geo.as_deref(),
-        )?;
-        Ok(summary)
+        self.run.finish(&self.lake, &self.handle, &self.run_id, &[], Vec::new())
     }
 }
 
@@ -355,29 +380,12 @@ pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, Ingest
 }
 
 fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Summary, IngestError> {
-    let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
-    let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
-    let now = chrono::Utc::now();
-    let run_id = format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
+    let (mut run, run_id) = Run::open(lake, opts, &handle, "", indicatif::ProgressBar::hidden())?;
     let manifest = source::Manifest::load(lake, &handle)?;
     let (files, mut unreadable) = source::discover(&opts.inputs);
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total_bytes);
-    let mut run = Run {
-        writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
-        rejects: RejectWriter::new(lake.clone(), run_id.clone(), now.format("%Y-%m-%d").to_string(), handle.clone()),
-        enricher: Enricher {
-            asn: asn.clone(),
-            geo: geo.clone(),
-            asn_cache: AsnCache::new(),
-            geo_cache: GeoCache::new(),
-        },
-        summary: Summary::default(),
-        format: opts.format,
-        keep_raw: opts.keep_raw,
-        now_us: now.timestamp_micros(),
-        bar: bar.clone(),
-    };
+    run.bar = bar.clone();
     let mut entries = Vec::new();
     for f in &files {
         run.summary.files += 1;
@@ -390,13 +398,7 @@ fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Ha
         }
     }
     bar.finish_and_clear();
-    let Run { writer, mut rejects, mut summary, .. } = run;
-    let stats = writer.finish()?;
-    rejects.flush()?;
-    summary.parquet_files = stats.files.len() as u64;
-    summary.unreadable = unreadable;
-    source::write_manifest(lake, &handle, &run_id, &entries, &summary, asn.as_deref(), geo.as_deref())?;
-    Ok(summary)
+    run.finish(lake, &handle, &run_id, &entries, unreadable)
 }
 
 fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
@@ -592,17 +594,15 @@ fn json_array(run: &mut Run, file: &str, first: Vec<u8>, reader: &mut dyn BufRea
         }
         Ok(false)
     };
-    let first = trim_bom(&first).to_vec();
-    done |= feed(run, &first, &mut elem, &mut index)?;
+    done |= feed(run, trim_bom(&first), &mut elem, &mut index)?;
     while !done {
         let chunk = reader.fill_buf().map_err(|e| FileError::Read(format!("after record {index}: {e}")))?;
         if chunk.is_empty() {
             break;
         }
         let n = chunk.len();
-        let chunk = chunk.to_vec();
+        done = feed(run, chunk, &mut elem, &mut index)?;
         reader.consume(n);
-        done = feed(run, &chunk, &mut elem, &mut index)?;
     }
     if !done {
         // The array never closed: whatever is left is a truncated record.

@@ -176,7 +176,7 @@ impl LakeWriter {
         buf.rows_bytes += cost;
         self.buffered += cost;
         if buf.rows.len() >= CONVERT_ROWS {
-            let batch = rows_to_batch_unsorted(table, &std::mem::take(&mut buf.rows))?;
+            let batch = rows_to_batch(table, &std::mem::take(&mut buf.rows))?;
             let size = batch.get_array_memory_size();
             self.buffered = self.buffered - buf.rows_bytes + size;
             buf.rows_bytes = 0;
@@ -255,9 +255,10 @@ impl LakeWriter {
         buf.n = 0;
         let (table, day) = id;
         if !rows.is_empty() {
-            batches.push(rows_to_batch_unsorted(*table, &rows)?);
+            batches.push(rows_to_batch(*table, &rows)?);
         }
         drop(rows);
+        // One batch in `ts` order (the table's first column).
         let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
         let all = arrow::compute::concat_batches(&table.schema(), &batches).map_err(werr)?;
         drop(batches);
@@ -289,16 +290,8 @@ impl LakeWriter {
     }
 }
 
-/// Converts rows (in the table's column order) to a batch sorted by `ts`.
-pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
-    let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
-    let batch = rows_to_batch_unsorted(table, rows)?;
-    let idx = sort_to_indices(batch.column(0), None, None).map_err(werr)?;
-    take_record_batch(&batch, &idx).map_err(werr)
-}
-
 /// Converts rows (in the table's column order) to a batch in arrival order.
-pub fn rows_to_batch_unsorted(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
+pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
     let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
     let cols = table.columns();
     let ser: Vec<RowSer> = rows.iter().map(|r| RowSer(cols, r)).collect();
