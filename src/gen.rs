@@ -369,6 +369,11 @@ fn signin(
         "properties": props})
 }
 
+/// A service principal's sign-in to Microsoft Graph from `ip` (the scenarios' usual shape).
+fn sp_signin(id: String, t: DateTime<Utc>, p: &Principal, ip: &str, err: i64) -> Value {
+    signin("ServicePrincipalSignInLogs", id, t, p, Some(ip), err, "Microsoft Graph", false)
+}
+
 fn aadsts(code: i64) -> &'static str {
     match code {
         7000215 => "Invalid client secret provided.",
@@ -705,16 +710,7 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
                 } else {
                     0
                 };
-                let v = signin(
-                    "ServicePrincipalSignInLogs",
-                    nid(&mut rng, 11),
-                    ts,
-                    p,
-                    Some(&ip),
-                    err,
-                    "Microsoft Graph",
-                    false,
-                );
+                let v = sp_signin(nid(&mut rng, 11), ts, p, &ip, err);
                 emit(v, sink)?;
             }
         }
@@ -853,44 +849,17 @@ fn scenarios(
     let sp = |i: usize| &t.sps[i];
     // History: sp #10 used attacker ASN 65003 eleven days before; sp #8 used 65002 nine days before.
     if day0 == last0 - Duration::days(11) {
-        emit(signin(
-            "ServicePrincipalSignInLogs",
-            sid(1),
-            h(10, 0) - Duration::days(11),
-            sp(10),
-            Some(&atk[2].ip(9)),
-            0,
-            "Microsoft Graph",
-            false,
-        ))?;
+        emit(sp_signin(sid(1), h(10, 0) - Duration::days(11), sp(10), &atk[2].ip(9), 0))?;
     }
     if day0 == last0 - Duration::days(9) {
-        emit(signin(
-            "ServicePrincipalSignInLogs",
-            sid(2),
-            h(10, 0) - Duration::days(9),
-            sp(8),
-            Some(&atk[1].ip(9)),
-            0,
-            "Microsoft Graph",
-            false,
-        ))?;
+        emit(sp_signin(sid(2), h(10, 0) - Duration::days(9), sp(8), &atk[1].ip(9), 0))?;
     }
     if !is_last {
         return Ok(());
     }
     let run11 = h(11, 0);
     // 1. Unusual source ASN.
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(10),
-        h(10, 20),
-        sp(7),
-        Some(&atk[0].ip(1)),
-        0,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(10), h(10, 20), sp(7), &atk[0].ip(1), 0))?;
     truth.add(
         "sp7 signs in from a never-seen hosting ASN",
         "sp_unusual_source_asn",
@@ -900,16 +869,7 @@ fn scenarios(
         json!({"service_principal_id": sp(7).id, "source_asn": 65001}),
         1,
     );
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(11),
-        h(10, 30),
-        sp(10),
-        Some(&atk[2].ip(2)),
-        0,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(11), h(10, 30), sp(10), &atk[2].ip(2), 0))?;
     truth.add(
         "sp10 returns to an ASN unseen for 11 days",
         "sp_unusual_source_asn",
@@ -919,16 +879,7 @@ fn scenarios(
         json!({"service_principal_id": sp(10).id, "source_asn": 65003}),
         1,
     );
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(12),
-        h(10, 25),
-        sp(8),
-        Some(&atk[1].ip(3)),
-        0,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(12), h(10, 25), sp(8), &atk[1].ip(3), 0))?;
     truth.add(
         "near miss: sp8's ASN was seen 9 days ago",
         "sp_unusual_source_asn",
@@ -938,16 +889,7 @@ fn scenarios(
         json!({"service_principal_id": sp(8).id, "source_asn": 65002}),
         0,
     );
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(13),
-        h(10, 35),
-        sp(9),
-        Some(&t.nets[0].ip(77)),
-        0,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(13), h(10, 35), sp(9), &t.nets[0].ip(77), 0))?;
     truth.add(
         "near miss: sp9 from a Microsoft ASN",
         "sp_unusual_source_asn",
@@ -957,16 +899,7 @@ fn scenarios(
         json!({"service_principal_id": sp(9).id, "source_asn": 8075}),
         0,
     );
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(14),
-        h(10, 40),
-        sp(14),
-        Some(&atk[3].ip(4)),
-        7000215,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(14), h(10, 40), sp(14), &atk[3].ip(4), 7000215))?;
     truth.add(
         "near miss: sp14's new ASN sign-in failed",
         "sp_unusual_source_asn",
@@ -994,16 +927,7 @@ fn scenarios(
         json!({"action": "Add app role assignment grant to user", "service_principal_name": sp(11).name, "ip_count": 3}), 1);
     // 3. Failed sign-ins with a wrong secret.
     for k in 0..6u64 {
-        emit(signin(
-            "ServicePrincipalSignInLogs",
-            sid(30 + k),
-            h(13, k as i64),
-            sp(12),
-            Some(&atk[0].ip(30)),
-            7000215,
-            "Microsoft Graph",
-            false,
-        ))?;
+        emit(sp_signin(sid(30 + k), h(13, k as i64), sp(12), &atk[0].ip(30), 7000215))?;
     }
     truth.add("sp12: six invalid-secret failures from one IP", "sp_failed_signins", "run", None, last0 + Duration::days(1),
         json!({"service_principal_name": sp(12).name, "source_ip": atk[0].ip(30), "error_code": 7000215, "attempts": 6}), 1);
@@ -1050,16 +974,7 @@ fn scenarios(
     // 5. Risk event stacking on sp #13 with a sign-in from outside any allowlist; near miss sp #14.
     emit(risk(sid(50), h(15, 10), h(15, 10), sp(13), "maliciousIPAddress", "high", "atRisk", &atk[0].ip(50)))?;
     emit(risk(sid(51), h(15, 20), h(15, 20), sp(13), "leakedCredentials", "medium", "atRisk", &atk[0].ip(50)))?;
-    emit(signin(
-        "ServicePrincipalSignInLogs",
-        sid(52),
-        h(15, 30),
-        sp(13),
-        Some(&atk[0].ip(50)),
-        0,
-        "Microsoft Graph",
-        false,
-    ))?;
+    emit(sp_signin(sid(52), h(15, 30), sp(13), &atk[0].ip(50), 0))?;
     truth.add(
         "sp13: malicious IP + leaked credentials + sign-in",
         "sp_risk_event_stacking",
