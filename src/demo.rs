@@ -4,7 +4,7 @@
 use crate::ingest::{formats::Format, ingest, IngestOptions};
 use crate::lake::{Lake, ALL_TABLES};
 use crate::rules::{self, alerts};
-use arrow::array::{Array, TimestampMicrosecondArray};
+use arrow::array::{Array, Int64Array};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -40,34 +40,20 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
     let sql = format!("SELECT * FROM ({}) ORDER BY \"table\"", union.join(" UNION ALL "));
     let batches = ctx.sql(&sql).await?.collect().await?;
     writeln!(out, "{}\n", arrow::util::pretty::pretty_format_batches(&batches)?)?;
-    // The samples' time range, rounded out to whole days.
-    let range = ctx
-        .sql(
-            &ALL_TABLES
-                .iter()
-                .map(|t| format!("SELECT min(ts) AS a, max(ts) AS b FROM {}", t.name()))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL "),
-        )
-        .await?
-        .collect()
-        .await?;
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    for b in &range {
-        for c in 0..2 {
-            let col = arrow::compute::cast(
-                b.column(c),
-                &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-            )?;
-            let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("timestamp");
-            for i in 0..a.len() {
-                if !a.is_null(i) {
-                    lo = lo.min(a.value(i));
-                    hi = hi.max(a.value(i));
-                }
-            }
-        }
-    }
+    // The samples' time range (microseconds), rounded out to whole days below.
+    let parts: Vec<String> =
+        ALL_TABLES.iter().map(|t| format!("SELECT min(ts) AS a, max(ts) AS b FROM {}", t.name())).collect();
+    let sql = format!(
+        "SELECT CAST(min(a) AS BIGINT) AS lo, CAST(max(b) AS BIGINT) AS hi FROM ({})",
+        parts.join(" UNION ALL ")
+    );
+    let range = ctx.sql(&sql).await?.collect().await?;
+    let value = |c: usize| {
+        range.first().and_then(|b| {
+            b.column(c).as_any().downcast_ref::<Int64Array>().filter(|a| !a.is_null(0)).map(|a| a.value(0))
+        })
+    };
+    let (lo, hi) = (value(0).unwrap_or(i64::MAX), value(1).unwrap_or(i64::MIN));
     if lo > hi {
         writeln!(out, "the lake is empty: no detections to run")?;
         return Ok(out);
