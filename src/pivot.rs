@@ -122,9 +122,7 @@ pub async fn timeline(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> Result<DataFrame> {
-    let ts = |t: chrono::DateTime<chrono::Utc>| {
-        ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
-    };
+    let ts = crate::query::utc_ts;
     let list = |set: &BTreeSet<String>, lower: bool| {
         let v: Vec<ScalarValue> =
             set.iter().map(|s| ScalarValue::from(if lower { s.to_lowercase() } else { s.clone() })).collect();

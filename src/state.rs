@@ -238,7 +238,7 @@ async fn fold(
         }
         None => new,
     };
-    let keep = datafusion::common::ScalarValue::TimestampMicrosecond(Some(keep_from), Some("UTC".into()));
+    let keep = crate::query::utc_ts(at(keep_from));
     let merged = merged
         .filter(col("last_seen").gt_eq(lit(keep)))
         .and_then(|df| df.sort(fields.iter().map(|f| f.clone().sort(true, false)).collect()))

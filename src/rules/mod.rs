@@ -259,9 +259,7 @@ impl Rule {
 
     /// The parameters for one window, typed: timestamps as UTC microsecond timestamps.
     pub fn param_values(&self, w: &RunWindow) -> Result<HashMap<String, ScalarValue>, RuleError> {
-        let ts = |t: chrono::DateTime<chrono::Utc>| {
-            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
-        };
+        let ts = crate::query::utc_ts;
         let mut p = HashMap::new();
         p.insert("window_start".to_string(), ts(w.start));
         p.insert("window_end".to_string(), ts(w.end));
