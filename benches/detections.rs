@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
+use wisp::detect as alerts;
 use wisp::gen::{generate, GenOptions, GenOutput, Profile};
-use wisp::rules::{alerts, load_all};
+use wisp::rules::load_all;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -1,9 +1,10 @@
 //! The demo: ingest the bundled samples into a lake, show what it holds, and run every detection
 //! over the samples' time range (a backtest), printing what they find.
 
+use crate::detect;
 use crate::ingest::{formats::Format, ingest, IngestOptions};
 use crate::lake::{Lake, ALL_TABLES};
-use crate::rules::{self, alerts};
+use crate::rules::{self, RunWindow};
 use arrow::array::{Array, Int64Array};
 use std::fmt::Write;
 use std::path::Path;
@@ -59,23 +60,23 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
         return Ok(out);
     }
     let day = 86_400_000_000;
-    let from = chrono::DateTime::from_timestamp_micros(lo.div_euclid(day) * day).expect("range");
-    let to = chrono::DateTime::from_timestamp_micros((hi.div_euclid(day) + 2) * day).expect("range");
+    let from = crate::time::from_micros(lo.div_euclid(day) * day)?;
+    let to = crate::time::from_micros((hi.div_euclid(day) + 2) * day)?;
     writeln!(out, "detections, every scheduled run from {} to {}:", from.to_rfc3339(), to.to_rfc3339())?;
     let now = chrono::Utc::now();
     let mut found = Vec::new();
     for r in rules::load_all(None)? {
         let res = if r.meta.rule_type == rules::RuleType::Hunt {
             // A hunt runs once over the whole range.
-            alerts::run(&ctx, &r, &alerts::RunWindow { start: from, end: to }, now).await?
+            detect::run(&ctx, &r, &RunWindow { start: from, end: to }, now).await?
         } else {
-            alerts::backtest(&ctx, &r, from, to, now).await?
+            detect::backtest(&ctx, &r, from, to, now).await?
         };
         writeln!(out, "  {:<40} {} alert(s)", r.meta.id, res.alerts.len())?;
         found.extend(res.alerts);
     }
-    let batch = alerts::to_batch(&found)?;
-    let mem = datafusion::datasource::MemTable::try_new(alerts::alerts_schema(), vec![vec![batch]])?;
+    let batch = detect::to_batch(&found)?;
+    let mem = datafusion::datasource::MemTable::try_new(detect::alerts_schema(), vec![vec![batch]])?;
     ctx.register_table("demo_alerts", std::sync::Arc::new(mem))?;
     let table = ctx
         .sql(

@@ -1,10 +1,12 @@
 //! wisp: hunt and detect attacks on Microsoft Entra ID workload identities over a Parquet lake.
 //!
 //! Data flows one way: raw exports → [`ingest`] → [`lake`] (Parquet, `day=` partitions) →
-//! [`session`] (tables + UDFs + watchlists) → rules, SQL, hunts → [`output`].
+//! [`session`] (tables + UDFs + watchlists) → [`rules`] run by [`detect`], SQL, hunts → [`output`].
+//! [`time`] is shared by all of them.
 
 pub mod cli;
 pub mod demo;
+pub mod detect;
 pub mod gen;
 pub mod ingest;
 pub mod lake;
@@ -13,4 +15,4 @@ pub mod pivot;
 pub mod query;
 pub mod rules;
 pub mod session;
-pub mod state;
+pub mod time;

@@ -1,5 +1,3 @@
-use clap::Parser;
-
 /// Ingest and queries allocate many short-lived strings and buffers; mimalloc measured faster than
 /// the system allocator on them (BENCHMARKS.md).
 #[global_allocator]
@@ -7,9 +5,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let cli = wisp::cli::Cli::parse();
+    let cli = wisp::cli::parse();
     let code = match wisp::cli::run(cli).await {
         Ok(code) => code,
+        Err(e) if wisp::cli::is_broken_pipe(&e) => wisp::cli::EXIT_OK,
         Err(e) => {
             eprintln!("error: {e:#}");
             wisp::cli::EXIT_ERROR

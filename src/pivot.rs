@@ -122,7 +122,7 @@ pub async fn timeline(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> Result<DataFrame> {
-    let ts = crate::query::utc_ts;
+    let ts = crate::time::utc_ts;
     let list = |set: &BTreeSet<String>, lower: bool| {
         let v: Vec<ScalarValue> =
             set.iter().map(|s| ScalarValue::from(if lower { s.to_lowercase() } else { s.clone() })).collect();

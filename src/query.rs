@@ -15,11 +15,6 @@ pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame>
     ctx.sql_with_options(sql, read_only()).await
 }
 
-/// A UTC timestamp parameter (microseconds), as the lake's `ts` columns are typed.
-pub fn utc_ts(t: chrono::DateTime<chrono::Utc>) -> datafusion::common::ScalarValue {
-    datafusion::common::ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
-}
-
 /// What a query read from the lake: summed over its Parquet scans, after the executed plan
 /// finished (DataFusion's per-operator metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

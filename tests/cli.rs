@@ -191,3 +191,89 @@ fn shell_reads_statements_from_stdin() {
     assert!(err.contains("error:"), "DROP must be refused: {err}");
     assert!(std::fs::read_to_string(&hist).unwrap().contains("SELECT count(*)"));
 }
+
+#[test]
+fn read_only_commands_refuse_a_missing_lake_and_misused_flags() {
+    let missing = tmp("no-lake-parent").join("lakee");
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["sql", "SELECT 1"],
+        vec!["detect"],
+        vec!["hunt", "sp_rare_action_multiple_ips"],
+        vec!["pivot", "sp", "someone"],
+        vec!["shell"],
+        vec!["rules", "lint"],
+    ];
+    for c in &cmds {
+        let (code, out, err) = run(wisp().args(c).arg("--lake").arg(&missing));
+        assert_eq!(code, 1, "{c:?}: {err}");
+        assert!(err.contains("no lake at") && err.contains("wisp ingest"), "{c:?}: {err}");
+        assert!(out.is_empty(), "{c:?}: {out}");
+        assert!(!missing.exists(), "{c:?} created the lake folder");
+    }
+    let empty = tmp("empty-folder");
+    let (code, _, err) = run(wisp().args(["sql", "SELECT 1", "--lake"]).arg(&empty));
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a wisp lake"), "{err}");
+
+    let lake = tmp("cli-flags");
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+    for (args, want) in [
+        (vec!["detect", "--from", "2026-11-21T00:00:00Z", "--to", "2026-11-20T00:00:00Z"], "is after --to"),
+        (
+            vec!["hunt", "sp_failed_signins", "--from", "2026-11-21T00:00:00Z", "--to", "2026-11-20T00:00:00Z"],
+            "is after",
+        ),
+        (vec!["detect", "--to", "2026-11-20T00:00:00Z"], "--to needs --from"),
+        (vec!["detect", "--at", "2026-11-20T00:00:00Z", "--last", "1d"], "exclude each other"),
+        (vec!["detect", "--last", "99999999d"], "outside the range"),
+        (vec!["hunt", "sp_failed_signins", "--last", "99999999d"], "outside the range"),
+        (vec!["pivot", "sp", "x", "--last", "99999999d"], "outside the range"),
+        (vec!["detect", "--at", "9999-12-31T23:59:59Z"], "outside the range"),
+        (vec!["detect", "--last", "5x"], "bad duration"),
+        (vec!["detect", "--no-such-flag"], "unexpected argument"),
+    ] {
+        let (code, _, err) = run(wisp().args(&args).arg("--lake").arg(&lake));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Every subcommand's help ends with worked examples.
+    for c in ["ingest", "sql", "demo", "detect", "rules", "hunt", "pivot", "shell", "gen"] {
+        let (code, out, _) = run(wisp().args([c, "--help"]));
+        assert_eq!(code, 0);
+        let tail = &out[out.find("Examples:").unwrap_or_else(|| panic!("{c}: no examples\n{out}"))..];
+        assert!(tail.lines().filter(|l| l.trim_start().starts_with("wisp ")).count() >= 2, "{c}: {tail}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    let lake = tmp("cli-pipe");
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+    for format in ["jsonl", "csv", "table", "json"] {
+        let mut child = wisp()
+            .args(["sql", "--format", format, "--lake"])
+            .arg(&lake)
+            .arg("SELECT value, 'a row long enough to fill the pipe quickly' AS pad FROM generate_series(1, 3000000)")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+        // The reader is gone (as `| head -1` does); wisp exits quietly with 0.
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{format}: {err}");
+        assert!(!err.contains("error") && !err.contains("panicked"), "{format}: {err}");
+    }
+    let mut child = wisp().args(["rules", "list"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -179,6 +179,26 @@ async fn unreadable_input_is_named_and_others_still_ingest() {
     std::fs::write(dir.join("bad.json.gz"), b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
     let s = ingest_into(&lake, opts(vec![dir.join("bad.json.gz").display().to_string()])).await;
     assert_eq!(s.unreadable.len(), 1, "{s:?}");
+    // Inside a folder, a broken link is named as a missing path on the command line is, the walk
+    // goes on, a linked folder is followed once (no loop), and a record dated outside the accepted
+    // range is rejected with its reason.
+    let tree = tmp("unread-tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::write(tree.join("a/b/x.json"), br#"{"time":"2026-01-02T03:04:05Z","category":"AuditLogs","properties":{"id":"u-2","activityDateTime":"2026-01-02T03:04:05Z"}}
+{"time":"9999-12-31T23:59:59Z","category":"AuditLogs","properties":{"id":"u-3","activityDateTime":"9999-12-31T23:59:59Z"}}
+{"time":"0000-01-01T00:00:00Z","category":"AuditLogs","properties":{"id":"u-4","activityDateTime":"0000-01-01T00:00:00Z"}}"#).unwrap();
+    std::os::unix::fs::symlink(tree.join("nowhere.json"), tree.join("a/dangling.json")).unwrap();
+    std::os::unix::fs::symlink(tree.join("a"), tree.join("a/b/loop")).unwrap();
+    let lake2 = tmp("unread-tree-lake");
+    let s = ingest_into(&lake2, opts(vec![tree.display().to_string()])).await;
+    assert_eq!(s.unreadable.len(), 1, "{s:?}");
+    assert!(s.unreadable[0].contains("dangling.json") && s.unreadable[0].contains("broken symbolic link"), "{s:?}");
+    assert_eq!(s.files, 1, "the linked folder is walked once: {s:?}");
+    assert_eq!(s.written.get("audit"), Some(&1), "{s:?}");
+    assert_eq!(s.rejected.get("timestamp out of range"), Some(&2), "{s:?}");
+    assert_eq!(s.rejected_total(), 2, "{s:?}");
+    let n = query_text(&lake2, "SELECT count(*) AS n, min(ts) AS lo, max(ts) AS hi FROM audit").await;
+    assert!(n.contains("| 1 "), "{n}");
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! Per-rule fixtures with positive cases and near misses, generated here as diagnostic-settings
 //! records and ingested through the real pipeline (with an ASN range table as the ASN database).
+//! One file for all rules on purpose: they share the fixture builders and the lake setup.
 
 mod common;
 use chrono::{DateTime, Duration, Utc};
 use common::*;
 use serde_json::json;
-use wisp::rules::{self, alerts, Rule};
+use wisp::detect::{self as alerts, state};
+use wisp::rules::{self, Rule};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -62,6 +64,11 @@ fn rule(id: &str) -> Rule {
 
 fn detected() -> DateTime<Utc> {
     t("2030-01-01T00:00:00Z")
+}
+
+/// A built-in rule file's text, by rule id.
+fn builtin_text(id: &str) -> &'static str {
+    rules::BUILTIN.iter().find(|(f, _)| *f == format!("sql/{id}.sql")).map(|(_, t)| *t).unwrap()
 }
 
 fn names(a: &[alerts::Alert]) -> Vec<String> {
@@ -377,7 +384,7 @@ async fn sp_rare_action_multiple_ips_hunt() {
     ingest_into(&lake, opts(vec![repo().join("data/samples").display().to_string()])).await;
     let c = ctx(&lake).await;
     let r = rule("sp_rare_action_multiple_ips");
-    let w = alerts::RunWindow { start: t("2026-10-22T00:00:00Z"), end: t("2026-11-21T00:00:00Z") };
+    let w = rules::RunWindow { start: t("2026-10-22T00:00:00Z"), end: t("2026-11-21T00:00:00Z") };
     let rows = r.plan(&c, &w).await.unwrap().collect().await.unwrap();
     let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
     assert!(text.contains("Sign-in activity") && text.contains("payroll-sync"), "{text}");
@@ -391,7 +398,7 @@ async fn sp_rare_action_multiple_ips_hunt() {
 
 #[tokio::test]
 async fn rules_parse_strictly_and_lint_against_the_schema() {
-    let good = rules::BUILTIN[2].1;
+    let good = builtin_text("sp_failed_signins");
     let bad_key = good.replacen("severity = \"medium\"", "severity = \"medium\"\nsevrity = \"x\"", 1);
     let e = Rule::parse("x.sql", &bad_key).unwrap_err().to_string();
     assert!(e.contains("unknown field") && e.contains("sevrity"), "{e}");
@@ -399,7 +406,7 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
     // Sections: known names only, and first-seen state needs both of its sections.
     let e = Rule::parse("x.sql", &format!("{good}\n-- @bactest\nSELECT 1")).unwrap_err().to_string();
     assert!(e.contains("unknown section") && e.contains("@bactest"), "{e}");
-    let asn = rules::BUILTIN[0].1;
+    let asn = builtin_text("sp_unusual_source_asn");
     let cut = &asn[..asn.find("\n-- @stateful").unwrap()];
     let e = Rule::parse("x.sql", cut).unwrap_err().to_string();
     assert!(e.contains("go together"), "{e}");
@@ -422,7 +429,7 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
     let ddl = good.replace("WITH per_resource AS", "CREATE TABLE x AS WITH per_resource AS");
     assert_ne!(ddl, good);
     let r = Rule::parse("ddl.sql", &ddl).unwrap();
-    let w = alerts::RunWindow { start: detected(), end: detected() };
+    let w = rules::RunWindow { start: detected(), end: detected() };
     assert!(r.plan(&c, &w).await.is_err());
 }
 
@@ -447,7 +454,7 @@ async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
 
 #[tokio::test]
 async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
-    use wisp::state::{self, StateUse};
+    use wisp::detect::StateUse;
     let recs = random_tenant(0x2545f4914f6cdd1d);
     let lake_dir = lake_with(&recs).await;
     let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();

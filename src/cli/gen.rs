@@ -4,6 +4,10 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  wisp gen --profile small --days 14 --out /tmp/tenant                 # raw exports, then: wisp ingest /tmp/tenant/raw --lake …
+  wisp gen --profile medium --days 30 --as lake --out /tmp/medium      # the Parquet lake directly
+  wisp gen --profile small --seed 7 --no-gzip --out /tmp/t7")]
 pub struct GenArgs {
     #[arg(long, value_enum, default_value_t = Profile::Small)]
     pub profile: Profile,

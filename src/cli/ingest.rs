@@ -5,6 +5,10 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  wisp ingest exports/ --lake ./lake --asn-db GeoLite2-ASN.mmdb --summary-json ingest.json
+  wisp ingest 'insights-logs-*/**/PT1H.json' --lake ./lake            # a diagnostic-settings export
+  wisp ingest sentinel-export.csv --format log-analytics --lake ./lake --strict")]
 pub struct IngestArgs {
     /// Files, folders (recursive) or globs; `.gz` is read transparently.
     #[arg(required = true)]

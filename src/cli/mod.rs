@@ -1,14 +1,20 @@
-//! The command line: one function per subcommand; flags parsed here, work done in the library.
+//! The command line: one file per subcommand; flags parsed here, work done in the library.
 //!
-//! Exit codes: 0 success; 1 error (bad flags, unreadable lake, failed query); 2 an input could
-//! not be read (the others were still ingested); 3 `--strict` and records were rejected.
+//! Exit codes: 0 success (also when the reader of stdout closed it early, as `| head` does);
+//! 1 error (bad or contradictory flags, no lake, unreadable database, failed query); 2 an input
+//! could not be read (the others were still ingested); 3 `--strict` and records were rejected.
 
+pub mod demo;
 pub mod detect;
 pub mod gen;
 pub mod hunt;
 pub mod ingest;
-pub mod query;
+pub mod pivot;
+pub mod rules;
+pub mod shell;
+pub mod sql;
 
+use crate::lake::Lake;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -21,7 +27,9 @@ pub const EXIT_STRICT_REJECTS: i32 = 3;
 #[command(
     name = "wisp",
     version,
-    about = "Hunt and detect attacks on Entra ID workload identities over a Parquet lake"
+    about = "Hunt and detect attacks on Entra ID workload identities over a Parquet lake",
+    after_help = "Exit codes: 0 success; 1 error (bad flags, no lake, failed query); 2 an input could not be read \
+                  (the others were ingested); 3 ingest --strict and records were rejected."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,19 +41,19 @@ pub enum Command {
     /// Convert raw exports into the Parquet lake.
     Ingest(ingest::IngestArgs),
     /// Run one SQL query over the lake.
-    Sql(query::SqlArgs),
+    Sql(sql::SqlArgs),
     /// Ingest the bundled samples into a temporary lake and show what it holds and finds.
-    Demo(query::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run detections: one scheduled run (--at) or every run in a range (backtest).
     Detect(detect::DetectArgs),
     /// List, show and lint the rules.
-    Rules(detect::RulesArgs),
+    Rules(rules::RulesArgs),
     /// Run a hunt (or any rule) once over a window and print its rows.
     Hunt(hunt::HuntArgs),
     /// One timeline of everything a principal did.
-    Pivot(hunt::PivotArgs),
+    Pivot(pivot::PivotArgs),
     /// Interactive SQL over the lake (read-only), with history.
-    Shell(hunt::ShellArgs),
+    Shell(shell::ShellArgs),
     /// Generate a synthetic tenant (raw exports or a lake) with injected attacks and ground truth.
     Gen(gen::GenArgs),
 }
@@ -53,7 +61,7 @@ pub enum Command {
 /// Flags every query command shares.
 #[derive(Debug, Args, Clone)]
 pub struct LakeArgs {
-    /// Lake location (a folder).
+    /// Lake location (a folder written by `wisp ingest`).
     #[arg(long, env = "WISP_LAKE")]
     pub lake: String,
     /// MaxMind ASN database (.mmdb) or a start_ip,end_ip,asn,organization CSV/TSV.
@@ -81,6 +89,34 @@ pub struct OutArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Time flags, all UTC (RFC 3339, e.g. 2026-11-20T12:00:00Z; durations like 65m, 1h, 30d).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TimeArgs {
+    /// The scheduled run (or window) ending at this time.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Start of a range (with --to): a backtest, or a hunt's window.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of a range (with --from).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// A range over the last duration (e.g. 30d), ending now.
+    #[arg(long)]
+    pub last: Option<String>,
+}
+
+impl TimeArgs {
+    pub fn flags(&self) -> crate::detect::TimeFlags {
+        crate::detect::TimeFlags {
+            at: self.at.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            last: self.last.clone(),
+        }
+    }
+}
+
 fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
     let (n, p) = s.split_once('=').ok_or_else(|| format!("expected NAME=FILE.csv, got '{s}'"))?;
     Ok((n.to_string(), PathBuf::from(p)))
@@ -97,6 +133,13 @@ impl LakeArgs {
             memory_limit: self.memory_mb << 20,
             ..Default::default()
         }
+    }
+
+    /// Opens the existing lake (never creates one) and a session over it.
+    pub async fn open(&self) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
+        let lake = Lake::open_existing(&self.lake)?;
+        let ctx = crate::session::open(&lake, &self.session_options()).await?;
+        Ok((lake, ctx))
     }
 }
 
@@ -115,17 +158,39 @@ impl OutArgs {
     }
 }
 
+/// True when an error comes from writing to a reader that went away (`wisp … | head -1`): not a
+/// failure, as ripgrep and xsv treat it.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().contains("Broken pipe (os error 32)")
+    })
+}
+
+/// Parses the command line: `--help` and `--version` print and exit 0; usage errors exit 1 (code 2
+/// is reserved for unreadable inputs).
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    }
+}
+
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Ingest(a) => ingest::run(a).await,
-        Command::Sql(a) => query::sql(a).await,
-        Command::Demo(a) => query::demo(a).await,
-        Command::Detect(a) => detect::detect(a).await,
-        Command::Rules(a) => detect::rules_cmd(a).await,
-        Command::Hunt(a) => hunt::hunt(a).await,
-        Command::Pivot(a) => hunt::pivot(a).await,
-        Command::Shell(a) => hunt::shell(a).await,
+        Command::Sql(a) => sql::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Detect(a) => detect::run(a).await,
+        Command::Rules(a) => rules::run(a).await,
+        Command::Hunt(a) => hunt::run(a).await,
+        Command::Pivot(a) => pivot::run(a).await,
+        Command::Shell(a) => shell::run(a).await,
         Command::Gen(a) => gen::run(a).await,
     }
 }

@@ -120,19 +120,41 @@ impl Read for BlockingStream {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            walk(&p, out)?;
-        } else if ft.is_file() || (ft.is_symlink() && p.is_file()) {
-            out.push(p);
+/// Collects the files under `dir` (sorted, recursively; symbolic links followed, each folder once).
+/// A folder that cannot be listed, an entry that cannot be read or a broken link is reported in
+/// `bad` and the walk goes on with the rest.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, bad: &mut Vec<String>, seen: &mut std::collections::HashSet<PathBuf>) {
+    if let Ok(real) = std::fs::canonicalize(dir) {
+        if !seen.insert(real) {
+            return; // a link back to a folder already walked
         }
     }
-    Ok(())
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            bad.push(format!("{}: cannot list the folder: {e}", dir.display()));
+            return;
+        }
+    };
+    let mut entries = Vec::new();
+    for e in rd {
+        match e {
+            Ok(e) => entries.push(e.path()),
+            Err(e) => bad.push(format!("{}: cannot read a folder entry: {e}", dir.display())),
+        }
+    }
+    entries.sort();
+    for p in entries {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => walk(&p, out, bad, seen),
+            Ok(m) if m.is_file() => out.push(p),
+            Ok(_) => bad.push(format!("{}: not a regular file (a socket, pipe or device): skipped", p.display())),
+            Err(_) if p.is_symlink() => {
+                bad.push(format!("{}: broken symbolic link (its target does not exist)", p.display()))
+            }
+            Err(e) => bad.push(format!("{}: {e}", p.display())),
+        }
+    }
 }
 
 /// Expands inputs (files, folders recursively, globs) into files; inputs that cannot be read are
@@ -142,6 +164,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
     let mut paths = Vec::new();
     let mut bad = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for input in inputs {
         let local = input.strip_prefix("file://").unwrap_or(input);
         if input.contains("://") && !input.starts_with("file://") {
@@ -150,9 +173,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
         }
         let p = Path::new(local);
         if p.is_dir() {
-            if let Err(e) = walk(p, &mut paths) {
-                bad.push(format!("{input}: {e}"));
-            }
+            walk(p, &mut paths, &mut bad, &mut seen);
         } else if p.is_file() {
             paths.push(p.to_path_buf());
         } else if local.contains(['*', '?', '[']) {
@@ -162,9 +183,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
                     for entry in it {
                         match entry {
                             Ok(m) if m.is_file() => paths.push(m),
-                            Ok(m) if m.is_dir() => {
-                                let _ = walk(&m, &mut paths);
-                            }
+                            Ok(m) if m.is_dir() => walk(&m, &mut paths, &mut bad, &mut seen),
                             Ok(_) => {}
                             Err(e) => bad.push(format!("{input}: {e}")),
                         }
@@ -175,6 +194,8 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
                 }
                 Err(e) => bad.push(format!("{input}: bad glob pattern: {e}")),
             }
+        } else if p.is_symlink() {
+            bad.push(format!("{input}: broken symbolic link (its target does not exist)"));
         } else {
             bad.push(format!("{input}: no such file or folder"));
         }

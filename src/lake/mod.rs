@@ -24,6 +24,10 @@ pub enum LakeError {
     Write { table: &'static str, msg: String },
     #[error("reading {path}: {msg}")]
     Read { path: String, msg: String },
+    #[error("no lake at {0} — run `wisp ingest <exports> --lake {0}` first (or check the path)")]
+    Missing(String),
+    #[error("{0} is not a wisp lake (it holds none of the lake's table folders or _meta/) — check the path")]
+    NotALake(String),
     #[error("unsupported lake location '{0}': give a local folder (object-store URLs come with the storage issue)")]
     Unsupported(String),
 }
@@ -39,15 +43,33 @@ pub struct Lake {
 }
 
 impl Lake {
-    /// Opens (creating if needed) a lake at a local folder or `file://` URL.
-    pub fn open(location: &str) -> Result<Self, LakeError> {
-        let path = if let Some(rest) = location.strip_prefix("file://") {
-            PathBuf::from(rest)
+    fn local_path(location: &str) -> Result<PathBuf, LakeError> {
+        if let Some(rest) = location.strip_prefix("file://") {
+            Ok(PathBuf::from(rest))
         } else if location.contains("://") {
-            return Err(LakeError::Unsupported(location.to_string()));
+            Err(LakeError::Unsupported(location.to_string()))
         } else {
-            PathBuf::from(location)
-        };
+            Ok(PathBuf::from(location))
+        }
+    }
+
+    /// Opens an existing lake for reading. A location that does not exist, or a folder that holds
+    /// no lake, is an error: a typo in `--lake` must not read as "no findings".
+    pub fn open_existing(location: &str) -> Result<Self, LakeError> {
+        let path = Self::local_path(location)?;
+        if !path.is_dir() {
+            return Err(LakeError::Missing(location.to_string()));
+        }
+        let known = |name: &str| path.join(name).is_dir();
+        if !known("_meta") && !ALL_TABLES.iter().any(|t| known(t.name())) {
+            return Err(LakeError::NotALake(location.to_string()));
+        }
+        Self::open(location)
+    }
+
+    /// Opens (creating if needed) a lake at a local folder or `file://` URL: for writers.
+    pub fn open(location: &str) -> Result<Self, LakeError> {
+        let path = Self::local_path(location)?;
         std::fs::create_dir_all(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
         let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
         let store = LocalFileSystem::new_with_prefix(&abs)

@@ -1,16 +1,26 @@
-//! Rules: files of a TOML metadata header in a leading `/* … */` comment, then SQL. Headers are
-//! parsed strictly; window bounds and thresholds reach the SQL as typed parameters; rule SQL runs
-//! read-only. Running a rule for a window yields alerts with deterministic ids.
+//! Rule files: a TOML metadata header in a leading `/* … */` comment, then SQL, then optional
+//! `-- @backtest`, `-- @terms` and `-- @stateful` sections. Headers are parsed strictly; window
+//! bounds and thresholds reach the SQL as typed parameters ([`plan`]); rule SQL is planned
+//! read-only; `lint` plans every section against the lake schema.
+//!
+//! This module knows what a rule *is*; running rules (windows, alerts, backtests, state) is the
+//! detection engine's job (`crate::detect`), which depends on this module and never the reverse.
 
-pub mod alerts;
+mod plan;
 
 use crate::lake::Table;
-use datafusion::common::ScalarValue;
-use datafusion::prelude::SessionContext;
+use crate::time::TimeError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-pub use alerts::{Alert, RunWindow};
+pub use plan::{lint, TermsTable, STATE_TABLE};
+
+/// A run's window, both ends included: the time range one scheduled run of a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunWindow {
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+}
 
 /// A rule could not be loaded, planned or run.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +29,18 @@ pub enum RuleError {
     NoHeader { file: String },
     #[error("{file}: bad header: {msg}")]
     Header { file: String, msg: String },
+    #[error("cannot read rule file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("cannot list rule folder {dir}: {source}")]
+    Dir { dir: String, source: std::io::Error },
     #[error("rule {id}: {msg}")]
     Invalid { id: String, msg: String },
     #[error("rule {id}: {source}")]
     Query { id: String, source: datafusion::error::DataFusionError },
     #[error("no rule with id '{0}' (see `wisp rules list`)")]
     Unknown(String),
-    #[error("bad duration '{0}': use forms like 65m, 1h, 10d, 30d")]
-    Duration(String),
+    #[error("rule {id} ({file}): {field}: {source}")]
+    Duration { id: String, file: String, field: &'static str, source: TimeError },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,33 +159,7 @@ fn split_sections(file: &str, body: &str) -> Result<(String, HashMap<String, Str
     Ok((clean(&body[..main_end]), sections))
 }
 
-/// The rules shipped in `sql/`, embedded in the binary.
-pub const BUILTIN: [(&str, &str); 6] = [
-    ("sql/sp_unusual_source_asn.sql", include_str!("../../sql/sp_unusual_source_asn.sql")),
-    ("sql/sp_rare_action_multiple_ips.sql", include_str!("../../sql/sp_rare_action_multiple_ips.sql")),
-    ("sql/sp_failed_signins.sql", include_str!("../../sql/sp_failed_signins.sql")),
-    ("sql/sp_credential_added_after_signin.sql", include_str!("../../sql/sp_credential_added_after_signin.sql")),
-    ("sql/sp_risk_event_stacking.sql", include_str!("../../sql/sp_risk_event_stacking.sql")),
-    (
-        "sql/identity_signin_from_suspicious_source.sql",
-        include_str!("../../sql/identity_signin_from_suspicious_source.sql"),
-    ),
-];
-
-/// Parses a duration like `65m`, `1h`, `10d`, `30s`.
-pub fn parse_duration(s: &str) -> Result<chrono::Duration, RuleError> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num.parse().map_err(|_| RuleError::Duration(s.into()))?;
-    Ok(match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
-        _ => return Err(RuleError::Duration(s.into())),
-    })
-}
+include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 impl Rule {
     /// Parses a rule file's text.
@@ -198,7 +186,7 @@ impl Rule {
         Ok(rule)
     }
 
-    fn invalid(&self, msg: impl Into<String>) -> RuleError {
+    pub(crate) fn invalid(&self, msg: impl Into<String>) -> RuleError {
         RuleError::Invalid { id: self.meta.id.clone(), msg: msg.into() }
     }
 
@@ -207,12 +195,40 @@ impl Rule {
         RuleError::Query { id: self.meta.id.clone(), source }
     }
 
+    /// One of the header's durations, with the rule, file and field named if it is bad.
+    pub fn duration(&self, field: &'static str) -> Result<chrono::Duration, RuleError> {
+        let m = &self.meta;
+        let text = match field {
+            "interval" => Some(&m.interval),
+            "lookback" => Some(&m.lookback),
+            "history_window" => m.history_window.as_ref(),
+            "suppress_for" => m.suppress_for.as_ref(),
+            _ => None,
+        };
+        match text {
+            Some(t) => crate::time::parse_duration(t).map_err(|source| self.time_error(field, source)),
+            None => Ok(chrono::Duration::zero()),
+        }
+    }
+
+    pub(crate) fn time_error(&self, field: &'static str, source: TimeError) -> RuleError {
+        RuleError::Duration { id: self.meta.id.clone(), file: self.file.clone(), field, source }
+    }
+
     /// The start of the history a run ending at `w.end` looks back over (`w.start` without one).
     pub fn history_start(&self, w: &RunWindow) -> Result<chrono::DateTime<chrono::Utc>, RuleError> {
-        Ok(match &self.meta.history_window {
-            Some(h) => w.end - parse_duration(h)?,
-            None => w.start,
-        })
+        match &self.meta.history_window {
+            Some(h) => crate::time::before(w.end, self.duration("history_window")?, h)
+                .map_err(|e| self.time_error("history_window", e)),
+            None => Ok(w.start),
+        }
+    }
+
+    /// The window of the scheduled run ending at `end`.
+    pub fn window_ending(&self, end: chrono::DateTime<chrono::Utc>) -> Result<RunWindow, RuleError> {
+        let start = crate::time::before(end, self.duration("lookback")?, &self.meta.lookback)
+            .map_err(|e| self.time_error("lookback", e))?;
+        Ok(RunWindow { start, end })
     }
 
     fn validate(&self) -> Result<(), RuleError> {
@@ -226,10 +242,11 @@ impl Rule {
         if !(0..=100).contains(&m.risk_score) {
             return Err(self.invalid("risk_score must be 0..=100"));
         }
-        parse_duration(&m.interval)?;
-        parse_duration(&m.lookback)?;
-        if let Some(h) = &m.history_window {
-            parse_duration(h)?;
+        for field in ["interval", "lookback", "history_window", "suppress_for"] {
+            self.duration(field)?;
+        }
+        if self.duration("interval")? <= chrono::Duration::zero() {
+            return Err(self.invalid("interval must be longer than zero"));
         }
         if m.rule_type == RuleType::NewTerms && (m.history_window.is_none() || m.new_terms_fields.is_empty()) {
             return Err(self.invalid("a new_terms rule needs history_window and new_terms_fields"));
@@ -243,9 +260,6 @@ impl Rule {
         if m.suppress_for.is_some() == m.suppress_by.is_empty() {
             return Err(self.invalid("suppress_by and suppress_for go together"));
         }
-        if let Some(s) = &m.suppress_for {
-            parse_duration(s)?;
-        }
         for t in &m.tables {
             if Table::from_name(t).is_none() && t != "sp_risk_events_latest" && t != "alerts" {
                 return Err(self.invalid(format!("unknown table '{t}'")));
@@ -256,79 +270,6 @@ impl Rule {
         }
         Ok(())
     }
-
-    /// The parameters for one window, typed: timestamps as UTC microsecond timestamps.
-    pub fn param_values(&self, w: &RunWindow) -> Result<HashMap<String, ScalarValue>, RuleError> {
-        let ts = crate::query::utc_ts;
-        let mut p = HashMap::new();
-        p.insert("window_start".to_string(), ts(w.start));
-        p.insert("window_end".to_string(), ts(w.end));
-        p.insert("history_start".to_string(), ts(self.history_start(w)?));
-        let us = |d: chrono::Duration| ScalarValue::Int64(Some(d.num_microseconds().unwrap_or(i64::MAX)));
-        p.insert("interval_us".to_string(), us(parse_duration(&self.meta.interval)?));
-        p.insert("lookback_us".to_string(), us(parse_duration(&self.meta.lookback)?));
-        p.insert(
-            "history_us".to_string(),
-            us(self
-                .meta
-                .history_window
-                .as_deref()
-                .map(parse_duration)
-                .transpose()?
-                .unwrap_or_else(chrono::Duration::zero)),
-        );
-        // For a one-pass backtest the range is the window.
-        p.insert("range_start".to_string(), ts(w.start));
-        p.insert("range_end".to_string(), ts(w.end));
-        for (k, v) in &self.meta.params {
-            let s = match v {
-                toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
-                toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
-                toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-                toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
-                other => return Err(self.invalid(format!("parameter {k}: unsupported value {other:?}"))),
-            };
-            p.insert(k.clone(), s);
-        }
-        Ok(p)
-    }
-
-    /// Plans the one-pass backtest over `[from, to]`, if the rule has one.
-    pub async fn plan_backtest(
-        &self,
-        ctx: &SessionContext,
-        range: &RunWindow,
-    ) -> Result<Option<datafusion::dataframe::DataFrame>, RuleError> {
-        match &self.backtest_sql {
-            Some(sql) => Ok(Some(self.plan_section(ctx, sql, range).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The window of the scheduled run ending at `end`.
-    pub fn window_ending(&self, end: chrono::DateTime<chrono::Utc>) -> Result<RunWindow, RuleError> {
-        Ok(RunWindow { start: end - parse_duration(&self.meta.lookback)?, end })
-    }
-
-    /// Plans one of the rule's sections read-only with the parameters of `w` bound.
-    pub async fn plan_section(
-        &self,
-        ctx: &SessionContext,
-        sql: &str,
-        w: &RunWindow,
-    ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
-        let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
-        df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))
-    }
-
-    /// Plans the rule read-only with its parameters bound.
-    pub async fn plan(
-        &self,
-        ctx: &SessionContext,
-        w: &RunWindow,
-    ) -> Result<datafusion::dataframe::DataFrame, RuleError> {
-        self.plan_section(ctx, &self.sql, w).await
-    }
 }
 
 /// The built-in rules, plus `*.sql` files from `dir` (which override built-ins of the same id).
@@ -336,14 +277,17 @@ pub fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<Rule>, RuleError> {
     let mut rules: Vec<Rule> = BUILTIN.iter().map(|(f, t)| Rule::parse(f, t)).collect::<Result<_, _>>()?;
     if let Some(dir) = dir {
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| RuleError::Header { file: dir.display().to_string(), msg: e.to_string() })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
+            .map_err(|source| RuleError::Dir { dir: dir.display().to_string(), source })?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| RuleError::Dir { dir: dir.display().to_string(), source })?
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "sql"))
             .collect();
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f)
-                .map_err(|e| RuleError::Header { file: f.display().to_string(), msg: e.to_string() })?;
+                .map_err(|source| RuleError::Read { file: f.display().to_string(), source })?;
             let r = Rule::parse(&f.display().to_string(), &text)?;
             rules.retain(|x| x.meta.id != r.meta.id);
             rules.push(r);
@@ -352,35 +296,51 @@ pub fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<Rule>, RuleError> {
     Ok(rules)
 }
 
-/// Plans every rule against the lake schema with no data: a typo in a column is found here.
-pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(), RuleError>)> {
-    let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
-    let mut out = Vec::new();
-    for r in rules {
-        let res = async {
-            let df = r.plan(ctx, &w).await?;
-            let schema = df.schema().clone();
-            for k in &r.meta.alert_key {
-                if schema.field_with_unqualified_name(k).is_err() {
-                    return Err(r.invalid(format!("alert_key column '{k}' is not in the query's output")));
-                }
-            }
-            if schema.field_with_unqualified_name(&r.meta.timestamp_field).is_err() {
-                return Err(
-                    r.invalid(format!("the query must output the timestamp column '{}'", r.meta.timestamp_field))
-                );
-            }
-            df.create_physical_plan().await.map_err(|e| r.query_error(e))?;
-            if let Some(bt) = r.plan_backtest(ctx, &w).await? {
-                bt.create_physical_plan().await.map_err(|e| r.query_error(e))?;
-            }
-            if r.terms_sql.is_some() {
-                crate::state::lint(ctx, r).await?;
-            }
-            Ok(())
-        }
-        .await;
-        out.push((r.meta.id.clone(), res));
+impl Rule {
+    /// Reads and parses one rule file.
+    pub fn load_file(path: &std::path::Path) -> Result<Rule, RuleError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RuleError::Read { file: path.display().to_string(), source })?;
+        Rule::parse(&path.display().to_string(), &text)
     }
-    out
+}
+
+/// The rule with this id.
+pub fn by_id<'a>(rules: &'a [Rule], id: &str) -> Result<&'a Rule, RuleError> {
+    rules.iter().find(|r| r.meta.id == id).ok_or_else(|| RuleError::Unknown(id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_file_is_built_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .map(|n| format!("sql/{n}"))
+            .collect();
+        on_disk.sort();
+        let built_in: Vec<String> = BUILTIN.iter().map(|(f, _)| f.to_string()).collect();
+        assert_eq!(built_in, on_disk);
+        let rules = load_all(None).unwrap();
+        assert_eq!(rules.len(), on_disk.len());
+        for (f, text) in BUILTIN {
+            let r = Rule::parse(f, text).unwrap();
+            assert_eq!(format!("sql/{}.sql", r.meta.id), f, "a rule file is named after its id");
+        }
+    }
+
+    #[test]
+    fn bad_durations_name_the_rule_file_and_field() {
+        let (_, text) = BUILTIN.iter().find(|(f, _)| f.ends_with("sp_failed_signins.sql")).unwrap();
+        let bad = text.replacen("lookback = \"", "lookback = \"x", 1);
+        let e = Rule::parse("my/rules/failed.sql", &bad).unwrap_err().to_string();
+        assert!(e.contains("sp_failed_signins") && e.contains("my/rules/failed.sql") && e.contains("lookback"), "{e}");
+        let e = Rule::load_file(std::path::Path::new("/nonexistent/rule.sql")).unwrap_err().to_string();
+        assert!(e.starts_with("cannot read rule file /nonexistent/rule.sql"), "{e}");
+    }
 }

@@ -7,6 +7,7 @@
 //! envelope around it.
 
 pub mod entra;
+pub mod envelope;
 pub mod network;
 
 use crate::lake::Table;
@@ -82,7 +83,7 @@ pub fn map_record(v: &Value, forced: Format) -> Result<Mapped, Reject> {
         })?,
         f => f,
     };
-    match kind {
+    in_range(match kind {
         Format::Diagnostic => entra::from_diagnostic(obj),
         Format::LogAnalytics => entra::from_log_analytics(obj),
         Format::Graph => entra::from_graph(obj),
@@ -91,6 +92,20 @@ pub fn map_record(v: &Value, forced: Format) -> Result<Mapped, Reject> {
         Format::Suricata => network::from_suricata(obj),
         Format::NetworkCsv => network::from_csv_row(obj),
         Format::Auto => unreachable!("resolved above"),
+    })
+}
+
+/// Rejects a record whose time is outside the range the lake accepts (`crate::time`), so every
+/// stored row stays queryable.
+fn in_range(m: Result<Mapped, Reject>) -> Result<Mapped, Reject> {
+    let m = m?;
+    if crate::time::in_range(m.ts) {
+        Ok(m)
+    } else {
+        let shown = chrono::DateTime::from_timestamp_micros(m.ts)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| format!("{} µs since the epoch", m.ts));
+        Err(format!("timestamp out of range: {shown} (wisp accepts 1900-01-01 to 2199-12-31)"))
     }
 }
 
@@ -132,4 +147,32 @@ pub fn detect(obj: &Map<String, Value>) -> Option<Format> {
         return Some(Format::Graph);
     }
     None
+}
+
+/// What a CSV file holds, from its header row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvKind {
+    /// A Log Analytics / Sentinel table export (a `Type` or `TimeGenerated` column).
+    LogAnalytics,
+    /// Network alerts (a time and a source address at least).
+    Network,
+}
+
+impl CsvKind {
+    pub fn of_headers(headers: &[String]) -> CsvKind {
+        if headers.iter().any(|h| h == "Type" || h == "TimeGenerated") {
+            CsvKind::LogAnalytics
+        } else {
+            CsvKind::Network
+        }
+    }
+}
+
+/// Maps one CSV row (header → non-empty value) by what the file holds, unless `--format` forces it.
+pub fn map_csv_row(row: &Map<String, Value>, kind: CsvKind, forced: Format) -> Result<Mapped, Reject> {
+    in_range(match (forced, kind) {
+        (Format::Auto, CsvKind::LogAnalytics) | (Format::LogAnalytics, _) => entra::from_log_analytics(row),
+        (Format::Auto, CsvKind::Network) | (Format::NetworkCsv, _) => network::from_csv_row(row),
+        (f, _) => Err(format!("CSV input is not supported for --format {f:?}")),
+    })
 }

@@ -1,29 +1,10 @@
-use super::{LakeArgs, OutArgs, EXIT_OK};
-use crate::lake::Lake;
+use super::{OutArgs, EXIT_OK};
 use clap::Args;
 
 #[derive(Debug, Args)]
-pub struct SqlArgs {
-    /// The query (read-only: DDL, DML, COPY and SET are refused).
-    pub query: String,
-    #[command(flatten)]
-    pub lake: LakeArgs,
-    #[command(flatten)]
-    pub out: OutArgs,
-}
-
-pub async fn sql(a: SqlArgs) -> anyhow::Result<i32> {
-    let lake = Lake::open(&a.lake.lake)?;
-    let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
-    let started = std::time::Instant::now();
-    let df = crate::query::read_only_sql(&ctx, &a.query).await?;
-    let (out, tty) = a.out.sink()?;
-    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
-    eprintln!("{n} row(s), {scan} in {:.3}s", started.elapsed().as_secs_f64());
-    Ok(EXIT_OK)
-}
-
-#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  wisp demo
+  wisp demo --lake /tmp/demo-lake      # keep the lake, then: wisp sql --lake /tmp/demo-lake \"SELECT * FROM signins\"")]
 pub struct DemoArgs {
     /// Folder of sample exports (default: the bundled `data/`).
     #[arg(long)]
@@ -35,7 +16,7 @@ pub struct DemoArgs {
     pub out: OutArgs,
 }
 
-pub async fn demo(a: DemoArgs) -> anyhow::Result<i32> {
+pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let data = a.data.unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"));
     let tmp;
     let lake_dir = match a.lake {

@@ -17,19 +17,16 @@
 //! such a late event can alert once more (never an alert missed). The state files are written
 //! whole and the `state.json` that names them last, so a crash leaves the previous state.
 
+use super::run::{self as runner, RunResult};
 use crate::lake::Lake;
 use crate::query::ScanStats;
-use crate::rules::{alerts, Rule, RuleError, RunWindow};
-use datafusion::dataframe::DataFrame;
+use crate::rules::{Rule, RuleError, RunWindow, TermsTable};
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{col, lit, SessionContext};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// The table the `-- @stateful` SQL reads.
-pub const STATE_TABLE: &str = "terms_state";
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +69,7 @@ pub enum StateUse {
 /// A stateful run's outcome.
 #[derive(Debug, Clone)]
 pub struct StatefulRun {
-    pub result: alerts::RunResult,
+    pub result: RunResult,
     pub used: StateUse,
     pub terms: u64,
 }
@@ -114,8 +111,8 @@ fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn at(us: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_micros(us).expect("in range")
+fn at(rule: &Rule, us: i64) -> Result<chrono::DateTime<chrono::Utc>, StateError> {
+    crate::time::from_micros(us).map_err(|e| serr(rule, "state.json", e))
 }
 
 /// Runs a new_terms rule for one window with its first-seen state, bringing the state up to the
@@ -128,7 +125,7 @@ pub async fn run(
     detected_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<StatefulRun, StateError> {
     let (Some(_), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else {
-        let result = alerts::run(ctx, rule, w, detected_at).await?;
+        let result = runner::run(ctx, rule, w, detected_at).await?;
         return Ok(StatefulRun { result, used: StateUse::Stateless, terms: 0 });
     };
     let hs = micros(rule.history_start(w)?);
@@ -139,7 +136,7 @@ pub async fn run(
     let mut scan = ScanStats::default();
     let (meta, used) = match meta {
         Some(m) if m.covered_to_us > ws => {
-            let result = alerts::run(ctx, rule, w, detected_at).await?;
+            let result = runner::run(ctx, rule, w, detected_at).await?;
             return Ok(StatefulRun { result, used: StateUse::Stateless, terms: m.terms });
         }
         Some(m) if m.covered_from_us < hs && m.covered_to_us == ws => (m, StateUse::Current),
@@ -158,49 +155,12 @@ pub async fn run(
     };
     let url = format!("{}{}/{}", lake.url, folder(rule), meta.file);
     let state = ctx.read_parquet(url, Default::default()).await.map_err(|e| rule.query_error(e))?;
-    let _table = StateTable::register(ctx, rule, state.into_view())?;
+    let _table = TermsTable::register(ctx, rule, state.into_view())?;
     let df = rule.plan_section(ctx, stateful, w).await?;
-    let (rows, s) = alerts::collect_rows(rule, df).await?;
+    let (rows, s) = runner::collect_rows(rule, df).await?;
     scan.add(s);
-    let result = alerts::finish(rule, rows, w, detected_at, scan);
+    let result = runner::finish(rule, rows, w, detected_at, scan);
     Ok(StatefulRun { result, used, terms: meta.terms })
-}
-
-/// `terms_state` registered for one rule's run; deregistered when dropped (also on errors), so
-/// one session can run several stateful rules.
-struct StateTable<'a>(&'a SessionContext);
-
-impl<'a> StateTable<'a> {
-    fn register(
-        ctx: &'a SessionContext,
-        rule: &Rule,
-        table: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
-    ) -> Result<Self, RuleError> {
-        let _ = ctx.deregister_table(STATE_TABLE);
-        ctx.register_table(STATE_TABLE, table).map_err(|e| rule.query_error(e))?;
-        Ok(StateTable(ctx))
-    }
-}
-
-impl Drop for StateTable<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.deregister_table(STATE_TABLE);
-    }
-}
-
-/// The rule's terms of the events with `from < ts <= to`, each with its first and last sighting.
-async fn terms_of(ctx: &SessionContext, rule: &Rule, from: i64, to: i64) -> Result<DataFrame, RuleError> {
-    let terms_sql = rule.terms_sql.as_deref().ok_or_else(|| rule_without_terms(rule))?;
-    let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
-    let ts = col(rule.meta.timestamp_field.as_str());
-    rule.plan_section(ctx, terms_sql, &RunWindow { start: at(from), end: at(to) })
-        .await?
-        .aggregate(fields, vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
-        .map_err(|e| rule.query_error(e))
-}
-
-fn rule_without_terms(rule: &Rule) -> RuleError {
-    RuleError::Invalid { id: rule.meta.id.clone(), msg: "no '-- @terms' section".into() }
 }
 
 /// Folds the events of `(from, to]` into `old` (or into nothing), drops terms last seen before
@@ -219,7 +179,7 @@ async fn fold(
 ) -> Result<(StateMeta, ScanStats), StateError> {
     let q = |e| rule.query_error(e);
     let fields: Vec<_> = rule.meta.new_terms_fields.iter().map(col).collect();
-    let new = terms_of(ctx, rule, from, to).await?;
+    let new = rule.plan_terms(ctx, &RunWindow { start: at(rule, from)?, end: at(rule, to)? }).await?;
     let merged = match old {
         Some(m) => {
             let url = format!("{}{}/{}", lake.url, folder(rule), m.file);
@@ -238,7 +198,7 @@ async fn fold(
         }
         None => new,
     };
-    let keep = crate::query::utc_ts(at(keep_from));
+    let keep = crate::time::utc_ts(at(rule, keep_from)?);
     let merged = merged
         .filter(col("last_seen").gt_eq(lit(keep)))
         .and_then(|df| df.sort(fields.iter().map(|f| f.clone().sort(true, false)).collect()))
@@ -280,16 +240,4 @@ async fn fold(
         let _ = lake.store.delete(&StorePath::from(format!("{dir}/{}", m.file))).await;
     }
     Ok((meta, scan))
-}
-
-/// Plans a rule's `-- @terms` and `-- @stateful` sections against the lake schema (no data).
-pub async fn lint(ctx: &SessionContext, rule: &Rule) -> Result<(), RuleError> {
-    let (Some(_), Some(stateful)) = (&rule.terms_sql, &rule.stateful_sql) else { return Ok(()) };
-    let schema = terms_of(ctx, rule, 0, 0).await?.schema().as_arrow().clone();
-    let table = datafusion::datasource::MemTable::try_new(std::sync::Arc::new(schema), vec![vec![]])
-        .map_err(|e| rule.query_error(e))?;
-    let _table = StateTable::register(ctx, rule, std::sync::Arc::new(table))?;
-    let w = RunWindow { start: at(0), end: at(0) };
-    rule.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(|e| rule.query_error(e))?;
-    Ok(())
 }

@@ -1,0 +1,194 @@
+//! What a `detect` or `hunt` invocation runs: which rules, and when — one scheduled run, every run
+//! in a range (a backtest), or one hunt window — resolved from the time flags, then executed.
+
+use super::run::{run, RunResult};
+use super::state::{self, StateUse};
+use super::{backtest::backtest, DetectError};
+use crate::lake::Lake;
+use crate::rules::{Rule, RuleError, RuleType, RunWindow};
+use crate::time::{before, parse_duration, parse_utc};
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+
+/// The time flags every query command shares (`--at`, `--from`/`--to`, `--last`), as given.
+#[derive(Debug, Clone, Default)]
+pub struct TimeFlags {
+    pub at: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub last: Option<String>,
+}
+
+/// When detections run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// The scheduled run ending at this time.
+    At(DateTime<Utc>),
+    /// Every scheduled run ending in `[from, to]`: a backtest.
+    Range { from: DateTime<Utc>, to: DateTime<Utc> },
+}
+
+fn usage(msg: impl Into<String>) -> DetectError {
+    DetectError::Usage(msg.into())
+}
+
+fn range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), DetectError> {
+    if from > to {
+        return Err(usage(format!(
+            "--from {} is after --to {}: give the earlier time first",
+            crate::time::rfc3339(from),
+            crate::time::rfc3339(to)
+        )));
+    }
+    Ok((from, to))
+}
+
+fn last(l: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, DetectError> {
+    Ok(before(now, parse_duration(l)?, &format!("--last {l}"))?)
+}
+
+impl TimeFlags {
+    /// `detect`: `--at T` (or nothing: now) is one scheduled run; `--from/--to` or `--last` a
+    /// backtest. Contradictory or incomplete flags are usage errors.
+    pub fn when(&self, now: DateTime<Utc>) -> Result<When, DetectError> {
+        match (&self.at, &self.from, &self.to, &self.last) {
+            (None, None, None, None) => Ok(When::At(now)),
+            (Some(at), None, None, None) => Ok(When::At(parse_utc(at)?)),
+            (None, Some(f), Some(t), None) => {
+                let (from, to) = range(parse_utc(f)?, parse_utc(t)?)?;
+                Ok(When::Range { from, to })
+            }
+            (None, None, None, Some(l)) => Ok(When::Range { from: last(l, now)?, to: now }),
+            (None, Some(_), None, None) => Err(usage("--from needs --to")),
+            (None, None, Some(_), None) => Err(usage("--to needs --from")),
+            _ => Err(usage("--at, --from/--to and --last exclude each other: give one")),
+        }
+    }
+
+    /// `hunt` and `pivot`: one window — `[from, to]`, the last duration, or `default_last` ending
+    /// at `--at` (or now).
+    pub fn window(&self, default_last: &str, now: DateTime<Utc>) -> Result<RunWindow, DetectError> {
+        match (&self.at, &self.from, &self.to, &self.last) {
+            (None, Some(f), Some(t), None) => {
+                let (start, end) = range(parse_utc(f)?, parse_utc(t)?)?;
+                Ok(RunWindow { start, end })
+            }
+            (None, None, None, Some(l)) => Ok(RunWindow { start: last(l, now)?, end: now }),
+            (at, None, None, None) => {
+                let end = at.as_deref().map(parse_utc).transpose()?.unwrap_or(now);
+                Ok(RunWindow { start: last(default_last, end)?, end })
+            }
+            (None, Some(_), None, None) => Err(usage("--from needs --to")),
+            (None, None, Some(_), None) => Err(usage("--to needs --from")),
+            _ => Err(usage("--at, --from/--to and --last exclude each other: give one")),
+        }
+    }
+}
+
+/// The rules a run selects: the given ids (in that order), or every detection (hunts only by id),
+/// with `max_alerts` overridden when asked.
+pub fn select(all: Vec<Rule>, ids: &[String], max_alerts: Option<usize>) -> Result<Vec<Rule>, RuleError> {
+    let mut selected: Vec<Rule> = if ids.is_empty() {
+        all.into_iter().filter(|r| r.meta.rule_type != RuleType::Hunt).collect()
+    } else {
+        ids.iter().map(|id| crate::rules::by_id(&all, id).cloned()).collect::<Result<_, _>>()?
+    };
+    if let Some(m) = max_alerts {
+        for r in &mut selected {
+            r.meta.max_alerts = m;
+        }
+    }
+    Ok(selected)
+}
+
+/// What executing one rule gave.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: RunResult,
+    /// How first-seen state was used (a single run with state, of a rule that keeps it), and the
+    /// terms it holds.
+    pub state: Option<(StateUse, u64)>,
+}
+
+/// Runs one rule: its scheduled run at `When::At` (with first-seen state when `with_state`), or a
+/// backtest over `When::Range` (state does not apply: a backtest reads the history itself).
+pub async fn execute(
+    ctx: &SessionContext,
+    lake: &Lake,
+    rule: &Rule,
+    when: When,
+    with_state: bool,
+    detected_at: DateTime<Utc>,
+) -> Result<Outcome, DetectError> {
+    Ok(match when {
+        When::At(t) if with_state && rule.terms_sql.is_some() => {
+            let s = state::run(ctx, lake, rule, &rule.window_ending(t)?, detected_at).await?;
+            Outcome { result: s.result, state: Some((s.used, s.terms)) }
+        }
+        When::At(t) => Outcome { result: run(ctx, rule, &rule.window_ending(t)?, detected_at).await?, state: None },
+        When::Range { from, to } => Outcome { result: backtest(ctx, rule, from, to, detected_at).await?, state: None },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(at: Option<&str>, from: Option<&str>, to: Option<&str>, last: Option<&str>) -> TimeFlags {
+        let s = |o: Option<&str>| o.map(str::to_string);
+        TimeFlags { at: s(at), from: s(from), to: s(to), last: s(last) }
+    }
+
+    #[test]
+    fn time_flags_resolve_or_are_refused() {
+        let now = parse_utc("2026-11-20T12:00:00Z").unwrap();
+        let t = |s| parse_utc(s).unwrap();
+        assert_eq!(flags(None, None, None, None).when(now).unwrap(), When::At(now));
+        assert_eq!(
+            flags(Some("2026-11-19T01:00:00Z"), None, None, None).when(now).unwrap(),
+            When::At(t("2026-11-19T01:00:00Z"))
+        );
+        assert_eq!(
+            flags(None, None, None, Some("1d")).when(now).unwrap(),
+            When::Range { from: t("2026-11-19T12:00:00Z"), to: now }
+        );
+        assert_eq!(
+            flags(None, Some("2026-11-01T00:00:00Z"), Some("2026-11-02T00:00:00Z"), None).when(now).unwrap(),
+            When::Range { from: t("2026-11-01T00:00:00Z"), to: t("2026-11-02T00:00:00Z") }
+        );
+        for bad in [
+            flags(None, Some("2026-11-02T00:00:00Z"), Some("2026-11-01T00:00:00Z"), None),
+            flags(None, Some("2026-11-02T00:00:00Z"), None, None),
+            flags(None, None, Some("2026-11-02T00:00:00Z"), None),
+            flags(Some("2026-11-02T00:00:00Z"), None, None, Some("1d")),
+        ] {
+            assert!(matches!(bad.when(now), Err(DetectError::Usage(_))), "{bad:?}");
+            assert!(matches!(bad.window("7d", now), Err(DetectError::Usage(_))), "{bad:?}");
+        }
+        assert!(matches!(flags(None, None, None, Some("99999999d")).when(now), Err(DetectError::Time(_))));
+        assert!(matches!(flags(Some("9999-12-31T23:59:59Z"), None, None, None).when(now), Err(DetectError::Time(_))));
+        assert_eq!(
+            flags(Some("2026-11-19T00:00:00Z"), None, None, None).window("7d", now).unwrap(),
+            RunWindow { start: t("2026-11-12T00:00:00Z"), end: t("2026-11-19T00:00:00Z") }
+        );
+        assert_eq!(
+            flags(None, None, None, None).window("30d", now).unwrap(),
+            RunWindow { start: t("2026-10-21T12:00:00Z"), end: now }
+        );
+    }
+
+    #[test]
+    fn selection_by_id_or_every_detection() {
+        let all = crate::rules::load_all(None).unwrap();
+        let detections = select(all.clone(), &[], None).unwrap();
+        assert!(!detections.is_empty());
+        assert!(detections.iter().all(|r| r.meta.rule_type != RuleType::Hunt));
+        assert_eq!(detections.len(), all.iter().filter(|r| r.meta.rule_type != RuleType::Hunt).count());
+        let ids = vec!["sp_failed_signins".to_string(), "sp_unusual_source_asn".to_string()];
+        let two = select(all.clone(), &ids, Some(7)).unwrap();
+        assert_eq!(two.iter().map(|r| r.meta.id.as_str()).collect::<Vec<_>>(), ids);
+        assert!(two.iter().all(|r| r.meta.max_alerts == 7));
+        let e = select(all, &["nope".to_string()], None).unwrap_err();
+        assert!(matches!(e, RuleError::Unknown(ref id) if id == "nope"), "{e}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The background of every day: sign-ins of service principals, managed identities and users,
+//! and the other events (Graph calls, O365 audit, Azure activity, directory changes, risk events,
+//! network alerts), with heavy-tailed activity per principal.
+
+use super::records::{activity, audit, graph_call, net_alert, o365, risk, signin, sp_signin, AUDIT_OPS};
+use super::tenant::{uid, Rng, Tenant, RESERVED};
+use super::{GenError, Out, Scale};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+/// One generated day: its randomness and where its records go.
+pub(super) struct Day<'a> {
+    pub(super) seed: u64,
+    pub(super) index: i64,
+    pub(super) start: DateTime<Utc>,
+    pub(super) name: String,
+    pub(super) rng: Rng,
+    pub(super) out: &'a mut Out,
+}
+
+impl Day<'_> {
+    /// A random time of the day.
+    fn at(&mut self) -> DateTime<Utc> {
+        self.start + Duration::microseconds(self.rng.below(86_400_000_000) as i64)
+    }
+
+    /// A fresh record id of kind `k`.
+    fn nid(&mut self, k: u64) -> String {
+        uid(self.seed ^ self.rng.next(), k, self.index as u64)
+    }
+
+    pub(super) fn emit(&mut self, v: Value) -> Result<(), GenError> {
+        self.out.emit(&self.name, v)
+    }
+}
+
+/// Sign-ins: 60% service principals, 15% managed identities, 25% users.
+pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenError> {
+    let sw: f64 = t.sps.iter().map(|p| p.weight).sum();
+    for (i, p) in t.sps.iter().enumerate() {
+        let n = day.rng.count(s.signins_per_day * 0.60 * p.weight / sw);
+        for _ in 0..n {
+            let ts = day.at();
+            let ip = if day.rng.chance(0.0005) && !RESERVED.contains(&i) && p.owner.is_none() {
+                let k = 12 + day.rng.below(2900) as usize; // roaming to a network never used before
+                t.nets[k].ip(day.rng.next())
+            } else {
+                day.rng.pick(&p.homes).0.clone()
+            };
+            let err = if !RESERVED.contains(&i) && day.rng.chance(0.02) {
+                *day.rng.pick(&[7000215i64, 7000222, 700027, 700016])
+            } else {
+                0
+            };
+            let v = sp_signin(day.nid(11), ts, p, &ip, err);
+            day.emit(v)?;
+        }
+    }
+    let mw: f64 = t.mis.iter().map(|p| p.weight).sum();
+    for p in &t.mis {
+        for _ in 0..day.rng.count(s.signins_per_day * 0.15 * p.weight / mw) {
+            let ts = day.at();
+            let v = signin("ManagedIdentitySignInLogs", day.nid(12), ts, p, None, 0, "Azure Key Vault", false);
+            day.emit(v)?;
+        }
+    }
+    let uw: f64 = t.users.iter().map(|p| p.weight).sum();
+    for p in &t.users {
+        for _ in 0..day.rng.count(s.signins_per_day * 0.25 * p.weight / uw) {
+            let ts = day.at();
+            let cat = if day.rng.chance(0.3) { "SignInLogs" } else { "NonInteractiveUserSignInLogs" };
+            let err = if day.rng.chance(0.03) { 50126 } else { 0 };
+            let ip = p.homes[0].0.clone();
+            let v = signin(cat, day.nid(13), ts, p, Some(&ip), err, "Office 365 Exchange Online", true);
+            day.emit(v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Graph calls, O365 audit, Azure activity, directory changes, risk events and network alerts.
+pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenError> {
+    let other = day.rng.count(s.other_per_day);
+    for _ in 0..other {
+        let ts = day.at();
+        let r = day.rng.unit();
+        let p = loop {
+            let i = day.rng.below(t.sps.len() as u64) as usize;
+            if !RESERVED.contains(&i) {
+                break &t.sps[i];
+            }
+        };
+        let ip = p.homes[0].0.clone();
+        let v = if r < 0.55 {
+            graph_call(day.nid(21), ts, p, &ip, &mut day.rng)
+        } else if r < 0.75 {
+            let u = day.rng.pick(&t.users);
+            o365(day.nid(22), ts, "MailItemsAccessed", &u.name, &p.app_id, &u.homes[0].0, false)
+        } else if r < 0.78 {
+            o365(day.nid(23), ts, "Update service principal.", &p.name, &p.app_id, &ip, true)
+        } else if r < 0.92 {
+            activity(ts, p, &ip, &mut day.rng)
+        } else if r < 0.99 {
+            // Directory changes are mostly about users, groups and devices; changes to an
+            // application's credentials are about 2% of them (hundreds a day in medium).
+            let total: u64 = AUDIT_OPS.iter().map(|o| o.2).sum();
+            let mut k = day.rng.below(total);
+            let (op, ty, _) = *AUDIT_OPS
+                .iter()
+                .find(|o| {
+                    let hit = k < o.2;
+                    k = k.saturating_sub(o.2);
+                    hit
+                })
+                .expect("k < total");
+            let u = day.rng.pick(&t.users);
+            let target = if matches!(ty, "User" | "Group" | "Device") { day.rng.pick(&t.users) } else { p };
+            audit(
+                day.nid(24),
+                ts,
+                op,
+                if day.rng.chance(0.3) { Some(p) } else { None },
+                Some(u),
+                Some(&u.homes[0].0),
+                target,
+                ty,
+            )
+        } else if r < 0.995 {
+            let id = day.nid(25);
+            let ty = *day.rng.pick(&[
+                "leakedCredentials",
+                "unfamiliarFeatures",
+                "adminConfirmedServicePrincipalCompromised",
+            ]);
+            let v1 = risk(id.clone(), ts, ts, p, ty, "low", "atRisk", &ip);
+            day.emit(v1)?;
+            // A later version of the same detection (dismissed).
+            risk(id, ts, ts + Duration::minutes(30), p, ty, "low", "dismissed", &ip)
+        } else {
+            let src = t.nets[12 + day.rng.below(2900) as usize].ip(day.rng.next());
+            net_alert(
+                ts,
+                day.rng.next() % 1_000_000_000,
+                &src,
+                "ET SCAN Suspicious inbound",
+                2_010_000 + day.rng.below(50),
+            )
+        };
+        day.emit(v)?;
+    }
+    Ok(())
+}

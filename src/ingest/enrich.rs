@@ -1,0 +1,54 @@
+//! Enrichment at ingest: ASN and geo of a row's source address.
+
+use crate::lake::Table;
+use serde_json::Value;
+use std::sync::Arc;
+use wisp_udfs::db::{AsnCache, GeoCache};
+use wisp_udfs::{AsnDb, GeoDb};
+
+/// ASN and geo enrichment, done once at ingest, with per-run lookup caches.
+pub(super) struct Enricher {
+    pub(super) asn: Option<Arc<AsnDb>>,
+    pub(super) geo: Option<Arc<GeoDb>>,
+    asn_cache: AsnCache,
+    geo_cache: GeoCache,
+}
+
+impl Enricher {
+    pub(super) fn new(asn: Option<Arc<AsnDb>>, geo: Option<Arc<GeoDb>>) -> Self {
+        Enricher { asn, geo, asn_cache: AsnCache::new(), geo_cache: GeoCache::new() }
+    }
+
+    /// Fills `source_asn`/`source_as_org` from the ASN database, and `country`/`city` from the
+    /// geo database when the log has none.
+    pub(super) fn apply(&mut self, table: Table, row: &mut [Value]) {
+        let (Some(ip_i), true) = (table.col("source_ip"), self.asn.is_some() || self.geo.is_some()) else {
+            return;
+        };
+        let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {
+            return;
+        };
+        if let (Some(db), Some(asn_i), Some(org_i)) = (&self.asn, table.col("source_asn"), table.col("source_as_org")) {
+            if self.asn_cache.len() > 100_000 {
+                self.asn_cache.clear();
+            }
+            if let Some(hit) = db.lookup(ip, &mut self.asn_cache) {
+                row[asn_i] = Value::from(hit.number);
+                row[org_i] = hit.organization.map(|o| Value::String(o.to_string())).unwrap_or(Value::Null);
+            }
+        }
+        if let (Some(db), Some(c_i), Some(city_i)) = (&self.geo, table.col("country"), table.col("city")) {
+            if row[c_i].is_null() {
+                if self.geo_cache.len() > 100_000 {
+                    self.geo_cache.clear();
+                }
+                if let Some(g) = db.lookup(ip, &mut self.geo_cache) {
+                    row[c_i] = g.country_iso.map(Value::String).unwrap_or(Value::Null);
+                    if row[city_i].is_null() {
+                        row[city_i] = g.city.map(Value::String).unwrap_or(Value::Null);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Reading input files: gzip, CSV, streamed JSON arrays, whole JSON documents and JSON lines, each
+//! record handed to the run with its position (line, or line and record, or record index).
+
+use super::formats::{self, Format};
+use super::run::{Pos, Run};
+use super::source::{self, InputFile, ManifestEntry};
+use crate::lake::LakeError;
+use serde_json::{Map, Value};
+use std::io::{BufRead, Read};
+
+/// Why a file stopped: the lake failed (the run stops), or the file could not be read (it is
+/// reported as unreadable; the other files are still ingested).
+pub(super) enum FileError {
+    Lake(LakeError),
+    Read(String),
+}
+
+impl From<LakeError> for FileError {
+    fn from(e: LakeError) -> Self {
+        FileError::Lake(e)
+    }
+}
+
+/// Reads one file, finding its shape (CSV, a JSON array, one JSON document, JSON lines) from its
+/// first non-blank line. Returns `None` when the manifest shows it unchanged.
+pub(super) fn read_file(
+    run: &mut Run,
+    f: &InputFile,
+    prior: Option<&ManifestEntry>,
+    bar: &indicatif::ProgressBar,
+) -> Result<Option<ManifestEntry>, FileError> {
+    let head = f.head_hash(source::HEAD_LEN).map_err(FileError::Read)?;
+    let mut start = (0u64, 0u64);
+    if let Some(p) = prior {
+        // Compare the same leading bytes the earlier run hashed: a grown file keeps its head.
+        let same_head = if p.head_len == f.size.min(source::HEAD_LEN) {
+            p.head_hash == head
+        } else {
+            p.head_len <= f.size && f.head_hash(p.head_len).map_err(FileError::Read)? == p.head_hash
+        };
+        if same_head && p.size == f.size && p.consumed_bytes == f.size {
+            return Ok(None);
+        }
+        if same_head && p.resumable && f.size > p.consumed_bytes {
+            start = (p.consumed_bytes, p.consumed_lines); // an append blob that grew
+        }
+    }
+    run.summary.bytes += f.size - start.0;
+    let counted = CountingReader { inner: f.open(start.0).map_err(FileError::Read)?, n: 0, bar: bar.clone() };
+    let mut reader: Box<dyn BufRead> = if f.gzip {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(counted)))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
+    };
+    let display = f.display.clone();
+    let mut first = Vec::new();
+    let read_err = |e: std::io::Error| FileError::Read(e.to_string());
+    // Skip leading blank lines to find the shape.
+    let mut lines_before = 0u64;
+    let mut offset = start.0;
+    loop {
+        first.clear();
+        let n = match reader.read_until(b'\n', &mut first) {
+            Ok(n) => n,
+            // A 0-byte or truncated gzip is an empty file for our purposes when nothing was read.
+            Err(e) if f.gzip && e.kind() == std::io::ErrorKind::UnexpectedEof && offset == 0 => 0,
+            Err(e) => return Err(read_err(e)),
+        };
+        if n == 0 {
+            return Ok(Some(f.entry(head, f.size, start.1 + lines_before, !f.gzip)));
+        }
+        if first.iter().all(u8::is_ascii_whitespace) {
+            lines_before += 1;
+            offset += n as u64;
+            continue;
+        }
+        break;
+    }
+    let lead = first.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
+    let forced_csv = matches!(run.format, Format::NetworkCsv)
+        || (run.format == Format::LogAnalytics && lead != b'{' && lead != b'[');
+    let not_json = lead != b'{' && lead != b'[' && !first.starts_with(&[0xef, 0xbb, 0xbf, b'{']);
+    if (forced_csv || not_json) && (lead.is_ascii_graphic() || lead >= 0x80) {
+        let mut all = first.clone();
+        reader.read_to_end(&mut all).map_err(read_err)?;
+        csv_file(run, &display, &all, start.1 + lines_before)?;
+        return Ok(Some(f.entry(head, f.size, 0, false)));
+    }
+    if lead == b'[' {
+        // A JSON array (a Log Analytics or O365 export): streamed element by element.
+        json_array(run, &display, first, &mut reader)?;
+        return Ok(Some(f.entry(head, f.size, 0, false)));
+    }
+    if lead == b'{' && serde_json::from_slice::<serde::de::IgnoredAny>(trim_bom(&first)).is_err() {
+        // A pretty-printed or single-line document: read it whole.
+        let mut all = first.clone();
+        reader.read_to_end(&mut all).map_err(read_err)?;
+        match serde_json::from_slice::<Value>(trim_bom(&all)) {
+            Ok(v) => {
+                let raw = String::from_utf8_lossy(&all).trim().to_string();
+                run.value(&display, None, v, &raw)?;
+                return Ok(Some(f.entry(head, f.size, 0, false)));
+            }
+            Err(err) if all.iter().filter(|&&b| b == b'\n').count() <= 1 => {
+                let raw = String::from_utf8_lossy(&all).trim().to_string();
+                let line = start.1 + lines_before + 1;
+                run.reject(&display, Pos::Line(line), &json_reason(&err, &all), &raw)?;
+                return Ok(Some(f.entry(head, f.size, start.1 + lines_before + 1, !f.gzip)));
+            }
+            Err(_) => {
+                // Not one document: JSON lines whose first line is broken.
+                let mut cursor = std::io::Cursor::new(all);
+                let (lines, _) = json_lines(run, &display, &mut cursor, start.1 + lines_before, Vec::new())?;
+                return Ok(Some(f.entry(head, f.size, lines, false)));
+            }
+        }
+    }
+    let (lines, consumed) = json_lines(run, &display, &mut reader, start.1 + lines_before, first)?;
+    let consumed_bytes = offset + consumed;
+    let size = if f.gzip { f.size } else { consumed_bytes };
+    Ok(Some(f.entry(head, size, lines, !f.gzip)))
+}
+
+/// Splits a top-level JSON array into its elements' bytes as chunks arrive, without parsing
+/// them: strings (with their escapes) and nested brackets are tracked, so a comma or bracket
+/// inside a string or a nested value never splits an element. Bytes before the opening `[` and
+/// after the closing `]` are ignored.
+#[derive(Debug, Default)]
+pub(crate) struct ArraySplitter {
+    /// 0 before the array, 1 inside the top-level array, more inside nested values.
+    depth: usize,
+    in_str: bool,
+    esc: bool,
+    elem: Vec<u8>,
+    closed: bool,
+}
+
+impl ArraySplitter {
+    /// Feeds one chunk; `out` receives each complete element (trimmed; empty ones are skipped).
+    /// Returns true once the array has closed.
+    pub(crate) fn feed<E>(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<bool, E> {
+        for &c in chunk {
+            if self.closed {
+                break;
+            }
+            if self.depth == 0 {
+                if c == b'[' {
+                    self.depth = 1;
+                }
+                continue;
+            }
+            if self.in_str {
+                self.elem.push(c);
+                if self.esc {
+                    self.esc = false;
+                } else if c == b'\\' {
+                    self.esc = true;
+                } else if c == b'"' {
+                    self.in_str = false;
+                }
+                continue;
+            }
+            match c {
+                b'"' => {
+                    self.in_str = true;
+                    self.elem.push(c);
+                }
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.elem.push(c);
+                }
+                b'}' | b']' if self.depth > 1 => {
+                    self.depth -= 1;
+                    self.elem.push(c);
+                }
+                b']' => {
+                    self.emit(out)?;
+                    self.closed = true;
+                }
+                b',' if self.depth == 1 => self.emit(out)?,
+                _ => self.elem.push(c),
+            }
+        }
+        Ok(self.closed)
+    }
+
+    fn emit<E>(&mut self, out: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let text = self.elem.trim_ascii();
+        if !text.is_empty() {
+            out(text)?;
+        }
+        self.elem.clear();
+        Ok(())
+    }
+
+    /// At the end of the input: an array that never closed leaves a truncated last element.
+    pub(crate) fn finish<E>(mut self, out: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        if !self.closed {
+            self.emit(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams the elements of a top-level JSON array without holding the whole document: each
+/// element is one record (index from 0). A malformed or truncated element is rejected; the rest
+/// of the array still ingests.
+fn json_array(run: &mut Run, file: &str, first: Vec<u8>, reader: &mut dyn BufRead) -> Result<(), FileError> {
+    let mut index = 0u64;
+    let mut element = |text: &[u8]| -> Result<(), FileError> {
+        let pos = Pos::Record(index);
+        index += 1;
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v) => run.record(file, pos, &v, &String::from_utf8_lossy(text))?,
+            Err(e) => run.reject(file, pos, &json_reason(&e, text), &String::from_utf8_lossy(text))?,
+        }
+        Ok(())
+    };
+    let mut split = ArraySplitter::default();
+    let mut closed = split.feed(trim_bom(&first), &mut element)?;
+    while !closed {
+        let chunk = reader.fill_buf().map_err(|e| FileError::Read(format!("in the JSON array: {e}")))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        closed = split.feed(chunk, &mut element)?;
+        reader.consume(n);
+    }
+    split.finish(&mut element)
+}
+
+fn trim_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(b)
+}
+
+fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
+    if std::str::from_utf8(bytes).is_err() {
+        return "invalid JSON: not UTF-8 text (binary data?)".into();
+    }
+    if e.is_eof() {
+        return format!("truncated JSON: {e}");
+    }
+    format!("invalid JSON: {e}")
+}
+
+/// JSON Lines: one record (or one envelope) per line. Returns (lines consumed, bytes consumed);
+/// an unterminated, unparsable last line is rejected but not counted as consumed, so a grown
+/// append blob re-reads it whole next time.
+fn json_lines(
+    run: &mut Run,
+    file: &str,
+    reader: &mut dyn BufRead,
+    mut line_no: u64,
+    first: Vec<u8>,
+) -> Result<(u64, u64), FileError> {
+    let mut buf = first;
+    let mut consumed = 0u64;
+    let mut have = !buf.is_empty();
+    loop {
+        if !have {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| FileError::Read(format!("after line {line_no}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+        }
+        have = false;
+        line_no += 1;
+        let terminated = buf.last() == Some(&b'\n');
+        let text = trim_bom(buf.trim_ascii_end());
+        if text.iter().all(u8::is_ascii_whitespace) {
+            consumed += buf.len() as u64;
+            continue;
+        }
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v) => {
+                let raw = std::str::from_utf8(text).map(|s| s.trim_end()).unwrap_or_default();
+                run.value(file, Some(line_no), v, raw)?;
+                consumed += buf.len() as u64;
+            }
+            Err(e) => {
+                let raw = String::from_utf8_lossy(text).trim_end().to_string();
+                run.reject(file, Pos::Line(line_no), &json_reason(&e, text), &raw)?;
+                if terminated {
+                    consumed += buf.len() as u64;
+                } else {
+                    line_no -= 1;
+                }
+            }
+        }
+    }
+    Ok((line_no, consumed))
+}
+
+/// CSV with a header row: Log Analytics exports (`Type` column) or network alerts.
+fn csv_file(run: &mut Run, file: &str, bytes: &[u8], line_base: u64) -> Result<(), FileError> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(trim_bom(bytes));
+    let headers = match rdr.byte_headers() {
+        Ok(h) => h.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect::<Vec<_>>(),
+        Err(e) => return Err(FileError::Read(format!("not JSON and not CSV: {e}"))),
+    };
+    if headers.len() < 2 {
+        // Not a CSV at all (binary garbage, plain text): each line is a rejected record.
+        let text = String::from_utf8_lossy(bytes).to_string();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            run.reject(file, Pos::Line(line_base + i as u64 + 1), "not JSON and not CSV", line)?;
+        }
+        return Ok(());
+    }
+    let csv_kind = formats::CsvKind::of_headers(&headers);
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        let line = line_base + rdr.position().line();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                let raw = rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>();
+                let raw_line = csv_line(&raw);
+                if rec.len() != headers.len() {
+                    run.reject(
+                        file,
+                        Pos::Line(line),
+                        &format!("CSV row has {} fields, header has {}", rec.len(), headers.len()),
+                        &raw_line,
+                    )?;
+                    continue;
+                }
+                let mut m = Map::new();
+                for (h, v) in headers.iter().zip(raw) {
+                    if !v.is_empty() {
+                        m.insert(h.clone(), Value::String(v));
+                    }
+                }
+                match formats::map_csv_row(&m, csv_kind, run.format) {
+                    Ok(m) => run.place(m, &raw_line)?,
+                    Err(reason) => run.reject(file, Pos::Line(line), &reason, &raw_line)?,
+                }
+            }
+            Err(e) => {
+                run.reject(file, Pos::Line(line), &format!("invalid CSV: {e}"), "")?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    let _ = w.write_record(fields);
+    String::from_utf8_lossy(&w.into_inner().unwrap_or_default()).trim_end().to_string()
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ArraySplitter;
+
+    /// Splits `input` fed in chunks of `size` bytes: the elements, and whether the array closed.
+    fn split(input: &[u8], size: usize) -> (Vec<String>, bool) {
+        let mut got = Vec::new();
+        let mut out = |e: &[u8]| -> Result<(), ()> {
+            got.push(String::from_utf8(e.to_vec()).unwrap());
+            Ok(())
+        };
+        let mut s = ArraySplitter::default();
+        let mut closed = false;
+        for chunk in input.chunks(size.max(1)) {
+            closed = s.feed(chunk, &mut out).unwrap();
+            if closed {
+                break;
+            }
+        }
+        s.finish(&mut out).unwrap();
+        (got, closed)
+    }
+
+    #[test]
+    fn records_across_every_buffer_edge() {
+        let input = br#"  [ {"a": 1, "b": [1, 2, {"c": "x"}]} , {"d": "e"},
+            {"f": null} ]  trailing"#;
+        let want = [r#"{"a": 1, "b": [1, 2, {"c": "x"}]}"#, r#"{"d": "e"}"#, r#"{"f": null}"#];
+        for size in 1..input.len() + 1 {
+            assert_eq!(split(input, size), (want.iter().map(|s| s.to_string()).collect(), true), "chunk {size}");
+        }
+    }
+
+    #[test]
+    fn strings_holding_brackets_commas_and_escapes() {
+        let input = br#"[{"s": "a],[b}{,"}, {"q": "say \"hi\", ]"}, {"bs": "c:\\dir\\"}, "plain, string"]"#;
+        for size in [1, 2, 3, 7, 64] {
+            let (got, closed) = split(input, size);
+            assert!(closed);
+            assert_eq!(got.len(), 4, "{got:?}");
+            assert_eq!(got[0], r#"{"s": "a],[b}{,"}"#);
+            assert_eq!(got[1], r#"{"q": "say \"hi\", ]"}"#);
+            assert_eq!(got[2], r#"{"bs": "c:\\dir\\"}"#);
+            assert_eq!(got[3], r#""plain, string""#);
+            for g in &got {
+                serde_json::from_str::<serde_json::Value>(g).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_array_leaves_its_last_element() {
+        let (got, closed) = split(br#"[{"a": 1}, {"b": [2, 3"#, 4);
+        assert!(!closed);
+        assert_eq!(got, vec![r#"{"a": 1}"#.to_string(), r#"{"b": [2, 3"#.to_string()]);
+        assert!(serde_json::from_str::<serde_json::Value>(&got[1]).is_err());
+        let (got, closed) = split(b"[]", 1);
+        assert!(closed && got.is_empty());
+        let (got, closed) = split(b"[ , {}, ,]", 3);
+        assert!(closed);
+        assert_eq!(got, vec!["{}".to_string()]);
+    }
+}

@@ -1,0 +1,136 @@
+//! Planning a rule's SQL: its parameters for a window (typed, bound, never pasted into the text),
+//! each section planned read-only, and `lint`, which plans every section against the lake's schema
+//! without data.
+
+use super::{Rule, RuleError, RunWindow};
+use crate::time::{micros, utc_ts};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::prelude::{col, SessionContext};
+use std::collections::HashMap;
+
+/// The table a rule's `-- @stateful` SQL reads: each term's `first_seen` and `last_seen`.
+pub const STATE_TABLE: &str = "terms_state";
+
+impl Rule {
+    /// The parameters for one window, typed: timestamps as UTC microsecond timestamps.
+    pub fn param_values(&self, w: &RunWindow) -> Result<HashMap<String, ScalarValue>, RuleError> {
+        let mut p = HashMap::new();
+        p.insert("window_start".to_string(), utc_ts(w.start));
+        p.insert("window_end".to_string(), utc_ts(w.end));
+        p.insert("history_start".to_string(), utc_ts(self.history_start(w)?));
+        let us = |d: chrono::Duration| ScalarValue::Int64(Some(micros(d)));
+        p.insert("interval_us".to_string(), us(self.duration("interval")?));
+        p.insert("lookback_us".to_string(), us(self.duration("lookback")?));
+        p.insert("history_us".to_string(), us(self.duration("history_window")?));
+        // For a one-pass backtest the range is the window.
+        p.insert("range_start".to_string(), utc_ts(w.start));
+        p.insert("range_end".to_string(), utc_ts(w.end));
+        for (k, v) in &self.meta.params {
+            let s = match v {
+                toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
+                toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
+                toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+                toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+                other => return Err(self.invalid(format!("parameter {k}: unsupported value {other:?}"))),
+            };
+            p.insert(k.clone(), s);
+        }
+        Ok(p)
+    }
+
+    /// Plans one of the rule's sections read-only with the parameters of `w` bound.
+    pub async fn plan_section(&self, ctx: &SessionContext, sql: &str, w: &RunWindow) -> Result<DataFrame, RuleError> {
+        let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
+        df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))
+    }
+
+    /// Plans the rule's main query read-only with its parameters bound.
+    pub async fn plan(&self, ctx: &SessionContext, w: &RunWindow) -> Result<DataFrame, RuleError> {
+        self.plan_section(ctx, &self.sql, w).await
+    }
+
+    /// Plans the one-pass backtest over `range`, if the rule has one.
+    pub async fn plan_backtest(&self, ctx: &SessionContext, range: &RunWindow) -> Result<Option<DataFrame>, RuleError> {
+        match &self.backtest_sql {
+            Some(sql) => Ok(Some(self.plan_section(ctx, sql, range).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The rule's first-seen terms of the events with `range.start < ts <= range.end`: one row per
+    /// term (the `new_terms_fields`) with its `first_seen` and `last_seen`.
+    pub async fn plan_terms(&self, ctx: &SessionContext, range: &RunWindow) -> Result<DataFrame, RuleError> {
+        let terms_sql = self.terms_sql.as_deref().ok_or_else(|| self.invalid("no '-- @terms' section"))?;
+        let fields: Vec<_> = self.meta.new_terms_fields.iter().map(col).collect();
+        let ts = col(self.meta.timestamp_field.as_str());
+        self.plan_section(ctx, terms_sql, range)
+            .await?
+            .aggregate(fields, vec![min(ts.clone()).alias("first_seen"), max(ts).alias("last_seen")])
+            .map_err(|e| self.query_error(e))
+    }
+}
+
+/// `terms_state` registered for one rule's run; deregistered when dropped (also on errors), so one
+/// session can run several stateful rules one after another.
+pub struct TermsTable<'a>(&'a SessionContext);
+
+impl<'a> TermsTable<'a> {
+    pub fn register(
+        ctx: &'a SessionContext,
+        rule: &Rule,
+        table: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<Self, RuleError> {
+        let _ = ctx.deregister_table(STATE_TABLE);
+        ctx.register_table(STATE_TABLE, table).map_err(|e| rule.query_error(e))?;
+        Ok(TermsTable(ctx))
+    }
+}
+
+impl Drop for TermsTable<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.deregister_table(STATE_TABLE);
+    }
+}
+
+/// Plans every rule and every section against the lake schema with no data: a typo in a column,
+/// an `alert_key` the query does not output, or a stateful section that does not fit its terms is
+/// found here.
+pub async fn lint(ctx: &SessionContext, rules: &[Rule]) -> Vec<(String, Result<(), RuleError>)> {
+    let mut out = Vec::new();
+    for r in rules {
+        out.push((r.meta.id.clone(), lint_one(ctx, r).await));
+    }
+    out
+}
+
+async fn lint_one(ctx: &SessionContext, r: &Rule) -> Result<(), RuleError> {
+    let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
+    let df = r.plan(ctx, &w).await?;
+    let schema = df.schema().clone();
+    for k in &r.meta.alert_key {
+        if schema.field_with_unqualified_name(k).is_err() {
+            return Err(r.invalid(format!("alert_key column '{k}' is not in the query's output")));
+        }
+    }
+    if schema.field_with_unqualified_name(&r.meta.timestamp_field).is_err() {
+        return Err(r.invalid(format!("the query must output the timestamp column '{}'", r.meta.timestamp_field)));
+    }
+    df.create_physical_plan().await.map_err(|e| r.query_error(e))?;
+    if let Some(bt) = r.plan_backtest(ctx, &w).await? {
+        let schema = bt.schema().clone();
+        if schema.field_with_unqualified_name("run_end_us").is_err() {
+            return Err(r.invalid("the '-- @backtest' section must output run_end_us"));
+        }
+        bt.create_physical_plan().await.map_err(|e| r.query_error(e))?;
+    }
+    if let Some(stateful) = &r.stateful_sql {
+        let schema = r.plan_terms(ctx, &w).await?.schema().as_arrow().clone();
+        let table = datafusion::datasource::MemTable::try_new(std::sync::Arc::new(schema), vec![vec![]])
+            .map_err(|e| r.query_error(e))?;
+        let _table = TermsTable::register(ctx, r, std::sync::Arc::new(table))?;
+        r.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(|e| r.query_error(e))?;
+    }
+    Ok(())
+}
