@@ -532,3 +532,53 @@ fn random_tenant(seed: u64) -> Vec<serde_json::Value> {
     }
     recs
 }
+
+/// Alerts are built from the typed columns of a rule's output: a timestamp that is not one, or a
+/// backtest's `run_end_us` that is not an integer, fails the run with the reason (no row is
+/// dropped or dated silently); text and integer timestamps of any unit convert.
+#[tokio::test]
+async fn alert_rows_convert_from_arrow_or_fail_loudly() {
+    let d = t("2026-03-10T00:00:00Z");
+    let lake = lake_with(&[sp_signin("a1", d + Duration::minutes(10), "sp-a", "45.0.0.1", 0, None)]).await;
+    let c = ctx(&lake).await;
+    let header = |extra: &str| {
+        format!(
+            "/*\nid = \"probe\"\nname = \"p\"\ndescription = \"p\"\ntype = \"query\"\nseverity = \"low\"\nrisk_score = 1\n\
+             interval = \"1h\"\nlookback = \"1h\"\ntables = [\"signins\"]\nalert_key = [\"id\"]\n{extra}*/\n"
+        )
+    };
+    let w = rules::RunWindow { start: d, end: d + Duration::hours(1) };
+    let with = |select: &str| Rule::parse("probe.sql", &format!("{}{select}", header(""))).unwrap();
+    // A string timestamp and a timestamp in seconds both convert; the identity columns come along.
+    for sql in [
+        "SELECT id, '2026-03-10T00:10:00Z' AS ts, service_principal_id, source_ip, source_asn FROM signins",
+        "SELECT id, CAST(ts AS TIMESTAMP(0)) AS ts, service_principal_id, source_ip, source_asn FROM signins",
+    ] {
+        let run = alerts::run(&c, &with(sql), &w, detected()).await.unwrap();
+        assert_eq!(run.alerts.len(), 1, "{sql}");
+        let a = &run.alerts[0];
+        assert_eq!(a.ts, (d + Duration::minutes(10)).timestamp_micros(), "{sql}");
+        assert_eq!(a.service_principal_id.as_deref(), Some("id-sp-a"));
+        assert_eq!((a.source_ip.as_deref(), a.source_asn), (Some("45.0.0.1"), Some(64500)));
+    }
+    // A NULL timestamp dates the alert at the window's start.
+    let run = alerts::run(&c, &with("SELECT id, CAST(NULL AS TIMESTAMP) AS ts FROM signins"), &w, detected()).await;
+    assert_eq!(run.unwrap().alerts[0].ts, d.timestamp_micros());
+    for (sql, want) in [
+        ("SELECT id, 'not a time' AS ts FROM signins", "timestamp column 'ts'"),
+        ("SELECT id, true AS ts FROM signins", "not a timestamp"),
+        ("SELECT id FROM signins", "must output the timestamp column 'ts'"),
+    ] {
+        let e = alerts::run(&c, &with(sql), &w, detected()).await.unwrap_err().to_string();
+        assert!(e.contains("probe") && e.contains(want), "{sql}: {e}");
+    }
+    let bt = format!(
+        "{}SELECT id, ts FROM signins\n-- @backtest\nSELECT id, ts, 'x' AS run_end_us FROM signins",
+        header("")
+    );
+    let e = alerts::backtest(&c, &Rule::parse("probe.sql", &bt).unwrap(), w.start, w.end, detected())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run_end_us") && e.contains("not an integer"), "{e}");
+}

@@ -164,9 +164,16 @@ fn ts_col(b: &RecordBatch, name: &str) -> Result<Option<arrow::array::TimestampM
         return Err(format!("the query must output the timestamp column '{name}'"));
     };
     let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+    // Strict: a value that does not convert is an error, not a NULL.
+    let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
     let cast = match c.data_type() {
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => arrow::compute::cast(c, &target),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => arrow::compute::cast(c, &target),
+        DataType::Timestamp(_, _)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Null
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View => arrow::compute::cast_with_options(c, &target, &strict),
         other => return Err(format!("timestamp column '{name}' has type {other}, not a timestamp")),
     }
     .map_err(|e| format!("timestamp column '{name}': {e}"))?;
