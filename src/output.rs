@@ -48,17 +48,44 @@ pub async fn write_stream(
 }
 
 /// Plans, runs and writes a query as it streams; returns the rows written and what the query read.
+/// A query whose hash join runs out of the memory pool before its first row runs again with
+/// joins that spill (`query::spilling_joins`).
 pub async fn write_df(
     df: datafusion::dataframe::DataFrame,
     format: OutputFormat,
     out: Box<dyn Write + Send>,
     to_terminal: bool,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
+    let (plan, stream, first) = match start(df.clone()).await {
+        Err(e) if crate::query::out_of_memory(&e) => {
+            eprintln!("note: a join ran out of the memory pool; running the query again with joins that spill to disk");
+            start(crate::query::spilling_joins(df)).await?
+        }
+        r => r?,
+    };
+    let schema = stream.schema();
+    let mut sink = Sink::new(format, schema, out, to_terminal)?;
+    if let Some(b) = first {
+        sink.write(&b)?;
+    }
+    let mut stream = stream;
+    while let Some(batch) = stream.next().await {
+        sink.write(&batch?)?;
+    }
+    let n = sink.finish()?;
+    Ok((n, crate::query::ScanStats::of(&plan)))
+}
+
+type Started =
+    (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, SendableRecordBatchStream, Option<RecordBatch>);
+
+/// Plans and starts a query, up to its first batch (where a hash join's build side has run).
+async fn start(df: datafusion::dataframe::DataFrame) -> Result<Started, datafusion::error::DataFusionError> {
     let task = std::sync::Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
-    let n =
-        write_stream(datafusion::physical_plan::execute_stream(plan.clone(), task)?, format, out, to_terminal).await?;
-    Ok((n, crate::query::ScanStats::of(&plan)))
+    let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
+    let first = stream.next().await.transpose()?;
+    Ok((plan, stream, first))
 }
 
 /// Writes batches already in memory.
@@ -74,6 +101,48 @@ pub fn write_batches(
         sink.write(b)?;
     }
     sink.finish()
+}
+
+/// CSV has no lists or structs: such columns become JSON text in their cells (as other data tools
+/// write them); NULL stays an empty cell.
+fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch, OutputError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let nested = |t: &DataType| t.is_nested();
+    if !b.schema().fields().iter().any(|f| nested(f.data_type())) {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols: Vec<arrow::array::ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if !nested(f.data_type()) {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+            continue;
+        }
+        let one = RecordBatch::try_new(
+            std::sync::Arc::new(Schema::new(vec![Field::new("v", f.data_type().clone(), true)])),
+            vec![c.clone()],
+        )?;
+        let mut buf = Vec::new();
+        let mut w = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        w.write(&one)?;
+        w.finish()?;
+        drop(w);
+        let mut texts = Vec::with_capacity(b.num_rows());
+        for line in buf.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            let mut row: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(line).map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))?;
+            texts.push(match row.remove("v") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(v.to_string()),
+            });
+        }
+        fields.push(Field::new(f.name(), DataType::Utf8, true));
+        cols.push(std::sync::Arc::new(arrow::array::StringArray::from(texts)));
+    }
+    Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols)?)
 }
 
 enum Sink {
@@ -118,7 +187,7 @@ impl Counting {
         self.rows += b.num_rows() as u64;
         match &mut self.sink {
             Sink::Table(v, _) => v.push(b.clone()),
-            Sink::Csv(w) => w.write(b)?,
+            Sink::Csv(w) => w.write(&nested_as_json(b)?)?,
             Sink::Json(w) => w.write(b)?,
             Sink::Jsonl(w) => w.write(b)?,
             Sink::Parquet(w) => w.write(b)?,

@@ -66,10 +66,70 @@ impl std::fmt::Display for ScanStats {
     }
 }
 
-/// Executes a planned query to completion: its batches and what it read.
+/// Executes a planned query to completion: its batches and what it read. A query whose hash join
+/// runs out of the memory pool runs again with sort-merge joins, which spill ([`spilling_joins`]).
 pub async fn collect_with_stats(df: DataFrame) -> Result<(Vec<arrow::array::RecordBatch>, ScanStats)> {
+    match collect_once(df.clone()).await {
+        Err(e) if out_of_memory(&e) => {
+            eprintln!("note: a join ran out of the memory pool; running the query again with joins that spill to disk");
+            collect_once(spilling_joins(df)).await
+        }
+        r => r,
+    }
+}
+
+async fn collect_once(df: DataFrame) -> Result<(Vec<arrow::array::RecordBatch>, ScanStats)> {
     let task = std::sync::Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
     Ok((batches, ScanStats::of(&plan)))
+}
+
+/// True when a query failed because the memory pool was exhausted.
+pub fn out_of_memory(e: &datafusion::error::DataFusionError) -> bool {
+    matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_))
+}
+
+/// The same query planned with sort-merge joins instead of hash joins. DataFusion 55's hash
+/// joins hold their build side in memory and cannot spill; sort-merge joins sort both sides,
+/// which spills within the memory pool.
+pub fn spilling_joins(df: DataFrame) -> DataFrame {
+    let (state, plan) = df.into_parts();
+    let mut cfg = state.config().clone();
+    cfg.options_mut().optimizer.prefer_hash_join = false;
+    // Smaller batches: each sort holds less at once before it spills.
+    let batch = cfg.options().execution.batch_size.get().min(1024);
+    cfg = cfg.with_batch_size(batch);
+    // Several sorts now share the pool: each keeps back less for merging its spill files.
+    cfg.options_mut().execution.sort_spill_reservation_bytes /= 4;
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(cfg).build();
+    DataFrame::new(state, plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spilling_joins_plan_sort_merge_joins_with_the_same_result() {
+        let ctx = SessionContext::new();
+        let sql = "WITH t AS (SELECT value AS k, value % 7 AS v FROM generate_series(1, 20000)) \
+                   SELECT count(*) AS n, sum(a.v * b.v) AS s FROM t a JOIN t b ON a.k = b.k";
+        let df = read_only_sql(&ctx, sql).await.unwrap();
+        let plan = |df: DataFrame| async move {
+            let p = df.create_physical_plan().await.unwrap();
+            let shown = datafusion::physical_plan::displayable(p.as_ref()).indent(true).to_string();
+            shown
+        };
+        assert!(plan(df.clone()).await.contains("HashJoinExec"));
+        let spilling = spilling_joins(df.clone());
+        let shown = plan(spilling.clone()).await;
+        assert!(shown.contains("SortMergeJoin") && !shown.contains("HashJoinExec"), "{shown}");
+        let (a, _) = collect_with_stats(df).await.unwrap();
+        let (b, _) = collect_with_stats(spilling).await.unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&a).unwrap().to_string(),
+            arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string()
+        );
+    }
 }

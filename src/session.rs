@@ -71,7 +71,10 @@ pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, 
     if let Some(dir) = &opts.spill_dir {
         rt = rt.with_temp_file_path(dir.clone());
     }
-    let ctx = SessionContext::new_with_config_rt(session_config(opts.target_partitions), Arc::new(rt.build()?));
+    let mut cfg = session_config(opts.target_partitions);
+    // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
+    cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
+    let ctx = SessionContext::new_with_config_rt(cfg, Arc::new(rt.build()?));
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
     let mut cfg = opts.udfs.clone();

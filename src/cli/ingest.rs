@@ -39,7 +39,34 @@ pub struct IngestArgs {
     pub no_progress: bool,
 }
 
+/// Removes `dir` if nothing but empty folders is left in it (a failed ingest into a new folder
+/// leaves no empty lake behind).
+fn remove_if_empty(dir: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else { return false };
+    let mut empty = true;
+    for e in rd.flatten() {
+        let p = e.path();
+        empty &= e.file_type().is_ok_and(|t| t.is_dir()) && remove_if_empty(&p);
+    }
+    empty && std::fs::remove_dir(dir).is_ok()
+}
+
 pub async fn run(a: IngestArgs) -> anyhow::Result<i32> {
+    let local = std::path::PathBuf::from(a.lake.strip_prefix("file://").unwrap_or(&a.lake));
+    let new_folder = !a.lake.contains("://") || a.lake.starts_with("file://");
+    let new_folder = new_folder && !local.exists();
+    match ingest_into(a).await {
+        Err(e) => {
+            if new_folder {
+                remove_if_empty(&local);
+            }
+            Err(e)
+        }
+        ok => ok,
+    }
+}
+
+async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
     let lake = Lake::open(&a.lake)?;
     let opts = IngestOptions {
         inputs: a.inputs,
@@ -56,7 +83,10 @@ pub async fn run(a: IngestArgs) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
     if !summary.unreadable.is_empty() {
-        eprintln!("error: {} input(s) could not be read; the others were ingested", summary.unreadable.len());
+        eprintln!(
+            "error: {} input(s) could not be read, in whole or in part (listed above); everything else was ingested",
+            summary.unreadable.len()
+        );
         return Ok(EXIT_UNREADABLE_INPUT);
     }
     if a.strict && summary.rejected_total() > 0 {

@@ -58,8 +58,7 @@ pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, Ingest
 }
 
 fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Summary, IngestError> {
-    let (mut run, run_id) = Run::open(lake, opts, &handle, "", indicatif::ProgressBar::hidden())?;
-    let manifest = source::Manifest::load(lake, &handle)?;
+    let (mut run, run_id, manifest) = Run::open(lake, opts, &handle, "", indicatif::ProgressBar::hidden())?;
     let (files, mut unreadable) = source::discover(&opts.inputs);
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total_bytes);
@@ -68,11 +67,16 @@ fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Ha
     for f in &files {
         run.summary.files += 1;
         let prior = manifest.get(&f.url);
+        let before = run.summary.read;
         match readers::read_file(&mut run, f, prior, &bar) {
             Ok(Some(entry)) => entries.push(entry),
             Ok(None) => run.summary.files_unchanged += 1,
             Err(FileError::Lake(e)) => return Err(e.into()),
-            Err(FileError::Read(msg)) => unreadable.push(format!("{}: {msg}", f.display)),
+            Err(FileError::Read(msg)) => match run.summary.read - before {
+                0 => unreadable.push(format!("{}: could not be read: {msg}", f.display)),
+                n => unreadable
+                    .push(format!("{}: read partly ({n} record(s) before the error were taken): {msg}", f.display)),
+            },
         }
     }
     bar.finish_and_clear();

@@ -8,7 +8,7 @@ use super::normalize::{day_of, fnv64};
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter};
+use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, WriteLock};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use wisp_udfs::{AsnDb, GeoDb};
@@ -49,19 +49,32 @@ pub(super) struct Run {
     now_us: i64,
     /// The progress bar (hidden when not on a terminal): bytes as its position, records as its message.
     pub(super) bar: indicatif::ProgressBar,
+    /// The lake's write lock, held until the manifest is written.
+    lock: WriteLock,
 }
 
 impl Run {
-    /// Opens the databases and the writers of one ingest run; the run id ends with `tag`.
+    /// Opens the databases, takes the lake's write lock (waiting for another writer), repairs
+    /// what a killed writer left, and opens the writers of one ingest run; the run id ends with
+    /// `tag`. Returns the run, its id and the manifest of earlier runs.
     pub(super) fn open(
         lake: &Lake,
         opts: &IngestOptions,
         handle: &tokio::runtime::Handle,
         tag: &str,
         bar: indicatif::ProgressBar,
-    ) -> Result<(Run, String), IngestError> {
+    ) -> Result<(Run, String, source::Manifest), IngestError> {
         let asn = opts.asn_db.as_ref().map(AsnDb::open).transpose()?.map(Arc::new);
         let geo = opts.geo_db.as_ref().map(GeoDb::open).transpose()?.map(Arc::new);
+        let lock = WriteLock::acquire(lake, "wisp ingest")?;
+        let manifest = source::Manifest::load(lake, handle)?;
+        let repairs = crate::lake::lock::repair(lake, manifest.run_ids());
+        if repairs != Default::default() {
+            eprintln!(
+                "repaired what an interrupted ingest left: {} staging file(s), {} file(s) of rejects from a run that never finished (they are rejected again now)",
+                repairs.staging_files, repairs.uncommitted_reject_files
+            );
+        }
         let now = chrono::Utc::now();
         let run_id = format!("{}-{}{tag}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
         let run = Run {
@@ -78,8 +91,9 @@ impl Run {
             keep_raw: opts.keep_raw,
             now_us: now.timestamp_micros(),
             bar,
+            lock,
         };
-        Ok((run, run_id))
+        Ok((run, run_id, manifest))
     }
 
     /// Flushes the writers and records the run (and the files it read) in the manifest.
@@ -91,7 +105,7 @@ impl Run {
         entries: &[source::ManifestEntry],
         unreadable: Vec<String>,
     ) -> Result<Summary, IngestError> {
-        let Run { writer, mut rejects, mut summary, enricher, .. } = self;
+        let Run { writer, mut rejects, mut summary, enricher, lock, .. } = self;
         let stats = writer.finish()?;
         rejects.flush()?;
         summary.parquet_files = stats.files.len() as u64;
@@ -105,6 +119,7 @@ impl Run {
             enricher.asn.as_deref(),
             enricher.geo.as_deref(),
         )?;
+        drop(lock);
         Ok(summary)
     }
 
@@ -182,7 +197,7 @@ pub struct RecordSink {
 impl RecordSink {
     /// Must be created and used on a blocking thread inside a Tokio runtime.
     pub fn new(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Self, IngestError> {
-        let (run, run_id) = Run::open(lake, opts, &handle, "-gen", indicatif::ProgressBar::hidden())?;
+        let (run, run_id, _) = Run::open(lake, opts, &handle, "-gen", indicatif::ProgressBar::hidden())?;
         Ok(RecordSink { run, lake: lake.clone(), handle, run_id })
     }
 

@@ -246,6 +246,8 @@ fn has_gzip_magic(p: &Path) -> bool {
 #[derive(Debug, Default)]
 pub struct Manifest {
     by_source: HashMap<String, ManifestEntry>,
+    /// Every run that wrote its manifest (committed).
+    run_ids: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -289,12 +291,18 @@ impl Manifest {
             Ok(runs)
         })?;
         let mut by_source = HashMap::new();
+        let mut run_ids = std::collections::HashSet::new();
         for run in runs {
+            run_ids.insert(run.run_id.clone());
             for e in run.files {
                 by_source.insert(e.source.clone(), e);
             }
         }
-        Ok(Manifest { by_source })
+        Ok(Manifest { by_source, run_ids })
+    }
+
+    pub fn run_ids(&self) -> &std::collections::HashSet<String> {
+        &self.run_ids
     }
 
     pub fn get(&self, source: &str) -> Option<&ManifestEntry> {

@@ -13,7 +13,8 @@ pub struct Summary {
     pub files: u64,
     /// Files skipped because the manifest shows them already ingested, unchanged.
     pub files_unchanged: u64,
-    /// Inputs that could not be read at all, with the reason.
+    /// Inputs that could not be read, wholly ("could not be read") or partly ("read partly"), with
+    /// the reason.
     pub unreadable: Vec<String>,
     pub parquet_files: u64,
     pub bytes: u64,
@@ -47,7 +48,7 @@ impl std::fmt::Display for Summary {
         }
         writeln!(f, "  duplicates skipped {}", self.duplicates)?;
         for u in &self.unreadable {
-            writeln!(f, "  unreadable: {u}")?;
+            writeln!(f, "  unreadable input: {u}")?;
         }
         write!(f, "{} Parquet files written", self.parquet_files)
     }

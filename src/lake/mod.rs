@@ -1,6 +1,7 @@
 //! The lake: table schemas, layout, the atomic Parquet writer, the ingest manifest, rejected
 //! records, and store URLs → `object_store`. Knows nothing of export formats.
 
+pub mod lock;
 pub mod schema;
 pub mod writer;
 
@@ -10,6 +11,7 @@ use object_store::ObjectStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use lock::WriteLock;
 pub use schema::{Table, ALL_TABLES};
 pub use writer::{LakeWriter, RejectWriter};
 

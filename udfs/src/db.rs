@@ -19,6 +19,12 @@ pub enum DbError {
     Table { path: PathBuf, line: usize, msg: String },
     #[error("{path} is a MaxMind {found} database, but a{want} database is needed here")]
     WrongKind { path: PathBuf, found: String, want: &'static str },
+    #[error("{path} is neither a MaxMind database (no MaxMind metadata in it: empty, truncated or another kind of file?) nor a text start_ip,end_ip,asn,organization table; check the path given to --asn-db")]
+    NotADatabase { path: PathBuf },
+    #[error("{path} is not a MaxMind database (no MaxMind metadata in it: empty, truncated or another kind of file?); --geo-db needs a GeoLite2/GeoIP2 City or Country .mmdb")]
+    NotAGeoDatabase { path: PathBuf },
+    #[error("{path} holds no address ranges: every lookup would be NULL; give a database with data")]
+    Empty { path: PathBuf },
 }
 
 /// One ASN lookup result.
@@ -83,8 +89,17 @@ impl AsnDb {
             }
             return Ok(AsnDb { source: AsnSource::MaxMind(r), path: path.to_path_buf() });
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        Ok(AsnDb { source: AsnSource::Table(parse_table(path, &text)?), path: path.to_path_buf() })
+        let bytes = std::fs::read(path).map_err(io)?;
+        let is_mmdb_name = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mmdb"));
+        let text = match String::from_utf8(bytes) {
+            Ok(t) if !is_mmdb_name => t,
+            _ => return Err(DbError::NotADatabase { path: path.to_path_buf() }),
+        };
+        let rows = parse_table(path, &text)?;
+        if rows.is_empty() {
+            return Err(DbError::Empty { path: path.to_path_buf() });
+        }
+        Ok(AsnDb { source: AsnSource::Table(rows), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -228,6 +243,9 @@ pub type GeoCache = HashMap<usize, Option<GeoInfo>>;
 impl GeoDb {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DbError> {
         let path = path.as_ref();
+        if !is_mmdb(path).map_err(|e| DbError::Io { path: path.to_path_buf(), source: e })? {
+            return Err(DbError::NotAGeoDatabase { path: path.to_path_buf() });
+        }
         let reader = open_mmdb(path)?;
         let kind = reader.metadata().database_type.clone();
         if !(kind.contains("City") || kind.contains("Country")) {
