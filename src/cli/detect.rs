@@ -36,6 +36,19 @@ pub async fn run(a: DetectArgs) -> anyhow::Result<i32> {
     let when = a.time.flags().when(now)?;
     let selected = detect::select(crate::rules::load_all(a.rules_dir.as_deref())?, &a.rules, a.max_alerts)?;
     let (lake, ctx) = a.lake.open().await?;
+    if let When::Range { from, to } = when {
+        match lake.day_span() {
+            None => eprintln!("note: the lake holds no data yet: no run can alert"),
+            Some((first, last)) => {
+                let (lo, hi) = (from.date_naive(), to.date_naive());
+                if lo < first || hi > last + chrono::Duration::days(1) {
+                    eprintln!(
+                        "note: the lake holds data from {first} to {last}; runs of the range outside it cannot alert and are skipped"
+                    );
+                }
+            }
+        }
+    }
     if a.state && matches!(when, When::Range { .. }) {
         eprintln!("note: --state applies to single scheduled runs (--at, or now); a backtest reads the history itself");
     }

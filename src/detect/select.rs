@@ -85,6 +85,23 @@ impl TimeFlags {
     }
 }
 
+/// The part of a backtest range in which a rule's runs can alert, given the lake's data span
+/// (first and last `day`): a run whose window holds no event cannot alert, so runs ending before
+/// the first day or more than the rule's look-back after the last day are skipped — the alerts
+/// are the same. `None` when no run of the range can alert.
+pub fn clamp_to_data(
+    rule: &Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    span: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, RuleError> {
+    let Some((first, last)) = span else { return Ok(None) };
+    let data_from = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let data_to = (last + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let (from, to) = (from.max(data_from), to.min(data_to + rule.duration("lookback")?));
+    Ok((from <= to).then_some((from, to)))
+}
+
 /// The rules a run selects: the given ids (in that order), or every detection (hunts only by id),
 /// with `max_alerts` overridden when asked.
 pub fn select(all: Vec<Rule>, ids: &[String], max_alerts: Option<usize>) -> Result<Vec<Rule>, RuleError> {
@@ -126,7 +143,10 @@ pub async fn execute(
             Outcome { result: s.result, state: Some((s.used, s.terms)) }
         }
         When::At(t) => Outcome { result: run(ctx, rule, &rule.window_ending(t)?, detected_at).await?, state: None },
-        When::Range { from, to } => Outcome { result: backtest(ctx, rule, from, to, detected_at).await?, state: None },
+        When::Range { from, to } => match clamp_to_data(rule, from, to, lake.day_span())? {
+            Some((from, to)) => Outcome { result: backtest(ctx, rule, from, to, detected_at).await?, state: None },
+            None => Outcome { result: RunResult::default(), state: None },
+        },
     })
 }
 
@@ -175,6 +195,22 @@ mod tests {
             flags(None, None, None, None).window("30d", now).unwrap(),
             RunWindow { start: t("2026-10-21T12:00:00Z"), end: now }
         );
+    }
+
+    #[test]
+    fn backtests_skip_runs_that_cannot_see_data() {
+        let rules = crate::rules::load_all(None).unwrap();
+        let r = crate::rules::by_id(&rules, "sp_risk_event_stacking").unwrap();
+        let lookback = r.duration("lookback").unwrap();
+        let t = |s| parse_utc(s).unwrap();
+        let d = |s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let span = Some((d("2026-11-10"), d("2026-11-12")));
+        let got = clamp_to_data(r, t("1950-01-01T00:00:00Z"), t("2100-01-01T00:00:00Z"), span).unwrap();
+        assert_eq!(got, Some((t("2026-11-10T00:00:00Z"), t("2026-11-13T00:00:00Z") + lookback)));
+        let inside = (t("2026-11-11T00:00:00Z"), t("2026-11-11T05:00:00Z"));
+        assert_eq!(clamp_to_data(r, inside.0, inside.1, span).unwrap(), Some(inside));
+        assert_eq!(clamp_to_data(r, t("2026-12-01T00:00:00Z"), t("2026-12-02T00:00:00Z"), span).unwrap(), None);
+        assert_eq!(clamp_to_data(r, inside.0, inside.1, None).unwrap(), None);
     }
 
     #[test]

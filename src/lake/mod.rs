@@ -83,6 +83,32 @@ impl Lake {
         Ok(Lake { store: Arc::new(store), url, local_root: Some(abs) })
     }
 
+    /// The first and last `day=` partition of any table (local lakes; `None` when there is no data
+    /// or the lake is not a folder).
+    pub fn day_span(&self) -> Option<(chrono::NaiveDate, chrono::NaiveDate)> {
+        let root = self.local_root.as_ref()?;
+        let mut span: Option<(chrono::NaiveDate, chrono::NaiveDate)> = None;
+        for t in ALL_TABLES {
+            for e in std::fs::read_dir(root.join(t.name())).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                let Some(day) = name.to_str().and_then(|n| n.strip_prefix("day=")) else { continue };
+                let Ok(d) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") else { continue };
+                let has_file = std::fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|f| f.file_name().to_str().is_some_and(|n| n.ends_with(".parquet")));
+                if has_file {
+                    span = Some(match span {
+                        None => (d, d),
+                        Some((lo, hi)) => (lo.min(d), hi.max(d)),
+                    });
+                }
+            }
+        }
+        span
+    }
+
     /// URL of a table's root folder.
     pub fn table_url(&self, table: Table) -> String {
         format!("{}{}/", self.url, table.name())
