@@ -20,11 +20,15 @@ principal (or two apps sharing a name) blinded or confused it. Here a ServicePri
 matched by service_principal_id, an Application target by its AppId (from additionalDetails) or,
 failing that, by display name case-insensitively. One alert per credential change, with the latest
 prior successful sign-in, the number of prior sign-ins and the minutes between.
-Both spellings of "Update application – Certificates and secrets management" (en dash and hyphen)
-are matched, with or without the trailing space the service writes."""
+Credential changes are "Add service principal credentials" and "Update application – Certificates
+and secrets management" (both spellings, en dash and hyphen, with or without the trailing space the
+service writes); a bare "Update application" counts only when its modified properties hold a
+KeyDescription (a key change, not a redirect URI or permission). The alert names the keys added:
+their KeyIdentifier, KeyType and DisplayName, those in the new KeyDescription and not in the old.
+The look-back for prior sign-ins is the signin_lookback parameter (3 days, as published)."""
 
 [params]
-signin_lookback_days = 3
+signin_lookback = { duration = "3d" }
 
 [mitre]
 tactics = ["TA0003 Persistence"]
@@ -32,7 +36,7 @@ techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH changes AS (
     SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
-           source_ip AS change_ip, target_id, target_name, target_type, additional_details
+           source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets
     FROM audit
     WHERE lower(result) = 'success'
       AND (trim(operation_name) IN ('Add service principal credentials', 'Update application',
@@ -47,27 +51,55 @@ change_app AS (
     WHERE d['key'] = 'AppId'
     GROUP BY audit_id
 ),
+key_props AS (
+    -- The KeyDescription modified property of the change's targets: the keys before and after.
+    SELECT audit_id, coalesce(mp['old_value'], '') AS old_keys, coalesce(mp['new_value'], '') AS new_keys
+    FROM (SELECT audit_id, unnest(t['modified_properties']) AS mp
+          FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
+    WHERE mp['name'] = 'KeyDescription'
+),
+added AS (
+    -- Each key of the new KeyDescription whose KeyIdentifier the old one does not hold.
+    SELECT audit_id, split_part(k, ',', 1) AS key_id,
+           regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
+           regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name
+    FROM (SELECT audit_id, old_keys, unnest(string_to_array(new_keys, 'KeyIdentifier=')) AS k FROM key_props)
+    WHERE k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0
+),
+keys AS (
+    SELECT audit_id, array_agg(key_id ORDER BY key_id) AS added_key_ids,
+           array_agg(key_type ORDER BY key_id) AS added_key_types,
+           array_agg(key_name ORDER BY key_id) AS added_key_names
+    FROM added
+    GROUP BY audit_id
+),
 c AS (
-    SELECT changes.*, change_app.target_app_id
-    FROM changes LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+    SELECT changes.ts, changes.audit_id, changes.operation_name, changes.initiated_by_upn, changes.initiated_by_app_name,
+           changes.initiated_by_sp_id, changes.change_ip, changes.target_id, changes.target_name, changes.target_type,
+           change_app.target_app_id, keys.added_key_ids, keys.added_key_types, keys.added_key_names
+    FROM changes
+    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+    LEFT JOIN keys ON changes.audit_id = keys.audit_id
+    -- A bare "Update application" is a credential change only when a key changed.
+    WHERE trim(changes.operation_name) <> 'Update application'
+       OR changes.audit_id IN (SELECT audit_id FROM key_props)
 ),
 s AS (
     SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
            source_ip AS signin_ip
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND ts >= $window_start - INTERVAL '3 days' AND ts <= $window_end
-      AND day >= to_char($window_start - INTERVAL '3 days', '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND ts >= $window_start - $signin_lookback AND ts <= $window_end
+      AND day >= to_char($window_start - $signin_lookback, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
--- Each change against the four UTC days its 3-day look-back can touch: joining on the day too
--- keeps a long window from pairing every change with every sign-in of its principal. The day is
--- the sign-ins' `day` partition value (the UTC date of ts), so the join's dynamic filter on the
--- sign-in scan compares a per-file constant instead of truncating every row's timestamp.
+-- Each change against the UTC days its look-back can touch: joining on the day too keeps a long
+-- window from pairing every change with every sign-in of its principal. The day is the sign-ins'
+-- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
+-- compares a per-file constant instead of truncating every row's timestamp.
 cd AS (
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
-           unnest(make_array(to_char(ts, '%Y-%m-%d'), to_char(ts - INTERVAL '1 day', '%Y-%m-%d'),
-                             to_char(ts - INTERVAL '2 days', '%Y-%m-%d'), to_char(ts - INTERVAL '3 days', '%Y-%m-%d'))) AS d
-    FROM c
+           to_char(to_timestamp_micros(CAST(ts AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
+    FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
@@ -93,12 +125,13 @@ prior AS (
            last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
     FROM matched
-    WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL '3 days'
+    WHERE signin_ts < ts AND signin_ts >= ts - $signin_lookback
     GROUP BY audit_id
 )
 SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_by_upn, c.initiated_by_app_name,
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,
+       c.added_key_ids, c.added_key_types, c.added_key_names,
        CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
 FROM prior JOIN c ON prior.audit_id = c.audit_id

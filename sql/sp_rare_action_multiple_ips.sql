@@ -25,8 +25,8 @@ max_events = 5
 min_ips = 2
 
 [mitre]
-tactics = ["TA0001 Initial Access", "TA0007 Discovery"]
-techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
+tactics = ["TA0003 Persistence"]
+techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH activity AS (
     SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,

@@ -15,16 +15,17 @@ alert_key = ["service_principal_id", "first_detection", "last_detection"]
 false_positives = ["Risk detections re-evaluated in bulk by Microsoft (check risk_state)."]
 references = ["https://learn.microsoft.com/en-us/entra/id-protection/concept-workload-identity-risk"]
 note = """
-Uses the newest version of each risk detection (sp_risk_events_latest). High-severity types:
-investigationsThreatIntelligence, maliciousIPAddress, anomalousToken. Sign-ins whose IP is in the
+Uses the newest version of each risk detection (sp_risk_events_latest). High-severity types, as
+the KQL lists them: investigationsThreatIntelligence, anomalousToken, maliciousIPAddress,
+suspiciousAPITraffic. Sign-ins whose IP is in the
 NetworkAllowlist watchlist (CIDRs, single IPs and a-b ranges; --watchlist NetworkAllowlist=FILE.csv
 or <lake>/_watchlists/NetworkAllowlist.csv) are not counted; with no watchlist loaded every
 sign-in counts. Severity ladder: Critical = a high-severity type and active sign-ins; High = a
 high-severity type; High = 3+ distinct types; High = 2+ types with active sign-ins; else Medium."""
 
 [mitre]
-tactics = ["TA0001 Initial Access", "TA0006 Credential Access"]
-techniques = ["T1078.004 Valid Accounts: Cloud Accounts", "T1528 Steal Application Access Token"]
+tactics = ["TA0006 Credential Access", "TA0003 Persistence"]
+techniques = ["T1078.004 Valid Accounts: Cloud Accounts", "T1550.001 Use Alternate Authentication Material: Application Access Token"]
 */
 -- The latest version of each risk event (as the view sp_risk_events_latest), ranked only for
 -- the events with a version in the window: an event's latest version can be in the window only
@@ -56,7 +57,7 @@ per_sp AS (
            count(*) AS risk_event_count,
            count(DISTINCT risk_event_type) AS distinct_types,
            array_sort(array_agg(DISTINCT risk_event_type)) AS risk_types,
-           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken') THEN 1 ELSE 0 END) AS high_severity_type_count,
+           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken', 'suspiciousAPITraffic') THEN 1 ELSE 0 END) AS high_severity_type_count,
            sum(CASE WHEN lower(risk_level) = 'high' THEN 1 ELSE 0 END) AS high_level_count,
            min(ts) AS first_detection, max(ts) AS last_detection
     FROM risk

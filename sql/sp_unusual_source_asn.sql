@@ -72,7 +72,7 @@ WHERE rn = 1
 -- than T-10d (or there is none): then it is the oldest row of a pair first seen after T-65m. The
 -- first such run is the one that reports it, exactly as replaying the runs one by one would.
 -- Only the first row of a pair in each clock hour can alert (any later row's previous occurrence
--- is less than an hour old, and 10 days exceed an hour plus the 65-minute look-back), so the pairs
+-- is less than an hour old, and the history window exceeds an hour plus the look-back), so the pairs
 -- are aggregated per hour first and the previous occurrence is the previous hour-bucket's last
 -- sighting: the ordered window runs over buckets, not over every sign-in.
 WITH candidates AS (
@@ -86,8 +86,8 @@ WITH candidates AS (
       AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
       AND (app_owner_tenant_id IS NULL
            OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-      AND ts >= $range_start - INTERVAL '10 days' - INTERVAL '65 minutes' AND ts <= $range_end
-      AND day >= to_char($range_start - INTERVAL '10 days' - INTERVAL '65 minutes', '%Y-%m-%d')
+      AND ts >= $range_start - $history - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
       AND day <= to_char($range_end, '%Y-%m-%d')
 ),
 buckets AS (

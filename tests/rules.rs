@@ -318,7 +318,12 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
         risk("r5", m(3), "sp-three", "leakedCredentials", "high", m(3)),
         // Medium: 2 types, no sign-ins.
         risk("r6", m(1), "sp-two", "leakedCredentials", "medium", m(1)),
-        risk("r7", m(2), "sp-two", "suspiciousAPITraffic", "low", m(2)),
+        risk("r7", m(2), "sp-two", "unfamiliarFeatures", "medium", m(2)),
+        // Critical: suspiciousAPITraffic is one of the KQL's four high-severity types, at any level.
+        risk("r10", m(4), "sp-api", "suspiciousAPITraffic", "low", m(4)),
+        sp_signin("api-si", m(20), "sp-api", "45.0.0.2", 0, None),
+        // High: the same type with no sign-in.
+        risk("r11", m(4), "sp-api-quiet", "suspiciousAPITraffic", "low", m(4)),
         // Near miss: one medium event; and a high event whose newest version fell to low (not a kept type).
         risk("r8", m(1), "sp-one", "leakedCredentials", "medium", m(1)),
         risk("r9", m(1), "sp-downgraded", "leakedCredentials", "high", m(1)),
@@ -343,6 +348,8 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
     assert_eq!(
         got,
         vec![
+            ("sp-api".into(), "critical".into()),
+            ("sp-api-quiet".into(), "high".into()),
             ("sp-crit".into(), "critical".into()),
             ("sp-high".into(), "high".into()),
             ("sp-three".into(), "high".into()),
@@ -450,6 +457,18 @@ async fn sp_unusual_source_asn_one_pass_backtest_equals_replaying_every_run() {
     b.sort();
     assert!(b.len() > 10, "the random data should produce alerts: {}", b.len());
     assert_eq!(a, b);
+    // The history window is a bound parameter of the one-pass form too: a shorter one changes the
+    // alerts, and one pass still equals the replay.
+    let mut short = r.clone();
+    short.meta.history_window = Some("2d".into());
+    let one2 = alerts::backtest(&c, &short, from, to, detected()).await.unwrap();
+    let replay2 = alerts::backtest_replay(&c, &short, from, to, detected()).await.unwrap();
+    let mut a2: Vec<_> = one2.alerts.iter().map(key).collect();
+    let mut b2: Vec<_> = replay2.alerts.iter().map(key).collect();
+    a2.sort();
+    b2.sort();
+    assert_eq!(a2, b2);
+    assert_ne!(a2, a, "a 2-day history finds more new pairs than a 10-day one");
 }
 
 #[tokio::test]
@@ -581,4 +600,131 @@ async fn alert_rows_convert_from_arrow_or_fail_loudly() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("run_end_us") && e.contains("not an integer"), "{e}");
+}
+
+/// An audit record whose target's modified properties carry a KeyDescription (old → new keys).
+fn key_change(id: &str, ts: DateTime<Utc>, op: &str, sp: &str, old: &[&str], new: &[&str]) -> serde_json::Value {
+    let keys = |ks: &[&str]| {
+        let v: Vec<String> = ks
+            .iter()
+            .map(|k| format!("[KeyIdentifier={k},KeyType=Password,KeyUsage=Verify,DisplayName=name of {k}]"))
+            .collect();
+        serde_json::to_string(&v).unwrap()
+    };
+    let mut r = audit_rec(id, ts, op, "ServicePrincipal", &format!("id-{sp}"), sp, None, "success");
+    r["properties"]["targetResources"][0]["modifiedProperties"] = json!([
+        {"displayName": "KeyDescription", "oldValue": keys(old), "newValue": keys(new)},
+        {"displayName": "Included Updated Properties", "oldValue": null, "newValue": "\"KeyDescription\""}
+    ]);
+    r
+}
+
+/// Seed 002 watches credential changes: a bare "Update application" counts only with a key change,
+/// the alert names the key added, and the look-back is the bound `signin_lookback` parameter.
+#[tokio::test]
+async fn sp_credential_added_after_signin_keeps_real_credential_changes_and_names_the_key() {
+    let d = t("2026-03-10T00:00:00Z");
+    let mut redirect = audit_rec(
+        "u1",
+        d + Duration::hours(1),
+        "Update application",
+        "ServicePrincipal",
+        "id-sp-a",
+        "sp-a",
+        None,
+        "success",
+    );
+    redirect["properties"]["targetResources"][0]["modifiedProperties"] =
+        json!([{"displayName": "AppAddress", "oldValue": "[]", "newValue": "[\"https://evil.example\"]"}]);
+    let lake = lake_with(&[
+        sp_signin("s1", d - Duration::hours(50), "sp-a", "45.0.0.1", 0, None),
+        // Near miss: a redirect URI change is not a credential change.
+        redirect,
+        // A bare "Update application" that adds a key; the old key is not reported.
+        key_change("u2", d + Duration::hours(2), "Update application", "sp-a", &["k-old"], &["k-old", "k-new"]),
+        // The explicit operation, as the seed names it.
+        key_change("u3", d + Duration::hours(3), "Add service principal credentials", "sp-a", &[], &["k-2", "k-3"]),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_credential_added_after_signin");
+    let w = r.window_ending(d + Duration::days(1)).unwrap();
+    let run = alerts::run(&c, &r, &w, detected()).await.unwrap();
+    let f: Vec<serde_json::Value> = run.alerts.iter().map(|a| serde_json::from_str(&a.fields).unwrap()).collect();
+    let ids: Vec<&str> = f.iter().map(|x| x["audit_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["u2", "u3"]);
+    assert_eq!(f[0]["added_key_ids"], json!(["k-new"]));
+    assert_eq!(f[0]["added_key_types"], json!(["Password"]));
+    assert_eq!(f[0]["added_key_names"], json!(["name of k-new"]));
+    assert_eq!(f[1]["added_key_ids"], json!(["k-2", "k-3"]));
+    // The sign-in was 52 hours before u2: inside the published 3 days, outside a 2-day look-back.
+    let mut short = r.clone();
+    short.meta.params.insert("signin_lookback".into(), toml::Value::Table(toml::toml! { duration = "2d" }));
+    assert!(alerts::run(&c, &short, &w, detected()).await.unwrap().alerts.is_empty());
+    let mut long = r.clone();
+    long.meta.params.insert("signin_lookback".into(), toml::Value::Table(toml::toml! { duration = "5d" }));
+    assert_eq!(alerts::run(&c, &long, &w, detected()).await.unwrap().alerts.len(), 2);
+}
+
+/// The real "Add service principal credentials" record of the fixtures: the key added is the one
+/// in the new KeyDescription that the old one lacks.
+#[tokio::test]
+async fn sp_credential_added_after_signin_on_the_real_fixture_record() {
+    let Some(fx) = fixtures() else { return };
+    let text = std::fs::read_to_string(fx.join("azure/auditlogs/test-audit-logs-sample.log")).unwrap();
+    let line = text.lines().find(|l| l.contains("Add service principal credentials")).unwrap();
+    let mut rec: serde_json::Value = serde_json::from_str(line).unwrap();
+    let ts = t(rec["time"].as_str().unwrap());
+    let target = rec["properties"]["targetResources"][0]["id"].as_str().unwrap().to_string();
+    rec["properties"]["result"] = json!("success");
+    let mut signin = sp_signin("fx-s", ts - Duration::hours(1), "fx-sp", "45.0.0.1", 0, None);
+    signin["properties"]["servicePrincipalId"] = json!(target);
+    let lake = lake_with(&[signin, rec]).await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_credential_added_after_signin");
+    let run = alerts::run(&c, &r, &r.window_ending(ts + Duration::minutes(1)).unwrap(), detected()).await.unwrap();
+    assert_eq!(run.alerts.len(), 1);
+    let f: serde_json::Value = serde_json::from_str(&run.alerts[0].fields).unwrap();
+    assert_eq!(f["added_key_ids"], json!(["d747da7e-e11b-4af2-aede-0487c44067af"]), "{f}");
+    assert_eq!(f["added_key_types"], json!(["AsymmetricX509Cert"]), "{f}");
+    assert_eq!(f["added_key_names"], json!(["CN=a70a7931-c387-4dce-9f35-fbf95bdcc91e"]), "{f}");
+}
+
+/// Every rule's ATT&CK mapping is the one its seed publishes.
+#[test]
+fn mitre_metadata_follows_the_seeds() {
+    let techniques = |id: &str| rule(id).meta.mitre.unwrap().techniques.join(" ");
+    let tactics = |id: &str| rule(id).meta.mitre.unwrap().tactics.join(" ");
+    assert!(techniques("sp_rare_action_multiple_ips").contains("T1098.001"));
+    assert!(techniques("sp_risk_event_stacking").contains("T1078.004"));
+    assert!(techniques("sp_risk_event_stacking").contains("T1550.001"));
+    assert!(tactics("sp_risk_event_stacking").contains("Persistence"));
+    assert!(tactics("sp_risk_event_stacking").contains("Credential Access"));
+}
+
+#[tokio::test]
+async fn sp_failed_signins_labels_wrong_tenant_and_federated_mismatches() {
+    let d = t("2026-03-10T00:00:00Z");
+    let lake = lake_with(&[
+        sp_signin("w1", d + Duration::hours(1), "sp-w", "45.0.0.1", 7000012, None),
+        sp_signin("w2", d + Duration::hours(2), "sp-w", "45.0.0.1", 700213, None),
+        sp_signin("w3", d + Duration::hours(3), "sp-w", "45.0.0.1", 700211, None),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_failed_signins");
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::days(1)).unwrap(), detected()).await.unwrap();
+    let label = |code: i64| -> String {
+        let a = run
+            .alerts
+            .iter()
+            .find(|a| serde_json::from_str::<serde_json::Value>(&a.fields).unwrap()["error_code"] == code);
+        serde_json::from_str::<serde_json::Value>(&a.unwrap().fields).unwrap()["error_meaning"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(label(7000012), "The grant was obtained for a different tenant");
+    assert!(label(700213).contains("federated identity") && label(700213).contains("subject"));
+    assert!(label(700211).contains("issuer"));
 }

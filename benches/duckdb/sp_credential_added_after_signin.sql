@@ -2,7 +2,7 @@
 -- no day-keyed join: its range joins and hash tables take the plain form.
 WITH changes AS (
     SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
-           source_ip AS change_ip, target_id, target_name, target_type, additional_details
+           source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets
     FROM audit
     WHERE lower(result) = 'success'
       AND trim(operation_name) IN ('Add service principal credentials', 'Update application',
@@ -12,7 +12,28 @@ WITH changes AS (
 change_app AS (
     SELECT audit_id, min(d.value) AS target_app_id FROM (SELECT audit_id, unnest(additional_details) AS d FROM changes) WHERE d.key = 'AppId' GROUP BY audit_id
 ),
-c AS (SELECT changes.*, change_app.target_app_id FROM changes LEFT JOIN change_app USING (audit_id)),
+key_props AS (
+    SELECT audit_id, coalesce(mp.old_value, '') AS old_keys, coalesce(mp.new_value, '') AS new_keys
+    FROM (SELECT audit_id, unnest(t.modified_properties) AS mp FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
+    WHERE mp.name = 'KeyDescription'
+),
+added AS (
+    SELECT audit_id, split_part(k, ',', 1) AS key_id,
+           regexp_extract(k, 'KeyType=([^,\]"]*)', 1) AS key_type,
+           regexp_extract(k, 'DisplayName=([^\]"]*)', 1) AS key_name
+    FROM (SELECT audit_id, old_keys, unnest(string_split(new_keys, 'KeyIdentifier=')) AS k FROM key_props)
+    WHERE k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0
+),
+keys AS (
+    SELECT audit_id, list(key_id ORDER BY key_id) AS added_key_ids, list(key_type ORDER BY key_id) AS added_key_types,
+           list(key_name ORDER BY key_id) AS added_key_names
+    FROM added GROUP BY audit_id
+),
+c AS (
+    SELECT changes.* EXCLUDE (additional_details, targets), change_app.target_app_id, keys.added_key_ids, keys.added_key_types, keys.added_key_names
+    FROM changes LEFT JOIN change_app USING (audit_id) LEFT JOIN keys USING (audit_id)
+    WHERE trim(changes.operation_name) <> 'Update application' OR changes.audit_id IN (SELECT audit_id FROM key_props)
+),
 s AS (
     SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id, source_ip AS signin_ip
     FROM signins WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
@@ -44,5 +65,6 @@ SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_b
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,
+       c.added_key_ids, c.added_key_types, c.added_key_names,
        (epoch_us(c.ts) - epoch_us(prior.last_signin)) // 60000000 AS minutes_since_signin
 FROM prior JOIN c ON prior.audit_id = c.audit_id

@@ -11,7 +11,7 @@ per_sp AS (
     SELECT service_principal_id, max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
            count(*) AS risk_event_count, count(DISTINCT risk_event_type) AS distinct_types,
            list_sort(list(DISTINCT risk_event_type)) AS risk_types,
-           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken') THEN 1 ELSE 0 END) AS high_sev,
+           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken', 'suspiciousAPITraffic') THEN 1 ELSE 0 END) AS high_sev,
            sum(CASE WHEN lower(risk_level) = 'high' THEN 1 ELSE 0 END) AS high_level_count,
            min(ts) AS first_detection, max(ts) AS last_detection
     FROM risk GROUP BY service_principal_id

@@ -85,6 +85,9 @@ impl TimeFlags {
     }
 }
 
+/// A time range, both ends included.
+pub type TimeRange = (DateTime<Utc>, DateTime<Utc>);
+
 /// The part of a backtest range in which a rule's runs can alert, given the lake's data span
 /// (first and last `day`): a run whose window holds no event cannot alert, so runs ending before
 /// the first day or more than the rule's look-back after the last day are skipped — the alerts
@@ -94,7 +97,7 @@ pub fn clamp_to_data(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     span: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
-) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, RuleError> {
+) -> Result<Option<TimeRange>, RuleError> {
     let Some((first, last)) = span else { return Ok(None) };
     let data_from = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let data_to = (last + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc();

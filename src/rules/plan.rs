@@ -10,6 +10,12 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{col, SessionContext};
 use std::collections::HashMap;
 
+/// A duration as a SQL interval (exact: nanoseconds, no calendar days or months).
+fn interval(d: chrono::Duration) -> ScalarValue {
+    let nanos = d.num_nanoseconds().unwrap_or(i64::MAX);
+    ScalarValue::IntervalMonthDayNano(Some(arrow::datatypes::IntervalMonthDayNano::new(0, 0, nanos)))
+}
+
 /// The table a rule's `-- @stateful` SQL reads: each term's `first_seen` and `last_seen`.
 pub const STATE_TABLE: &str = "terms_state";
 
@@ -21,9 +27,11 @@ impl Rule {
         p.insert("window_end".to_string(), utc_ts(w.end));
         p.insert("history_start".to_string(), utc_ts(self.history_start(w)?));
         let us = |d: chrono::Duration| ScalarValue::Int64(Some(micros(d)));
-        p.insert("interval_us".to_string(), us(self.duration("interval")?));
-        p.insert("lookback_us".to_string(), us(self.duration("lookback")?));
-        p.insert("history_us".to_string(), us(self.duration("history_window")?));
+        for (name, field) in [("interval", "interval"), ("lookback", "lookback"), ("history", "history_window")] {
+            let d = self.duration(field)?;
+            p.insert(format!("{name}_us"), us(d));
+            p.insert(name.to_string(), interval(d));
+        }
         // For a one-pass backtest the range is the window.
         p.insert("range_start".to_string(), utc_ts(w.start));
         p.insert("range_end".to_string(), utc_ts(w.end));
@@ -33,7 +41,20 @@ impl Rule {
                 toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
                 toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
                 toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
-                other => return Err(self.invalid(format!("parameter {k}: unsupported value {other:?}"))),
+                // A duration: `name = { duration = "3d" }` binds `$name` (an interval) and
+                // `$name_us` (microseconds).
+                toml::Value::Table(t) if t.len() == 1 && t.get("duration").is_some_and(|d| d.is_str()) => {
+                    let text = t["duration"].as_str().unwrap_or_default();
+                    let d = crate::time::parse_duration(text)
+                        .map_err(|e| self.invalid(format!("parameter {k}: {e}")))?;
+                    p.insert(format!("{k}_us"), us(d));
+                    interval(d)
+                }
+                other => {
+                    return Err(self.invalid(format!(
+                        "parameter {k}: unsupported value {other:?} (use an integer, float, string, boolean or {{ duration = \"3d\" }})"
+                    )))
+                }
             };
             p.insert(k.clone(), s);
         }
