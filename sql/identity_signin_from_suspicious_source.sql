@@ -18,8 +18,11 @@ false_positives = ["Shared egress (a corporate proxy or VPN) that also trips an 
 references = ["https://www.elastic.co/guide/en/security/current/m365-or-entra-id-identity-sign-in-from-a-suspicious-source.html"]
 note = """
 The published rule re-alerts every hour for 8 hours on the same IP (its 8-hour window slides);
-wisp suppresses repeats by source_ip for 8 hours. IPs with more than 100 events are left out, as
-published (busy shared addresses)."""
+wisp suppresses repeats by source_ip for 8 hours. As published, event_count counts every event of
+the address in the window — every sign-in (failed ones too), every Microsoft 365 audit record and
+its network alerts — and addresses with more than max_events (100) are left out (busy shared
+addresses). The alert lists the network alerts' rule ids and signatures, the event categories,
+the datasets and the users apart."""
 
 [params]
 max_events = 100
@@ -28,9 +31,12 @@ max_events = 100
 tactics = ["TA0001 Initial Access"]
 techniques = ["T1078 Valid Accounts"]
 */
--- Only addresses with a network alert in the window can qualify (max(net_alert) = 1), so the
--- sign-ins and mail events are first restricted to those addresses: the aggregation sees a few
--- thousand addresses instead of every address of the window.
+-- As the ES|QL: the events of an address are every Entra sign-in (any result), every Microsoft 365
+-- audit record and its network alerts in the window; it alerts when it has a network alert, a
+-- successful sign-in or successful mail access, events in at least two datasets, and at most
+-- $max_events events in all. Only addresses with a network alert in the window can qualify, so the
+-- sign-ins and O365 records are first restricted to those addresses: the aggregation sees a few
+-- thousand addresses instead of every address of the window (same result).
 WITH alerted AS (
     SELECT DISTINCT source_ip
     FROM network_alerts
@@ -39,22 +45,27 @@ WITH alerted AS (
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 events AS (
-    SELECT ts, source_ip, 'azure.signinlogs' AS dataset, 1 AS signin, 0 AS mail, 0 AS net_alert,
-           coalesce(user_principal_name, service_principal_name) AS identity
+    SELECT ts, source_ip, 'azure.signinlogs' AS dataset,
+           CASE WHEN error_code = 0 THEN 1 ELSE 0 END AS signin_ok, 0 AS mail_ok, 0 AS net_alert,
+           CAST(NULL AS VARCHAR) AS alert_rule_id, CAST(NULL AS VARCHAR) AS alert_rule_name,
+           'authentication' AS event_category,
+           coalesce(user_principal_name, service_principal_name, service_principal_id) AS user_name
     FROM signins
-    WHERE error_code = 0 AND source_ip IS NOT NULL
-      AND source_ip IN (SELECT source_ip FROM alerted)
+    WHERE source_ip IN (SELECT source_ip FROM alerted)
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, source_ip, 'o365.audit', 0, 1, 0, user_id
+    SELECT ts, source_ip, 'o365.audit',
+           0, CASE WHEN operation = 'MailItemsAccessed' AND outcome = 'success' THEN 1 ELSE 0 END, 0,
+           NULL, NULL,
+           CASE WHEN operation = 'MailItemsAccessed' THEN 'email' END,
+           user_id
     FROM o365_audit
-    WHERE operation = 'MailItemsAccessed' AND outcome = 'success' AND source_ip IS NOT NULL
-      AND source_ip IN (SELECT source_ip FROM alerted)
+    WHERE source_ip IN (SELECT source_ip FROM alerted)
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, source_ip, 'network_alerts', 0, 0, 1, rule_name
+    SELECT ts, source_ip, 'network_alerts', 0, 0, 1, rule_id, rule_name, category, NULL
     FROM network_alerts
     WHERE source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
@@ -63,10 +74,14 @@ events AS (
 SELECT min(ts) AS ts, source_ip, count(*) AS event_count,
        count(DISTINCT dataset) AS dataset_count,
        array_sort(array_agg(DISTINCT dataset)) AS datasets,
-       max(net_alert) = 1 AS has_network_alert, max(signin) = 1 AS has_signin, max(mail) = 1 AS has_mail_access,
-       array_sort(array_agg(DISTINCT identity)) AS identities
+       max(net_alert) = 1 AS has_network_alert, max(signin_ok) = 1 AS has_signin, max(mail_ok) = 1 AS has_mail_access,
+       sum(net_alert) AS network_alert_count, sum(signin_ok) AS successful_signins, sum(mail_ok) AS mail_accesses,
+       array_sort(array_agg(DISTINCT alert_rule_id) FILTER (WHERE alert_rule_id IS NOT NULL)) AS alert_rule_ids,
+       array_sort(array_agg(DISTINCT alert_rule_name) FILTER (WHERE alert_rule_name IS NOT NULL)) AS alert_rule_names,
+       array_sort(array_agg(DISTINCT event_category) FILTER (WHERE event_category IS NOT NULL)) AS event_categories,
+       array_sort(array_agg(DISTINCT user_name) FILTER (WHERE user_name IS NOT NULL)) AS users
 FROM events
 WHERE NOT coalesce(is_private_ip(source_ip), false)
 GROUP BY source_ip
-HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin) = 1 OR max(mail) = 1)
+HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin_ok) = 1 OR max(mail_ok) = 1)
    AND count(*) <= $max_events

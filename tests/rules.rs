@@ -728,3 +728,85 @@ async fn sp_failed_signins_labels_wrong_tenant_and_federated_mismatches() {
     assert!(label(700213).contains("federated identity") && label(700213).contains("subject"));
     assert!(label(700211).contains("issuer"));
 }
+
+fn eve_alert(ts: DateTime<Utc>, ip: &str, flow: u64) -> serde_json::Value {
+    json!({"timestamp": ts.format("%Y-%m-%dT%H:%M:%S%.6f+0000").to_string(), "flow_id": flow, "event_type": "alert", "src_ip": ip,
+        "src_port": 40000, "dest_ip": "10.0.0.10", "dest_port": 443, "proto": "TCP",
+        "alert": {"action": "allowed", "gid": 1, "signature_id": 2029340, "rev": 1, "signature": "ET TOR Known Tor Exit Node Traffic",
+                  "category": "Misc Attack", "severity": 2}})
+}
+
+fn user_signin(id: &str, ts: DateTime<Utc>, upn: &str, ip: &str, err: i64) -> serde_json::Value {
+    json!({"time": iso(ts), "category": "SignInLogs", "properties": {"id": id, "createdDateTime": iso(ts), "userPrincipalName": upn,
+        "userId": format!("uid-{upn}"), "appDisplayName": "Office 365 Exchange Online", "ipAddress": ip, "status": {"errorCode": err}}})
+}
+
+fn o365_rec(id: &str, ts: DateTime<Utc>, op: &str, user: &str, ip: &str) -> serde_json::Value {
+    json!({"CreationTime": ts.format("%Y-%m-%dT%H:%M:%S").to_string(), "Id": id, "Operation": op, "RecordType": 50,
+        "ResultStatus": "Succeeded", "UserId": user, "Workload": "Exchange", "ClientIPAddress": ip})
+}
+
+/// Seed 004's conditions, each with its near miss: a network alert, a successful sign-in or mail
+/// access, at least two datasets, and at most 100 events of the address counting every sign-in
+/// (failed ones too) and every Microsoft 365 record.
+#[tokio::test]
+async fn identity_signin_from_suspicious_source_follows_the_esql_conditions() {
+    let h = t("2026-03-10T10:00:00Z");
+    let m = |n: i64| h + Duration::minutes(n);
+    let mut recs = vec![
+        // Alerts: an alert and a successful user sign-in.
+        eve_alert(m(1), "45.0.0.10", 1),
+        user_signin("a-si", m(2), "alice@contoso.example", "45.0.0.10", 0),
+        // Near miss: an alert and only a failed sign-in.
+        eve_alert(m(1), "45.0.0.11", 2),
+        user_signin("b-si", m(2), "bob@contoso.example", "45.0.0.11", 50126),
+        // Near miss: an alert and an O365 record that is not mail access.
+        eve_alert(m(1), "45.0.0.12", 3),
+        o365_rec("c-o", m(2), "FileAccessed", "carol@contoso.example", "45.0.0.12"),
+        // Alerts through mail access; the other O365 record and the failed sign-in count as events.
+        eve_alert(m(1), "45.0.0.13", 4),
+        o365_rec("d-o1", m(2), "MailItemsAccessed", "dave@contoso.example", "45.0.0.13"),
+        o365_rec("d-o2", m(3), "FileAccessed", "dave@contoso.example", "45.0.0.13"),
+        user_signin("d-si", m(4), "dave@contoso.example", "45.0.0.13", 50126),
+        // Near miss: a successful sign-in but no network alert.
+        user_signin("e-si", m(2), "erin@contoso.example", "45.0.0.14", 0),
+    ];
+    // A busy address: one success, then failures and O365 records up to 101 events (not alerted);
+    // and one with exactly 100 events (alerted).
+    for (ip, total, flow) in [("45.0.0.15", 101, 5), ("45.0.0.16", 100, 6)] {
+        recs.push(eve_alert(m(1), ip, flow));
+        recs.push(user_signin(&format!("{ip}-ok"), m(2), "frank@contoso.example", ip, 0));
+        for k in 0..total - 2 {
+            recs.push(if k % 2 == 0 {
+                user_signin(&format!("{ip}-f{k}"), m(3), "frank@contoso.example", ip, 50126)
+            } else {
+                o365_rec(&format!("{ip}-o{k}"), m(3), "FileAccessed", "frank@contoso.example", ip)
+            });
+        }
+    }
+    let lake = lake_with(&recs).await;
+    let c = ctx(&lake).await;
+    let r = rule("identity_signin_from_suspicious_source");
+    let run = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let mut ips: Vec<String> = run.alerts.iter().map(|a| a.source_ip.clone().unwrap()).collect();
+    ips.sort();
+    assert_eq!(ips, vec!["45.0.0.10", "45.0.0.13", "45.0.0.16"]);
+    let f = |ip: &str| -> serde_json::Value {
+        serde_json::from_str(&run.alerts.iter().find(|a| a.source_ip.as_deref() == Some(ip)).unwrap().fields).unwrap()
+    };
+    let d = f("45.0.0.13");
+    assert_eq!(d["event_count"], 4, "{d}");
+    assert_eq!(d["has_mail_access"], true);
+    assert_eq!(d["has_signin"], false);
+    assert_eq!(d["alert_rule_ids"], json!(["2029340"]), "{d}");
+    assert_eq!(d["alert_rule_names"], json!(["ET TOR Known Tor Exit Node Traffic"]), "{d}");
+    assert_eq!(d["users"], json!(["dave@contoso.example"]), "{d}");
+    assert_eq!(d["datasets"], json!(["azure.signinlogs", "network_alerts", "o365.audit"]), "{d}");
+    assert_eq!(f("45.0.0.16")["event_count"], 100);
+    // The threshold is a parameter.
+    let mut r2 = r.clone();
+    r2.meta.params.insert("max_events".into(), toml::Value::Integer(3));
+    let run2 = alerts::run(&c, &r2, &r2.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let ips2: Vec<String> = run2.alerts.iter().map(|a| a.source_ip.clone().unwrap()).collect();
+    assert_eq!(ips2, vec!["45.0.0.10"]);
+}

@@ -1,27 +1,35 @@
--- The same formulation as wisp's rule: only addresses with a network alert can qualify.
+-- The same formulation as wisp's rule: only addresses with a network alert can qualify; every
+-- sign-in and every O365 record of those addresses counts in event_count, as the ES|QL does.
 WITH alerted AS (
     SELECT DISTINCT source_ip FROM network_alerts WHERE source_ip IS NOT NULL AND ts >= $window_start AND ts <= $window_end
       AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
 events AS (
-    SELECT ts, source_ip, 'azure.signinlogs' AS dataset, 1 AS signin, 0 AS mail, 0 AS net_alert,
-           coalesce(user_principal_name, service_principal_name) AS identity FROM signins
-    WHERE error_code = 0 AND source_ip IS NOT NULL AND source_ip IN (SELECT source_ip FROM alerted) AND ts >= $window_start AND ts <= $window_end
+    SELECT ts, source_ip, 'azure.signinlogs' AS dataset, CASE WHEN error_code = 0 THEN 1 ELSE 0 END AS signin_ok, 0 AS mail_ok,
+           0 AS net_alert, NULL::VARCHAR AS alert_rule_id, NULL::VARCHAR AS alert_rule_name, 'authentication' AS event_category,
+           coalesce(user_principal_name, service_principal_name, service_principal_id) AS user_name FROM signins
+    WHERE source_ip IN (SELECT source_ip FROM alerted) AND ts >= $window_start AND ts <= $window_end
       AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, source_ip, 'o365.audit', 0, 1, 0, user_id FROM o365_audit
-    WHERE operation = 'MailItemsAccessed' AND outcome = 'success' AND source_ip IS NOT NULL AND source_ip IN (SELECT source_ip FROM alerted) AND ts >= $window_start AND ts <= $window_end
+    SELECT ts, source_ip, 'o365.audit', 0, CASE WHEN operation = 'MailItemsAccessed' AND outcome = 'success' THEN 1 ELSE 0 END, 0,
+           NULL, NULL, CASE WHEN operation = 'MailItemsAccessed' THEN 'email' END, user_id FROM o365_audit
+    WHERE source_ip IN (SELECT source_ip FROM alerted) AND ts >= $window_start AND ts <= $window_end
       AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, source_ip, 'network_alerts', 0, 0, 1, rule_name FROM network_alerts
+    SELECT ts, source_ip, 'network_alerts', 0, 0, 1, rule_id, rule_name, category, NULL FROM network_alerts
     WHERE source_ip IS NOT NULL AND ts >= $window_start AND ts <= $window_end
       AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 )
 -- The same outputs as wisp's rule.
 SELECT min(ts) AS ts, source_ip, count(*) AS event_count, count(DISTINCT dataset) AS dataset_count,
-       list_sort(list(DISTINCT dataset)) AS datasets, max(net_alert) = 1 AS has_network_alert, max(signin) = 1 AS has_signin,
-       max(mail) = 1 AS has_mail_access, list_sort(list(DISTINCT identity)) AS identities
+       list_sort(list(DISTINCT dataset)) AS datasets, max(net_alert) = 1 AS has_network_alert, max(signin_ok) = 1 AS has_signin,
+       max(mail_ok) = 1 AS has_mail_access, sum(net_alert) AS network_alert_count, sum(signin_ok) AS successful_signins,
+       sum(mail_ok) AS mail_accesses,
+       list_sort(list(DISTINCT alert_rule_id) FILTER (WHERE alert_rule_id IS NOT NULL)) AS alert_rule_ids,
+       list_sort(list(DISTINCT alert_rule_name) FILTER (WHERE alert_rule_name IS NOT NULL)) AS alert_rule_names,
+       list_sort(list(DISTINCT event_category) FILTER (WHERE event_category IS NOT NULL)) AS event_categories,
+       list_sort(list(DISTINCT user_name) FILTER (WHERE user_name IS NOT NULL)) AS users
 FROM events
 WHERE NOT coalesce(is_private_ip(source_ip), false)
 GROUP BY source_ip
-HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin) = 1 OR max(mail) = 1) AND count(*) <= 100
+HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin_ok) = 1 OR max(mail_ok) = 1) AND count(*) <= 100
