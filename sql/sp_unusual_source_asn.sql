@@ -16,6 +16,7 @@ history_window = "10d"
 new_terms_fields = ["service_principal_id", "source_asn"]
 max_alerts = 100
 tables = ["signins"]
+requires = ["asn"]
 alert_key = ["service_principal_id", "source_asn", "id"]
 false_positives = [
   "A new CI/CD runner, cloud region or egress NAT for an existing automation.",

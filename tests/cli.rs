@@ -447,3 +447,46 @@ fn csv_output_writes_lists_and_structs_as_json_text() {
         .arg("SELECT named_struct('a', 1, 'b', [1, 2]) AS s, CAST(NULL AS INT[]) AS l"));
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
+    let dir = tmp("noasn-in");
+    std::fs::write(
+        dir.join("PT1H.json"),
+        r#"{"time":"2026-11-20T10:00:00Z","category":"ServicePrincipalSignInLogs","properties":{"id":"s1","createdDateTime":"2026-11-20T10:00:00Z","servicePrincipalId":"sp-1","servicePrincipalName":"builder","appId":"app-1","ipAddress":"45.1.1.1","autonomousSystemNumber":8075,"status":{"errorCode":0}}}"#,
+    )
+    .unwrap();
+    let lake = tmp("noasn-lake");
+    let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(&dir));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(wisp()
+        .args(["detect", "--rule", "sp_unusual_source_asn", "--at", "2026-11-20T11:00:00Z", "--lake"])
+        .arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: sp_unusual_source_asn needs asn enrichment") && err.contains("--asn-db"), "{err}");
+    let (code, _, err) = run(wisp().args(["rules", "lint", "--lake"]).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warn  sp_unusual_source_asn needs asn enrichment"), "{err}");
+    // With the database at ingest, no warning.
+    let asn = dir.join("asn.csv");
+    std::fs::write(&asn, "start_ip,end_ip,asn,organization\n45.1.1.0,45.1.1.255,8075,Microsoft Corporation\n").unwrap();
+    let lake2 = tmp("asn-lake");
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--asn-db"]).arg(&asn).arg("--lake").arg(&lake2).arg(&dir));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(wisp()
+        .args([
+            "detect",
+            "--rule",
+            "sp_unusual_source_asn",
+            "--at",
+            "2026-11-20T11:00:00Z",
+            "--format",
+            "jsonl",
+            "--lake",
+        ])
+        .arg(&lake2));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(out.trim().is_empty(), "Microsoft's network is excluded once the organization is known: {out}");
+}

@@ -56,6 +56,9 @@ pub async fn run(a: DetectArgs) -> anyhow::Result<i32> {
     for r in &selected {
         let started = std::time::Instant::now();
         let res = detect::execute(&ctx, &lake, r, when, a.state, now).await?;
+        for w in &res.warnings {
+            eprintln!("warning: {w}");
+        }
         if let Some((used, terms)) = res.state {
             eprintln!("{}: first-seen state {used:?}, {terms} term(s)", r.meta.id);
         }

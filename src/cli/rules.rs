@@ -76,6 +76,24 @@ pub async fn run(a: RulesArgs) -> anyhow::Result<i32> {
                         }
                     }
                 }
+                // Enrichment a rule needs: checked against the lake's data when there is a lake.
+                for r in all.iter().filter(|r| !r.meta.requires.is_empty()) {
+                    let span = if lake.is_some() { l.day_span() } else { None };
+                    match span {
+                        Some((first, last)) => {
+                            let day = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                            let to = day(last) + chrono::Duration::days(1);
+                            for w in crate::detect::enrichment_warnings(ctx, r, day(first), to).await? {
+                                eprintln!("warn  {w}");
+                            }
+                        }
+                        None => eprintln!(
+                            "note  {} needs {} enrichment: ingest with --asn-db / --geo-db, or its results change meaning",
+                            r.meta.id,
+                            r.meta.requires.join(" and ")
+                        ),
+                    }
+                }
             }
             if lake.is_none() {
                 let _ = std::fs::remove_dir_all(&tmp);

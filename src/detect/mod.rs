@@ -16,7 +16,7 @@ pub mod state;
 pub use alert::{alert_id, alerts_schema, to_batch, Alert};
 pub use backtest::{backtest, backtest_one_pass, backtest_replay, run_ends};
 pub use run::{run, RunResult};
-pub use select::{execute, select, Outcome, TimeFlags, When};
+pub use select::{enrichment_warnings, execute, select, Outcome, TimeFlags, When};
 pub use state::{StateError, StateUse};
 
 /// A detection could not be run.

@@ -121,6 +121,51 @@ pub fn select(all: Vec<Rule>, ids: &[String], max_alerts: Option<usize>) -> Resu
     Ok(selected)
 }
 
+/// Warnings for a rule whose `requires` enrichment the lake lacks over `[from, to]`: sign-ins
+/// with an address but no ASN organization (or no country) mean the rule silently changes meaning
+/// (sp_unusual_source_asn cannot exclude Microsoft's networks), so every run says so with the fix.
+/// Two `LIMIT 1` probes: cheap when the enrichment is there.
+pub async fn enrichment_warnings(
+    ctx: &SessionContext,
+    rule: &Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<String>, RuleError> {
+    let mut out = Vec::new();
+    for need in &rule.meta.requires {
+        let (col, fix) = match need.as_str() {
+            "asn" => ("source_as_org", "ingest with --asn-db GeoLite2-ASN.mmdb (or an ASN range CSV/TSV)"),
+            _ => ("country", "ingest with --geo-db GeoLite2-City.mmdb"),
+        };
+        let probe = |extra: &str| {
+            format!(
+                "SELECT 1 FROM signins WHERE source_ip IS NOT NULL {extra} AND ts >= $from AND ts <= $to \
+                 AND day >= to_char($from, '%Y-%m-%d') AND day <= to_char($to, '%Y-%m-%d') LIMIT 1"
+            )
+        };
+        let params = vec![("from", crate::time::utc_ts(from)), ("to", crate::time::utc_ts(to))];
+        let any = |sql: String| {
+            let params = params.clone();
+            async move {
+                let df = crate::query::read_only_sql(ctx, &sql).await.map_err(|e| rule.query_error(e))?;
+                let df = df.with_param_values(params).map_err(|e| rule.query_error(e))?;
+                let rows = df.collect().await.map_err(|e| rule.query_error(e))?;
+                Ok::<bool, RuleError>(rows.iter().any(|b| b.num_rows() > 0))
+            }
+        };
+        if any(probe("")).await? && !any(probe(&format!("AND {col} IS NOT NULL"))).await? {
+            out.push(format!(
+                "{} needs {need} enrichment, but no sign-in from {} to {} has {col}: its results change meaning \
+                 without it; {fix}",
+                rule.meta.id,
+                crate::time::rfc3339(from),
+                crate::time::rfc3339(to)
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// What executing one rule gave.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -128,6 +173,8 @@ pub struct Outcome {
     /// How first-seen state was used (a single run with state, of a rule that keeps it), and the
     /// terms it holds.
     pub state: Option<(StateUse, u64)>,
+    /// Enrichment the rule needs and the lake lacks ([`enrichment_warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// Runs one rule: its scheduled run at `When::At` (with first-seen state when `with_state`), or a
@@ -140,17 +187,23 @@ pub async fn execute(
     with_state: bool,
     detected_at: DateTime<Utc>,
 ) -> Result<Outcome, DetectError> {
-    Ok(match when {
+    let (from, to) = match when {
+        When::At(t) => (rule.history_start(&rule.window_ending(t)?)?, t),
+        When::Range { from, to } => (from, to),
+    };
+    let warnings = enrichment_warnings(ctx, rule, from, to).await?;
+    let (result, state) = match when {
         When::At(t) if with_state && rule.terms_sql.is_some() => {
             let s = state::run(ctx, lake, rule, &rule.window_ending(t)?, detected_at).await?;
-            Outcome { result: s.result, state: Some((s.used, s.terms)) }
+            (s.result, Some((s.used, s.terms)))
         }
-        When::At(t) => Outcome { result: run(ctx, rule, &rule.window_ending(t)?, detected_at).await?, state: None },
+        When::At(t) => (run(ctx, rule, &rule.window_ending(t)?, detected_at).await?, None),
         When::Range { from, to } => match clamp_to_data(rule, from, to, lake.day_span())? {
-            Some((from, to)) => Outcome { result: backtest(ctx, rule, from, to, detected_at).await?, state: None },
-            None => Outcome { result: RunResult::default(), state: None },
+            Some((from, to)) => (backtest(ctx, rule, from, to, detected_at).await?, None),
+            None => (RunResult::default(), None),
         },
-    })
+    };
+    Ok(Outcome { result, state, warnings })
 }
 
 #[cfg(test)]

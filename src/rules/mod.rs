@@ -98,6 +98,10 @@ pub struct RuleMeta {
     pub timestamp_field: String,
     /// Output columns that identify one finding (with the rule id they make the alert id).
     pub alert_key: Vec<String>,
+    /// Enrichment the rule needs to keep its meaning: `asn` (source_asn and source_as_org, from
+    /// `ingest --asn-db`), `geo` (country and city). Runs and `rules lint` warn when the lake lacks it.
+    #[serde(default)]
+    pub requires: Vec<String>,
     /// Typed parameters with defaults, reachable in SQL as `$name`.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
@@ -264,6 +268,9 @@ impl Rule {
             if Table::from_name(t).is_none() && t != "sp_risk_events_latest" && t != "alerts" {
                 return Err(self.invalid(format!("unknown table '{t}'")));
             }
+        }
+        if let Some(r) = m.requires.iter().find(|r| !["asn", "geo"].contains(&r.as_str())) {
+            return Err(self.invalid(format!("requires: unknown enrichment '{r}' (known: asn, geo)")));
         }
         if m.alert_key.is_empty() {
             return Err(self.invalid("alert_key must name at least one output column"));
