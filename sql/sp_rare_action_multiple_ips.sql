@@ -16,9 +16,14 @@ false_positives = ["Automation that moved between regions or NAT gateways during
 references = ["https://github.com/elastic/detection-rules/tree/main/hunting/azure"]
 note = """
 Run as a hunt over 30 days (`wisp hunt sp_rare_action_multiple_ips --last 30d`) or as a daily rule
-over the last full day. Rows without a source IP are left out: managed identities often have none,
-so this hunt is blind to them. Graph request paths have ids replaced by {id} so that one action
-groups across objects. Thresholds are parameters: max_events (default 5) and min_ips (default 2)."""
+over the last full day. As published: every sign-in with a service principal name (managed
+identities included; those without a source IP are left out, as rows without an address are), audit
+events initiated by an app (named by the app's display name), Graph activity and O365
+ServicePrincipal events. Where wisp goes further: Graph activity is named by its principal (the
+published hunt leaves its name empty, merging every principal's Graph calls into one row), and its
+action is the request's method and path with ids as {id} (GUIDs, UPNs, base64 keys, numbers) so one
+action groups across objects. Thresholds are parameters: max_events (default 5) and min_ips
+(default 2)."""
 
 [params]
 max_events = 5
@@ -33,12 +38,13 @@ WITH activity AS (
            coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
            service_principal_id, source_ip
     FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs' AND source_ip IS NOT NULL
+    -- As the hunt: every sign-in with a service principal name (managed identities have one).
+    WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'azure.auditlogs', operation_name,
-           coalesce(initiated_by_sp_name, initiated_by_app_name, initiated_by_sp_id),
+           coalesce(initiated_by_app_name, initiated_by_sp_name, initiated_by_sp_id),
            initiated_by_sp_id, source_ip
     FROM audit
     WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
@@ -46,9 +52,15 @@ WITH activity AS (
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'azure.graphactivitylogs',
-           request_method || ' ' || regexp_replace(
+           -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
+           -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
+           -- a segment with two digits or more), and numbers.
+           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(regexp_replace(
                regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
-               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|/[0-9]+(/|$)', '{id}', 'g'),
+               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '{id}', 'g'),
+               '[^/(''=]*@[^/)'']*', '{id}', 'g'),
+               '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}', '/{id}', 'g'),
+               '/[0-9]+(/|$)', '/{id}${1}', 'g'),
            coalesce(service_principal_id, app_id), service_principal_id, source_ip
     FROM graph_activity
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL

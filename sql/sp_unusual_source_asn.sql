@@ -24,7 +24,9 @@ false_positives = [
 ]
 references = ["https://www.elastic.co/guide/en/security/current/entra-id-service-principal-with-unusual-source-asn.html"]
 note = """
-Triage: look at the principal's other sign-ins from the new ASN (wisp pivot sp <id>), the credential
+The alert carries what the triage guide works from: the address, its ASN and organization, its
+country and city, the application's display name, the sign-in's correlation id and the credential
+used. Triage: look at the principal's other sign-ins from the new ASN (wisp pivot sp <id>), the credential
 used (credential_key_id: a newly added key is a strong signal), and what it did afterwards (Graph
 calls, mailbox access). Microsoft-owned apps and Microsoft ASNs are excluded, as in the published
 rule; a NULL AS organization is not excluded."""
@@ -38,7 +40,8 @@ techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
 -- new pairs are ranked to report each pair's oldest row.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
-           source_as_org, resource_display_name, credential_key_id
+           source_as_org, resource_display_name, credential_key_id,
+           app_display_name, correlation_id, country, city
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND error_code = 0
@@ -63,7 +66,7 @@ ranked AS (
     WHERE c.ts > $window_start
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
-       resource_display_name, credential_key_id
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
 FROM ranked
 WHERE rn = 1
 
@@ -78,7 +81,8 @@ WHERE rn = 1
 -- sighting: the ordered window runs over buckets, not over every sign-in.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
-           source_as_org, resource_display_name, credential_key_id
+           source_as_org, resource_display_name, credential_key_id,
+           app_display_name, correlation_id, country, city
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND error_code = 0
@@ -122,7 +126,7 @@ firsts AS (
     JOIN alerting a ON c.service_principal_id = a.service_principal_id AND c.source_asn = a.source_asn AND c.ts = a.first_ts
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
-       resource_display_name, credential_key_id, run_end_us
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city, run_end_us
 FROM firsts
 WHERE rn = 1
 
@@ -146,7 +150,8 @@ WHERE category = 'ServicePrincipalSignInLogs'
 -- new when the state does not have it or last saw it before $history_start. Only the window is read.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
-           source_as_org, resource_display_name, credential_key_id
+           source_as_org, resource_display_name, credential_key_id,
+           app_display_name, correlation_id, country, city
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
       AND error_code = 0
@@ -163,7 +168,7 @@ ranked AS (
     FROM candidates
 )
 SELECT r.ts, r.id, r.service_principal_id, r.service_principal_name, r.app_id, r.source_ip, r.source_asn,
-       r.source_as_org, r.resource_display_name, r.credential_key_id
+       r.source_as_org, r.resource_display_name, r.credential_key_id, r.app_display_name, r.correlation_id, r.country, r.city
 FROM ranked r
 LEFT JOIN terms_state s ON s.service_principal_id = r.service_principal_id AND s.source_asn = r.source_asn
 WHERE r.rn = 1 AND (s.last_seen IS NULL OR s.last_seen < $history_start)

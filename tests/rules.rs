@@ -810,3 +810,45 @@ async fn identity_signin_from_suspicious_source_follows_the_esql_conditions() {
     let ips2: Vec<String> = run2.alerts.iter().map(|a| a.source_ip.clone().unwrap()).collect();
     assert_eq!(ips2, vec!["45.0.0.10"]);
 }
+
+/// Seed 001 keys sign-ins on service_principal_name, which managed identities have; Graph actions
+/// group across objects whatever the id's form (GUID, UPN, base64 key, number).
+#[tokio::test]
+async fn sp_rare_action_multiple_ips_counts_managed_identities_and_normalizes_graph_paths() {
+    let d = t("2026-03-10T00:00:00Z");
+    let mi = |id: &str, h: i64, ip: &str| {
+        json!({"time": iso(d + Duration::hours(h)), "category": "ManagedIdentitySignInLogs",
+            "properties": {"id": id, "createdDateTime": iso(d + Duration::hours(h)), "servicePrincipalId": "id-mi-vm",
+            "servicePrincipalName": "mi-vm", "appId": "app-mi-vm", "ipAddress": ip, "status": {"errorCode": 0}}})
+    };
+    let graph = |id: &str, h: i64, uri: &str, ip: &str| {
+        json!({"time": iso(d + Duration::hours(h)), "category": "MicrosoftGraphActivityLogs",
+            "properties": {"requestId": id, "timeGenerated": iso(d + Duration::hours(h)), "servicePrincipalId": "id-sp-g",
+            "appId": "app-sp-g", "ipAddress": ip, "requestMethod": "GET", "requestUri": uri, "responseStatusCode": 200}})
+    };
+    let lake = lake_with(&[
+        mi("m1", 1, "45.0.0.1"),
+        mi("m2", 2, "45.0.0.2"),
+        graph(
+            "g1",
+            1,
+            "https://graph.microsoft.com/v1.0/users/alice@contoso.com/messages/AAMkAGI2TG93AAA1x9Zz=?$top=5",
+            "45.0.0.3",
+        ),
+        graph(
+            "g2",
+            2,
+            "https://graph.microsoft.com/v1.0/users/bob@contoso.com/messages/AAMkBGI3TG93BBB2y8Yy=",
+            "45.0.0.4",
+        ),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_rare_action_multiple_ips");
+    let w = rules::RunWindow { start: d, end: d + Duration::days(1) };
+    let rows = r.plan(&c, &w).await.unwrap().collect().await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    assert!(text.contains("mi-vm"), "a managed identity's rare sign-ins from 2 IPs: {text}");
+    assert!(text.contains("GET /v1.0/users/{id}/messages/{id}"), "{text}");
+    assert!(!text.contains("alice@") && !text.contains("AAMk"), "{text}");
+}

@@ -1,16 +1,20 @@
 WITH activity AS (
     SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
            coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name, service_principal_id, source_ip
-    FROM signins WHERE category = 'ServicePrincipalSignInLogs' AND source_ip IS NOT NULL
+    FROM signins WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
     UNION ALL
-    SELECT ts, day, 'azure.auditlogs', operation_name, coalesce(initiated_by_sp_name, initiated_by_app_name, initiated_by_sp_id), initiated_by_sp_id, source_ip
+    SELECT ts, day, 'azure.auditlogs', operation_name, coalesce(initiated_by_app_name, initiated_by_sp_name, initiated_by_sp_id), initiated_by_sp_id, source_ip
     FROM audit WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'azure.graphactivitylogs',
-           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
-               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|/[0-9]+(/|$)', '{id}', 'g'),
+           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+               regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
+               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '{id}', 'g'),
+               '[^/(''=]*@[^/)'']*', '{id}', 'g'),
+               '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}', '/{id}', 'g'),
+               '/[0-9]+(/|$)', '/{id}\1', 'g'),
            coalesce(service_principal_id, app_id), service_principal_id, source_ip
     FROM graph_activity WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')

@@ -2,7 +2,7 @@
 -- the same formulation (hour buckets) and outputs.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
-           source_as_org, resource_display_name, credential_key_id
+           source_as_org, resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND service_principal_id IS NOT NULL AND source_asn IS NOT NULL
@@ -35,5 +35,5 @@ firsts AS (
     FROM candidates c JOIN alerting a ON c.service_principal_id = a.service_principal_id AND c.source_asn = a.source_asn AND c.ts = a.first_ts
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
-       resource_display_name, credential_key_id, run_end_us
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city, run_end_us
 FROM firsts WHERE rn = 1

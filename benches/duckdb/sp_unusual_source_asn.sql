@@ -1,7 +1,7 @@
 -- DuckDB twin of sql/sp_unusual_source_asn.sql: the same formulation and outputs.
 WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
-           source_as_org, resource_display_name, credential_key_id
+           source_as_org, resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
       AND service_principal_id IS NOT NULL AND source_asn IS NOT NULL
@@ -19,5 +19,5 @@ ranked AS (
     WHERE c.ts > $window_start
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
-       resource_display_name, credential_key_id
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
 FROM ranked WHERE rn = 1
