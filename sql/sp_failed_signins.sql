@@ -4,8 +4,10 @@ name = "Sign-in attempts from service principals with expired or wrong keys"
 description = """
 Failed service principal sign-ins, summarized per principal, source IP and error code. An attacker
 holding an old or guessed secret produces invalid-secret and expired-secret failures, often from an
-unusual address. Reproduces the Sentinel rule; the AADSTS meaning of each code is added."""
-type = "threshold"
+unusual address. Reproduces the Sentinel rule as written (a hunt: on a real tenant it reports every
+failing automation every day); the AADSTS meaning of each code is added. The detection to keep
+switched on is sp_credential_failures_from_new_source."""
+type = "hunt"
 severity = "medium"
 risk_score = 47
 interval = "1d"

@@ -35,7 +35,7 @@ async fn small_profile_ground_truth_raw_and_lake_agree() {
     assert!(ingest.written.get("signins").copied().unwrap_or(0) > 40_000, "{ingest:?}");
     let truth: Vec<Expectation> =
         serde_json::from_slice(&std::fs::read(out.join("ground_truth.json")).unwrap()).unwrap();
-    assert_eq!(truth.len(), 13);
+    assert_eq!(truth.len(), 14);
     assert!(truth.iter().any(|e| e.count == 0) && truth.iter().any(|e| e.count == 1));
     let lake = wisp::lake::Lake::open(&out.join("lake").display().to_string()).unwrap();
     let ctx = wisp::session::open(&lake, &Default::default()).await.unwrap();

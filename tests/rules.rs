@@ -852,3 +852,82 @@ async fn sp_rare_action_multiple_ips_counts_managed_identities_and_normalizes_gr
     assert!(text.contains("GET /v1.0/users/{id}/messages/{id}"), "{text}");
     assert!(!text.contains("alice@") && !text.contains("AAMk"), "{text}");
 }
+
+/// The failed sign-in detection a SOC keeps on: credential errors from an address the principal never
+/// signed in from successfully in 10 days, one alert per principal per run.
+#[tokio::test]
+async fn sp_credential_failures_from_new_source_alerts_once_per_principal_on_new_sources() {
+    let d = t("2026-03-10T10:00:00Z");
+    let m = |n: i64| d + Duration::minutes(n);
+    let lake = lake_with(&[
+        // sp-x signs in from 45.0.1.1 (ASN 64501); 45.0.1.9 was used 11 days ago (outside the history).
+        sp_signin("x-ok", d - Duration::days(2), "sp-x", "45.0.1.1", 0, None),
+        sp_signin("x-old", d - Duration::days(11), "sp-x", "45.0.1.9", 0, None),
+        // Alert: invalid secret from a new ASN, expired secret from a new address in the known ASN.
+        sp_signin("x-f1", m(5), "sp-x", "45.0.0.1", 7000215, None),
+        sp_signin("x-f2", m(6), "sp-x", "45.0.0.1", 7000215, None),
+        sp_signin("x-f3", m(7), "sp-x", "45.0.1.9", 7000222, None),
+        // Near misses: a credential failure from the principal's own address; a new address but not
+        // a credential error (Conditional Access).
+        sp_signin("x-f4", m(8), "sp-x", "45.0.1.1", 7000215, None),
+        sp_signin("x-f5", m(9), "sp-x", "45.0.2.1", 53003, None),
+        // sp-y: a federated credential mismatch from a new address in a known ASN (medium).
+        sp_signin("y-ok", d - Duration::days(1), "sp-y", "45.0.1.2", 0, None),
+        sp_signin("y-f1", m(10), "sp-y", "45.0.1.3", 700213, None),
+        // sp-z: its only failure is from where it signed in 9 days ago (inside the history).
+        sp_signin("z-ok", d - Duration::days(9), "sp-z", "45.0.0.7", 0, None),
+        sp_signin("z-f1", m(11), "sp-z", "45.0.0.7", 7000215, None),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_credential_failures_from_new_source");
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let mut got: Vec<(String, String)> =
+        run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
+    got.sort();
+    assert_eq!(got, vec![("sp-x".into(), "high".into()), ("sp-y".into(), "medium".into())]);
+    let x: serde_json::Value = serde_json::from_str(
+        &run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-x")).unwrap().fields,
+    )
+    .unwrap();
+    assert_eq!(x["failures"], 3, "{x}");
+    assert_eq!(x["source_ips"], json!(["45.0.0.1", "45.0.1.9"]), "{x}");
+    assert_eq!(x["error_codes"], json!([7000215, 7000222]), "{x}");
+    assert_eq!(x["source_asns"], json!([64500, 64501]), "{x}");
+    // The history window decides what is known: with 12 days, 45.0.1.9 is known again.
+    let mut long = r.clone();
+    long.meta.history_window = Some("12d".into());
+    let run = alerts::run(&c, &long, &long.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let x: serde_json::Value = serde_json::from_str(
+        &run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-x")).unwrap().fields,
+    )
+    .unwrap();
+    assert_eq!(x["source_ips"], json!(["45.0.0.1"]), "{x}");
+    // A backtest over the hour reports the same, once.
+    let bt = alerts::backtest(&c, &r, d, d + Duration::hours(2), detected()).await.unwrap();
+    assert_eq!(bt.alerts.len(), 2);
+}
+
+/// A run's cap keeps the most severe alerts and says how many it cut.
+#[tokio::test]
+async fn the_cap_keeps_the_most_severe_alerts() {
+    let d = t("2026-03-10T10:00:00Z");
+    let m = |n: i64| d + Duration::minutes(n);
+    let lake = lake_with(&[
+        sp_signin("a-ok", d - Duration::days(1), "sp-a", "45.0.1.1", 0, None),
+        sp_signin("a-f", m(1), "sp-a", "45.0.1.5", 7000215, None), // medium, earliest
+        sp_signin("b-ok", d - Duration::days(1), "sp-b", "45.0.1.1", 0, None),
+        sp_signin("b-f", m(30), "sp-b", "45.0.0.5", 7000215, None), // high, later
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let mut r = rule("sp_credential_failures_from_new_source");
+    r.meta.max_alerts = 1;
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    assert_eq!(run.cut, 1);
+    assert_eq!(run.alerts.len(), 1);
+    assert_eq!(
+        (run.alerts[0].service_principal_name.as_deref(), run.alerts[0].severity.as_str()),
+        (Some("sp-b"), "high")
+    );
+}

@@ -42,7 +42,7 @@ pub async fn run(a: RulesArgs) -> anyhow::Result<i32> {
                     out,
                     "{:<40} {:<11} {:<8} {:>3}  every {:<4} {}",
                     r.meta.id,
-                    format!("{:?}", r.meta.rule_type).to_lowercase(),
+                    serde_json::to_value(r.meta.rule_type)?.as_str().unwrap_or_default(),
                     r.meta.severity,
                     r.meta.risk_score,
                     r.meta.interval,

@@ -46,10 +46,25 @@ pub(crate) async fn collect_rows(rule: &Rule, df: DataFrame) -> Result<(Vec<aler
     Ok((alert::rows_of(rule, &batches)?, scan))
 }
 
-/// One run's alerts in (ts, id) order, cut to `max_alerts`; returns how many were cut.
+/// Severity rank for the cap: the most severe first.
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        "low" => 3,
+        _ => 4,
+    }
+}
+
+/// One run's alerts cut to `max_alerts`, keeping the most severe (then the earliest), in (ts, id)
+/// order; returns how many were cut (reported by every run).
 pub(crate) fn cap(rule: &Rule, alerts: &mut Vec<Alert>) -> usize {
-    alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
+    alerts.sort_by(|a, b| {
+        (severity_rank(&a.severity), a.ts, &a.alert_id).cmp(&(severity_rank(&b.severity), b.ts, &b.alert_id))
+    });
     let cut = alerts.len().saturating_sub(rule.meta.max_alerts);
     alerts.truncate(rule.meta.max_alerts);
+    alerts.sort_by(|a, b| (a.ts, &a.alert_id).cmp(&(b.ts, &b.alert_id)));
     cut
 }

@@ -133,6 +133,13 @@ fn failed_signins_wrong_secret(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result
         fields: json!({"service_principal_name": c.sp(12).name, "source_ip": c.atk[0].ip(30), "error_code": 7000215, "attempts": 6}),
         count: 1,
     });
+    truth.add(Expect {
+        scenario: "sp12: invalid-secret failures from an address it never signed in from",
+        rule: "sp_credential_failures_from_new_source",
+        check: Check::Run(c.h(14, 0)),
+        fields: json!({"service_principal_id": c.sp(12).id, "source_ips": [c.atk[0].ip(30)]}),
+        count: 1,
+    });
     Ok(())
 }
 
