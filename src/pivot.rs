@@ -1,5 +1,6 @@
 //! `wisp pivot sp …`: one timeline of a principal's sign-ins, audit events (initiated by it or
-//! targeting it), risk events, Graph calls and Azure activity. Audit events without a caller IP get
+//! targeting it), risk events, Graph calls, Azure activity and resource logs (Key Vault, Storage,
+//! Logic Apps… called by it). Audit events without a caller IP get
 //! the IP of the sign-in with the same correlation id, else of the principal's latest earlier
 //! sign-in (`ip_from` says which).
 
@@ -96,6 +97,14 @@ WITH tl AS (
     FROM azure_activity
     WHERE ts >= $from AND ts <= $to AND day >= to_char($from, '%Y-%m-%d') AND day <= to_char($to, '%Y-%m-%d')
       AND (array_has($app_ids, caller_app_id) OR array_has($sp_ids, caller))
+    UNION ALL
+    SELECT ts, 'resource_logs',
+           category || ': ' || coalesce(operation_name, '?') || ' on ' || coalesce(resource_name, resource_id, '?')
+               || ' (' || coalesce(result_type, CAST(status_code AS VARCHAR), '?') || ')',
+           'actor', caller_object_id, caller_upn, caller_ip, correlation_id, resource_id, NULL
+    FROM resource_logs
+    WHERE ts >= $from AND ts <= $to AND day >= to_char($from, '%Y-%m-%d') AND day <= to_char($to, '%Y-%m-%d')
+      AND (array_has($sp_ids, caller_object_id) OR array_has($app_ids, caller_app_id))
 ),
 by_corr AS (
     SELECT correlation_id, min(signin_ip) AS corr_ip FROM tl WHERE signin_ip IS NOT NULL AND correlation_id IS NOT NULL GROUP BY correlation_id

@@ -490,3 +490,21 @@ fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
     assert!(!err.contains("warning"), "{err}");
     assert!(out.trim().is_empty(), "Microsoft's network is excluded once the organization is known: {out}");
 }
+
+#[test]
+fn pivot_shows_the_resource_log_actions_of_a_principal() {
+    let lake = tmp("cli-pivot-rl");
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(wisp()
+        .args(["pivot", "sp", "payroll-sync", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-21T00:00:00Z"])
+        .args(["--format", "jsonl", "--lake"])
+        .arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rl: Vec<&serde_json::Value> = rows.iter().filter(|r| r["dataset"] == "resource_logs").collect();
+    assert_eq!(rl.len(), 3, "{out}");
+    assert!(rl.iter().any(|r| r["action"].as_str().unwrap().contains("SecretGet on KV-PAYROLL")), "{out}");
+    assert!(rl.iter().any(|r| r["action"].as_str().unwrap().contains("GetBlob on sapayroll")), "{out}");
+}

@@ -332,3 +332,55 @@ async fn a_large_json_array_streams_and_counts_by_record() {
     assert_eq!(s.read, 5001, "{s:?}");
     assert_eq!(s.rejected_total(), 1, "{s:?}");
 }
+
+/// Resource logs of both shapes (diagnostic settings and the Log Analytics AzureDiagnostics export)
+/// land in `resource_logs` with the caller's identity; an Entra audit record written with its audit
+/// category at the top and a Microsoft.aadiam resource id is an audit event.
+#[tokio::test]
+async fn resource_logs_of_key_vault_storage_and_logic_apps() {
+    let lake = tmp("resource-lake");
+    let dir = tmp("resource-in");
+    std::fs::write(
+        dir.join("asn.csv"),
+        "start_ip,end_ip,asn,organization\n185.220.101.0,185.220.101.255,60729,Tor Exit Hosting\n",
+    )
+    .unwrap();
+    let mut o = opts(vec![
+        repo().join("data/samples/diag-resource-logs.jsonl").display().to_string(),
+        repo().join("data/samples/la-AzureDiagnostics.json").display().to_string(),
+    ]);
+    o.asn_db = Some(dir.join("asn.csv"));
+    let s = ingest_into(&lake, o).await;
+    assert_eq!(s.rejected_total(), 0, "{s:?}");
+    assert_eq!(s.written.get("resource_logs"), Some(&4), "{s:?}");
+    assert_eq!(s.written.get("audit"), Some(&1), "{s:?}");
+    let t = query_text(
+        &lake,
+        "SELECT category, operation_name, resource_provider, resource_name, result_type, status_code, duration_ms, caller_ip, \
+         caller_object_id, caller_app_id, source_asn FROM resource_logs ORDER BY ts",
+    )
+    .await;
+    for want in [
+        "| AuditEvent      | SecretGet",
+        "| AuditEvent      | SecretList",
+        "| StorageRead     | GetBlob",
+        "| WorkflowRuntime | Microsoft.Logic/workflows/workflowActionCompleted",
+        "KV-PAYROLL",
+        "sapayroll",
+        "LA-PAYROLL-EXPORT",
+        "5f3e0000-aaaa-4bbb-8ccc-000000000001",
+        "0a1b2c3d-1111-4111-8111-000000000001",
+        "60729",
+    ] {
+        assert!(t.contains(want), "{want} missing:\n{t}");
+    }
+    // The port is stripped from Storage's caller address; the AzureDiagnostics flattened claims are read.
+    let t = query_text(
+        &lake,
+        "SELECT count(*) AS n FROM resource_logs WHERE caller_ip = '185.220.101.45' AND caller_object_id IS NOT NULL",
+    )
+    .await;
+    assert!(t.contains("| 3 "), "{t}");
+    let t = query_text(&lake, "SELECT operation_name, target_id, target_type FROM audit").await;
+    assert!(t.contains("Add service principal credentials") && t.contains("ServicePrincipal"), "{t}");
+}

@@ -22,7 +22,8 @@ impl Enricher {
     /// Fills `source_asn`/`source_as_org` from the ASN database, and `country`/`city` from the
     /// geo database when the log has none.
     pub(super) fn apply(&mut self, table: Table, row: &mut [Value]) {
-        let (Some(ip_i), true) = (table.col("source_ip"), self.asn.is_some() || self.geo.is_some()) else {
+        let ip_col = table.col("source_ip").or_else(|| table.col("caller_ip"));
+        let (Some(ip_i), true) = (ip_col, self.asn.is_some() || self.geo.is_some()) else {
             return;
         };
         let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {

@@ -15,9 +15,10 @@ pub enum Table {
     O365Audit,
     AzureActivity,
     NetworkAlerts,
+    ResourceLogs,
 }
 
-pub const ALL_TABLES: [Table; 8] = [
+pub const ALL_TABLES: [Table; 9] = [
     Table::Signins,
     Table::Audit,
     Table::SpRiskEvents,
@@ -26,6 +27,7 @@ pub const ALL_TABLES: [Table; 8] = [
     Table::O365Audit,
     Table::AzureActivity,
     Table::NetworkAlerts,
+    Table::ResourceLogs,
 ];
 
 impl Table {
@@ -39,6 +41,7 @@ impl Table {
             Table::O365Audit => "o365_audit",
             Table::AzureActivity => "azure_activity",
             Table::NetworkAlerts => "network_alerts",
+            Table::ResourceLogs => "resource_logs",
         }
     }
 
@@ -292,6 +295,36 @@ fn build(t: Table) -> Schema {
                 "provider",
             ]));
             f.extend([i32f("source_port"), i32f("destination_port")]);
+        }
+        Table::ResourceLogs => {
+            f.extend(strs(&[
+                "id",
+                "category",
+                "operation_name",
+                "operation_version",
+                "resource_id",
+                "resource_provider",
+                "resource_type",
+                "resource_name",
+                "subscription_id",
+                "resource_group",
+                "result_type",
+                "result_signature",
+                "result_description",
+            ]));
+            f.push(i32f("status_code"));
+            f.push(i64f("duration_ms"));
+            f.extend(strs(&[
+                "correlation_id",
+                "caller_ip",
+                "caller_object_id",
+                "caller_app_id",
+                "caller_upn",
+                "caller_tenant_id",
+                "user_agent",
+            ]));
+            f.push(i64f("source_asn"));
+            f.push(s("source_as_org"));
         }
     }
     Schema::new(f)

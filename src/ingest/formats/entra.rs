@@ -129,7 +129,19 @@ fn canonical_signin_category(cat: &str) -> String {
 /// Azure Monitor diagnostic settings: `{time, category, properties: {…}, callerIpAddress, …}`.
 pub fn from_diagnostic(top: &Map<String, Value>) -> Result<Mapped, Reject> {
     let category = as_str(get(top, &["category"])).ok_or("diagnostic record without 'category'")?;
-    let table = table_of_category(&category).ok_or_else(|| format!("unknown category '{category}'"))?;
+    let resource_id = as_str(get(top, &["resourceId", "workflowId"])).unwrap_or_default();
+    // Entra audit records as some exports write them: the audit category (ApplicationManagement,
+    // DirectoryManagement, …) at the top, a Microsoft.aadiam resource id.
+    let aadiam = resource_id.to_ascii_lowercase().contains("/providers/microsoft.aadiam");
+    let table = match table_of_category(&category) {
+        Some(t) if !(aadiam && t == Table::AzureActivity) => t,
+        _ if aadiam && nested(top, &["properties"]).is_some_and(|p| p.get("activityDisplayName").is_some()) => {
+            Table::Audit
+        }
+        // Any other resource's logs (Key Vault, Storage, Logic Apps, …).
+        _ if !resource_id.is_empty() => return super::resource::from_record(top),
+        _ => return Err(format!("unknown category '{category}' (and no resourceId: not a resource log)")),
+    };
     let env = Env {
         category: Some(category.clone()),
         time: time_of(get(top, &["time"])),
@@ -165,6 +177,7 @@ fn by_table(table: Table, props: &Map<String, Value>, env: &Env) -> Result<Mappe
         Table::AzureActivity => azure_activity(props, env),
         Table::O365Audit => from_o365(props, env),
         Table::NetworkAlerts => Err("network alerts are not an Entra format".into()),
+        Table::ResourceLogs => super::resource::from_record(props),
     }
 }
 
@@ -189,6 +202,9 @@ pub fn from_log_analytics(row: &Map<String, Value>) -> Result<Mapped, Reject> {
         "MicrosoftGraphActivityLogs" => (Table::GraphActivity, None),
         "OfficeActivity" => (Table::O365Audit, None),
         "AzureActivity" => (Table::AzureActivity, None),
+        "AzureDiagnostics" | "StorageBlobLogs" | "StorageFileLogs" | "StorageQueueLogs" | "StorageTableLogs" => {
+            return super::resource::from_record(row)
+        }
         other => return Err(format!("unknown Log Analytics table '{other}'")),
     };
     let env = Env {
@@ -214,7 +230,12 @@ pub fn from_log_analytics(row: &Map<String, Value>) -> Result<Mapped, Reject> {
     by_table(table, row, &env)
 }
 
-const LA_TABLES: [&str; 11] = [
+const LA_TABLES: [&str; 16] = [
+    "AzureDiagnostics",
+    "StorageBlobLogs",
+    "StorageFileLogs",
+    "StorageQueueLogs",
+    "StorageTableLogs",
     "AADServicePrincipalSignInLogs",
     "AADManagedIdentitySignInLogs",
     "SigninLogs",

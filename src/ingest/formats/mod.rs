@@ -9,6 +9,7 @@
 pub mod entra;
 pub mod envelope;
 pub mod network;
+pub mod resource;
 
 use crate::lake::Table;
 use serde_json::{Map, Value};
