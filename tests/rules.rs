@@ -931,3 +931,108 @@ async fn the_cap_keeps_the_most_severe_alerts() {
         (Some("sp-b"), "high")
     );
 }
+
+fn kv_op(id: &str, ts: DateTime<Utc>, oid: &str, ip: &str, op: &str, vault: &str) -> serde_json::Value {
+    json!({"time": iso(ts), "category": "AuditEvent", "operationName": op, "resultType": "Success", "callerIpAddress": ip,
+        "resourceId": format!("/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/{vault}"),
+        "correlationId": format!("corr-{id}"),
+        "identity": {"claim": {"http://schemas.microsoft.com/identity/claims/objectidentifier": oid, "appid": format!("app-{oid}")}},
+        "properties": {"id": format!("https://{vault}.vault.azure.net/secrets/s/{id}"), "httpStatusCode": 200}})
+}
+
+fn arm_call(id: &str, ts: DateTime<Utc>, caller: &str, ip: &str) -> serde_json::Value {
+    json!({"time": iso(ts), "category": "Administrative", "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE",
+        "resultType": "Success", "callerIpAddress": ip, "correlationId": format!("corr-{id}"), "level": "Information",
+        "resourceId": "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/VM1",
+        "caller": caller, "properties": {"eventDataId": id}})
+}
+
+#[tokio::test]
+async fn sp_keyvault_read_from_new_source_per_principal_vault_and_address() {
+    let d = t("2026-03-10T10:00:00Z");
+    let m = |n: i64| d + Duration::minutes(n);
+    let lake = lake_with(&[
+        kv_op("h1", d - Duration::days(5), "mi-1", "45.0.1.1", "SecretGet", "KV-A"),
+        kv_op("h2", d - Duration::days(11), "mi-1", "45.0.2.2", "SecretGet", "KV-A"),
+        // Near miss: the known address.
+        kv_op("w1", m(5), "mi-1", "45.0.1.1", "SecretGet", "KV-A"),
+        // Medium: a new address in the known ASN 64501.
+        kv_op("w2", m(6), "mi-1", "45.0.1.7", "SecretList", "KV-A"),
+        // High: a new address in a new ASN; twice, one alert.
+        kv_op("w3", m(7), "mi-1", "45.0.0.7", "SecretGet", "KV-A"),
+        kv_op("w4", m(8), "mi-1", "45.0.0.7", "KeyDecrypt", "KV-A"),
+        // The address last used 11 days ago is new again (outside the history window).
+        kv_op("w5", m(9), "mi-1", "45.0.2.2", "CertificateGet", "KV-A"),
+        // The known address but another vault: new for that vault.
+        kv_op("w6", m(10), "mi-1", "45.0.1.1", "SecretGet", "KV-B"),
+        // Near miss: not a read.
+        kv_op("w7", m(11), "mi-1", "45.0.3.3", "VaultGet", "KV-A"),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_keyvault_read_from_new_source");
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let mut got: Vec<(String, String, String)> = run
+        .alerts
+        .iter()
+        .map(|a| {
+            let f: serde_json::Value = serde_json::from_str(&a.fields).unwrap();
+            (f["vault_name"].as_str().unwrap().to_string(), a.source_ip.clone().unwrap(), a.severity.clone())
+        })
+        .collect();
+    got.sort();
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        got,
+        vec![
+            s("KV-A", "45.0.0.7", "high"),
+            s("KV-A", "45.0.1.7", "medium"),
+            s("KV-A", "45.0.2.2", "high"),
+            s("KV-B", "45.0.1.1", "high"),
+        ]
+    );
+    let a = run.alerts.iter().find(|a| a.source_ip.as_deref() == Some("45.0.0.7")).unwrap();
+    assert_eq!(a.service_principal_id.as_deref(), Some("mi-1"));
+    let f: serde_json::Value = serde_json::from_str(&a.fields).unwrap();
+    assert_eq!((f["reads"].as_i64(), f["operations"].clone()), (Some(2), json!(["KeyDecrypt", "SecretGet"])));
+}
+
+#[tokio::test]
+async fn sp_token_replay_from_unseen_address_compares_calls_with_nearby_signins() {
+    let d = t("2026-03-10T10:00:00Z");
+    let m = |n: i64| d + Duration::minutes(n);
+    let lake = lake_with(&[
+        sp_signin("s1", m(5), "sp-t", "45.0.1.1", 0, None),
+        // Alert: ARM and Key Vault calls from an address none of its sign-ins used.
+        arm_call("a1", m(20), "id-sp-t", "45.0.0.9"),
+        kv_op("k1", m(25), "id-sp-t", "45.0.0.9", "SecretGet", "KV-A"),
+        // Near misses: the sign-in's own address; a private address; Microsoft's network (ASN 8075).
+        arm_call("a2", m(21), "id-sp-t", "45.0.1.1"),
+        arm_call("a3", m(22), "id-sp-t", "10.1.2.3"),
+        arm_call("a4", m(23), "id-sp-t", "45.0.4.1"),
+        // Near miss: a principal whose only sign-in is 5 hours earlier is not judged.
+        sp_signin("s2", m(5) - Duration::hours(5), "sp-u", "45.0.1.2", 0, None),
+        arm_call("a5", m(30), "id-sp-u", "45.0.0.10"),
+        // A sign-in from the same address shortly after the call (within 3 hours) clears it.
+        sp_signin("s3", m(5), "sp-v", "45.0.1.3", 0, None),
+        arm_call("a6", m(40), "id-sp-v", "45.0.0.11"),
+        sp_signin("s4", m(100), "sp-v", "45.0.0.11", 0, None),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_token_replay_from_unseen_address");
+    let run = alerts::run(&c, &r, &r.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    assert_eq!(run.alerts.len(), 1, "{:?}", run.alerts);
+    let a = &run.alerts[0];
+    assert_eq!((a.service_principal_id.as_deref(), a.source_ip.as_deref()), (Some("id-sp-t"), Some("45.0.0.9")));
+    let f: serde_json::Value = serde_json::from_str(&a.fields).unwrap();
+    assert_eq!(f["calls"], 2, "{f}");
+    assert_eq!(f["sources"], json!(["azure_activity", "keyvault"]), "{f}");
+    assert_eq!(f["signin_ips"], json!(["45.0.1.1"]), "{f}");
+    // The surrounding hours are a parameter: with 10 minutes, sp-v's later sign-in no longer clears it.
+    let mut short = r.clone();
+    short.meta.params.insert("surrounding".into(), toml::Value::Table(toml::toml! { duration = "10m" }));
+    let run = alerts::run(&c, &short, &short.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let ids: Vec<&str> = run.alerts.iter().map(|a| a.service_principal_id.as_deref().unwrap()).collect();
+    assert!(!ids.contains(&"id-sp-v"), "sp-v has no sign-in within 10 minutes: not judged: {ids:?}");
+}

@@ -282,6 +282,9 @@ fn build(t: Table) -> Schema {
                 "resource_provider",
                 "level",
             ]));
+            // Added columns: the caller address's ASN, from the ASN database at ingest.
+            f.push(i64f("source_asn"));
+            f.push(s("source_as_org"));
         }
         Table::NetworkAlerts => {
             f.extend(strs(&[

@@ -1,0 +1,84 @@
+/*
+id = "sp_token_replay_from_unseen_address"
+name = "Workload identity token used from an address none of its sign-ins used"
+description = """
+A service principal or managed identity called Azure Resource Manager (Azure Activity, matched by
+Caller as seed 002 does) or Key Vault (matched by the token's object-id claim) from a public
+address that none of its sign-ins in the surrounding hours came from. Tokens are issued at sign-in
+to the address that signed in; the same token used from elsewhere is the tell of a stolen access
+token replayed by someone else."""
+type = "correlation"
+severity = "high"
+risk_score = 73
+interval = "1h"
+lookback = "1h"
+requires = ["asn"]
+tables = ["azure_activity", "resource_logs", "signins"]
+alert_key = ["service_principal_id", "source_ip", "ts"]
+false_positives = [
+  "A workload whose outbound address differs between its token requests and its API calls (split NAT, proxies).",
+  "Azure services calling on the principal's behalf from Microsoft's own networks (excluded when ASN data is present).",
+]
+references = ["https://learn.microsoft.com/en-us/entra/identity/monitoring-health/concept-sign-ins"]
+note = """
+Judged only for principals with a sign-in that has an address within `surrounding` (3 hours) of the
+call, before or after (managed identities often sign in without one); private and reserved
+addresses are excluded (a private endpoint), as are Microsoft's networks (AS organization containing
+Microsoft, filled at ingest with --asn-db). One alert per principal and address per run,
+with the operations, the resources and the sign-in addresses it was compared with."""
+
+[params]
+surrounding = { duration = "3h" }
+
+[mitre]
+tactics = ["TA0005 Defense Evasion", "TA0008 Lateral Movement"]
+techniques = ["T1550.001 Use Alternate Authentication Material: Application Access Token"]
+*/
+WITH calls AS (
+    SELECT ts, id, 'azure_activity' AS source, caller AS principal_id, caller_app_id AS app_id, caller_ip,
+           operation_name, resource_id, source_as_org AS as_org
+    FROM azure_activity
+    WHERE caller IS NOT NULL AND caller_ip IS NOT NULL
+      AND ts > $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, id, 'keyvault', caller_object_id, caller_app_id, caller_ip, operation_name, resource_id, source_as_org
+    FROM resource_logs
+    WHERE lower(resource_provider) = 'microsoft.keyvault' AND caller_object_id IS NOT NULL AND caller_ip IS NOT NULL
+      AND ts > $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+public_calls AS (
+    SELECT * FROM calls
+    WHERE NOT coalesce(is_private_ip(caller_ip), false)
+      AND coalesce(as_org, '') NOT ILIKE '%microsoft%'
+),
+si AS (
+    SELECT ts AS si_ts, service_principal_id, app_id, source_ip
+    FROM signins
+    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL AND error_code = 0
+      AND category IN ('ServicePrincipalSignInLogs', 'ManagedIdentitySignInLogs')
+      AND ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
+      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
+      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
+),
+judged AS (
+    -- Each call against its principal's sign-ins within `surrounding` of it.
+    SELECT c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id,
+           max(s.app_id) AS app_id,
+           max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
+           array_agg(DISTINCT s.source_ip) AS signin_ips
+    FROM public_calls c
+    JOIN si s ON s.service_principal_id = c.principal_id
+     AND s.si_ts >= c.ts - $surrounding AND s.si_ts <= c.ts + $surrounding
+    GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id
+)
+SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
+       count(*) AS calls,
+       array_sort(array_agg(DISTINCT source)) AS sources,
+       array_sort(array_agg(DISTINCT operation_name)) AS operations,
+       array_sort(array_agg(DISTINCT resource_id)) AS resources,
+       array_sort(array_distinct(flatten(array_agg(signin_ips)))) AS signin_ips
+FROM judged
+WHERE seen = 0
+GROUP BY principal_id, caller_ip
