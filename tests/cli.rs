@@ -1,4 +1,6 @@
-//! The command line end to end: the README's demo, exit codes, read-only SQL, pivot.
+//! The command line end to end: the README's demo, exit codes, read-only SQL, pivot, writers racing
+//! and killed, closed pipes, bad databases. One file on purpose: every test drives the wisp
+//! binary through the same `run`/`tmp` helpers.
 
 mod common;
 use common::*;

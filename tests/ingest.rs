@@ -348,11 +348,12 @@ async fn resource_logs_of_key_vault_storage_and_logic_apps() {
     let mut o = opts(vec![
         repo().join("data/samples/diag-resource-logs.jsonl").display().to_string(),
         repo().join("data/samples/la-AzureDiagnostics.json").display().to_string(),
+        repo().join("data/samples/la-StorageBlobLogs-and-LogicApps.json").display().to_string(),
     ]);
     o.asn_db = Some(dir.join("asn.csv"));
     let s = ingest_into(&lake, o).await;
     assert_eq!(s.rejected_total(), 0, "{s:?}");
-    assert_eq!(s.written.get("resource_logs"), Some(&4), "{s:?}");
+    assert_eq!(s.written.get("resource_logs"), Some(&6), "{s:?}");
     assert_eq!(s.written.get("audit"), Some(&1), "{s:?}");
     let t = query_text(
         &lake,
@@ -380,7 +381,20 @@ async fn resource_logs_of_key_vault_storage_and_logic_apps() {
         "SELECT count(*) AS n FROM resource_logs WHERE caller_ip = '185.220.101.45' AND caller_object_id IS NOT NULL",
     )
     .await;
-    assert!(t.contains("| 3 "), "{t}");
+    assert!(t.contains("| 4 "), "{t}");
+    // Both shapes of Storage and Logic Apps: the Log Analytics export's Requester* columns and
+    // AzureDiagnostics' resource columns.
+    let t = query_text(
+        &lake,
+        "SELECT category, count(*) AS n, count(caller_app_id) AS apps, count(resource_provider) AS providers \
+         FROM resource_logs GROUP BY category ORDER BY category",
+    )
+    .await;
+    for want in
+        ["| AuditEvent      | 2 | 2    | 2 ", "| StorageRead     | 2 | 2    | 2 ", "| WorkflowRuntime | 2 | 0    | 2 "]
+    {
+        assert!(t.contains(want), "{want} missing:\n{t}");
+    }
     let t = query_text(&lake, "SELECT operation_name, target_id, target_type FROM audit").await;
     assert!(t.contains("Add service principal credentials") && t.contains("ServicePrincipal"), "{t}");
 }

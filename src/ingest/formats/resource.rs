@@ -73,6 +73,7 @@ pub fn from_record(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
                 &[
                     "identity_claim_http_schemas_microsoft_com_identity_claims_objectidentifier_g",
                     "identity_claim_oid_g",
+                    "RequesterObjectId",
                 ],
             )
         })),
@@ -81,14 +82,18 @@ pub fn from_record(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
         "caller_app_id",
         sv(first(&[claim], &["appid", "azp"])
             .or_else(|| first(&[requester], &["appId"]))
-            .or_else(|| first(&[o], &["identity_claim_appid_g", "identity_claim_azp_g"]))),
+            .or_else(|| first(&[o], &["identity_claim_appid_g", "identity_claim_azp_g", "RequesterAppId"]))),
     );
     r.set(
         "caller_upn",
         sv(first(&[claim], &[UPN, "upn"]).or_else(|| first(&[requester], &["upn"])).or_else(|| {
             first(
                 &[o],
-                &["identity_claim_http_schemas_xmlsoap_org_ws_2005_05_identity_claims_upn_s", "identity_claim_upn_s"],
+                &[
+                    "identity_claim_http_schemas_xmlsoap_org_ws_2005_05_identity_claims_upn_s",
+                    "identity_claim_upn_s",
+                    "RequesterUpn",
+                ],
             )
         })),
     );
@@ -100,6 +105,7 @@ pub fn from_record(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
                 &[
                     "identity_claim_http_schemas_microsoft_com_identity_claims_tenantid_g",
                     "identity_claim_tid_g",
+                    "RequesterTenantId",
                     "TenantId",
                     "tenantId",
                 ],
