@@ -18,6 +18,7 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
         geo_db: None,
         keep_raw: true,
         progress: false,
+        reenrich: false,
     };
     let summary = ingest(&lake, &opts).await?;
     let mut out = String::new();

@@ -469,9 +469,38 @@ fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
     let (code, _, err) = run(wisp().args(["rules", "lint", "--lake"]).arg(&lake));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warn  sp_unusual_source_asn needs asn enrichment"), "{err}");
-    // With the database at ingest, no warning.
     let asn = dir.join("asn.csv");
     std::fs::write(&asn, "start_ip,end_ip,asn,organization\n45.1.1.0,45.1.1.255,8075,Microsoft Corporation\n").unwrap();
+    // Re-enriching the lake on purpose fixes it in place: same rows, no duplicates, twice over.
+    for _ in 0..2 {
+        let (code, _, err) =
+            run(wisp().args(["ingest", "--no-progress", "--reenrich", "--asn-db"]).arg(&asn).arg("--lake").arg(&lake));
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("re-enriched 1 rows in 1 files"), "{err}");
+    }
+    let (_, out, _) = run(wisp()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(&lake)
+        .arg("SELECT count(*) AS n, count(DISTINCT _key) AS k, max(source_as_org) AS org FROM signins"));
+    assert_eq!(out.lines().nth(1), Some("1,1,Microsoft Corporation"), "{out}");
+    let (code, out, err) = run(wisp()
+        .args([
+            "detect",
+            "--rule",
+            "sp_unusual_source_asn",
+            "--at",
+            "2026-11-20T11:00:00Z",
+            "--format",
+            "jsonl",
+            "--lake",
+        ])
+        .arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning") && out.trim().is_empty(), "{err}\n{out}");
+    let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--reenrich", "--lake"]).arg(&lake));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--reenrich needs a database"), "{err}");
+    // With the database at ingest, no warning.
     let lake2 = tmp("asn-lake");
     let (code, _, err) =
         run(wisp().args(["ingest", "--no-progress", "--asn-db"]).arg(&asn).arg("--lake").arg(&lake2).arg(&dir));

@@ -8,11 +8,16 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:
   wisp ingest exports/ --lake ./lake --asn-db GeoLite2-ASN.mmdb --summary-json ingest.json
   wisp ingest 'insights-logs-*/**/PT1H.json' --lake ./lake            # a diagnostic-settings export
-  wisp ingest sentinel-export.csv --format log-analytics --lake ./lake --strict")]
+  wisp ingest sentinel-export.csv --format log-analytics --lake ./lake --strict
+  wisp ingest --reenrich --asn-db GeoLite2-ASN.mmdb --lake ./lake     # rows ingested without (or with an old) database")]
 pub struct IngestArgs {
     /// Files, folders (recursive) or globs; `.gz` is read transparently.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "reenrich")]
     pub inputs: Vec<String>,
+    /// Re-enrich the rows already in the lake with --asn-db / --geo-db (files rewritten in place,
+    /// nothing duplicated), then ingest the inputs, if any.
+    #[arg(long)]
+    pub reenrich: bool,
     /// The lake folder.
     #[arg(long, env = "WISP_LAKE")]
     pub lake: String,
@@ -75,6 +80,7 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
         geo_db: a.geo_db,
         keep_raw: !a.no_raw,
         progress: !a.no_progress,
+        reenrich: a.reenrich,
     };
     let summary = ingest(&lake, &opts).await?;
     eprintln!("{summary}");

@@ -141,6 +141,7 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
                 geo_db: None,
                 keep_raw: o.keep_raw,
                 progress: false,
+                reenrich: false,
             };
             Box::new(LakeSink(RecordSink::new(&lake, &opts, handle)?))
         }

@@ -19,6 +19,24 @@ impl Enricher {
         Enricher { asn, geo, asn_cache: AsnCache::new(), geo_cache: GeoCache::new() }
     }
 
+    /// The ASN database's record of an address (cached per run).
+    pub(super) fn lookup_asn(&mut self, ip: std::net::IpAddr) -> Option<wisp_udfs::db::AsnInfo> {
+        let db = self.asn.as_ref()?;
+        if self.asn_cache.len() > 100_000 {
+            self.asn_cache.clear();
+        }
+        db.lookup(ip, &mut self.asn_cache)
+    }
+
+    /// The geo database's record of an address (cached per run).
+    pub(super) fn lookup_geo(&mut self, ip: std::net::IpAddr) -> Option<wisp_udfs::db::GeoInfo> {
+        let db = self.geo.as_ref()?;
+        if self.geo_cache.len() > 100_000 {
+            self.geo_cache.clear();
+        }
+        db.lookup(ip, &mut self.geo_cache)
+    }
+
     /// Fills `source_asn`/`source_as_org` from the ASN database, and `country`/`city` from the
     /// geo database when the log has none.
     pub(super) fn apply(&mut self, table: Table, row: &mut [Value]) {

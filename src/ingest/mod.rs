@@ -6,10 +6,12 @@ mod enrich;
 pub mod formats;
 pub mod normalize;
 mod readers;
+mod reenrich;
 mod run;
 pub mod source;
 mod summary;
 
+pub use reenrich::Reenriched;
 pub use run::RecordSink;
 pub use summary::{reason_class, Summary};
 
@@ -27,6 +29,8 @@ pub enum IngestError {
     Db(#[from] wisp_udfs::DbError),
     #[error("no input given: name files, folders or globs to ingest")]
     NoInput,
+    #[error("--reenrich needs a database to enrich with: give --asn-db and/or --geo-db")]
+    NothingToReenrich,
     #[error("ingest task failed: {0}")]
     Join(String),
 }
@@ -42,12 +46,17 @@ pub struct IngestOptions {
     pub keep_raw: bool,
     /// Show a progress bar on stderr when it is a terminal.
     pub progress: bool,
+    /// Re-enrich the rows already in the lake with `asn_db` / `geo_db` first (`reenrich.rs`).
+    pub reenrich: bool,
 }
 
 /// Ingests every input into the lake. Runs the CPU-bound parsing on a blocking thread.
 pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, IngestError> {
-    if opts.inputs.is_empty() {
+    if opts.inputs.is_empty() && !opts.reenrich {
         return Err(IngestError::NoInput);
+    }
+    if opts.reenrich && opts.asn_db.is_none() && opts.geo_db.is_none() {
+        return Err(IngestError::NothingToReenrich);
     }
     let lake = lake.clone();
     let opts = opts.clone();
@@ -59,6 +68,9 @@ pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, Ingest
 
 fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Summary, IngestError> {
     let (mut run, run_id, manifest) = Run::open(lake, opts, &handle, "", indicatif::ProgressBar::hidden())?;
+    if opts.reenrich {
+        run.reenrich(lake, &handle)?;
+    }
     let (files, mut unreadable) = source::discover(&opts.inputs);
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total_bytes);

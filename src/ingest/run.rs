@@ -123,6 +123,13 @@ impl Run {
         Ok(summary)
     }
 
+    /// Re-enriches the rows already in the lake (holding the run's write lock).
+    pub(super) fn reenrich(&mut self, lake: &Lake, handle: &tokio::runtime::Handle) -> Result<(), IngestError> {
+        let r = handle.block_on(super::reenrich::reenrich(lake, &mut self.enricher))?;
+        self.summary.reenriched = Some(r);
+        Ok(())
+    }
+
     pub(super) fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {
         self.summary.read += 1;
         *self.summary.rejected.entry(reason_class(reason)).or_default() += 1;

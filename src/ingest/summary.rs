@@ -18,6 +18,9 @@ pub struct Summary {
     pub unreadable: Vec<String>,
     pub parquet_files: u64,
     pub bytes: u64,
+    /// What `--reenrich` rewrote, when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reenriched: Option<super::Reenriched>,
 }
 
 impl Summary {
@@ -49,6 +52,9 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  duplicates skipped {}", self.duplicates)?;
         for u in &self.unreadable {
             writeln!(f, "  unreadable input: {u}")?;
+        }
+        if let Some(r) = &self.reenriched {
+            writeln!(f, "{r}")?;
         }
         write!(f, "{} Parquet files written", self.parquet_files)
     }

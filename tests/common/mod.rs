@@ -29,7 +29,15 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 pub fn opts(inputs: Vec<String>) -> IngestOptions {
-    IngestOptions { inputs, format: Format::Auto, asn_db: None, geo_db: None, keep_raw: true, progress: false }
+    IngestOptions {
+        inputs,
+        format: Format::Auto,
+        asn_db: None,
+        geo_db: None,
+        keep_raw: true,
+        progress: false,
+        reenrich: false,
+    }
 }
 
 pub async fn ingest_into(lake_dir: &std::path::Path, o: IngestOptions) -> Summary {
