@@ -2,7 +2,7 @@
 //! over the samples' time range (a backtest), printing what they find.
 
 use crate::detect;
-use crate::ingest::{formats::Format, ingest, IngestOptions};
+use crate::ingest::{ingest, IngestOptions};
 use crate::lake::{Lake, ALL_TABLES};
 use crate::rules::{self, RunWindow};
 use arrow::array::{Array, Int64Array};
@@ -11,15 +11,7 @@ use std::path::Path;
 
 pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
     let lake = Lake::open(&lake_dir.display().to_string())?;
-    let opts = IngestOptions {
-        inputs: vec![data.join("samples").display().to_string()],
-        format: Format::Auto,
-        asn_db: None,
-        geo_db: None,
-        keep_raw: true,
-        progress: false,
-        reenrich: false,
-    };
+    let opts = IngestOptions::new(vec![data.join("samples").display().to_string()]);
     let summary = ingest(&lake, &opts).await?;
     let mut out = String::new();
     writeln!(out, "wisp demo: lake at {}", lake_dir.display())?;

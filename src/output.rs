@@ -57,10 +57,7 @@ pub async fn write_df(
     to_terminal: bool,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
     let (plan, stream, first) = match start(df.clone()).await {
-        Err(e) if crate::query::out_of_memory(&e) => {
-            eprintln!("note: a join ran out of the memory pool; running the query again with joins that spill to disk");
-            start(crate::query::spilling_joins(df)).await?
-        }
+        Err(e) if crate::query::out_of_memory(&e) => start(crate::query::retry_with_spilling_joins(df)).await?,
         r => r?,
     };
     let schema = stream.schema();

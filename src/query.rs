@@ -70,10 +70,7 @@ impl std::fmt::Display for ScanStats {
 /// runs out of the memory pool runs again with sort-merge joins, which spill ([`spilling_joins`]).
 pub async fn collect_with_stats(df: DataFrame) -> Result<(Vec<arrow::array::RecordBatch>, ScanStats)> {
     match collect_once(df.clone()).await {
-        Err(e) if out_of_memory(&e) => {
-            eprintln!("note: a join ran out of the memory pool; running the query again with joins that spill to disk");
-            collect_once(spilling_joins(df)).await
-        }
+        Err(e) if out_of_memory(&e) => collect_once(retry_with_spilling_joins(df)).await,
         r => r,
     }
 }
@@ -88,6 +85,12 @@ async fn collect_once(df: DataFrame) -> Result<(Vec<arrow::array::RecordBatch>, 
 /// True when a query failed because the memory pool was exhausted.
 pub fn out_of_memory(e: &datafusion::error::DataFusionError) -> bool {
     matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_))
+}
+
+/// Says on stderr that a query runs again, and returns it planned with joins that spill.
+pub fn retry_with_spilling_joins(df: DataFrame) -> DataFrame {
+    eprintln!("note: a join ran out of the memory pool; running the query again with joins that spill to disk");
+    spilling_joins(df)
 }
 
 /// The same query planned with sort-merge joins instead of hash joins. DataFusion 55's hash

@@ -10,6 +10,13 @@ fn wisp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wisp"))
 }
 
+/// Ingests the bundled samples into `lake` through the CLI.
+fn ingest_samples(lake: &std::path::Path) {
+    let (code, _, err) =
+        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(lake).arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+}
+
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let o = cmd.output().unwrap();
     (
@@ -71,9 +78,7 @@ fn ingest_exit_codes_and_summary_json() {
 #[test]
 fn sql_is_read_only_and_formats_work() {
     let lake = tmp("cli-sql");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     for q in [
         "CREATE TABLE x AS SELECT 1",
         "INSERT INTO signins SELECT * FROM signins",
@@ -164,9 +169,7 @@ fn pivot_fills_audit_caller_ip_from_the_matching_signin() {
 fn shell_reads_statements_from_stdin() {
     use std::io::Write;
     let lake = tmp("shell");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     let hist = lake.join("history");
     let mut child = wisp()
         .args(["shell", "--format", "csv", "--history"])
@@ -218,9 +221,7 @@ fn read_only_commands_refuse_a_missing_lake_and_misused_flags() {
     assert!(err.contains("is not a wisp lake"), "{err}");
 
     let lake = tmp("cli-flags");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     for (args, want) in [
         (vec!["detect", "--from", "2026-11-21T00:00:00Z", "--to", "2026-11-20T00:00:00Z"], "is after --to"),
         (
@@ -254,9 +255,7 @@ fn read_only_commands_refuse_a_missing_lake_and_misused_flags() {
 fn a_closed_pipe_is_not_an_error() {
     use std::io::{BufRead, BufReader};
     let lake = tmp("cli-pipe");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     for format in ["jsonl", "csv", "table", "json"] {
         let mut child = wisp()
             .args(["sql", "--format", format, "--lake"])
@@ -430,9 +429,7 @@ fn bad_databases_and_partly_read_inputs_are_named() {
 #[test]
 fn csv_output_writes_lists_and_structs_as_json_text() {
     let lake = tmp("cli-csv");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     let (code, out, err) = run(wisp().args(["sql", "--format", "csv", "--lake"]).arg(&lake).arg("SELECT * FROM audit"));
     assert_eq!(code, 0, "{err}");
     let mut rdr = csv::Reader::from_reader(out.as_bytes());
@@ -525,9 +522,7 @@ fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
 #[test]
 fn pivot_shows_the_resource_log_actions_of_a_principal() {
     let lake = tmp("cli-pivot-rl");
-    let (code, _, err) =
-        run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(repo().join("data/samples")));
-    assert_eq!(code, 0, "{err}");
+    ingest_samples(&lake);
     let (code, out, err) = run(wisp()
         .args(["pivot", "sp", "payroll-sync", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-21T00:00:00Z"])
         .args(["--format", "jsonl", "--lake"])

@@ -20,7 +20,7 @@ mod truth;
 pub use tenant::{MS_TENANTS, TENANT};
 pub use truth::{check_ground_truth, Expectation, Mode};
 
-use crate::ingest::{formats::Format, IngestOptions, RecordSink, Summary};
+use crate::ingest::{IngestOptions, RecordSink, Summary};
 use crate::lake::Lake;
 use background::Day;
 use chrono::{DateTime, Duration, Utc};
@@ -134,15 +134,8 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
         GenOutput::Raw => Box::new(RawSink::new(o.out.join("raw"), o.gzip)),
         GenOutput::Lake => {
             let lake = Lake::open(&o.out.join("lake").display().to_string())?;
-            let opts = IngestOptions {
-                inputs: vec![],
-                format: Format::Auto,
-                asn_db: Some(asn_path.clone()),
-                geo_db: None,
-                keep_raw: o.keep_raw,
-                progress: false,
-                reenrich: false,
-            };
+            let opts =
+                IngestOptions { asn_db: Some(asn_path.clone()), keep_raw: o.keep_raw, ..IngestOptions::new(vec![]) };
             Box::new(LakeSink(RecordSink::new(&lake, &opts, handle)?))
         }
     };

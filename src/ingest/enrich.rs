@@ -47,21 +47,15 @@ impl Enricher {
         let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {
             return;
         };
-        if let (Some(db), Some(asn_i), Some(org_i)) = (&self.asn, table.col("source_asn"), table.col("source_as_org")) {
-            if self.asn_cache.len() > 100_000 {
-                self.asn_cache.clear();
-            }
-            if let Some(hit) = db.lookup(ip, &mut self.asn_cache) {
+        if let (Some(asn_i), Some(org_i)) = (table.col("source_asn"), table.col("source_as_org")) {
+            if let Some(hit) = self.lookup_asn(ip) {
                 row[asn_i] = Value::from(hit.number);
                 row[org_i] = hit.organization.map(|o| Value::String(o.to_string())).unwrap_or(Value::Null);
             }
         }
-        if let (Some(db), Some(c_i), Some(city_i)) = (&self.geo, table.col("country"), table.col("city")) {
+        if let (Some(c_i), Some(city_i)) = (table.col("country"), table.col("city")) {
             if row[c_i].is_null() {
-                if self.geo_cache.len() > 100_000 {
-                    self.geo_cache.clear();
-                }
-                if let Some(g) = db.lookup(ip, &mut self.geo_cache) {
+                if let Some(g) = self.lookup_geo(ip) {
                     row[c_i] = g.country_iso.map(Value::String).unwrap_or(Value::Null);
                     if row[city_i].is_null() {
                         row[city_i] = g.city.map(Value::String).unwrap_or(Value::Null);

@@ -50,6 +50,21 @@ pub struct IngestOptions {
     pub reenrich: bool,
 }
 
+impl IngestOptions {
+    /// These inputs, every format recognized, no enrichment, `raw` kept, no progress bar.
+    pub fn new(inputs: Vec<String>) -> Self {
+        IngestOptions {
+            inputs,
+            format: Format::Auto,
+            asn_db: None,
+            geo_db: None,
+            keep_raw: true,
+            progress: false,
+            reenrich: false,
+        }
+    }
+}
+
 /// Ingests every input into the lake. Runs the CPU-bound parsing on a blocking thread.
 pub async fn ingest(lake: &Lake, opts: &IngestOptions) -> Result<Summary, IngestError> {
     if opts.inputs.is_empty() && !opts.reenrich {

@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 use std::path::PathBuf;
-use wisp::ingest::{formats::Format, ingest, IngestOptions, Summary};
+use wisp::ingest::{ingest, IngestOptions, Summary};
 use wisp::lake::Lake;
 
 pub fn repo() -> PathBuf {
@@ -29,15 +29,7 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 pub fn opts(inputs: Vec<String>) -> IngestOptions {
-    IngestOptions {
-        inputs,
-        format: Format::Auto,
-        asn_db: None,
-        geo_db: None,
-        keep_raw: true,
-        progress: false,
-        reenrich: false,
-    }
+    IngestOptions::new(inputs)
 }
 
 pub async fn ingest_into(lake_dir: &std::path::Path, o: IngestOptions) -> Summary {
