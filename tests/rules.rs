@@ -477,6 +477,7 @@ async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
     let recs = random_tenant(0x2545f4914f6cdd1d);
     let lake_dir = lake_with(&recs).await;
     let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
+    let lake = wisp::detect::store::StateDir::open(&lake, None).unwrap();
     let c = ctx(&lake_dir).await;
     let r = rule("sp_unusual_source_asn");
     assert!(r.terms_sql.is_some() && r.stateful_sql.is_some());

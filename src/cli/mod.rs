@@ -2,15 +2,18 @@
 //!
 //! Exit codes: 0 success (also when the reader of stdout closed it early, as `| head` does);
 //! 1 error (bad or contradictory flags, no lake, unreadable database, failed query); 2 an input
-//! could not be read (the others were still ingested); 3 `--strict` and records were rejected.
+//! could not be read (the others were still ingested); 3 `--strict` and records were rejected;
+//! 4 `wisp run`: some runs failed (the others ran and committed).
 
 pub mod demo;
 pub mod detect;
+pub mod explain;
 pub mod gen;
 pub mod hunt;
 pub mod ingest;
 pub mod pivot;
 pub mod rules;
+pub mod run;
 pub mod shell;
 pub mod sql;
 
@@ -22,6 +25,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_UNREADABLE_INPUT: i32 = 2;
 pub const EXIT_STRICT_REJECTS: i32 = 3;
+/// `wisp run`: some runs failed (the others ran and committed).
+pub const EXIT_RUNS_FAILED: i32 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +34,8 @@ pub const EXIT_STRICT_REJECTS: i32 = 3;
     version,
     about = "Hunt and detect attacks on Entra ID workload identities over a Parquet lake",
     after_help = "Exit codes: 0 success; 1 error (bad flags, no lake, failed query); 2 an input could not be read \
-                  (the others were ingested); 3 ingest --strict and records were rejected."
+                  (the others were ingested); 3 ingest --strict and records were rejected; 4 run: some runs failed \
+                  (the others ran and committed)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -46,6 +52,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run detections: one scheduled run (--at) or every run in a range (backtest).
     Detect(detect::DetectArgs),
+    /// Scheduled detection: every due run once, late data, an alert store, sinks (`run status`).
+    Run(run::RunArgs),
+    /// An alert from the store and the evidence rows behind it.
+    Explain(explain::ExplainArgs),
     /// List, show and lint the rules.
     Rules(rules::RulesArgs),
     /// Run a hunt (or any rule) once over a window and print its rows.
@@ -187,6 +197,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sql(a) => sql::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Detect(a) => detect::run(a).await,
+        Command::Run(a) => run::run(a).await,
+        Command::Explain(a) => explain::run(a).await,
         Command::Rules(a) => rules::run(a).await,
         Command::Hunt(a) => hunt::run(a).await,
         Command::Pivot(a) => pivot::run(a).await,

@@ -4,11 +4,10 @@
 
 use crate::rules::{Rule, RuleError, RunWindow};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 
 /// One alert, as the `alerts` table holds it (timestamps in microseconds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,28 +32,7 @@ pub struct Alert {
     pub suppress_key: Option<String>,
 }
 
-/// The `alerts` schema of SCHEMA.md.
-pub fn alerts_schema() -> SchemaRef {
-    let ts = crate::lake::schema::ts_type();
-    let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    Arc::new(Schema::new(vec![
-        Field::new("alert_id", DataType::Utf8, false),
-        s("rule_id"),
-        s("rule_name"),
-        s("severity"),
-        Field::new("risk_score", DataType::Int32, true),
-        Field::new("ts", ts.clone(), true),
-        Field::new("window_start", ts.clone(), true),
-        Field::new("window_end", ts.clone(), true),
-        Field::new("detected_at", ts, true),
-        s("service_principal_id"),
-        s("service_principal_name"),
-        s("app_id"),
-        s("source_ip"),
-        Field::new("source_asn", DataType::Int64, true),
-        s("fields"),
-    ]))
-}
+pub use crate::lake::schema::alerts_schema;
 
 /// Alerts as a batch of the `alerts` schema.
 pub fn to_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowError> {

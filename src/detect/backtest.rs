@@ -1,6 +1,7 @@
 //! Backtests: every scheduled run of a rule in a range, each alert once, from the run that first
-//! reports it. A rule with a `-- @backtest` section (and no suppression) runs in one query; the
-//! others replay every run. Both give the same alerts (tested).
+//! reports it. A rule with a `-- @backtest` section runs in one query; the others replay every
+//! run. Both give the same alerts (tested); suppression applies afterwards, in run order
+//! ([`Suppressor`], which the scheduler seeds from its alert store).
 
 use super::alert::{self, Alert};
 use super::run::{cap, collect_rows, run, RunResult};
@@ -34,12 +35,58 @@ pub async fn backtest(
     to: DateTime<Utc>,
     detected_at: DateTime<Utc>,
 ) -> Result<RunResult, RuleError> {
-    if rule.backtest_sql.is_some() && rule.meta.suppress_by.is_empty() {
+    let mut r = runs_in(ctx, rule, from, to, detected_at).await?;
+    let mut s = Suppressor::new(rule)?;
+    r.alerts.retain(|a| s.check(a).is_none());
+    Ok(r)
+}
+
+/// Suppression by `suppress_by` for `suppress_for`, measured between run ends: the first alert
+/// of a key stands, and any other of that key within `suppress_for` of it is suppressed.
+#[derive(Debug, Clone, Default)]
+pub struct Suppressor {
+    pub suppress_us: i64,
+    /// Per key, the run end and id of the latest alert that stood.
+    pub last_by_key: HashMap<String, (i64, String)>,
+}
+
+impl Suppressor {
+    pub fn new(rule: &Rule) -> Result<Suppressor, RuleError> {
+        Ok(Suppressor { suppress_us: micros(rule.duration("suppress_for")?), last_by_key: HashMap::new() })
+    }
+
+    /// `None` when the alert stands (it becomes its key's latest), or the id of the alert that
+    /// suppresses it. Alerts come in run order; an alert of an earlier run than its key's latest
+    /// (a re-run for late data) is suppressed within `suppress_for` on either side.
+    pub fn check(&mut self, a: &Alert) -> Option<String> {
+        let k = a.suppress_key.as_ref()?;
+        if let Some((last, id)) = self.last_by_key.get(k) {
+            if self.suppress_us > 0 && (a.window_end - last).abs() < self.suppress_us {
+                return Some(id.clone());
+            }
+            if a.window_end < *last {
+                return None;
+            }
+        }
+        self.last_by_key.insert(k.clone(), (a.window_end, a.alert_id.clone()));
+        None
+    }
+}
+
+/// Every scheduled run in `[from, to]` without suppression: each alert once, from the first run
+/// that reports it, in run order. One query when the rule has a `-- @backtest` section, else a
+/// replay of every run.
+pub async fn runs_in(
+    ctx: &SessionContext,
+    rule: &Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    detected_at: DateTime<Utc>,
+) -> Result<RunResult, RuleError> {
+    if rule.backtest_sql.is_some() {
         return backtest_one_pass(ctx, rule, from, to, detected_at).await;
     }
     let mut seen = HashSet::new();
-    let mut last_by_key: HashMap<String, i64> = HashMap::new();
-    let suppress_us = micros(rule.duration("suppress_for")?);
     let mut all = Vec::new();
     let mut cut = 0;
     let mut scan = ScanStats::default();
@@ -47,21 +94,7 @@ pub async fn backtest(
         let r = run(ctx, rule, &rule.window_ending(end)?, detected_at).await?;
         cut += r.cut;
         scan.add(r.scan);
-        for a in r.alerts {
-            if !seen.insert(a.alert_id.clone()) {
-                continue;
-            }
-            if let Some(k) = &a.suppress_key {
-                let now = end.timestamp_micros();
-                match last_by_key.get(k) {
-                    Some(&last) if now - last < suppress_us => continue,
-                    _ => {
-                        last_by_key.insert(k.clone(), now);
-                    }
-                }
-            }
-            all.push(a);
-        }
+        all.extend(r.alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
     }
     Ok(RunResult { alerts: all, cut, scan })
 }

@@ -194,7 +194,8 @@ pub async fn execute(
     let warnings = enrichment_warnings(ctx, rule, from, to).await?;
     let (result, state) = match when {
         When::At(t) if with_state && rule.terms_sql.is_some() => {
-            let s = state::run(ctx, lake, rule, &rule.window_ending(t)?, detected_at).await?;
+            let dir = super::store::StateDir::open(lake, None)?;
+            let s = state::run(ctx, &dir, rule, &rule.window_ending(t)?, detected_at).await?;
             (s.result, Some((s.used, s.terms)))
         }
         When::At(t) => (run(ctx, rule, &rule.window_ending(t)?, detected_at).await?, None),

@@ -1,5 +1,5 @@
-//! First-seen state for new_terms rules: each term's first and last sighting, kept in the lake
-//! under `_state/<rule id>/` so that a scheduled run reads its own window and the state instead of
+//! First-seen state for new_terms rules: each term's first and last sighting, kept in the state
+//! folder (`<lake>/_state/` or `wisp run --state S`) under `<rule id>/` so that a scheduled run reads its own window and the state instead of
 //! the whole history window.
 //!
 //! Exactness: a term is new in the run `(window_start, window_end]` when it has no event in
@@ -18,7 +18,7 @@
 //! whole and the `state.json` that names them last, so a crash leaves the previous state.
 
 use super::run::{self as runner, RunResult};
-use crate::lake::Lake;
+use super::store::StateDir;
 use crate::query::ScanStats;
 use crate::rules::{Rule, RuleError, RunWindow, TermsTable};
 use datafusion::functions_aggregate::expr_fn::{max, min};
@@ -75,7 +75,7 @@ pub struct StatefulRun {
 }
 
 fn folder(rule: &Rule) -> String {
-    format!("_state/{}", rule.meta.id)
+    rule.meta.id.clone()
 }
 
 fn fingerprint(rule: &Rule) -> String {
@@ -95,9 +95,9 @@ fn serr(rule: &Rule, path: &str, msg: impl ToString) -> StateError {
 }
 
 /// Reads the rule's state record, if there is one.
-pub async fn load_meta(lake: &Lake, rule: &Rule) -> Result<Option<StateMeta>, StateError> {
+pub async fn load_meta(dir: &StateDir, rule: &Rule) -> Result<Option<StateMeta>, StateError> {
     let p = StorePath::from(format!("{}/state.json", folder(rule)));
-    match lake.store.get(&p).await {
+    match dir.store.get(&p).await {
         Ok(r) => {
             let bytes = r.bytes().await.map_err(|e| serr(rule, p.as_ref(), e))?;
             serde_json::from_slice(&bytes).map(Some).map_err(|e| serr(rule, p.as_ref(), e))
@@ -115,11 +115,21 @@ fn at(rule: &Rule, us: i64) -> Result<chrono::DateTime<chrono::Utc>, StateError>
     crate::time::from_micros(us).map_err(|e| serr(rule, "state.json", e))
 }
 
+/// Drops a rule's state (the next stateful run rebuilds it from the history window): the
+/// scheduler does this when late events arrive for a time the state already covers.
+pub async fn invalidate(dir: &StateDir, rule: &Rule) -> Result<(), StateError> {
+    let p = StorePath::from(format!("{}/state.json", folder(rule)));
+    match dir.store.delete(&p).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(serr(rule, p.as_ref(), e)),
+    }
+}
+
 /// Runs a new_terms rule for one window with its first-seen state, bringing the state up to the
 /// window's start first. Rules without a `-- @terms` section run stateless.
 pub async fn run(
     ctx: &SessionContext,
-    lake: &Lake,
+    dir: &StateDir,
     rule: &Rule,
     w: &RunWindow,
     detected_at: chrono::DateTime<chrono::Utc>,
@@ -131,7 +141,7 @@ pub async fn run(
     let hs = micros(rule.history_start(w)?);
     let ws = micros(w.start);
     let fp = fingerprint(rule);
-    let previous = load_meta(lake, rule).await?;
+    let previous = load_meta(dir, rule).await?;
     let meta = previous.clone().filter(|m| m.fingerprint == fp);
     let mut scan = ScanStats::default();
     let (meta, used) = match meta {
@@ -143,17 +153,17 @@ pub async fn run(
         // Folding in the events since the last run is cheaper than rebuilding while they are fewer
         // than a history window.
         Some(m) if m.covered_from_us < hs && m.covered_to_us >= hs => {
-            let (m, s) = fold(ctx, lake, rule, Some(&m), previous.as_ref(), m.covered_to_us, ws, hs, &fp).await?;
+            let (m, s) = fold(ctx, dir, rule, Some(&m), previous.as_ref(), m.covered_to_us, ws, hs, &fp).await?;
             scan.add(s);
             (m, StateUse::Advanced)
         }
         _ => {
-            let (m, s) = fold(ctx, lake, rule, None, previous.as_ref(), hs - 1, ws, hs, &fp).await?;
+            let (m, s) = fold(ctx, dir, rule, None, previous.as_ref(), hs - 1, ws, hs, &fp).await?;
             scan.add(s);
             (m, StateUse::Built)
         }
     };
-    let url = format!("{}{}/{}", lake.url, folder(rule), meta.file);
+    let url = format!("{}{}/{}", dir.url, folder(rule), meta.file);
     let state = ctx.read_parquet(url, Default::default()).await.map_err(|e| rule.query_error(e))?;
     let _table = TermsTable::register(ctx, rule, state.into_view())?;
     let df = rule.plan_section(ctx, stateful, w).await?;
@@ -168,7 +178,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn fold(
     ctx: &SessionContext,
-    lake: &Lake,
+    dir: &StateDir,
     rule: &Rule,
     old: Option<&StateMeta>,
     previous: Option<&StateMeta>,
@@ -182,7 +192,7 @@ async fn fold(
     let new = rule.plan_terms(ctx, &RunWindow { start: at(rule, from)?, end: at(rule, to)? }).await?;
     let merged = match old {
         Some(m) => {
-            let url = format!("{}{}/{}", lake.url, folder(rule), m.file);
+            let url = format!("{}{}/{}", dir.url, folder(rule), m.file);
             let prev = ctx.read_parquet(url, Default::default()).await.map_err(q)?;
             let mut cols = fields.clone();
             cols.extend([col("first_seen"), col("last_seen")]);
@@ -219,10 +229,10 @@ async fn fold(
     }
     w.close().map_err(werr)?;
     let file = format!("terms-{to}.parquet");
-    let dir = folder(rule);
+    let folder = folder(rule);
     let put = |name: String, bytes: Vec<u8>| {
-        let store = lake.store.clone();
-        let p = StorePath::from(format!("{dir}/{name}"));
+        let store = dir.store.clone();
+        let p = StorePath::from(format!("{folder}/{name}"));
         async move { store.put(&p, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| serr(rule, p.as_ref(), e)) }
     };
     put(file.clone(), buf).await?;
@@ -237,7 +247,7 @@ async fn fold(
     };
     put("state.json".into(), serde_json::to_vec_pretty(&meta).expect("serializable")).await?;
     if let Some(m) = previous.filter(|m| m.file != file) {
-        let _ = lake.store.delete(&StorePath::from(format!("{dir}/{}", m.file))).await;
+        let _ = dir.store.delete(&StorePath::from(format!("{folder}/{}", m.file))).await;
     }
     Ok((meta, scan))
 }

@@ -49,18 +49,23 @@ impl WriteLock {
     /// Takes the lake's write lock, waiting while a live process holds it. `what` says who asks
     /// (shown to a writer that waits).
     pub fn acquire(lake: &Lake, what: &str) -> Result<WriteLock, LakeError> {
-        let me = Holder {
-            pid: std::process::id(),
-            host: host(),
-            since: chrono::Utc::now().to_rfc3339(),
-            what: what.to_string(),
-        };
-        let Some(root) = &lake.local_root else {
-            return Ok(WriteLock { path: None, me });
-        };
-        let dir = root.join("_meta");
-        std::fs::create_dir_all(&dir).map_err(|e| LakeError::Create { path: dir.clone(), source: e })?;
-        let path = dir.join("write.lock");
+        match &lake.local_root {
+            Some(root) => Self::acquire_file(root.join("_meta").join("write.lock"), "lake's write", what),
+            None => Ok(WriteLock { path: None, me: Self::holder(what) }),
+        }
+    }
+
+    fn holder(what: &str) -> Holder {
+        Holder { pid: std::process::id(), host: host(), since: chrono::Utc::now().to_rfc3339(), what: what.to_string() }
+    }
+
+    /// Takes the lock held by the file at `path` (same rules: wait for a live holder, take over a
+    /// stale one). `kind` names the lock in the message a waiting process prints.
+    pub fn acquire_file(path: PathBuf, kind: &str, what: &str) -> Result<WriteLock, LakeError> {
+        let me = Self::holder(what);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LakeError::Create { path: dir.to_path_buf(), source: e })?;
+        }
         let body = serde_json::to_vec_pretty(&me).expect("serializable");
         let mut told = false;
         loop {
@@ -78,7 +83,7 @@ impl WriteLock {
                         Some(h) if alive(&h) => {
                             if !told {
                                 eprintln!(
-                                    "waiting for the lake's write lock ({}): held by {} (pid {} on {}, since {})",
+                                    "waiting for the {kind} lock ({}): held by {} (pid {} on {}, since {})",
                                     path.display(),
                                     h.what,
                                     h.pid,

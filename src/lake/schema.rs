@@ -332,3 +332,46 @@ fn build(t: Table) -> Schema {
     }
     Schema::new(f)
 }
+
+/// The `alerts` schema of SCHEMA.md (what detections output).
+pub fn alerts_schema() -> SchemaRef {
+    Arc::new(Schema::new(alert_fields()))
+}
+
+/// The scheduler's alert store (`<state>/alerts/day=…`): the `alerts` columns, then the values of
+/// the rule's `suppress_by` columns (NULL for rules without suppression).
+pub fn stored_alerts_schema() -> SchemaRef {
+    let mut f = alert_fields();
+    f.push(Field::new("suppress_key", DataType::Utf8, true));
+    Arc::new(Schema::new(f))
+}
+
+/// Suppressed repeats (`<state>/suppressed/day=…`): the alert that was not sent, and the id of the
+/// alert that stood (`suppressed_by`).
+pub fn suppressed_alerts_schema() -> SchemaRef {
+    let mut f = stored_alerts_schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
+    f.push(Field::new("suppressed_by", DataType::Utf8, true));
+    Arc::new(Schema::new(f))
+}
+
+fn alert_fields() -> Vec<Field> {
+    let ts = ts_type();
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    vec![
+        Field::new("alert_id", DataType::Utf8, false),
+        s("rule_id"),
+        s("rule_name"),
+        s("severity"),
+        Field::new("risk_score", DataType::Int32, true),
+        Field::new("ts", ts.clone(), true),
+        Field::new("window_start", ts.clone(), true),
+        Field::new("window_end", ts.clone(), true),
+        Field::new("detected_at", ts, true),
+        s("service_principal_id"),
+        s("service_principal_name"),
+        s("app_id"),
+        s("source_ip"),
+        Field::new("source_asn", DataType::Int64, true),
+        s("fields"),
+    ]
+}

@@ -1,0 +1,359 @@
+//! Scheduled detection: one tick of the scheduler runs, for each rule, every run that is due and
+//! every run that late data touched, and commits what it found exactly once.
+//!
+//! Per rule and tick (holding the state folder's run lock):
+//! 1. The ledger gives the next run end not done; due runs end on multiples of the interval up
+//!    to now. Runs older than `max_catch_up` are skipped and recorded as a gap, never silently.
+//! 2. Late data (reconciliation): the data files of the rule's tables are listed; files of ingest
+//!    runs the ledger has not seen are new arrivals. Their `ts` range (Parquet footer statistics)
+//!    gives the runs already done that they fall in — windows `(end - lookback, end]`, extended by
+//!    the rule's context (history window, duration parameters) for correlation rules, where an
+//!    earlier event can complete a finding — and those runs are done again.
+//! 3. Re-runs and catch-up (several due runs) use the backtest machinery (one query for rules with
+//!    a `-- @backtest` section); a single due run of a new_terms rule uses its first-seen state,
+//!    which is dropped when late data lands in the time it covers.
+//! 4. Alerts are checked against the store: an id sent or suppressed before is "known" (never sent
+//!    twice); suppression (`suppress_by`/`suppress_for`) continues from the store's latest alert
+//!    per key; the rest are new. Suppressed repeats are stored with the id of the alert that stood.
+//! 5. Commit: suppressed and new alert files, then the ledger (the commit point). A crash before
+//!    the ledger makes the next tick redo the runs; their alerts are then known.
+//!
+//! Late events can only add findings here: an event dated in a new_terms rule's history that
+//! arrives after a run alerted cannot take that alert back (no engine can), so a scheduled period
+//! equals the backtest run afterwards whenever late data completes findings rather than
+//! retracting them (tested).
+
+use super::alert::Alert;
+use super::backtest::{run_ends, runs_in, Suppressor};
+use super::ledger::{self, Gap, LastError, LastRun, Ledger};
+use super::run::{run, RunResult};
+use super::state;
+use super::store::{self, StateDir};
+use super::DetectError;
+use crate::lake::Lake;
+use crate::query::ScanStats;
+use crate::rules::{Rule, RuleType, RunWindow};
+use crate::time::{from_micros, micros, rfc3339};
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use std::collections::BTreeSet;
+
+/// How the scheduler starts new ledgers and catches up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where a new ledger starts: its first run is the first one ending at or after this time.
+    pub since: DateTime<Utc>,
+    /// Due runs older than this (before now) are skipped and reported as a gap.
+    pub max_catch_up: chrono::Duration,
+}
+
+/// What one tick did for one rule.
+#[derive(Debug, Clone, Default)]
+pub struct RuleTick {
+    pub rule_id: String,
+    /// From the start of the first due run's window to the end of the last (none when nothing
+    /// was due).
+    pub window: Option<RunWindow>,
+    pub runs: u64,
+    /// Runs done again because late data arrived for them.
+    pub reruns: u64,
+    pub rerun_range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub new: Vec<Alert>,
+    pub suppressed: u64,
+    pub known: u64,
+    pub cut: usize,
+    pub scan: ScanStats,
+    pub seconds: f64,
+    /// Alert files committed (what durable sinks deliver).
+    pub files: Vec<String>,
+    pub gap: Option<Gap>,
+    pub state_dropped: bool,
+}
+
+/// A data file of an ingest run: `<table>/day=…/<run id>-<seq>.parquet`.
+fn ingest_of(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?.strip_suffix(".parquet")?;
+    let (run, seq) = name.rsplit_once('-')?;
+    (!seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit())).then_some(run)
+}
+
+/// The data files of the rule's tables.
+async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<StorePath>, DetectError> {
+    let mut out = Vec::new();
+    for t in &rule.meta.tables {
+        let prefix = StorePath::from(t.as_str());
+        let mut s = lake.store.list(Some(&prefix));
+        while let Some(m) = s.next().await {
+            match m {
+                Ok(m) if m.location.as_ref().ends_with(".parquet") => out.push(m.location),
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(DetectError::Store(store::StoreError { path: t.clone(), msg: e.to_string() })),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `ts` range of a data file, from its footer statistics.
+async fn ts_range(lake: &Lake, path: &StorePath) -> Result<Option<(i64, i64)>, DetectError> {
+    use object_store::ObjectStoreExt;
+    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    use parquet::file::statistics::Statistics;
+    let fail = |msg: String| DetectError::Store(store::StoreError { path: path.to_string(), msg });
+    let size = lake.store.head(path).await.map_err(|e| fail(e.to_string()))?.size;
+    if size < 8 {
+        return Err(fail("not a Parquet file (too short)".into()));
+    }
+    let tail = lake.store.get_range(path, size - 8..size).await.map_err(|e| fail(e.to_string()))?;
+    let tail: [u8; 8] = tail.as_ref().try_into().map_err(|_| fail("short read of the footer".into()))?;
+    let len = FooterTail::try_new(&tail).map_err(|e| fail(e.to_string()))?.metadata_length() as u64;
+    if len + 8 > size {
+        return Err(fail("corrupt footer length".into()));
+    }
+    let meta = lake.store.get_range(path, size - 8 - len..size - 8).await.map_err(|e| fail(e.to_string()))?;
+    let md = ParquetMetaDataReader::decode_metadata(&meta).map_err(|e| fail(format!("reading the footer: {e}")))?;
+    let schema = md.file_metadata().schema_descr();
+    let Some(ts) = (0..schema.num_columns()).find(|&i| schema.column(i).name() == "ts") else { return Ok(None) };
+    let mut range: Option<(i64, i64)> = None;
+    for rg in md.row_groups() {
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        match rg.column(ts).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => {
+                    range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                }
+                // No statistics: assume the file may hold any time.
+                _ => return Ok(Some((i64::MIN, i64::MAX))),
+            },
+            _ => return Ok(Some((i64::MIN, i64::MAX))),
+        }
+    }
+    Ok(range)
+}
+
+/// How far before a window a rule reads events that can *complete* a finding: its history window
+/// and its duration parameters — for correlation rules. For new_terms rules earlier events only
+/// take findings away, so late ones there re-run nothing.
+pub fn context(rule: &Rule) -> Result<chrono::Duration, DetectError> {
+    if rule.meta.rule_type == RuleType::NewTerms {
+        return Ok(chrono::Duration::zero());
+    }
+    let mut c = rule.duration("history_window")?;
+    for v in rule.meta.params.values() {
+        if let Some(d) = v.as_table().and_then(|t| t.get("duration")).and_then(|d| d.as_str()) {
+            c = c.max(crate::time::parse_duration(d)?);
+        }
+    }
+    Ok(c)
+}
+
+fn align_up(t: i64, step: i64) -> i64 {
+    (t + step - 1).div_euclid(step) * step
+}
+
+/// One tick for one rule at `now`. Errors leave the ledger's cursor where it was (recorded as
+/// the rule's last error by [`tick`]).
+pub async fn tick_rule(
+    ctx: &SessionContext,
+    lake: &Lake,
+    dir: &StateDir,
+    rule: &Rule,
+    now: DateTime<Utc>,
+    opts: &Options,
+) -> Result<RuleTick, DetectError> {
+    let started = std::time::Instant::now();
+    let detected_at = Utc::now();
+    let id = &rule.meta.id;
+    let step = micros(rule.duration("interval")?).max(1);
+    let lookback = micros(rule.duration("lookback")?);
+    let existing = ledger::load(dir, id).await?;
+    let fresh = existing.is_none();
+    let mut l = existing.unwrap_or_else(|| Ledger {
+        rule_id: id.clone(),
+        interval: rule.meta.interval.clone(),
+        since: rfc3339(opts.since),
+        next_end_us: align_up(opts.since.timestamp_micros(), step),
+        seen_ingests: BTreeSet::new(),
+        gaps: Vec::new(),
+        last_run: None,
+        last_error: None,
+        runs_done: 0,
+    });
+    if l.interval != rule.meta.interval {
+        l.next_end_us = align_up(l.next_end_us, step);
+        l.interval = rule.meta.interval.clone();
+    }
+    let mut out = RuleTick { rule_id: id.clone(), ..Default::default() };
+
+    // Arrivals since the last tick, and the runs already done that they fall in.
+    let files = data_files(lake, rule).await?;
+    let present: BTreeSet<String> = files.iter().filter_map(|p| ingest_of(p.as_ref()).map(str::to_string)).collect();
+    let first_end = align_up(crate::time::parse_utc(&l.since)?.timestamp_micros(), step);
+    let last_done = l.next_end_us - step;
+    let mut late: Option<(i64, i64)> = None;
+    if !fresh && last_done >= first_end {
+        for f in files.iter().filter(|f| ingest_of(f.as_ref()).is_some_and(|r| !l.seen_ingests.contains(r))) {
+            if let Some((lo, hi)) = ts_range(lake, f).await? {
+                if lo <= last_done {
+                    late = Some(late.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                }
+            }
+        }
+    }
+    let mut results: Vec<RunResult> = Vec::new();
+    if let Some((lo, hi)) = late {
+        let reach = micros(context(rule)?);
+        let from = align_up(lo.max(first_end), step);
+        let to = hi.saturating_add(lookback).saturating_add(reach).min(last_done);
+        if from <= to {
+            let (f, t) = (from_micros(from)?, from_micros(to)?);
+            out.reruns = run_ends(rule, f, t)?.len() as u64;
+            out.rerun_range = Some((f, t));
+            if rule.terms_sql.is_some() {
+                if let Some(m) = state::load_meta(dir, rule).await? {
+                    if lo <= m.covered_to_us {
+                        state::invalidate(dir, rule).await?;
+                        out.state_dropped = true;
+                    }
+                }
+            }
+            results.push(runs_in(ctx, rule, f, t, detected_at).await?);
+        }
+    }
+
+    // Due runs, catching up at most `max_catch_up`.
+    let mut due: Vec<i64> = Vec::new();
+    let mut t = l.next_end_us;
+    while t <= now.timestamp_micros() {
+        due.push(t);
+        t += step;
+    }
+    let oldest = now.timestamp_micros() - micros(opts.max_catch_up);
+    let skipped: Vec<i64> = due.iter().copied().filter(|&e| e < oldest).collect();
+    if !skipped.is_empty() {
+        due.retain(|&e| e >= oldest);
+        let gap = Gap {
+            from: rfc3339(from_micros(skipped[0])?),
+            to: rfc3339(from_micros(*skipped.last().expect("non-empty"))?),
+            runs: skipped.len() as u64,
+            noted_at: rfc3339(Utc::now()),
+        };
+        l.gaps.push(gap.clone());
+        out.gap = Some(gap);
+    }
+    match due.as_slice() {
+        [] => {}
+        [end] => {
+            let w = rule.window_ending(from_micros(*end)?)?;
+            out.window = Some(w);
+            let r = if rule.terms_sql.is_some() {
+                state::run(ctx, dir, rule, &w, detected_at).await?.result
+            } else {
+                run(ctx, rule, &w, detected_at).await?
+            };
+            results.push(r);
+        }
+        [first, .., last] => {
+            let (f, t) = (from_micros(*first)?, from_micros(*last)?);
+            out.window = Some(RunWindow { start: rule.window_ending(f)?.start, end: t });
+            results.push(runs_in(ctx, rule, f, t, detected_at).await?);
+        }
+    }
+    out.runs = due.len() as u64;
+
+    // Against the store: known, suppressed, new.
+    let known = store::known(dir, id).await?;
+    let mut ids = known.ids;
+    let mut sup = Suppressor::new(rule)?;
+    sup.last_by_key = known.last_by_key;
+    let mut suppressed = Vec::new();
+    for r in results {
+        out.cut += r.cut;
+        out.scan.add(r.scan);
+        for a in r.alerts {
+            if !ids.insert(a.alert_id.clone()) {
+                out.known += 1;
+            } else if let Some(by) = sup.check(&a) {
+                suppressed.push((a, by));
+            } else {
+                out.new.push(a);
+            }
+        }
+    }
+    out.suppressed = suppressed.len() as u64;
+    if !out.new.is_empty() || !suppressed.is_empty() {
+        let stamp = format!("{}-{}", l.next_end_us, detected_at.timestamp_micros());
+        out.files = store::commit(dir, id, &stamp, &out.new, &suppressed).await?;
+    }
+
+    // The commit point.
+    if let Some(last) = due.last() {
+        l.next_end_us = last + step;
+    }
+    l.seen_ingests = present;
+    l.runs_done += out.runs;
+    l.last_error = None;
+    out.seconds = started.elapsed().as_secs_f64();
+    if out.runs > 0 || out.reruns > 0 {
+        l.last_run = Some(LastRun {
+            window_start: out.window.map(|w| rfc3339(w.start)).unwrap_or_default(),
+            window_end: out.window.map(|w| rfc3339(w.end)).unwrap_or_default(),
+            runs: out.runs,
+            reruns: out.reruns,
+            rows_read: out.scan.rows,
+            bytes_read: out.scan.bytes,
+            alerts_new: out.new.len() as u64,
+            alerts_suppressed: out.suppressed,
+            alerts_known: out.known,
+            alerts_cut: out.cut as u64,
+            seconds: out.seconds,
+            at: rfc3339(Utc::now()),
+        });
+    }
+    ledger::save(dir, &l).await?;
+    Ok(out)
+}
+
+/// Records a failed tick as the rule's last error (its cursor stays where it was).
+pub async fn record_error(dir: &StateDir, rule: &Rule, opts: &Options, msg: &str) -> Result<(), DetectError> {
+    let step = micros(rule.duration("interval")?).max(1);
+    let mut l = match ledger::load(dir, &rule.meta.id).await? {
+        Some(l) => l,
+        None => Ledger {
+            rule_id: rule.meta.id.clone(),
+            interval: rule.meta.interval.clone(),
+            since: rfc3339(opts.since),
+            next_end_us: align_up(opts.since.timestamp_micros(), step),
+            seen_ingests: BTreeSet::new(),
+            gaps: Vec::new(),
+            last_run: None,
+            last_error: None,
+            runs_done: 0,
+        },
+    };
+    l.last_error = Some(LastError {
+        window_end: rfc3339(from_micros(l.next_end_us)?),
+        message: msg.to_string(),
+        at: rfc3339(Utc::now()),
+    });
+    ledger::save(dir, &l).await?;
+    Ok(())
+}
+
+/// When the next run of any rule is due, after `now` (for the long-running form).
+pub async fn next_due(dir: &StateDir, rules: &[Rule], now: DateTime<Utc>) -> Result<DateTime<Utc>, DetectError> {
+    let mut next = i64::MAX;
+    for r in rules {
+        let step = micros(r.duration("interval")?).max(1);
+        let at = match ledger::load(dir, &r.meta.id).await? {
+            Some(l) if l.next_end_us > now.timestamp_micros() => l.next_end_us,
+            _ => align_up(now.timestamp_micros() + 1, step),
+        };
+        next = next.min(at);
+    }
+    Ok(from_micros(next.min(now.timestamp_micros() + 86_400_000_000))?)
+}

@@ -1,0 +1,224 @@
+//! Where scheduled alerts go: stdout (the invocation's new alerts), a JSON Lines file, or a
+//! webhook. The durable sinks (file, webhook) deliver from the alert store: each keeps in
+//! `<state>/outbox/<sink>.json` the alert files it has delivered; any other file is pending and is
+//! sent, oldest first, before anything newer — so an alert that failed to go out stays in the
+//! outbox and goes first next time, and a delivery that succeeded is never repeated. A crash
+//! between a successful delivery and its outbox record sends that one file again (receivers can
+//! drop repeats by `alert_id`).
+//!
+//! Each alert is one JSON object with the `alerts` columns of SCHEMA.md (timestamps RFC 3339 UTC),
+//! plus `@timestamp` (the alert's `ts`, for Elastic) and `TimeGenerated` (`detected_at`, for
+//! Sentinel's Logs Ingestion API).
+
+use super::alert::Alert;
+use super::store::{self, StateDir, StoreError};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A sink, as `--sink` names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
+    Stdout,
+    /// `jsonl:PATH`: appends one line per alert.
+    Jsonl(PathBuf),
+    /// `webhook:URL`: POSTs a JSON array per committed run.
+    Webhook(String),
+}
+
+impl std::str::FromStr for Sink {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Sink, String> {
+        if s == "stdout" {
+            Ok(Sink::Stdout)
+        } else if let Some(p) = s.strip_prefix("jsonl:") {
+            Ok(Sink::Jsonl(PathBuf::from(p)))
+        } else if let Some(u) = s.strip_prefix("webhook:") {
+            if !u.starts_with("http://") {
+                return Err(format!(
+                    "webhook URL '{u}': only http:// is supported (put a TLS-terminating relay in front for https)"
+                ));
+            }
+            Ok(Sink::Webhook(u.to_string()))
+        } else {
+            Err(format!("unknown sink '{s}': use stdout, jsonl:PATH or webhook:http://HOST[:PORT]/PATH"))
+        }
+    }
+}
+
+impl Sink {
+    /// The outbox record's name (`None` for stdout, which is not durable).
+    fn outbox(&self) -> Option<String> {
+        use sha2::Digest;
+        let (kind, what) = match self {
+            Sink::Stdout => return None,
+            Sink::Jsonl(p) => ("jsonl", p.display().to_string()),
+            Sink::Webhook(u) => ("webhook", u.clone()),
+        };
+        let h = sha2::Sha256::digest(what.as_bytes());
+        Some(format!("outbox/{kind}-{}.json", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Stdout => "stdout".into(),
+            Sink::Jsonl(p) => format!("jsonl:{}", p.display()),
+            Sink::Webhook(u) => format!("webhook:{u}"),
+        }
+    }
+}
+
+/// One alert as sinks send it.
+pub fn alert_json(a: &Alert) -> Value {
+    let t = |us: i64| crate::time::from_micros(us).map(crate::time::rfc3339).unwrap_or_default();
+    json!({
+        "alert_id": a.alert_id,
+        "rule_id": a.rule_id,
+        "rule_name": a.rule_name,
+        "severity": a.severity,
+        "risk_score": a.risk_score,
+        "ts": t(a.ts),
+        "window_start": t(a.window_start),
+        "window_end": t(a.window_end),
+        "detected_at": t(a.detected_at),
+        "service_principal_id": a.service_principal_id,
+        "service_principal_name": a.service_principal_name,
+        "app_id": a.app_id,
+        "source_ip": a.source_ip,
+        "source_asn": a.source_asn,
+        "fields": a.fields,
+        "@timestamp": t(a.ts),
+        "TimeGenerated": t(a.detected_at),
+    })
+}
+
+/// A sink's outbox record.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Record {
+    sink: String,
+    delivered: BTreeSet<String>,
+}
+
+/// Every alert file of the store, oldest commit first.
+async fn alert_files(dir: &StateDir) -> Result<Vec<String>, StoreError> {
+    let mut files: Vec<String> = dir.list("alerts").await?.into_iter().filter(|f| f.ends_with(".parquet")).collect();
+    // `<rule>--<next end>-<detected at>.parquet`: commit order is the last number.
+    let stamp = |f: &String| -> i64 {
+        f.strip_suffix(".parquet").and_then(|s| s.rsplit('-').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    files.sort_by_key(|f| (stamp(f), f.clone()));
+    Ok(files)
+}
+
+/// Starts a durable sink's outbox at the store's current end, if it has none: a sink added later
+/// gets the alerts from then on, not the whole history.
+pub async fn init(dir: &StateDir, sink: &Sink) -> Result<(), StoreError> {
+    let Some(path) = sink.outbox() else { return Ok(()) };
+    if dir.get(&path).await?.is_none() {
+        let r = Record { sink: sink.describe(), delivered: alert_files(dir).await?.into_iter().collect() };
+        dir.put(&path, serde_json::to_vec_pretty(&r).expect("serializable")).await?;
+    }
+    Ok(())
+}
+
+/// What a delivery did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Delivery {
+    pub alerts_sent: usize,
+    pub files_sent: usize,
+    /// Files still in the outbox, and why the first of them failed.
+    pub pending: usize,
+    pub error: Option<String>,
+}
+
+/// Sends a durable sink's pending alert files, oldest first; stops at the first failure (the rest
+/// stay pending).
+pub async fn deliver(dir: &StateDir, sink: &Sink, retries: &[Duration]) -> Result<Delivery, StoreError> {
+    let Some(path) = sink.outbox() else { return Ok(Delivery::default()) };
+    let mut rec: Record = match dir.get(&path).await? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| StoreError { path: path.clone(), msg: e.to_string() })?,
+        None => Record { sink: sink.describe(), delivered: BTreeSet::new() },
+    };
+    let pending: Vec<String> = alert_files(dir).await?.into_iter().filter(|f| !rec.delivered.contains(f)).collect();
+    let mut d = Delivery { pending: pending.len(), ..Default::default() };
+    for f in pending {
+        let alerts = store::read_alerts(dir, &f).await?;
+        let body: Vec<Value> = alerts.iter().map(alert_json).collect();
+        let sent = match sink {
+            Sink::Stdout => Ok(()),
+            Sink::Jsonl(p) => append_jsonl(p, &body),
+            Sink::Webhook(u) => {
+                let mut r = post(u, &Value::Array(body.clone()));
+                for wait in retries {
+                    if r.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(*wait).await;
+                    r = post(u, &Value::Array(body.clone()));
+                }
+                r
+            }
+        };
+        match sent {
+            Ok(()) => {
+                rec.delivered.insert(f);
+                dir.put(&path, serde_json::to_vec_pretty(&rec).expect("serializable")).await?;
+                d.alerts_sent += body.len();
+                d.files_sent += 1;
+                d.pending -= 1;
+            }
+            Err(e) => {
+                d.error = Some(e);
+                break;
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn append_jsonl(p: &PathBuf, rows: &[Value]) -> Result<(), String> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| format!("opening {}: {e}", p.display()))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| format!("appending to {}: {e}", p.display()))
+}
+
+/// POSTs JSON to an `http://` URL; success is a 2xx status.
+pub fn post(url: &str, body: &Value) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// is supported"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let payload = body.to_string();
+    let fail = |e: std::io::Error| format!("POST {url}: {e}");
+    let mut s = std::net::TcpStream::connect(&addr).map_err(fail)?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
+    s.set_write_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         User-Agent: wisp/{}\r\nConnection: close\r\n\r\n",
+        payload.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(payload.as_bytes())).map_err(fail)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(fail)?;
+    let line = String::from_utf8_lossy(&resp);
+    let status = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+    match status {
+        Some(c) if (200..300).contains(&c) => Ok(()),
+        Some(c) => Err(format!("POST {url}: HTTP {c}")),
+        None => Err(format!("POST {url}: no HTTP status in the reply")),
+    }
+}
