@@ -323,3 +323,34 @@ GROUP BY source_ip
     let row: Vec<i64> = out.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
     assert!(row[0] > 0 && row[1] > 0, "{out}");
 }
+
+#[test]
+fn the_long_running_form_stops_cleanly_on_sigterm() {
+    let lake = samples_lake();
+    let state = tmp("run-term");
+    // No --once: it runs what is due since SINCE, then sleeps until the next hour.
+    let mut c = wisp();
+    c.args(["run", "--format", "jsonl", "--since", SINCE, "--max-catch-up", "60d", "--rule", "sp_unusual_source_asn"])
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--state")
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let ledger = state.join("runs/sp_unusual_source_asn.json");
+    let t0 = std::time::Instant::now();
+    while !ledger.exists() && t0.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ledger.exists(), "the first tick committed");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, _, err) = run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    assert_eq!(code, 0, "{err}");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("stopped"), "{err}");
+    assert!(!ids(&String::from_utf8_lossy(&o.stdout)).is_empty(), "the catch-up alerted before it slept");
+    assert!(!state.join("runs/run.lock").exists(), "the lock was released");
+}
