@@ -155,6 +155,21 @@ fn align_up(t: i64, step: i64) -> i64 {
     (t + step - 1).div_euclid(step) * step
 }
 
+/// A rule's ledger as it starts: its first run is the first one ending at or after `--since`.
+fn new_ledger(rule: &Rule, opts: &Options, step: i64) -> Ledger {
+    Ledger {
+        rule_id: rule.meta.id.clone(),
+        interval: rule.meta.interval.clone(),
+        since: rfc3339(opts.since),
+        next_end_us: align_up(opts.since.timestamp_micros(), step),
+        seen_ingests: BTreeSet::new(),
+        gaps: Vec::new(),
+        last_run: None,
+        last_error: None,
+        runs_done: 0,
+    }
+}
+
 /// One tick for one rule at `now`. Errors leave the ledger's cursor where it was (recorded as
 /// the rule's last error by [`tick`]).
 pub async fn tick_rule(
@@ -172,17 +187,7 @@ pub async fn tick_rule(
     let lookback = micros(rule.duration("lookback")?);
     let existing = ledger::load(dir, id).await?;
     let fresh = existing.is_none();
-    let mut l = existing.unwrap_or_else(|| Ledger {
-        rule_id: id.clone(),
-        interval: rule.meta.interval.clone(),
-        since: rfc3339(opts.since),
-        next_end_us: align_up(opts.since.timestamp_micros(), step),
-        seen_ingests: BTreeSet::new(),
-        gaps: Vec::new(),
-        last_run: None,
-        last_error: None,
-        runs_done: 0,
-    });
+    let mut l = existing.unwrap_or_else(|| new_ledger(rule, opts, step));
     if l.interval != rule.meta.interval {
         l.next_end_us = align_up(l.next_end_us, step);
         l.interval = rule.meta.interval.clone();
@@ -323,17 +328,7 @@ pub async fn record_error(dir: &StateDir, rule: &Rule, opts: &Options, msg: &str
     let step = micros(rule.duration("interval")?).max(1);
     let mut l = match ledger::load(dir, &rule.meta.id).await? {
         Some(l) => l,
-        None => Ledger {
-            rule_id: rule.meta.id.clone(),
-            interval: rule.meta.interval.clone(),
-            since: rfc3339(opts.since),
-            next_end_us: align_up(opts.since.timestamp_micros(), step),
-            seen_ingests: BTreeSet::new(),
-            gaps: Vec::new(),
-            last_run: None,
-            last_error: None,
-            runs_done: 0,
-        },
+        None => new_ledger(rule, opts, step),
     };
     l.last_error = Some(LastError {
         window_end: rfc3339(from_micros(l.next_end_us)?),

@@ -19,7 +19,6 @@ use crate::lake::{Lake, LakeError, WriteLock};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 use futures::StreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,15 +54,9 @@ impl StateDir {
             (None, Some(root)) => root.join("_state"),
             (None, None) => return Err(LakeError::Unsupported(lake.url.clone())),
         };
-        std::fs::create_dir_all(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
-        let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
-            .map_err(|e| LakeError::Store { url: abs.display().to_string(), source: e })?;
-        let mut url = format!("file://{}", abs.display());
-        if !url.ends_with('/') {
-            url.push('/');
-        }
-        Ok(StateDir { store: Arc::new(store), url, local_root: Some(abs) })
+        // A local folder, opened as a lake is (created, canonical, `file://` URL).
+        let l = Lake::open(&path.display().to_string())?;
+        Ok(StateDir { store: l.store, url: l.url, local_root: l.local_root })
     }
 
     /// The runner's lock (`runs/run.lock`): one `wisp run` at a time per state folder; a lock
