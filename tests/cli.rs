@@ -299,19 +299,8 @@ fn lake_counts(lake: &std::path::Path) -> (String, usize) {
     let (code, out, err) = run(wisp().args(["sql", "--format", "csv", "--lake"]).arg(lake).arg(sql));
     assert_eq!(code, 0, "{err}");
     let mut rejects = 0;
-    let mut files = Vec::new();
-    fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                walk(&e.path(), out)
-            } else {
-                out.push(e.path())
-            }
-        }
-    }
-    walk(&lake.join("_rejected"), &mut files);
-    for f in files {
-        rejects += std::fs::read_to_string(f).unwrap().lines().count();
+    for f in files_under(&lake.join("_rejected")) {
+        rejects += std::fs::read_to_string(lake.join("_rejected").join(f)).unwrap().lines().count();
     }
     (out, rejects)
 }
@@ -379,6 +368,49 @@ fn a_killed_ingest_rerun_gives_the_clean_lake() {
         let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(&raw));
         assert_eq!(code, 0, "{err}");
         assert_eq!(lake_counts(&lake), want, "after a second re-run");
+    }
+}
+
+#[test]
+fn an_ingest_killed_at_exact_system_calls_reruns_to_the_clean_lake() {
+    if !strace_available() {
+        return;
+    }
+    let raw = writer_input("strace-in");
+    let clean = tmp("strace-clean");
+    let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&clean).arg(&raw));
+    assert_eq!(code, 0, "{err}");
+    let want = lake_counts(&clean);
+    assert!(want.1 > 0, "the input has rejects");
+    // The points, in a run's order: the first file's rename (its staging file stays), the first
+    // time any thread renames its second file, after every table file but before the rejects,
+    // and after the rejects but before the manifest. The two folders are made by the run itself.
+    type Point = (Option<&'static str>, &'static str, u32);
+    let points: [Point; 4] =
+        [(None, "rename", 1), (None, "rename", 2), (Some("_rejected"), "mkdir", 1), (Some("_meta/ingest"), "mkdir", 1)];
+    for (sub, syscall, when) in points {
+        let lake = tmp("strace-lake");
+        let at = sub.map(|s| lake.join(s));
+        let o = wisp_killed_at(at.as_deref(), syscall, when)
+            .args(["ingest", "--no-progress", "--lake"])
+            .arg(&lake)
+            .arg(&raw)
+            .output()
+            .unwrap();
+        let point = format!("{syscall} #{when} {}", sub.unwrap_or(""));
+        assert!(!o.status.success(), "not killed at {point}: {}", String::from_utf8_lossy(&o.stderr));
+        let files = files_under(&lake);
+        assert!(!files.iter().any(|f| f.starts_with("_meta/ingest/")), "no manifest after a kill at {point}");
+        if sub == Some("_meta/ingest") {
+            assert!(files.iter().any(|f| f.starts_with("_rejected/")), "rejects before the manifest: {files:?}");
+        }
+        let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(&raw));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(lake_counts(&lake), want, "killed at {point}, then re-run: {err}");
+        assert!(!files_under(&lake).iter().any(|f| f.contains('#')), "staging debris after a kill at {point}");
+        if syscall == "rename" || sub == Some("_meta/ingest") {
+            assert!(err.contains("repaired what an interrupted ingest left"), "{point}: {err}");
+        }
     }
 }
 

@@ -181,6 +181,49 @@ fn killed_runs_and_two_runners_send_each_alert_once() {
     assert!(errs.contains("waiting for the scheduler's run lock"), "{errs}");
 }
 
+#[test]
+fn a_run_killed_at_exact_system_calls_loses_and_repeats_nothing() {
+    if !strace_available() {
+        return;
+    }
+    let lake = samples_lake();
+    let clean = tmp("run-strace-clean");
+    let (code, out, err) = run(&mut run_cmd(&lake, &clean, UNTIL));
+    assert_eq!(code, 0, "{err}");
+    let mut want = ids(&out);
+    want.sort();
+    assert!(want.len() >= 3);
+    // The points: before the first alert file; after a rule's alerts are stored but before its
+    // ledger records the run (two rules: one-pass and replayed); after the JSON Lines sink wrote
+    // a file's alerts but before they are synced and recorded as delivered (twice).
+    let points: [(&str, &str, u32); 5] = [
+        ("alerts/day=2026-11-20", "mkdir", 1),
+        ("runs/sp_unusual_source_asn.json#1", "rename", 1),
+        ("runs/identity_signin_from_suspicious_source.json#1", "rename", 1),
+        ("sent.jsonl", "fdatasync", 1),
+        ("sent.jsonl", "fdatasync", 2),
+    ];
+    for (sub, syscall, when) in points {
+        let state = tmp("run-strace");
+        let jsonl = state.join("sent.jsonl");
+        let sink = format!("jsonl:{}", jsonl.display());
+        let mut cmd = run_cmd(&lake, &state, UNTIL);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let o =
+            wisp_killed_at(Some(&state.join(sub)), syscall, when).args(&args).args(["--sink", &sink]).output().unwrap();
+        let point = format!("{syscall} #{when} of {sub}");
+        assert!(!o.status.success(), "not killed at {point}: {}", String::from_utf8_lossy(&o.stderr));
+        let (code, _, err) = run(cmd.args(["--sink", &sink]));
+        assert_eq!(code, 0, "restart after a kill at {point}: {err}");
+        assert_eq!(stored_ids(&state), want, "the store after a kill at {point}");
+        let mut sent = ids(&std::fs::read_to_string(&jsonl).unwrap_or_default());
+        sent.sort();
+        assert_eq!(sent, want, "the JSON Lines sink after a kill at {point}: every alert exactly once");
+        let debris: Vec<String> = files_under(&state).into_iter().filter(|f| f.contains('#')).collect();
+        assert!(debris.is_empty(), "{point}: {debris:?}");
+    }
+}
+
 /// A local HTTP server that answers 503 to the first `fail` requests and 200 after, recording
 /// the bodies it accepted.
 fn server(fail: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {

@@ -52,6 +52,11 @@ pub async fn run(a: DetectArgs) -> anyhow::Result<i32> {
     if a.state && matches!(when, When::Range { .. }) {
         eprintln!("note: --state applies to single scheduled runs (--at, or now); a backtest reads the history itself");
     }
+    // The first-seen state has one writer at a time: `wisp run` on the same folder waits, and so do we.
+    let _lock = match (a.state, when) {
+        (true, When::At(_)) => Some(crate::detect::store::StateDir::open(&lake, None)?.lock("wisp detect --state")?.0),
+        _ => None,
+    };
     let mut out_alerts = Vec::new();
     for r in &selected {
         let started = std::time::Instant::now();

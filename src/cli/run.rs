@@ -79,7 +79,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let rules = crate::detect::select(crate::rules::load_all(a.rules_dir.as_deref())?, &a.rules, a.max_alerts)?;
     let lake = Lake::open_existing(&a.lake.lake)?;
     let dir = StateDir::open(&lake, a.state.as_deref())?;
-    let _lock = dir.lock("wisp run")?;
+    let (_lock, repaired) = dir.lock("wisp run")?;
+    if repaired > 0 {
+        eprintln!("repaired what an interrupted run left: {repaired} staging file(s) removed");
+    }
     for s in &a.sinks {
         sink::init(&dir, s).await?;
     }

@@ -3,8 +3,9 @@
 //! `<state>/outbox/<sink>.json` the alert files it has delivered; any other file is pending and is
 //! sent, oldest first, before anything newer — so an alert that failed to go out stays in the
 //! outbox and goes first next time, and a delivery that succeeded is never repeated. A crash
-//! between a successful delivery and its outbox record sends that one file again (receivers can
-//! drop repeats by `alert_id`).
+//! between a delivery and its outbox record: the JSON Lines sink finds the file's lines already at
+//! its end and appends only what is missing (exactly once); the webhook sends that one file again
+//! (receivers drop repeats by `alert_id`).
 //!
 //! Each alert is one JSON object with the `alerts` columns of SCHEMA.md (timestamps RFC 3339 UTC),
 //! plus `@timestamp` (the alert's `ts`, for Elastic) and `TimeGenerated` (`detected_at`, for
@@ -178,18 +179,58 @@ pub async fn deliver(dir: &StateDir, sink: &Sink, retries: &[Duration]) -> Resul
     Ok(d)
 }
 
+/// Appends the rows of one alert file to a JSON Lines file, exactly once. The outbox records a
+/// file as delivered only after the append, so a crash in between leaves this file's lines (or a
+/// prefix of them, the last one possibly cut) at the end of the file: those are found in the tail,
+/// a cut line of ours is removed, and only the missing rows are appended.
 fn append_jsonl(p: &PathBuf, rows: &[Value]) -> Result<(), String> {
+    let lines: Vec<String> = rows.iter().map(|r| format!("{r}\n")).collect();
+    let window = lines.iter().map(String::len).sum::<usize>();
+    let ctx = |what: &str, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    let mut f =
+        std::fs::OpenOptions::new().create(true).read(true).append(true).open(p).map_err(|e| ctx("opening", e))?;
+    let tail = read_tail(&mut f, window).map_err(|e| ctx("reading the end of", e))?;
     let mut text = String::new();
-    for r in rows {
-        text.push_str(&r.to_string());
-        text.push('\n');
+    if let Some(cut) = tail.cut {
+        if lines.iter().any(|l| l.as_bytes().starts_with(&cut.1)) {
+            f.set_len(cut.0).map_err(|e| ctx("removing a cut line from", e))?;
+        } else {
+            text.push('\n'); // someone else's unterminated line: keep it, start ours on a new one
+        }
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .map_err(|e| format!("opening {}: {e}", p.display()))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| format!("appending to {}: {e}", p.display()))
+    for (r, l) in rows.iter().zip(&lines) {
+        if !r["alert_id"].as_str().is_some_and(|id| tail.ids.contains(id)) {
+            text.push_str(l);
+        }
+    }
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| ctx("appending to", e))
+}
+
+/// The end of a JSON Lines file: the alert ids on its last complete lines, and an unterminated
+/// last line (where it starts, its bytes).
+struct Tail {
+    ids: BTreeSet<String>,
+    cut: Option<(u64, Vec<u8>)>,
+}
+
+/// Reads the last `window + 1` bytes of `f`: enough to hold one alert file's lines and the newline
+/// before them.
+fn read_tail(f: &mut std::fs::File, window: usize) -> std::io::Result<Tail> {
+    use std::io::Seek;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(window as u64 + 1);
+    f.seek(std::io::SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((len - start) as usize);
+    f.take(len - start).read_to_end(&mut tail)?;
+    let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let cut = (complete < tail.len()).then(|| (start + complete as u64, tail[complete..].to_vec()));
+    // The first line of the tail may be the end of an older one; it parses as nothing.
+    let ids = tail[..complete]
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter_map(|v| v["alert_id"].as_str().map(str::to_string))
+        .collect();
+    Ok(Tail { ids, cut })
 }
 
 /// POSTs JSON to an `http://` URL; success is a 2xx status.
@@ -220,5 +261,43 @@ pub fn post(url: &str, body: &Value) -> Result<(), String> {
         Some(c) if (200..300).contains(&c) => Ok(()),
         Some(c) => Err(format!("POST {url}: HTTP {c}")),
         None => Err(format!("POST {url}: no HTTP status in the reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(ids: &[&str]) -> Vec<Value> {
+        ids.iter().map(|i| json!({"alert_id": i, "rule_id": "r", "fields": {"x": "y".repeat(40)}})).collect()
+    }
+
+    fn lines(p: &PathBuf) -> Vec<String> {
+        std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_jsonl_append_interrupted_anywhere_is_completed_exactly_once() {
+        let dir = std::env::temp_dir().join(format!("wisp-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let earlier = rows(&["e1", "e2"]);
+        let batch = rows(&["a1", "a2", "a3"]);
+        let whole: String = batch.iter().map(|r| format!("{r}\n")).collect();
+        // A crash after any number of bytes of the batch's write: retrying gives each line once.
+        for cut in 0..=whole.len() {
+            let p = dir.join(format!("cut-{cut}.jsonl"));
+            append_jsonl(&p, &earlier).unwrap();
+            std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(&whole.as_bytes()[..cut]).unwrap();
+            append_jsonl(&p, &batch).unwrap();
+            let want: Vec<String> = earlier.iter().chain(&batch).map(|r| r.to_string()).collect();
+            assert_eq!(lines(&p), want, "cut after {cut} bytes");
+        }
+        // Someone else's unterminated line is kept, and ours start on a new line.
+        let p = dir.join("foreign.jsonl");
+        std::fs::write(&p, "not ours").unwrap();
+        append_jsonl(&p, &batch).unwrap();
+        assert_eq!(lines(&p)[0], "not ours");
+        assert_eq!(lines(&p).len(), 4);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

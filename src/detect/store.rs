@@ -59,11 +59,13 @@ impl StateDir {
         Ok(StateDir { store: l.store, url: l.url, local_root: l.local_root })
     }
 
-    /// The runner's lock (`runs/run.lock`): one `wisp run` at a time per state folder; a lock
-    /// whose process is gone is taken over.
-    pub fn lock(&self, what: &str) -> Result<WriteLock, LakeError> {
+    /// The state writers' lock (`runs/run.lock`): one `wisp run` (or `wisp detect --state`) at a
+    /// time per state folder; a lock whose process is gone is taken over. Holding it, the staging
+    /// files a killed writer left (`name#N`) are removed; returns the lock and how many.
+    pub fn lock(&self, what: &str) -> Result<(WriteLock, usize), LakeError> {
         let root = self.local_root.clone().ok_or_else(|| LakeError::Unsupported(self.url.clone()))?;
-        WriteLock::acquire_file(root.join("runs").join("run.lock"), "scheduler's run", what)
+        let lock = WriteLock::acquire_file(root.join("runs").join("run.lock"), "scheduler's run", what)?;
+        Ok((lock, crate::lake::remove_staging(&root)))
     }
 
     /// Reads a small file; `None` when it does not exist.

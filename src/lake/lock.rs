@@ -148,6 +148,18 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Removes the staging files (`name#N`) that killed writers left anywhere under `dir`; returns
+/// how many. Call it holding the lock that guards `dir`.
+pub fn remove_staging(dir: &Path) -> usize {
+    let mut files = Vec::new();
+    files_under(dir, &mut files);
+    files
+        .iter()
+        .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(is_staging))
+        .filter(|f| std::fs::remove_file(f).is_ok())
+        .count()
+}
+
 /// What a starting writer cleaned up.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Repairs {

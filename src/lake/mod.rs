@@ -11,7 +11,7 @@ use object_store::ObjectStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use lock::WriteLock;
+pub use lock::{remove_staging, WriteLock};
 pub use schema::{Table, ALL_TABLES};
 pub use writer::{LakeWriter, RejectWriter};
 

@@ -49,3 +49,55 @@ pub async fn query_text(lake_dir: &std::path::Path, sql: &str) -> String {
     let b = query(lake_dir, sql).await;
     arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string()
 }
+
+/// Whether `strace` is installed and may trace here. Tests that kill wisp at an exact system call
+/// need it; without it they say SKIPPED, unless `WISP_REQUIRE_STRACE` is set (`.ci/run` installs
+/// strace and sets it), where its absence fails the test.
+pub fn strace_available() -> bool {
+    let ok = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WISP_REQUIRE_STRACE").is_none(),
+            "WISP_REQUIRE_STRACE is set but `strace -f true` fails: install strace (apt-get install strace)"
+        );
+        eprintln!("SKIPPED: strace is missing or may not trace here; this test kills wisp at exact system calls with it (apt-get install strace)");
+    }
+    ok
+}
+
+/// A command that runs the wisp binary under strace and SIGKILLs it (every thread) on entry to a
+/// `syscall` (the call does not happen): the `when`-th one touching `path` (an exact path; strace's
+/// `-P`), or without a path the first time any thread makes its `when`-th such call.
+pub fn wisp_killed_at(path: Option<&std::path::Path>, syscall: &str, when: u32) -> std::process::Command {
+    let mut c = std::process::Command::new("strace");
+    c.args(["-f", "-o", "/dev/null"]);
+    if let Some(p) = path {
+        c.arg("-P").arg(p);
+    }
+    c.arg(format!("-etrace={syscall}"))
+        .arg(format!("-einject={syscall}:signal=SIGKILL:when={when}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_wisp"));
+    c
+}
+
+/// Every file under `dir`, as paths relative to it.
+pub fn files_under(dir: &std::path::Path) -> Vec<String> {
+    fn walk(d: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out)
+            } else {
+                out.push(e.path())
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.iter().map(|f| f.strip_prefix(dir).unwrap().display().to_string()).collect()
+}
