@@ -15,7 +15,8 @@ alert_key = ["service_principal_id", "first_detection", "last_detection"]
 false_positives = ["Risk detections re-evaluated in bulk by Microsoft (check risk_state)."]
 references = ["https://learn.microsoft.com/en-us/entra/id-protection/concept-workload-identity-risk"]
 note = """
-Uses the newest version of each risk detection (sp_risk_events_latest). High-severity types, as
+Uses the newest version of each risk detection (sp_risk_events_latest). The window is the KQL's
+`> ago(1h)`: (T-1h, T], so hourly runs never count a detection or sign-in twice. High-severity types, as
 the KQL lists them: investigationsThreatIntelligence, anomalousToken, maliciousIPAddress,
 suspiciousAPITraffic. Sign-ins whose IP is in the
 NetworkAllowlist watchlist (CIDRs, single IPs and a-b ranges; --watchlist NetworkAllowlist=FILE.csv
@@ -33,7 +34,7 @@ techniques = ["T1078.004 Valid Accounts: Cloud Accounts", "T1550.001 Use Alterna
 WITH in_window AS (
     SELECT DISTINCT id, service_principal_id
     FROM sp_risk_events
-    WHERE ts >= $window_start AND ts <= $window_end
+    WHERE ts > $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 latest AS (
@@ -48,7 +49,7 @@ latest AS (
 risk AS (
     SELECT ts, service_principal_id, service_principal_name, app_id, risk_event_type, risk_level
     FROM latest
-    WHERE ts >= $window_start AND ts <= $window_end
+    WHERE ts > $window_start AND ts <= $window_end
       AND (lower(risk_level) IN ('high', 'medium')
            OR risk_event_type IN ('anomalousToken', 'investigationsThreatIntelligence', 'maliciousIPAddress', 'suspiciousAPITraffic'))
 ),
@@ -75,7 +76,7 @@ si_pre AS (
            sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS ok
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs'
-      AND ts >= $window_start AND ts <= $window_end
+      AND ts > $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
       AND service_principal_id IN (SELECT service_principal_id FROM stacked)
     GROUP BY service_principal_id, source_ip, country, resource_display_name,

@@ -369,6 +369,81 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
     assert_eq!(crit["source_ips"], serde_json::json!(["45.0.0.1"]), "{crit}");
 }
 
+/// The KQL's conditions one by one, each with its near miss: the window `> ago(1h)`, the level or
+/// type filter, `UniqueEventTypes >= 2 or HighSeverityEvents >= 1`, every rung of the severity
+/// ladder, failed sign-ins counting as activity, and the allowlist's three forms.
+#[tokio::test]
+async fn sp_risk_event_stacking_every_kql_condition() {
+    let h = t("2026-03-10T10:00:00Z");
+    let m = |n| h + Duration::minutes(n);
+    let lake = lake_with(&[
+        // Window: at T-1h exactly is out (ago(1h) is exclusive); at T exactly is in.
+        risk("w1", m(0), "sp-edge-out", "maliciousIPAddress", "low", m(0)),
+        risk("w2", m(60), "sp-edge-in", "maliciousIPAddress", "low", m(60)),
+        // 2 types and an active sign-in: High (the ladder's fourth rung); a failed sign-in counts.
+        risk("a1", m(5), "sp-two-active", "leakedCredentials", "medium", m(5)),
+        risk("a2", m(6), "sp-two-active", "unfamiliarFeatures", "high", m(6)),
+        sp_signin("a-si", m(7), "sp-two-active", "45.0.0.9", 7000215, None),
+        // Near miss: the same type twice is one type.
+        risk("b1", m(5), "sp-same-type", "leakedCredentials", "medium", m(5)),
+        risk("b2", m(9), "sp-same-type", "leakedCredentials", "high", m(9)),
+        // Near miss: a second type at low level is filtered out before counting.
+        risk("c1", m(5), "sp-low-second", "leakedCredentials", "medium", m(5)),
+        risk("c2", m(6), "sp-low-second", "unfamiliarFeatures", "low", m(6)),
+        // Each high-severity type alone, at low level: High without sign-ins.
+        risk("d1", m(5), "sp-anom", "anomalousToken", "low", m(5)),
+        // Allowlist forms: a single address (a /32) and an a-b range; only allowlisted sign-ins: High.
+        risk("e1", m(5), "sp-allow-ip", "anomalousToken", "low", m(5)),
+        sp_signin("e-si", m(8), "sp-allow-ip", "203.0.113.7", 0, None),
+        risk("f1", m(5), "sp-allow-range", "anomalousToken", "low", m(5)),
+        sp_signin("f-si", m(8), "sp-allow-range", "198.51.100.20", 0, None),
+        // Near miss of the range: one address past its end is not allowlisted: Critical.
+        risk("g1", m(5), "sp-past-range", "anomalousToken", "low", m(5)),
+        sp_signin("g-si", m(8), "sp-past-range", "198.51.100.31", 0, None),
+        // A sign-in outside the window is not activity: High, not Critical.
+        risk("k1", m(5), "sp-old-signin", "anomalousToken", "low", m(5)),
+        sp_signin("k-si", m(0), "sp-old-signin", "45.0.0.10", 0, None),
+    ])
+    .await;
+    let allow = tmp("allow-kql").join("NetworkAllowlist.csv");
+    std::fs::write(
+        &allow,
+        "IPOrRange
+203.0.113.7
+198.51.100.10-198.51.100.30
+",
+    )
+    .unwrap();
+    let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
+    let mut o = wisp::session::SessionOptions::default();
+    o.udfs.watchlists.push(("NetworkAllowlist".into(), allow));
+    let c = wisp::session::open(&l, &o).await.unwrap();
+    let r = rule("sp_risk_event_stacking");
+    let run = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
+    let mut got: Vec<(String, String)> =
+        run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("sp-allow-ip", "high"),
+        ("sp-allow-range", "high"),
+        ("sp-anom", "high"),
+        ("sp-edge-in", "high"),
+        ("sp-old-signin", "high"),
+        ("sp-past-range", "critical"),
+        ("sp-two-active", "high"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let a = run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-two-active")).unwrap();
+    let f: serde_json::Value = serde_json::from_str(&a.fields).unwrap();
+    assert_eq!((f["signin_count"].as_i64(), f["successful_signins"].as_i64()), (Some(1), Some(0)), "{f}");
+    // The next hour's run does not count the detection at its start (10:00 + 1h) again.
+    let next = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(2)).unwrap(), detected()).await.unwrap();
+    assert!(next.alerts.is_empty(), "{:?}", names(&next.alerts));
+}
+
 #[tokio::test]
 async fn identity_signin_from_suspicious_source_needs_alert_plus_identity_and_is_suppressed() {
     let lake = tmp("susp-lake");
