@@ -16,6 +16,7 @@ risk_score = 47
 interval = "1h"
 lookback = "1h"
 history_window = "10d"
+new_terms_fields = ["service_principal_id", "term"]
 tables = ["signins"]
 alert_key = ["service_principal_id", "run_end"]
 false_positives = ["An automation moved to new infrastructure before its secret was rotated."]
@@ -54,6 +55,157 @@ known AS (
 ),
 known_ip AS (SELECT DISTINCT service_principal_id, source_ip FROM known),
 known_asn AS (SELECT DISTINCT service_principal_id, source_asn FROM known WHERE source_asn IS NOT NULL),
+novel AS (
+    SELECT f.*, (f.source_asn IS NOT NULL AND ka.source_asn IS NULL) AS new_asn
+    FROM failures f
+    LEFT JOIN known_ip ki ON ki.service_principal_id = f.service_principal_id AND ki.source_ip = f.source_ip
+    LEFT JOIN known_asn ka ON ka.service_principal_id = f.service_principal_id AND ka.source_asn = f.source_asn
+    WHERE ki.source_ip IS NULL
+)
+SELECT min(ts) AS ts, max(ts) AS last_failure, $window_end AS run_end, service_principal_id,
+       max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
+       min(source_ip) AS source_ip,
+       count(*) AS failures,
+       count(DISTINCT source_ip) AS distinct_ips,
+       array_sort(array_agg(DISTINCT source_ip)) AS source_ips,
+       array_sort(array_agg(DISTINCT source_asn) FILTER (WHERE source_asn IS NOT NULL)) AS source_asns,
+       array_sort(array_agg(DISTINCT error_code)) AS error_codes,
+       array_sort(array_agg(DISTINCT credential_key_id) FILTER (WHERE credential_key_id IS NOT NULL)) AS credential_key_ids,
+       bool_or(new_asn) AS from_new_asn,
+       CASE WHEN bool_or(new_asn) THEN 'high' ELSE 'medium' END AS severity
+FROM novel
+GROUP BY service_principal_id
+
+-- @backtest
+-- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
+-- interval (as this rule has it), a failure belongs to exactly one run T: the one with
+-- T-1h < ts <= T. An address (or ASN) is known to run T when a success from it falls in
+-- [T-10d, T]; successes are bucketed by the run that holds them, keeping each bucket's latest
+-- time, so "some bucket R <= T whose latest success is >= T-10d" is exactly that.
+WITH failures AS (
+    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+           credential_key_id,
+           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
+      AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+in_range AS (
+    SELECT * FROM failures
+    WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
+),
+success_buckets AS (
+    SELECT service_principal_id, source_ip, source_asn,
+           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS bucket_us,
+           max(CAST(ts AS BIGINT)) AS last_us
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+      AND service_principal_id IN (SELECT service_principal_id FROM in_range)
+      AND ts >= $range_start - $lookback - $history AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    GROUP BY service_principal_id, source_ip, source_asn,
+             ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
+),
+asn_buckets AS (
+    SELECT service_principal_id, source_asn, bucket_us, max(last_us) AS last_us
+    FROM success_buckets WHERE source_asn IS NOT NULL
+    GROUP BY service_principal_id, source_asn, bucket_us
+),
+fail_ip AS (SELECT DISTINCT service_principal_id, source_ip, run_end_us FROM in_range),
+fail_asn AS (SELECT DISTINCT service_principal_id, source_asn, run_end_us FROM in_range WHERE source_asn IS NOT NULL),
+known_ip AS (
+    SELECT DISTINCT f.service_principal_id, f.source_ip, f.run_end_us
+    FROM fail_ip f
+    JOIN success_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_ip = f.source_ip
+    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
+),
+known_asn AS (
+    SELECT DISTINCT f.service_principal_id, f.source_asn, f.run_end_us
+    FROM fail_asn f
+    JOIN asn_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_asn = f.source_asn
+    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
+),
+novel AS (
+    SELECT f.*, (f.source_asn IS NOT NULL AND ka.source_asn IS NULL) AS new_asn
+    FROM in_range f
+    LEFT JOIN known_ip ki
+      ON ki.service_principal_id = f.service_principal_id AND ki.source_ip = f.source_ip AND ki.run_end_us = f.run_end_us
+    LEFT JOIN known_asn ka
+      ON ka.service_principal_id = f.service_principal_id AND ka.source_asn = f.source_asn AND ka.run_end_us = f.run_end_us
+    WHERE ki.source_ip IS NULL
+)
+SELECT min(ts) AS ts, max(ts) AS last_failure,
+       arrow_cast(run_end_us, 'Timestamp(Microsecond, Some("UTC"))') AS run_end, service_principal_id,
+       max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
+       min(source_ip) AS source_ip,
+       count(*) AS failures,
+       count(DISTINCT source_ip) AS distinct_ips,
+       array_sort(array_agg(DISTINCT source_ip)) AS source_ips,
+       array_sort(array_agg(DISTINCT source_asn) FILTER (WHERE source_asn IS NOT NULL)) AS source_asns,
+       array_sort(array_agg(DISTINCT error_code)) AS error_codes,
+       array_sort(array_agg(DISTINCT credential_key_id) FILTER (WHERE credential_key_id IS NOT NULL)) AS credential_key_ids,
+       bool_or(new_asn) AS from_new_asn,
+       CASE WHEN bool_or(new_asn) THEN 'high' ELSE 'medium' END AS severity,
+       run_end_us
+FROM novel
+GROUP BY service_principal_id, run_end_us
+
+-- @terms
+-- First-seen state: where each principal signed in successfully, as terms 'ip:<address>' and
+-- 'asn:<number>', from the successes with $range_start < ts <= $range_end.
+SELECT service_principal_id, 'ip:' || source_ip AS term, ts
+FROM signins
+WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+  AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+  AND ts > $range_start AND ts <= $range_end
+  AND day >= to_char($range_start, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+UNION ALL
+SELECT service_principal_id, 'asn:' || CAST(source_asn AS VARCHAR) AS term, ts
+FROM signins
+WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+  AND service_principal_id IS NOT NULL AND source_asn IS NOT NULL
+  AND ts > $range_start AND ts <= $range_end
+  AND day >= to_char($range_start, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+
+-- @stateful
+-- One run with the state: terms_state holds the successes up to $window_start; those last seen
+-- at or after $history_start, with the window's own successes, are what the principal knows.
+WITH failures AS (
+    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+           credential_key_id
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
+      AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts > $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+window_known AS (
+    SELECT service_principal_id, source_ip, source_asn
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+      AND service_principal_id IN (SELECT service_principal_id FROM failures)
+      AND ts > $window_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    GROUP BY service_principal_id, source_ip, source_asn
+),
+state_known AS (
+    SELECT service_principal_id, term FROM terms_state
+    WHERE last_seen >= $history_start AND service_principal_id IN (SELECT service_principal_id FROM failures)
+),
+known_ip AS (
+    SELECT DISTINCT service_principal_id, source_ip FROM window_known
+    UNION
+    SELECT service_principal_id, substr(term, 4) FROM state_known WHERE starts_with(term, 'ip:')
+),
+known_asn AS (
+    SELECT DISTINCT service_principal_id, source_asn FROM window_known WHERE source_asn IS NOT NULL
+    UNION
+    SELECT service_principal_id, CAST(substr(term, 5) AS BIGINT) FROM state_known WHERE starts_with(term, 'asn:')
+),
 novel AS (
     SELECT f.*, (f.source_asn IS NOT NULL AND ka.source_asn IS NULL) AS new_asn
     FROM failures f

@@ -602,6 +602,65 @@ async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
     assert_eq!(state::run(&c, &lake, &r2, &w, detected()).await.unwrap().used, StateUse::Built);
 }
 
+/// The credential-failure rule's three forms agree: the one-pass backtest equals replaying every
+/// hourly run, and the runs with first-seen state (advanced hour by hour, then after a gap, then
+/// rebuilt) give the stateless runs' alerts. The data puts successes and failures exactly on run
+/// boundaries and exactly 10 days before them.
+#[tokio::test]
+async fn sp_credential_failures_from_new_source_backtest_and_state_equal_the_runs() {
+    use wisp::detect::StateUse;
+    let mut recs = random_tenant(0x853c49e6748fea9b);
+    let mut rng = wisp_udfs::testdb::XorShift(7);
+    let mut next = move || rng.next();
+    // Principals of their own with a failure at a run's end and one success placed around an edge:
+    // exactly 10 days before (known), a microsecond earlier (not known), at the run's end (known),
+    // a microsecond after it (not known to that run).
+    for i in 0..120u64 {
+        let sp = format!("edge-{}", i % 30);
+        let ip = format!("45.0.{}.{}", i % 6, 251 + next() % 4);
+        let hour = t("2026-03-10T00:00:00Z") + Duration::hours((next() % 96) as i64);
+        let success = match i % 4 {
+            0 => hour - Duration::days(10),
+            1 => hour - Duration::days(10) - Duration::microseconds(1),
+            2 => hour,
+            _ => hour + Duration::microseconds(1),
+        };
+        recs.push(sp_signin(&format!("edge{i}-f"), hour, &sp, &ip, 7000222, None));
+        recs.push(sp_signin(&format!("edge{i}-s"), success, &sp, &ip, 0, None));
+    }
+    let lake_dir = lake_with(&recs).await;
+    let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
+    let dir = wisp::detect::store::StateDir::open(&lake, None).unwrap();
+    let c = ctx(&lake_dir).await;
+    let r = rule("sp_credential_failures_from_new_source");
+    assert!(r.backtest_sql.is_some() && r.terms_sql.is_some());
+    let key = |a: &[alerts::Alert]| {
+        let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone())).collect();
+        v.sort();
+        v
+    };
+    let (from, to) = (t("2026-03-10T00:00:00Z"), t("2026-03-14T00:00:00Z"));
+    let one = alerts::backtest(&c, &r, from, to, detected()).await.unwrap();
+    let replay = alerts::backtest_replay(&c, &r, from, to, detected()).await.unwrap();
+    assert!(replay.alerts.len() > 20, "the data should alert: {}", replay.alerts.len());
+    assert_eq!(key(&one.alerts), key(&replay.alerts));
+    // First-seen state, run by run.
+    let mut ends = alerts::run_ends(&r, t("2026-03-11T00:00:00Z"), t("2026-03-13T00:00:00Z")).unwrap();
+    ends.push(t("2026-03-13T09:00:00Z"));
+    ends.push(t("2026-03-24T01:00:00Z"));
+    let mut used = Vec::new();
+    for end in &ends {
+        let w = r.window_ending(*end).unwrap();
+        let plain = alerts::run(&c, &r, &w, detected()).await.unwrap();
+        let st = state::run(&c, &dir, &r, &w, detected()).await.unwrap();
+        assert_eq!(key(&st.result.alerts), key(&plain.alerts), "run ending {end}");
+        used.push(st.used);
+    }
+    assert_eq!(used[0], StateUse::Built);
+    assert!(used[1..].iter().take(ends.len() - 2).all(|u| *u == StateUse::Advanced), "{used:?}");
+    assert_eq!(used[ends.len() - 1], StateUse::Built);
+}
+
 /// The fixture plus random sign-ins over 16 days: 40 principals, 6 ASNs, gaps shorter and longer
 /// than 10 days, exact ties in time, sightings exactly at a run's window start (T-65m), failures
 /// and Microsoft-owned apps mixed in.

@@ -258,8 +258,9 @@ impl Rule {
         if self.terms_sql.is_some() != self.stateful_sql.is_some() {
             return Err(self.invalid("the '-- @terms' and '-- @stateful' sections go together"));
         }
-        if self.terms_sql.is_some() && m.rule_type != RuleType::NewTerms {
-            return Err(self.invalid("first-seen state ('-- @terms') is for new_terms rules"));
+        if self.terms_sql.is_some() && (m.history_window.is_none() || m.new_terms_fields.is_empty()) {
+            return Err(self
+                .invalid("first-seen state ('-- @terms') needs history_window and new_terms_fields (the terms' key)"));
         }
         if m.suppress_for.is_some() == m.suppress_by.is_empty() {
             return Err(self.invalid("suppress_by and suppress_for go together"));
