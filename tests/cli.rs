@@ -481,6 +481,20 @@ fn csv_output_writes_lists_and_structs_as_json_text() {
 
 #[test]
 fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
+    let detect_asn = |lake: &std::path::Path| {
+        run(wisp()
+            .args([
+                "detect",
+                "--rule",
+                "sp_unusual_source_asn",
+                "--at",
+                "2026-11-20T11:00:00Z",
+                "--format",
+                "jsonl",
+                "--lake",
+            ])
+            .arg(lake))
+    };
     let dir = tmp("noasn-in");
     std::fs::write(
         dir.join("PT1H.json"),
@@ -512,18 +526,7 @@ fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
         .arg(&lake)
         .arg("SELECT count(*) AS n, count(DISTINCT _key) AS k, max(source_as_org) AS org FROM signins"));
     assert_eq!(out.lines().nth(1), Some("1,1,Microsoft Corporation"), "{out}");
-    let (code, out, err) = run(wisp()
-        .args([
-            "detect",
-            "--rule",
-            "sp_unusual_source_asn",
-            "--at",
-            "2026-11-20T11:00:00Z",
-            "--format",
-            "jsonl",
-            "--lake",
-        ])
-        .arg(&lake));
+    let (code, out, err) = detect_asn(&lake);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning") && out.trim().is_empty(), "{err}\n{out}");
     let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--reenrich", "--lake"]).arg(&lake));
@@ -534,18 +537,7 @@ fn a_rule_missing_its_enrichment_says_so_with_the_fix() {
     let (code, _, err) =
         run(wisp().args(["ingest", "--no-progress", "--asn-db"]).arg(&asn).arg("--lake").arg(&lake2).arg(&dir));
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(wisp()
-        .args([
-            "detect",
-            "--rule",
-            "sp_unusual_source_asn",
-            "--at",
-            "2026-11-20T11:00:00Z",
-            "--format",
-            "jsonl",
-            "--lake",
-        ])
-        .arg(&lake2));
+    let (code, out, err) = detect_asn(&lake2);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
     assert!(out.trim().is_empty(), "Microsoft's network is excluded once the organization is known: {out}");

@@ -46,6 +46,15 @@ fn run_cmd(lake: &std::path::Path, state: &std::path::Path, until: &str) -> Comm
     c
 }
 
+/// The sorted alert ids of one uninterrupted run into a fresh state folder: the reference.
+fn clean_run_ids(lake: &std::path::Path) -> Vec<String> {
+    let (code, out, err) = run(&mut run_cmd(lake, &tmp("run-clean"), UNTIL));
+    assert_eq!(code, 0, "{err}");
+    let mut want = ids(&out);
+    want.sort();
+    want
+}
+
 fn ids(jsonl: &str) -> Vec<String> {
     jsonl
         .lines()
@@ -120,12 +129,7 @@ fn the_cron_form_runs_each_window_once_and_reports_status() {
 #[test]
 fn killed_runs_and_two_runners_send_each_alert_once() {
     let lake = samples_lake();
-    // The reference: one uninterrupted run.
-    let clean = tmp("run-clean");
-    let (code, out, err) = run(&mut run_cmd(&lake, &clean, UNTIL));
-    assert_eq!(code, 0, "{err}");
-    let mut want = ids(&out);
-    want.sort();
+    let want = clean_run_ids(&lake);
     assert!(!want.is_empty());
 
     // SIGKILL at several points, each followed by a restart; then a run to the end.
@@ -187,11 +191,7 @@ fn a_run_killed_at_exact_system_calls_loses_and_repeats_nothing() {
         return;
     }
     let lake = samples_lake();
-    let clean = tmp("run-strace-clean");
-    let (code, out, err) = run(&mut run_cmd(&lake, &clean, UNTIL));
-    assert_eq!(code, 0, "{err}");
-    let mut want = ids(&out);
-    want.sort();
+    let want = clean_run_ids(&lake);
     assert!(want.len() >= 3);
     // The points: before the first alert file; after a rule's alerts are stored but before its
     // ledger records the run (two rules: one-pass and replayed); after the JSON Lines sink wrote

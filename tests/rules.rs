@@ -58,6 +58,23 @@ async fn ctx(lake: &std::path::Path) -> datafusion::prelude::SessionContext {
     wisp::session::open(&l, &Default::default()).await.unwrap()
 }
 
+/// A session whose NetworkAllowlist watchlist holds `entries` (one address, CIDR or a-b range each).
+async fn ctx_with_allowlist(lake: &std::path::Path, entries: &[&str]) -> datafusion::prelude::SessionContext {
+    let allow = tmp("allow").join("NetworkAllowlist.csv");
+    std::fs::write(&allow, format!("IPOrRange\n{}\n", entries.join("\n"))).unwrap();
+    let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
+    let mut o = wisp::session::SessionOptions::default();
+    o.udfs.watchlists.push(("NetworkAllowlist".into(), allow));
+    wisp::session::open(&l, &o).await.unwrap()
+}
+
+/// (principal, severity) of each alert, sorted.
+fn severities(a: &[alerts::Alert]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = a.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
+    v.sort();
+    v
+}
+
 fn rule(id: &str) -> Rule {
     rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap()
 }
@@ -331,20 +348,10 @@ async fn sp_risk_event_stacking_ladder_and_allowlist() {
         risk("r9b", m(2), "sp-downgraded", "unfamiliarFeatures", "low", m(2)),
     ])
     .await;
-    let allow = tmp("allow").join("NetworkAllowlist.csv");
-    std::fs::write(&allow, "IPOrRange\n10.0.0.0/8\n").unwrap();
-    let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
-    let mut o = wisp::session::SessionOptions::default();
-    o.udfs.watchlists.push(("NetworkAllowlist".into(), allow));
-    let c = wisp::session::open(&l, &o).await.unwrap();
+    let c = ctx_with_allowlist(&lake, &["10.0.0.0/8"]).await;
     let r = rule("sp_risk_event_stacking");
     let run = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
-    let got: Vec<(String, String)> = {
-        let mut v: Vec<_> =
-            run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
-        v.sort();
-        v
-    };
+    let got = severities(&run.alerts);
     assert_eq!(
         got,
         vec![
@@ -405,24 +412,10 @@ async fn sp_risk_event_stacking_every_kql_condition() {
         sp_signin("k-si", m(0), "sp-old-signin", "45.0.0.10", 0, None),
     ])
     .await;
-    let allow = tmp("allow-kql").join("NetworkAllowlist.csv");
-    std::fs::write(
-        &allow,
-        "IPOrRange
-203.0.113.7
-198.51.100.10-198.51.100.30
-",
-    )
-    .unwrap();
-    let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
-    let mut o = wisp::session::SessionOptions::default();
-    o.udfs.watchlists.push(("NetworkAllowlist".into(), allow));
-    let c = wisp::session::open(&l, &o).await.unwrap();
+    let c = ctx_with_allowlist(&lake, &["203.0.113.7", "198.51.100.10-198.51.100.30"]).await;
     let r = rule("sp_risk_event_stacking");
     let run = alerts::run(&c, &r, &r.window_ending(h + Duration::hours(1)).unwrap(), detected()).await.unwrap();
-    let mut got: Vec<(String, String)> =
-        run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
-    got.sort();
+    let got = severities(&run.alerts);
     let want: Vec<(String, String)> = [
         ("sp-allow-ip", "high"),
         ("sp-allow-range", "high"),
@@ -1017,10 +1010,7 @@ async fn sp_credential_failures_from_new_source_alerts_once_per_principal_on_new
     let c = ctx(&lake).await;
     let r = rule("sp_credential_failures_from_new_source");
     let run = alerts::run(&c, &r, &r.window_ending(d + Duration::hours(1)).unwrap(), detected()).await.unwrap();
-    let mut got: Vec<(String, String)> =
-        run.alerts.iter().map(|a| (a.service_principal_name.clone().unwrap(), a.severity.clone())).collect();
-    got.sort();
-    assert_eq!(got, vec![("sp-x".into(), "high".into()), ("sp-y".into(), "medium".into())]);
+    assert_eq!(severities(&run.alerts), vec![("sp-x".into(), "high".into()), ("sp-y".into(), "medium".into())]);
     let x: serde_json::Value = serde_json::from_str(
         &run.alerts.iter().find(|a| a.service_principal_name.as_deref() == Some("sp-x")).unwrap().fields,
     )

@@ -1,7 +1,6 @@
-use super::{LakeArgs, OutArgs, TimeArgs, EXIT_OK};
+use super::{LakeArgs, OutArgs, RuleArgs, TimeArgs, EXIT_OK};
 use crate::detect::{self, When};
 use clap::Args;
-use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -11,15 +10,8 @@ use std::path::PathBuf;
 pub struct DetectArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Rule ids to run (default: all detections, not hunts).
-    #[arg(long = "rule")]
-    pub rules: Vec<String>,
-    /// Folder of extra or overriding rule files.
-    #[arg(long)]
-    pub rules_dir: Option<PathBuf>,
-    /// Override every rule's max_alerts per run.
-    #[arg(long)]
-    pub max_alerts: Option<usize>,
+    #[command(flatten)]
+    pub select: RuleArgs,
     /// Keep first-seen state in the lake (`_state/<rule>/`) for new_terms rules: a scheduled run
     /// (--at, or now) then reads its window and the state instead of the whole history window.
     /// Same alerts as without it.
@@ -34,7 +26,7 @@ pub struct DetectArgs {
 pub async fn run(a: DetectArgs) -> anyhow::Result<i32> {
     let now = chrono::Utc::now();
     let when = a.time.flags().when(now)?;
-    let selected = detect::select(crate::rules::load_all(a.rules_dir.as_deref())?, &a.rules, a.max_alerts)?;
+    let selected = a.select.select()?;
     let (lake, ctx) = a.lake.open().await?;
     if let When::Range { from, to } = when {
         match lake.day_span() {

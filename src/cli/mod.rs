@@ -68,6 +68,28 @@ pub enum Command {
     Gen(gen::GenArgs),
 }
 
+/// Which rules a detection command runs (`detect`, `run`).
+#[derive(Debug, Args, Clone)]
+pub struct RuleArgs {
+    /// Rule ids to run (default: every detection, not hunts).
+    #[arg(long = "rule")]
+    pub rules: Vec<String>,
+    /// Folder of extra or overriding rule files.
+    #[arg(long)]
+    pub rules_dir: Option<PathBuf>,
+    /// Override every rule's max_alerts per run.
+    #[arg(long)]
+    pub max_alerts: Option<usize>,
+}
+
+impl RuleArgs {
+    /// The built-in rules and `--rules-dir`'s, narrowed to `--rule` and capped by `--max-alerts`.
+    pub fn select(&self) -> anyhow::Result<Vec<crate::rules::Rule>> {
+        let all = crate::rules::load_all(self.rules_dir.as_deref())?;
+        Ok(crate::detect::select(all, &self.rules, self.max_alerts)?)
+    }
+}
+
 /// Flags every query command shares.
 #[derive(Debug, Args, Clone)]
 pub struct LakeArgs {

@@ -1,4 +1,4 @@
-use super::{LakeArgs, OutArgs, EXIT_OK, EXIT_RUNS_FAILED};
+use super::{LakeArgs, OutArgs, RuleArgs, EXIT_OK, EXIT_RUNS_FAILED};
 use crate::detect::ledger;
 use crate::detect::schedule::{self, Options};
 use crate::detect::sink::{self, Sink};
@@ -6,7 +6,6 @@ use crate::detect::store::StateDir;
 use crate::lake::Lake;
 use crate::time::{parse_duration, parse_utc, rfc3339};
 use clap::Args;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -49,15 +48,8 @@ pub struct RunArgs {
     /// Treat this time as now (and stop there): run what is due up to it.
     #[arg(long)]
     pub until: Option<String>,
-    /// Rule ids to schedule (default: every detection, not hunts).
-    #[arg(long = "rule")]
-    pub rules: Vec<String>,
-    /// Folder of extra or overriding rule files.
-    #[arg(long)]
-    pub rules_dir: Option<PathBuf>,
-    /// Override every rule's max_alerts per run.
-    #[arg(long)]
-    pub max_alerts: Option<usize>,
+    #[command(flatten)]
+    pub select: RuleArgs,
     /// Where alerts go: stdout, jsonl:PATH (appends), webhook:http://HOST[:PORT]/PATH (repeatable).
     #[arg(long = "sink", default_value = "stdout")]
     pub sinks: Vec<Sink>,
@@ -76,7 +68,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let now = || until.unwrap_or_else(chrono::Utc::now);
     let since = a.since.as_deref().map(parse_utc).transpose()?.unwrap_or_else(now);
     let opts = Options { since, max_catch_up: parse_duration(&a.max_catch_up)? };
-    let rules = crate::detect::select(crate::rules::load_all(a.rules_dir.as_deref())?, &a.rules, a.max_alerts)?;
+    let rules = a.select.select()?;
     let lake = Lake::open_existing(&a.lake.lake)?;
     let dir = StateDir::open(&lake, a.state.as_deref())?;
     let (_lock, repaired) = dir.lock("wisp run")?;
