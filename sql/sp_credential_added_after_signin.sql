@@ -25,7 +25,10 @@ and secrets management" (both spellings, en dash and hyphen, with or without the
 service writes); a bare "Update application" counts only when its modified properties hold a
 KeyDescription (a key change, not a redirect URI or permission). The alert names the keys added:
 their KeyIdentifier, KeyType and DisplayName, those in the new KeyDescription and not in the old.
-The look-back for prior sign-ins is the signin_lookback parameter (3 days, as published)."""
+The look-back for prior sign-ins is the signin_lookback parameter (3 days, as published), counted
+as the KQL's datetime_diff counts it: from the start of the change's minute. A prior sign-in is a
+successful one (ResultType 0) in the service principal sign-in log, strictly before the change. As
+published, the change's result is not filtered: a refused attempt alerts too, and `result` says which."""
 
 [params]
 signin_lookback = { duration = "3d" }
@@ -35,11 +38,11 @@ tactics = ["TA0003 Persistence"]
 techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH changes AS (
-    SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+    SELECT ts, id AS audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
            source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets
     FROM audit
-    WHERE lower(result) = 'success'
-      AND (trim(operation_name) IN ('Add service principal credentials', 'Update application',
+    -- As published, whatever the result: a refused attempt on a principal that signs in is worth a look.
+    WHERE (trim(operation_name) IN ('Add service principal credentials', 'Update application',
                                    'Update application – Certificates and secrets management',
                                    'Update application - Certificates and secrets management'))
       AND ts >= $window_start AND ts <= $window_end
@@ -74,7 +77,7 @@ keys AS (
     GROUP BY audit_id
 ),
 c AS (
-    SELECT changes.ts, changes.audit_id, changes.operation_name, changes.initiated_by_upn, changes.initiated_by_app_name,
+    SELECT changes.ts, changes.audit_id, changes.operation_name, changes.result, changes.initiated_by_upn, changes.initiated_by_app_name,
            changes.initiated_by_sp_id, changes.change_ip, changes.target_id, changes.target_name, changes.target_type,
            change_app.target_app_id, keys.added_key_ids, keys.added_key_types, keys.added_key_names
     FROM changes
@@ -89,8 +92,9 @@ s AS (
            source_ip AS signin_ip
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND ts >= $window_start - $signin_lookback AND ts <= $window_end
-      AND day >= to_char($window_start - $signin_lookback, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND ts >= date_trunc('minute', $window_start) - $signin_lookback AND ts <= $window_end
+      AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d')
+      AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 -- Each change against the UTC days its look-back can touch: joining on the day too keeps a long
 -- window from pairing every change with every sign-in of its principal. The day is the sign-ins'
@@ -98,7 +102,7 @@ s AS (
 -- compares a per-file constant instead of truncating every row's timestamp.
 cd AS (
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
-           to_char(to_timestamp_micros(CAST(ts AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
+           to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
     FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
 ),
 matched AS (
@@ -125,10 +129,12 @@ prior AS (
            last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
     FROM matched
-    WHERE signin_ts < ts AND signin_ts >= ts - $signin_lookback
+    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
+    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
+    WHERE signin_ts < ts AND signin_ts >= date_trunc('minute', ts) - $signin_lookback
     GROUP BY audit_id
 )
-SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_by_upn, c.initiated_by_app_name,
+SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,

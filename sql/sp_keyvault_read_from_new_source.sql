@@ -14,7 +14,7 @@ lookback = "1h"
 history_window = "10d"
 new_terms_fields = ["caller_object_id", "vault", "caller_ip"]
 tables = ["resource_logs"]
-alert_key = ["caller_object_id", "vault", "caller_ip"]
+alert_key = ["caller_object_id", "vault", "caller_ip", "ts"]
 false_positives = ["A workload moved to a new host, subnet or region; a new private endpoint for the vault."]
 references = ["https://learn.microsoft.com/en-us/azure/key-vault/general/logging"]
 note = """
@@ -22,7 +22,8 @@ High when the address's ASN is new too for that principal and vault. Reads: Secr
 SecretListVersions, SecretBackup, KeyGet, KeyList, KeyListVersions, KeyDecrypt, KeyUnwrap, KeySign,
 KeyBackup, CertificateGet, CertificateList, CertificateListVersions, CertificateBackup; failed
 requests (HTTP 4xx/5xx) count too (a probe with a stolen token fails as often as it succeeds).
-Triage: pivot on the principal (wisp pivot sp <object id>): its sign-ins around the read, from
+An address that comes back after more than 10 days unused is new again and alerts again (the
+alert key holds the first read's time). Triage: pivot on the principal (wisp pivot sp <object id>): its sign-ins around the read, from
 which address, and what else the token touched."""
 
 [mitre]
@@ -68,3 +69,66 @@ SELECT min(w.ts) AS ts, w.caller_object_id, w.caller_object_id AS service_princi
 FROM in_window w
 LEFT JOIN known_asn k ON k.caller_object_id = w.caller_object_id AND k.vault = w.vault AND k.source_asn = w.source_asn
 GROUP BY w.caller_object_id, w.vault, w.caller_ip
+
+-- @backtest
+-- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
+-- interval (as this rule has it), a read belongs to exactly one run T: the one with
+-- T-1h < ts <= T. Its (principal, vault, address) is new to run T when the key's latest read in
+-- an earlier run's bucket is older than T-10d (or there is none); likewise the ASN is known when
+-- its latest earlier read is at or after T-10d. The ordered window runs over hourly buckets.
+WITH reads AS (
+    SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org,
+           lower(resource_id) AS vault, resource_name, operation_name, status_code,
+           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+    FROM resource_logs
+    WHERE lower(resource_provider) = 'microsoft.keyvault'
+      AND operation_name IN ('SecretGet', 'SecretList', 'SecretListVersions', 'SecretBackup', 'KeyGet', 'KeyList',
+                             'KeyListVersions', 'KeyDecrypt', 'KeyUnwrap', 'KeySign', 'KeyBackup', 'CertificateGet',
+                             'CertificateList', 'CertificateListVersions', 'CertificateBackup')
+      AND caller_object_id IS NOT NULL AND caller_ip IS NOT NULL
+      AND ts >= $range_start - $lookback - $history AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+ip_buckets AS (
+    SELECT caller_object_id, vault, caller_ip, run_end_us, max(CAST(ts AS BIGINT)) AS last_us
+    FROM reads
+    GROUP BY caller_object_id, vault, caller_ip, run_end_us
+),
+new_runs AS (
+    SELECT caller_object_id, vault, caller_ip, run_end_us
+    FROM (SELECT *, lag(last_us) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY run_end_us) AS prev_us
+          FROM ip_buckets)
+    WHERE (prev_us IS NULL OR prev_us < run_end_us - $history_us)
+      AND run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
+),
+asn_runs AS (
+    SELECT caller_object_id, vault, source_asn, run_end_us,
+           lag(last_us) OVER (PARTITION BY caller_object_id, vault, source_asn ORDER BY run_end_us) AS prev_us
+    FROM (SELECT caller_object_id, vault, source_asn, run_end_us, max(CAST(ts AS BIGINT)) AS last_us
+          FROM reads WHERE source_asn IS NOT NULL
+          GROUP BY caller_object_id, vault, source_asn, run_end_us)
+),
+in_window AS (
+    SELECT r.*
+    FROM reads r JOIN new_runs n
+      ON r.caller_object_id = n.caller_object_id AND r.vault = n.vault AND r.caller_ip = n.caller_ip
+     AND r.run_end_us = n.run_end_us
+),
+judged AS (
+    SELECT w.*, CASE WHEN k.prev_us >= w.run_end_us - $history_us THEN k.source_asn END AS known_asn
+    FROM in_window w
+    LEFT JOIN asn_runs k ON k.caller_object_id = w.caller_object_id AND k.vault = w.vault
+     AND k.source_asn = w.source_asn AND k.run_end_us = w.run_end_us
+)
+SELECT min(ts) AS ts, caller_object_id, caller_object_id AS service_principal_id, max(caller_app_id) AS app_id,
+       max(caller_upn) AS caller_upn,
+       vault, max(resource_name) AS vault_name, caller_ip AS source_ip, caller_ip,
+       max(source_asn) AS source_asn, max(source_as_org) AS source_as_org,
+       count(*) AS reads, array_sort(array_agg(DISTINCT operation_name)) AS operations,
+       array_sort(array_agg(DISTINCT id)) AS objects,
+       sum(CASE WHEN coalesce(status_code, 200) >= 400 THEN 1 ELSE 0 END) AS failed_reads,
+       max(source_asn) IS NOT NULL AND max(known_asn) IS NULL AS new_asn,
+       CASE WHEN max(source_asn) IS NOT NULL AND max(known_asn) IS NULL THEN 'high' ELSE 'medium' END AS severity,
+       run_end_us
+FROM judged
+GROUP BY caller_object_id, vault, caller_ip, run_end_us

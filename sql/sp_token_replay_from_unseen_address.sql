@@ -82,3 +82,59 @@ SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_i
 FROM judged
 WHERE seen = 0
 GROUP BY principal_id, caller_ip
+
+-- @backtest
+-- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
+-- interval (as this rule has it), a call belongs to exactly one run T: the one with
+-- T-1h < ts <= T; it is judged against the sign-ins within `surrounding` of it, which do not
+-- depend on the run, so the runs' alerts are the calls grouped by run as well.
+WITH calls AS (
+    SELECT ts, id, 'azure_activity' AS source, caller AS principal_id, caller_app_id AS app_id, caller_ip,
+           operation_name, resource_id, source_as_org AS as_org
+    FROM azure_activity
+    WHERE caller IS NOT NULL AND caller_ip IS NOT NULL
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, id, 'keyvault', caller_object_id, caller_app_id, caller_ip, operation_name, resource_id, source_as_org
+    FROM resource_logs
+    WHERE lower(resource_provider) = 'microsoft.keyvault' AND caller_object_id IS NOT NULL AND caller_ip IS NOT NULL
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+public_calls AS (
+    SELECT * FROM (
+        SELECT *, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us FROM calls
+        WHERE NOT coalesce(is_private_ip(caller_ip), false)
+          AND coalesce(as_org, '') NOT ILIKE '%microsoft%')
+    WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
+),
+si AS (
+    SELECT ts AS si_ts, service_principal_id, app_id, source_ip
+    FROM signins
+    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL AND error_code = 0
+      AND category IN ('ServicePrincipalSignInLogs', 'ManagedIdentitySignInLogs')
+      AND ts >= $range_start - $lookback - $surrounding AND ts <= $range_end + $surrounding
+      AND day >= to_char($range_start - $lookback - $surrounding, '%Y-%m-%d')
+      AND day <= to_char($range_end + $surrounding, '%Y-%m-%d')
+),
+judged AS (
+    SELECT c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us,
+           max(s.app_id) AS app_id,
+           max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
+           array_agg(DISTINCT s.source_ip) AS signin_ips
+    FROM public_calls c
+    JOIN si s ON s.service_principal_id = c.principal_id
+     AND s.si_ts >= c.ts - $surrounding AND s.si_ts <= c.ts + $surrounding
+    GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us
+)
+SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
+       count(*) AS calls,
+       array_sort(array_agg(DISTINCT source)) AS sources,
+       array_sort(array_agg(DISTINCT operation_name)) AS operations,
+       array_sort(array_agg(DISTINCT resource_id)) AS resources,
+       array_sort(array_distinct(flatten(array_agg(signin_ips)))) AS signin_ips,
+       run_end_us
+FROM judged
+WHERE seen = 0
+GROUP BY principal_id, caller_ip, run_end_us

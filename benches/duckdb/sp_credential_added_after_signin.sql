@@ -1,11 +1,10 @@
 -- DuckDB twin of sql/sp_credential_added_after_signin.sql (same outputs). DuckDB's planner needs
 -- no day-keyed join: its range joins and hash tables take the plain form.
 WITH changes AS (
-    SELECT ts, id AS audit_id, operation_name, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+    SELECT ts, id AS audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
            source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets
     FROM audit
-    WHERE lower(result) = 'success'
-      AND trim(operation_name) IN ('Add service principal credentials', 'Update application',
+    WHERE trim(operation_name) IN ('Add service principal credentials', 'Update application',
           'Update application – Certificates and secrets management', 'Update application - Certificates and secrets management')
       AND ts >= $window_start AND ts <= $window_end AND day >= strftime($window_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
@@ -37,8 +36,8 @@ c AS (
 s AS (
     SELECT ts AS signin_ts, service_principal_id, service_principal_name, app_id, source_ip AS signin_ip
     FROM signins WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND ts >= $window_start - INTERVAL 3 DAY AND ts <= $window_end
-      AND day >= strftime($window_start - INTERVAL 3 DAY, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
+      AND ts >= date_trunc('minute', $window_start) - INTERVAL 3 DAY AND ts <= $window_end
+      AND day >= strftime(date_trunc('minute', $window_start) - INTERVAL 3 DAY, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
 matched AS (
     SELECT c.audit_id, c.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
@@ -58,10 +57,10 @@ prior AS (
            last(app_id ORDER BY signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
     FROM matched
-    WHERE signin_ts < ts AND signin_ts >= ts - INTERVAL 3 DAY
+    WHERE signin_ts < ts AND signin_ts >= date_trunc('minute', ts) - INTERVAL 3 DAY
     GROUP BY audit_id
 )
-SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.initiated_by_upn, c.initiated_by_app_name,
+SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,
