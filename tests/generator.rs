@@ -33,6 +33,7 @@ async fn small_profile_ground_truth_raw_and_lake_agree() {
     assert!(ingest.balanced());
     assert_eq!(ingest.rejected_total(), 0, "{ingest:?}");
     assert!(ingest.written.get("signins").copied().unwrap_or(0) > 40_000, "{ingest:?}");
+    assert!(ingest.written.get("resource_logs").copied().unwrap_or(0) > 500, "Key Vault requests: {ingest:?}");
     let truth: Vec<Expectation> =
         serde_json::from_slice(&std::fs::read(out.join("ground_truth.json")).unwrap()).unwrap();
     assert_eq!(truth.len(), 14);

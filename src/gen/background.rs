@@ -1,8 +1,8 @@
 //! The background of every day: sign-ins of service principals, managed identities and users,
-//! and the other events (Graph calls, O365 audit, Azure activity, directory changes, risk events,
-//! network alerts), with heavy-tailed activity per principal.
+//! and the other events (Graph calls, O365 audit, Azure activity, Key Vault requests, directory
+//! changes, risk events, network alerts), with heavy-tailed activity per principal.
 
-use super::records::{activity, audit, graph_call, net_alert, o365, risk, signin, sp_signin, AUDIT_OPS};
+use super::records::{activity, audit, graph_call, kv_request, net_alert, o365, risk, signin, sp_signin, AUDIT_OPS};
 use super::tenant::{uid, Rng, Tenant, RESERVED};
 use super::{GenError, Out, Scale};
 use chrono::{DateTime, Duration, Utc};
@@ -78,6 +78,27 @@ pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenErro
     Ok(())
 }
 
+/// A Key Vault read: two in three by a managed identity from its VM's private address (through a
+/// private endpoint, as in seed 002), the rest by the service principal from its home address,
+/// now and then from another of its homes; a few are refused (403). Each principal uses one of
+/// 40 vaults.
+fn key_vault(day: &mut Day, t: &Tenant, ts: DateTime<Utc>, p: &super::tenant::Principal, ip: &str) -> Value {
+    let ops = ["SecretGet", "SecretGet", "SecretGet", "SecretList", "KeyUnwrap", "CertificateGet"];
+    let op = *day.rng.pick(&ops);
+    let status = if day.rng.chance(0.01) { 403 } else { 200 };
+    let id = day.nid(26);
+    if day.rng.chance(0.66) && !t.mis.is_empty() {
+        let k = day.rng.below(t.mis.len() as u64) as usize;
+        let mi = &t.mis[k];
+        let vm_ip = format!("10.{}.{}.4", 20 + k / 250, k % 250);
+        kv_request(id, ts, &mi.id, &mi.app_id, &vm_ip, op, &format!("KV-{:02}", k % 40), status)
+    } else {
+        let from = if day.rng.chance(0.02) { day.rng.pick(&p.homes).0.clone() } else { ip.to_string() };
+        let vault = format!("KV-{:02}", p.id.bytes().map(u64::from).sum::<u64>() % 40);
+        kv_request(id, ts, &p.id, &p.app_id, &from, op, &vault, status)
+    }
+}
+
 /// Graph calls, O365 audit, Azure activity, directory changes, risk events and network alerts.
 pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenError> {
     let other = day.rng.count(s.other_per_day);
@@ -98,8 +119,10 @@ pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), Ge
             o365(day.nid(22), ts, "MailItemsAccessed", &u.name, &p.app_id, &u.homes[0].0, false)
         } else if r < 0.78 {
             o365(day.nid(23), ts, "Update service principal.", &p.name, &p.app_id, &ip, true)
-        } else if r < 0.92 {
+        } else if r < 0.86 {
             activity(ts, p, &ip, &mut day.rng)
+        } else if r < 0.92 {
+            key_vault(day, t, ts, p, &ip)
         } else if r < 0.99 {
             // Directory changes are mostly about users, groups and devices; changes to an
             // application's credentials are about 2% of them (hundreds a day in medium).

@@ -181,6 +181,27 @@ pub(super) fn activity(t: DateTime<Utc>, p: &Principal, ip: &str, rng: &mut Rng)
         "properties": {"eventDataId": uid(rng.next(), 7, 0)}})
 }
 
+/// A Key Vault data-plane request (diagnostic settings `AuditEvent`) by the principal whose token
+/// carries object id `oid`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn kv_request(
+    id: String,
+    t: DateTime<Utc>,
+    oid: &str,
+    app_id: &str,
+    ip: &str,
+    op: &str,
+    vault: &str,
+    status: i64,
+) -> Value {
+    json!({"time": iso(t), "category": "AuditEvent", "operationName": op, "resultType": if status < 400 { "Success" } else { "Forbidden" },
+        "resultSignature": if status < 400 { "OK" } else { "Forbidden" }, "callerIpAddress": ip, "correlationId": id,
+        "resourceId": format!("/SUBSCRIPTIONS/{}/RESOURCEGROUPS/RG-KV/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/{vault}", uid(1, 1, 1)),
+        "identity": {"claim": {"http://schemas.microsoft.com/identity/claims/objectidentifier": oid, "appid": app_id}},
+        "properties": {"id": format!("https://{}.vault.azure.net/secrets/app-secret", vault.to_ascii_lowercase()), "httpStatusCode": status,
+            "requestUri": format!("https://{}.vault.azure.net/secrets/app-secret?api-version=7.4", vault.to_ascii_lowercase())}})
+}
+
 /// The category a record's file goes under.
 pub(super) fn category_of(v: &Value) -> &str {
     if let Some(c) = v.get("category").and_then(Value::as_str) {
