@@ -58,6 +58,11 @@ def ensure_duckdb():
     except ImportError:
         log("installing duckdb==1.4.4, duckdb-ext-inet and pytz from PyPI")
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb==1.4.4", "duckdb-ext-inet==1.4.4.*", "pytz"])
+        # The failed import left benches/duckdb (a folder of SQL, a namespace package to Python)
+        # as the module `duckdb`: forget it so the installed package is found.
+        import importlib
+        sys.modules.pop("duckdb", None)
+        importlib.invalidate_caches()
     import duckdb
     return duckdb
 
@@ -93,7 +98,7 @@ def duck_params(sql, start, end, interval_us=3_600_000_000, lookback_us=65 * 60_
         "$window_start": ts(start), "$window_end": ts(end), "$history_start": ts(end - dt.timedelta(days=10)),
         "$range_start": ts(start), "$range_end": ts(end),
         "$interval_us": str(interval_us), "$lookback_us": str(lookback_us), "$history_us": str(history_us),
-        "$lookback": f"INTERVAL {lookback_us} MICROSECONDS", "$history": f"INTERVAL {history_us} MICROSECONDS",
+        "$lookback": f"to_microseconds({lookback_us})", "$history": f"to_microseconds({history_us})",
         "$surrounding": "INTERVAL 3 HOUR",
     }
     for k in sorted(rep, key=len, reverse=True):
@@ -287,7 +292,7 @@ def main():
     for rule, r in res["rules"].items():
         for label, x in r.items():
             eq = "timed out" if x["equal"] is None else ("yes" if x["equal"] else "NO")
-            print(f"| {rule} | {label} | {x['wisp_query_s']} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} "
+            print(f"| {rule} | {label} | {x.get('wisp_query_s', '-')} | {x['duckdb_s']} | {x['ratio']} | {x['wisp_s']} | {x['wisp_max_rss_mib']} "
                   f"| {x.get('wisp_rows_read', '-')} | {x.get('wisp_mb_read', '-')} | {x['rows']} | {eq} |")
     print(f"\ningest: {res['ingest']}\nhourly, stateless: {res['hourly']}\nhourly, first-seen state: {res['hourly_state']}"
           f" (built in {res['hourly_state_build']})\nresults in {path}")

@@ -1421,6 +1421,18 @@ async fn sp_rare_action_multiple_ips_every_hunt_condition() {
             row("Sign-in activity", "sp-noip", "2"),
         ]
     );
+    // Both thresholds are bound parameters: at most 4 events drops sp-five; 3 addresses drops all.
+    let count = |r: &Rule| {
+        let r = r.clone();
+        let c = &c;
+        async move { r.plan(c, &w).await.unwrap().collect().await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>() }
+    };
+    let mut r4 = r.clone();
+    r4.meta.params.insert("max_events".into(), toml::Value::Integer(4));
+    assert_eq!(count(&r4).await, 3);
+    let mut r3 = r.clone();
+    r3.meta.params.insert("min_ips".into(), toml::Value::Integer(3));
+    assert_eq!(count(&r3).await, 0);
 }
 
 /// The edges of the Key Vault rule's windows: history is [T-10d, T-1h] (a read exactly at either end
