@@ -104,3 +104,86 @@ SELECT first_detection AS ts, stacked.*,
        END AS severity
 FROM stacked LEFT JOIN si ON stacked.service_principal_id = si.service_principal_id
 ORDER BY first_detection
+
+-- @backtest
+-- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
+-- interval (as this rule has it), the latest version of a risk event belongs to exactly one run T:
+-- the one with T-1h < ts <= T, and so does each sign-in; the runs' alerts are the same
+-- aggregations grouped by run as well. As in a single run, an event's latest version is ranked
+-- over all its versions, whenever they arrived.
+WITH in_range AS (
+    SELECT DISTINCT id, service_principal_id
+    FROM sp_risk_events
+    WHERE ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+latest AS (
+    SELECT * FROM (
+        SELECT r.ts, r.service_principal_id, r.service_principal_name, r.app_id, r.risk_event_type, r.risk_level,
+               row_number() OVER (PARTITION BY r.id, r.service_principal_id
+                                  ORDER BY r.last_updated DESC NULLS LAST, r.ts DESC) AS rn
+        FROM sp_risk_events r
+        JOIN in_range w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id
+    ) WHERE rn = 1
+),
+risk AS (
+    SELECT * FROM (
+        SELECT ts, service_principal_id, service_principal_name, app_id, risk_event_type, risk_level,
+               ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+        FROM latest
+        WHERE lower(risk_level) IN ('high', 'medium')
+           OR risk_event_type IN ('anomalousToken', 'investigationsThreatIntelligence', 'maliciousIPAddress', 'suspiciousAPITraffic'))
+    WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
+),
+per_sp AS (
+    SELECT service_principal_id, run_end_us, max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
+           count(*) AS risk_event_count,
+           count(DISTINCT risk_event_type) AS distinct_types,
+           array_sort(array_agg(DISTINCT risk_event_type)) AS risk_types,
+           sum(CASE WHEN risk_event_type IN ('investigationsThreatIntelligence', 'maliciousIPAddress', 'anomalousToken', 'suspiciousAPITraffic') THEN 1 ELSE 0 END) AS high_severity_type_count,
+           sum(CASE WHEN lower(risk_level) = 'high' THEN 1 ELSE 0 END) AS high_level_count,
+           min(ts) AS first_detection, max(ts) AS last_detection
+    FROM risk
+    GROUP BY service_principal_id, run_end_us
+),
+stacked AS (
+    SELECT * FROM per_sp WHERE distinct_types >= 2 OR high_severity_type_count >= 1
+),
+si_pre AS (
+    SELECT service_principal_id, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us,
+           source_ip, country, resource_display_name,
+           coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false) AS allowlisted, count(*) AS n,
+           sum(CASE WHEN error_code = 0 THEN 1 ELSE 0 END) AS ok
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+      AND service_principal_id IN (SELECT service_principal_id FROM stacked)
+    GROUP BY service_principal_id, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us,
+             source_ip, country, resource_display_name, coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
+),
+si AS (
+    SELECT service_principal_id, run_end_us, sum(n) FILTER (WHERE NOT allowlisted) AS signin_count,
+           sum(ok) FILTER (WHERE NOT allowlisted) AS successful_signins,
+           count(DISTINCT source_ip) FILTER (WHERE NOT allowlisted) AS distinct_ips,
+           array_sort(array_agg(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL AND NOT allowlisted)) AS source_ips,
+           array_sort(array_agg(DISTINCT country) FILTER (WHERE country IS NOT NULL AND NOT allowlisted)) AS countries,
+           array_sort(array_agg(DISTINCT resource_display_name) FILTER (WHERE resource_display_name IS NOT NULL AND NOT allowlisted)) AS resources
+    FROM si_pre
+    GROUP BY service_principal_id, run_end_us
+)
+SELECT first_detection AS ts, stacked.service_principal_id, stacked.service_principal_name, stacked.app_id,
+       stacked.risk_event_count, stacked.distinct_types, stacked.risk_types, stacked.high_severity_type_count,
+       stacked.high_level_count, stacked.first_detection, stacked.last_detection,
+       coalesce(si.signin_count, 0) AS signin_count, coalesce(si.successful_signins, 0) AS successful_signins,
+       coalesce(si.distinct_ips, 0) AS distinct_ips, si.source_ips, si.countries, si.resources,
+       CASE
+           WHEN high_severity_type_count >= 1 AND coalesce(si.signin_count, 0) > 0 THEN 'Critical'
+           WHEN high_severity_type_count >= 1 THEN 'High'
+           WHEN distinct_types >= 3 THEN 'High'
+           WHEN distinct_types >= 2 AND coalesce(si.signin_count, 0) > 0 THEN 'High'
+           ELSE 'Medium'
+       END AS severity,
+       stacked.run_end_us
+FROM stacked LEFT JOIN si ON stacked.service_principal_id = si.service_principal_id AND stacked.run_end_us = si.run_end_us
+ORDER BY first_detection
