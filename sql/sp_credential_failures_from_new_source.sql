@@ -17,6 +17,7 @@ interval = "1h"
 lookback = "1h"
 history_window = "10d"
 new_terms_fields = ["service_principal_id", "term"]
+requires = ["asn"]  # severity high needs the addresses' ASNs
 tables = ["signins"]
 alert_key = ["service_principal_id", "run_end"]
 false_positives = ["An automation moved to new infrastructure before its secret was rotated."]

@@ -13,6 +13,7 @@ interval = "1h"
 lookback = "1h"
 history_window = "10d"
 new_terms_fields = ["caller_object_id", "vault", "caller_ip"]
+requires = ["asn"]  # severity high needs the addresses' ASNs
 tables = ["resource_logs"]
 alert_key = ["caller_object_id", "vault", "caller_ip", "ts"]
 false_positives = ["A workload moved to a new host, subnet or region; a new private endpoint for the vault."]
