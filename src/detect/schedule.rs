@@ -270,8 +270,19 @@ pub async fn tick_rule(
     }
     out.runs = due.len() as u64;
 
-    // Against the store: known, suppressed, new.
-    let known = store::known(dir, id).await?;
+    // Against the store: known, suppressed, new. Only the store days near these alerts can hold
+    // a copy of one or an alert that suppresses one; with no alerts there is nothing to read.
+    let span = results
+        .iter()
+        .flat_map(|r| r.alerts.iter().map(|a| a.ts))
+        .fold(None, |acc: Option<(i64, i64)>, t| Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t)))));
+    let known = match span {
+        None => store::Known::default(),
+        Some((lo, hi)) => {
+            let h = store::horizon_us(micros(rule.duration("lookback")?), micros(rule.duration("suppress_for")?));
+            store::known(dir, id, lo.saturating_sub(h), hi.saturating_add(h)).await?
+        }
+    };
     let mut ids = known.ids;
     let mut sup = Suppressor::new(rule)?;
     sup.last_by_key = known.last_by_key;

@@ -118,11 +118,21 @@ pub struct Known {
     pub last_by_key: HashMap<String, (i64, String)>,
 }
 
-/// Reads what the store knows of a rule: its own files only, so the cost follows its alerts.
-pub async fn known(dir: &StateDir, rule_id: &str) -> Result<Known, StoreError> {
+/// Reads what the store knows of a rule's alerts dated (by `ts`, the store's day partition) in the
+/// UTC days of `[from_us, to_us]`: its own files of those days only, so the cost follows the
+/// alerts near the ones being judged, not the months of store behind them. Callers widen the span
+/// by the rule's horizon ([`horizon_us`]).
+pub async fn known(dir: &StateDir, rule_id: &str, from_us: i64, to_us: i64) -> Result<Known, StoreError> {
     let mut k = Known::default();
+    const DAY_US: i64 = 86_400_000_000;
+    let days: Vec<String> =
+        (from_us.div_euclid(DAY_US)..=to_us.div_euclid(DAY_US)).map(|d| crate::time::day_of(d * DAY_US)).collect();
     for folder in ["alerts", "suppressed"] {
-        for f in dir.list(folder).await?.into_iter().filter(|f| file_rule(f) == Some(rule_id)) {
+        let mut files = Vec::new();
+        for day in &days {
+            files.extend(dir.list(&format!("{folder}/day={day}")).await?);
+        }
+        for f in files.into_iter().filter(|f| file_rule(f) == Some(rule_id)) {
             for b in read_file(dir, &f).await? {
                 let ids = b.column(0).as_string::<i32>();
                 let ends = b.column_by_name("window_end").ok_or_else(|| err(&f, "no window_end"))?;
@@ -142,6 +152,15 @@ pub async fn known(dir: &StateDir, rule_id: &str) -> Result<Known, StoreError> {
         }
     }
     Ok(k)
+}
+
+/// How far from an alert's time its earlier copies and the alerts that can suppress it lie: an
+/// alert id pins its events (every built-in `alert_key` holds the alert's time or its event's id,
+/// and `ts` is an event time inside the run's window), so a repeat of it, or an alert of its
+/// suppression key within `suppress_for` between run ends, has a `ts` within the look-back plus
+/// `suppress_for` of it; a day more covers a window that straddles midnight.
+pub fn horizon_us(lookback_us: i64, suppress_us: i64) -> i64 {
+    lookback_us.max(0) + suppress_us.max(0) + 86_400_000_000
 }
 
 /// Reads one store file.
