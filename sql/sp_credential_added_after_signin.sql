@@ -85,7 +85,7 @@ c AS (
     LEFT JOIN keys ON changes.audit_id = keys.audit_id
     -- A bare "Update application" is a credential change only when a key changed.
     WHERE trim(changes.operation_name) <> 'Update application'
-       OR changes.audit_id IN (SELECT audit_id FROM key_props)
+       OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
 ),
 s AS (
     SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,

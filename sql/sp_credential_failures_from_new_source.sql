@@ -45,11 +45,13 @@ WITH failures AS (
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 known AS (
-    -- Where each failing principal signed in successfully in its history window.
+    -- Where each failing principal signed in successfully in its history window. The IN list is
+    -- DISTINCT: DataFusion's semi join walks every duplicate of a build-side key for each probe
+    -- row, so 100k failures of one principal made each of its successes cost 100k steps.
     SELECT service_principal_id, source_ip, source_asn
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IN (SELECT service_principal_id FROM failures)
+      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM failures)
       AND ts >= $history_start AND ts <= $window_end
       AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_ip, source_asn
@@ -104,7 +106,7 @@ success_buckets AS (
            max(CAST(ts AS BIGINT)) AS last_us
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IN (SELECT service_principal_id FROM in_range)
+      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM in_range)
       AND ts >= $range_start - $lookback - $history AND ts <= $range_end
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_ip, source_asn,
@@ -188,14 +190,14 @@ window_known AS (
     SELECT service_principal_id, source_ip, source_asn
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IN (SELECT service_principal_id FROM failures)
+      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM failures)
       AND ts > $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_ip, source_asn
 ),
 state_known AS (
     SELECT service_principal_id, term FROM terms_state
-    WHERE last_seen >= $history_start AND service_principal_id IN (SELECT service_principal_id FROM failures)
+    WHERE last_seen >= $history_start AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM failures)
 ),
 known_ip AS (
     SELECT DISTINCT service_principal_id, source_ip FROM window_known

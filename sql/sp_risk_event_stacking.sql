@@ -158,7 +158,7 @@ si_pre AS (
     WHERE category = 'ServicePrincipalSignInLogs'
       AND ts > $range_start - $lookback AND ts <= $range_end
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-      AND service_principal_id IN (SELECT service_principal_id FROM stacked)
+      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM stacked)
     GROUP BY service_principal_id, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us,
              source_ip, country, resource_display_name, coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
 ),
