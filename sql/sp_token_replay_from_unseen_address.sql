@@ -54,13 +54,24 @@ public_calls AS (
       AND coalesce(as_org, '') NOT ILIKE '%microsoft%'
 ),
 si AS (
-    SELECT ts AS si_ts, service_principal_id, app_id, source_ip
+    -- The sign-ins per principal, address and `surrounding`-long time bucket, with the first and
+    -- last of them: a call at t has a sign-in of a bucket within `surrounding` of it exactly when
+    -- last >= t - surrounding and first <= t + surrounding (a bucket is no longer than that
+    -- span, so it cannot straddle both its ends), and only the buckets next to the call's can.
+    -- Joining on (principal, bucket) keeps a long window from pairing every call with every
+    -- sign-in of its principal.
+    SELECT service_principal_id, source_ip, max(app_id) AS app_id, min(ts) AS first_ts, max(ts) AS last_ts,
+           CAST(ts AS BIGINT) / $surrounding_us AS b
     FROM signins
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL AND error_code = 0
       AND category IN ('ServicePrincipalSignInLogs', 'ManagedIdentitySignInLogs')
       AND ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
       AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
       AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
+    GROUP BY service_principal_id, source_ip, CAST(ts AS BIGINT) / $surrounding_us
+),
+si_near AS (
+    SELECT service_principal_id, source_ip, app_id, first_ts, last_ts, unnest(make_array(b - 1, b, b + 1)) AS nb FROM si
 ),
 judged AS (
     -- Each call against its principal's sign-ins within `surrounding` of it.
@@ -69,8 +80,8 @@ judged AS (
            max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
            array_agg(DISTINCT s.source_ip) AS signin_ips
     FROM public_calls c
-    JOIN si s ON s.service_principal_id = c.principal_id
-     AND s.si_ts >= c.ts - $surrounding AND s.si_ts <= c.ts + $surrounding
+    JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
+     AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
     GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id
 )
 SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
@@ -110,13 +121,24 @@ public_calls AS (
     WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
 si AS (
-    SELECT ts AS si_ts, service_principal_id, app_id, source_ip
+    -- The sign-ins per principal, address and `surrounding`-long time bucket, with the first and
+    -- last of them: a call at t has a sign-in of a bucket within `surrounding` of it exactly when
+    -- last >= t - surrounding and first <= t + surrounding (a bucket is no longer than that
+    -- span, so it cannot straddle both its ends), and only the buckets next to the call's can.
+    -- Joining on (principal, bucket) keeps a long window from pairing every call with every
+    -- sign-in of its principal.
+    SELECT service_principal_id, source_ip, max(app_id) AS app_id, min(ts) AS first_ts, max(ts) AS last_ts,
+           CAST(ts AS BIGINT) / $surrounding_us AS b
     FROM signins
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL AND error_code = 0
       AND category IN ('ServicePrincipalSignInLogs', 'ManagedIdentitySignInLogs')
       AND ts >= $range_start - $lookback - $surrounding AND ts <= $range_end + $surrounding
       AND day >= to_char($range_start - $lookback - $surrounding, '%Y-%m-%d')
       AND day <= to_char($range_end + $surrounding, '%Y-%m-%d')
+    GROUP BY service_principal_id, source_ip, CAST(ts AS BIGINT) / $surrounding_us
+),
+si_near AS (
+    SELECT service_principal_id, source_ip, app_id, first_ts, last_ts, unnest(make_array(b - 1, b, b + 1)) AS nb FROM si
 ),
 judged AS (
     SELECT c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us,
@@ -124,8 +146,8 @@ judged AS (
            max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
            array_agg(DISTINCT s.source_ip) AS signin_ips
     FROM public_calls c
-    JOIN si s ON s.service_principal_id = c.principal_id
-     AND s.si_ts >= c.ts - $surrounding AND s.si_ts <= c.ts + $surrounding
+    JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
+     AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
     GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us
 )
 SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
