@@ -32,7 +32,7 @@ def timed(cmd, timeout):
     try:
         p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        subprocess.run(["pkill", "-f", "release/wisp"])
+        subprocess.run(["pkill", "-f", WISP])
         return {"exit": "timeout", "seconds": timeout}
     secs = time.perf_counter() - t0
     lines = p.stderr.strip().splitlines()
@@ -48,14 +48,20 @@ def main():
     ap.add_argument("--end", default="2026-11-20T00:00:00Z")
     ap.add_argument("--name", default="large")
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--only", action="append", default=[], help="measure only these rules, keeping the others' results")
     a = ap.parse_args()
     end = dt.datetime.fromisoformat(a.end.replace("Z", "+00:00"))
     start = end - dt.timedelta(days=30)
     iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
     res = {"lake": a.lake, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
            "date": dt.date.today().isoformat(), "window": [iso(start), iso(end)], "runs": []}
+    path = os.path.join(ROOT, "benches", "results", f"memory-{a.name}.json")
+    if a.only and os.path.exists(path):
+        res["runs"] = [x for x in json.load(open(path))["runs"] if x["rule"] not in a.only]
     for r in rules():
         rid = r.get("id")
+        if a.only and rid not in a.only:
+            continue
         forms = [("hunt", [WISP, "hunt", rid])]
         if r.get("one_pass_backtest"):
             forms.append(("backtest", [WISP, "detect", "--rule", rid, "--max-alerts", "1000000000"]))
@@ -65,7 +71,7 @@ def main():
             x.update({"rule": rid, "form": form})
             res["runs"].append(x)
             print(rid, form, {k: v for k, v in x.items() if k != "error"}, file=sys.stderr, flush=True)
-    path = os.path.join(ROOT, "benches", "results", f"memory-{a.name}.json")
+    res["runs"].sort(key=lambda x: (x["rule"], x["form"]))
     json.dump(res, open(path, "w"), indent=2)
     print("| rule | form | exit | seconds | max RSS MiB | within 4 GiB |")
     print("|---|---|---|---|---|---|")
