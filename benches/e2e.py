@@ -205,8 +205,7 @@ def main():
         if a.only and rule not in a.only:
             continue
         r = {}
-        # The ASN rule's look-back is 65 minutes; the others' is their window.
-        lookback_us = 65 * 60_000_000 if rule == "sp_unusual_source_asn" else int(WINDOWS[rule].total_seconds() * 1e6)
+        lookback_us = int(WINDOWS[rule].total_seconds() * 1e6)  # the rule's look-back (the ASN rule's is 65 min)
         for label, start, mode in [("window", T - WINDOWS[rule], "window"), ("30d", end - dt.timedelta(days=30), mode30)]:
             stop = T if label == "window" else end
             if mode == "window":
