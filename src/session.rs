@@ -11,7 +11,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{col, SessionConfig, SessionContext};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,16 +65,39 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     cfg
 }
 
-/// Opens a session over a lake.
-pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, SessionError> {
+/// The runtime of a session: the bounded memory pool (operators spill beyond it) and the spill
+/// folder. Sessions that run concurrently share one, so together they stay within the pool.
+pub fn runtime(opts: &SessionOptions) -> Result<Arc<RuntimeEnv>, SessionError> {
     let mut rt = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)));
     if let Some(dir) = &opts.spill_dir {
         rt = rt.with_temp_file_path(dir.clone());
     }
+    Ok(Arc::new(rt.build()?))
+}
+
+/// Opens a session over a lake.
+pub async fn open(lake: &Lake, opts: &SessionOptions) -> Result<SessionContext, SessionError> {
+    open_on(lake, opts, runtime(opts)?).await
+}
+
+/// `n` sessions over a lake sharing one runtime (one memory pool): for running rules
+/// concurrently, each in its own session (a stateful rule registers its `terms_state` table in
+/// the session it runs in).
+pub async fn open_many(lake: &Lake, opts: &SessionOptions, n: usize) -> Result<Vec<SessionContext>, SessionError> {
+    let rt = runtime(opts)?;
+    let mut out = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        out.push(open_on(lake, opts, rt.clone()).await?);
+    }
+    Ok(out)
+}
+
+/// Opens a session over a lake on a given runtime.
+pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) -> Result<SessionContext, SessionError> {
     let mut cfg = session_config(opts.target_partitions);
     // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
     cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
-    let ctx = SessionContext::new_with_config_rt(cfg, Arc::new(rt.build()?));
+    let ctx = SessionContext::new_with_config_rt(cfg, rt);
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
     let mut cfg = opts.udfs.clone();

@@ -6,6 +6,7 @@ use crate::detect::store::StateDir;
 use crate::lake::Lake;
 use crate::time::{parse_duration, parse_utc, rfc3339};
 use clap::Args;
+use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -56,8 +57,17 @@ pub struct RunArgs {
     /// Catch up at most this much of missed runs; older ones are reported as a gap.
     #[arg(long, default_value = "7d")]
     pub max_catch_up: String,
+    /// Rules run at the same time (default: the number of cores, at most 4); they share one
+    /// memory pool (--memory-mb).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     #[command(flatten)]
     pub out: OutArgs,
+}
+
+/// Rules run at the same time: `--jobs`, or the cores (at most 4).
+pub fn jobs(flag: Option<usize>) -> usize {
+    flag.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4)).max(1)
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
@@ -81,19 +91,33 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_listener(stop.clone());
     let mut failed = false;
+    let jobs = jobs(a.jobs).min(rules.len().max(1));
     loop {
         let t = now();
-        let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
+        let sessions = crate::session::open_many(&lake, &a.lake.session_options(), jobs).await?;
         if let Some(root) = &dir.local_root {
-            crate::session::register_alerts(&ctx, root, &dir.url)?;
+            for ctx in &sessions {
+                crate::session::register_alerts(ctx, root, &dir.url)?;
+            }
         }
         let mut new = Vec::new();
-        for r in &rules {
-            if stop.load(Ordering::SeqCst) {
-                break;
+        // Rules run concurrently (each with its own ledger, state and alert files); their lines
+        // and alerts come out in the rules' order.
+        let (l, d, o, s) = (lake.clone(), dir.clone(), opts.clone(), stop.clone());
+        let mut ticks = crate::detect::each_rule(sessions, &rules, move |ctx, r| {
+            let (lake, dir, opts, stop) = (l.clone(), d.clone(), o.clone(), s.clone());
+            async move {
+                if stop.load(Ordering::SeqCst) {
+                    return (r, None);
+                }
+                let res = schedule::tick_rule(&ctx, &lake, &dir, &r, t, &opts).await;
+                (r, Some(res))
             }
-            match schedule::tick_rule(&ctx, &lake, &dir, r, t, &opts).await {
-                Ok(tick) => {
+        });
+        while let Some((r, res)) = ticks.next().await {
+            match res {
+                None => {}
+                Some(Ok(tick)) => {
                     if let Some(g) = &tick.gap {
                         eprintln!(
                             "warning: {}: {} run(s) from {} to {} were older than --max-catch-up {} and were skipped",
@@ -105,10 +129,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
                     }
                     new.extend(tick.new);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     failed = true;
                     eprintln!("error: {}: {e}", r.meta.id);
-                    if let Err(e2) = schedule::record_error(&dir, r, &opts, &e.to_string()).await {
+                    if let Err(e2) = schedule::record_error(&dir, &r, &opts, &e.to_string()).await {
                         eprintln!("error: {}: recording the failure: {e2}", r.meta.id);
                     }
                 }

@@ -42,3 +42,44 @@ pub enum DetectError {
     #[error("{0}")]
     Usage(String),
 }
+
+/// Runs `f` for every rule, at most `sessions.len()` at a time (each on a Tokio task, in a session
+/// of its own taken from `sessions` and given back when done), and yields the outputs in the
+/// rules' order as they become available. Sessions should share one runtime
+/// ([`crate::session::open_many`]) so that the rules together stay within one memory pool.
+pub fn each_rule<T, F, Fut>(
+    sessions: Vec<datafusion::prelude::SessionContext>,
+    rules: &[crate::rules::Rule],
+    f: F,
+) -> impl futures::Stream<Item = T>
+where
+    F: Fn(datafusion::prelude::SessionContext, crate::rules::Rule) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    use futures::StreamExt;
+    let n = sessions.len().max(1);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for s in sessions {
+        let _ = tx.send(s);
+    }
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    futures::stream::iter(rules.to_vec())
+        .map(move |r| {
+            let (tx, rx, f) = (tx.clone(), rx.clone(), f.clone());
+            async move {
+                let task = tokio::spawn(async move {
+                    // At most `n` tasks exist at once and each gives its session back: one is free.
+                    let ctx = rx.lock().await.recv().await.expect("a session per concurrent rule");
+                    let out = f(ctx.clone(), r).await;
+                    let _ = tx.send(ctx);
+                    out
+                });
+                match task.await {
+                    Ok(out) => out,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+        })
+        .buffered(n)
+}
