@@ -48,7 +48,13 @@ async fn scheduled_runs_with_a_gap_and_a_late_day_equal_the_backtest() {
         s.contains("2026-11-17") || s.contains("y=2026/m=11/d=17")
     };
     let (late, on_time): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| late_day(p));
-    assert!(!late.is_empty(), "the generator's layout changed: no file of 2026-11-17");
+    assert!(late.len() >= 2, "the generator's layout changed: no files of 2026-11-17");
+    // Half of the late day arrives and is compacted (with everything else) before the next tick:
+    // its rows reach the scheduler only through compacted files. The other half arrives later as
+    // plain ingest files.
+    let (late_a, late_b): (Vec<_>, Vec<_>) = late.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (late_a, late_b): (Vec<_>, Vec<_>) =
+        (late_a.into_iter().map(|(_, p)| p).collect(), late_b.into_iter().map(|(_, p)| p).collect());
     let lake_dir = tmp("sched-lake");
     let ingest = |inputs: Vec<std::path::PathBuf>| {
         let mut o = opts(inputs.iter().map(|p| p.display().to_string()).collect());
@@ -73,16 +79,44 @@ async fn scheduled_runs_with_a_gap_and_a_late_day_equal_the_backtest() {
     ticks.extend(["2026-11-19T06:00:00Z", "2026-11-19T07:00:00Z", "2026-11-20T00:00:00Z"].map(String::from));
     let mut sent: Vec<wisp::detect::Alert> = Vec::new();
     let (mut suppressed, mut reruns, mut dropped) = (0, 0, 0);
+    let compact_all = |lake: wisp::lake::Lake| async move {
+        let _lock = wisp::lake::WriteLock::acquire(&lake, "test").unwrap();
+        let o = wisp::lake::compact::CompactOptions { min_files: 1, ..Default::default() };
+        wisp::lake::compact::compact(&lake, &o).await.unwrap()
+    };
+    let (mut reruns_compacted, mut reruns_plain) = (0, 0);
     for now in &ticks {
+        let mut compacted_seen_data = false;
+        if now == "2026-11-16T18:00:00Z" {
+            // Compacting data every rule has seen must not re-run anything.
+            assert!(!compact_all(lake.clone()).await.is_empty());
+            compacted_seen_data = true;
+        }
         if now == "2026-11-17T19:30:00Z" {
-            ingest_into(&lake_dir, ingest(late.clone())).await;
+            ingest_into(&lake_dir, ingest(late_a.clone())).await;
+            assert!(!compact_all(lake.clone()).await.is_empty());
+        }
+        if now == "2026-11-18T02:00:00Z" {
+            ingest_into(&lake_dir, ingest(late_b.clone())).await;
         }
         // A fresh session per tick, as the long-running form does: new files are listed.
         let ctx = wisp::session::open(&lake, &Default::default()).await.unwrap();
         for r in &rules {
             let tick = tick_rule(&ctx, &lake, &dir, r, t(now), &opts).await.unwrap();
+            assert!(
+                !compacted_seen_data || tick.reruns == 0,
+                "{}: compaction re-ran {:?}",
+                r.meta.id,
+                tick.rerun_range
+            );
             suppressed += tick.suppressed;
             reruns += tick.reruns;
+            if now == "2026-11-17T19:30:00Z" {
+                reruns_compacted += tick.reruns;
+            }
+            if now == "2026-11-18T02:00:00Z" {
+                reruns_plain += tick.reruns;
+            }
             dropped += tick.state_dropped as u32;
             sent.extend(tick.new);
         }
@@ -115,6 +149,8 @@ async fn scheduled_runs_with_a_gap_and_a_late_day_equal_the_backtest() {
 
     eprintln!("re-runs {reruns}, state dropped {dropped}, suppressed {suppressed}");
     assert!(reruns > 0, "the late day re-ran windows");
+    assert!(reruns_compacted > 0, "late rows seen only in compacted files re-ran windows");
+    assert!(reruns_plain > 0, "late rows in plain ingest files re-ran windows");
     assert!(dropped > 0, "the late day dropped first-seen state that covered it");
 
     // The store holds exactly what was sent; the ledgers are at the last tick.

@@ -54,6 +54,7 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
             "note: with fewer than 12 days the scenarios lack their 11 days of history; ground truth may not hold"
         );
     }
+    let lake_dir = o.out.join("lake");
     let handle = tokio::runtime::Handle::current();
     let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || generate(&o, handle)).await??;
@@ -63,6 +64,10 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
     }
     if let Some(s) = &report.ingest {
         eprintln!("{s}");
+        // The generator writes each day in many overlapping files, as a busy ingest would.
+        let lake = crate::lake::Lake::open_existing(&lake_dir.display().to_string())?;
+        let _lock = crate::lake::WriteLock::acquire(&lake, "wisp gen (compaction)")?;
+        super::compact::compact_and_report(&lake, &Default::default(), false).await?;
     }
     Ok(EXIT_OK)
 }

@@ -42,6 +42,10 @@ pub struct IngestArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// After the ingest, compact each day that has at least this many files (as `wisp compact`
+    /// does); 0 never compacts.
+    #[arg(long, default_value_t = 24)]
+    pub compact_after: usize,
 }
 
 /// Removes `dir` if nothing but empty folders is left in it (a failed ingest into a new folder
@@ -84,6 +88,11 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
     };
     let summary = ingest(&lake, &opts).await?;
     eprintln!("{summary}");
+    if a.compact_after > 0 && lake.local_root.is_some() && summary.written_total() > 0 {
+        let _lock = crate::lake::WriteLock::acquire(&lake, "wisp ingest (compaction)")?;
+        let o = crate::lake::compact::CompactOptions { min_files: a.compact_after, ..Default::default() };
+        super::compact::compact_and_report(&lake, &o, false).await?;
+    }
     if let Some(p) = &a.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;

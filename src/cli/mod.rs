@@ -5,6 +5,7 @@
 //! could not be read (the others were still ingested); 3 `--strict` and records were rejected;
 //! 4 `wisp run`: some runs failed (the others ran and committed).
 
+pub mod compact;
 pub mod demo;
 pub mod detect;
 pub mod explain;
@@ -66,6 +67,8 @@ pub enum Command {
     Shell(shell::ShellArgs),
     /// Generate a synthetic tenant (raw exports or a lake) with injected attacks and ground truth.
     Gen(gen::GenArgs),
+    /// Rewrite days with many files into few `ts`-sorted files (atomic, lossless).
+    Compact(compact::CompactArgs),
 }
 
 /// Which rules a detection command runs (`detect`, `run`).
@@ -226,5 +229,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pivot(a) => pivot::run(a).await,
         Command::Shell(a) => shell::run(a).await,
         Command::Gen(a) => gen::run(a).await,
+        Command::Compact(a) => compact::run(a).await,
     }
 }

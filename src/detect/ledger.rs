@@ -8,7 +8,7 @@
 
 use super::store::{StateDir, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Runs skipped because they were older than `--max-catch-up` when the scheduler came back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,10 @@ pub struct Ledger {
     pub next_end_us: i64,
     /// Ingest runs (file-name prefixes) the rule's tables held at the last run.
     pub seen_ingests: BTreeSet<String>,
+    /// Compacted files of the rule's tables seen at the last run, with the ingest runs each
+    /// holds (read once from its footer).
+    #[serde(default)]
+    pub compacted: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub gaps: Vec<Gap>,
     #[serde(default)]

@@ -30,7 +30,7 @@ use super::run::{run, RunResult};
 use super::state;
 use super::store::{self, StateDir};
 use super::DetectError;
-use crate::lake::Lake;
+use crate::lake::{compact, Lake, LakeError};
 use crate::query::ScanStats;
 use crate::rules::{Rule, RuleType, RunWindow};
 use crate::time::{from_micros, micros, rfc3339};
@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How the scheduler starts new ledgers and catches up.
 #[derive(Debug, Clone)]
@@ -72,13 +72,6 @@ pub struct RuleTick {
     pub state_dropped: bool,
 }
 
-/// A data file of an ingest run: `<table>/day=…/<run id>-<seq>.parquet`.
-fn ingest_of(path: &str) -> Option<&str> {
-    let name = path.rsplit('/').next()?.strip_suffix(".parquet")?;
-    let (run, seq) = name.rsplit_once('-')?;
-    (!seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit())).then_some(run)
-}
-
 /// The data files of the rule's tables.
 async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<StorePath>, DetectError> {
     let mut out = Vec::new();
@@ -96,43 +89,60 @@ async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<StorePath>, DetectEr
     Ok(out)
 }
 
-/// The `ts` range of a data file, from its footer statistics.
-async fn ts_range(lake: &Lake, path: &StorePath) -> Result<Option<(i64, i64)>, DetectError> {
-    use object_store::ObjectStoreExt;
-    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-    use parquet::file::statistics::Statistics;
-    let fail = |msg: String| DetectError::Store(store::StoreError { path: path.to_string(), msg });
-    let size = lake.store.head(path).await.map_err(|e| fail(e.to_string()))?.size;
-    if size < 8 {
-        return Err(fail("not a Parquet file (too short)".into()));
-    }
-    let tail = lake.store.get_range(path, size - 8..size).await.map_err(|e| fail(e.to_string()))?;
-    let tail: [u8; 8] = tail.as_ref().try_into().map_err(|_| fail("short read of the footer".into()))?;
-    let len = FooterTail::try_new(&tail).map_err(|e| fail(e.to_string()))?.metadata_length() as u64;
-    if len + 8 > size {
-        return Err(fail("corrupt footer length".into()));
-    }
-    let meta = lake.store.get_range(path, size - 8 - len..size - 8).await.map_err(|e| fail(e.to_string()))?;
-    let md = ParquetMetaDataReader::decode_metadata(&meta).map_err(|e| fail(format!("reading the footer: {e}")))?;
-    let schema = md.file_metadata().schema_descr();
-    let Some(ts) = (0..schema.num_columns()).find(|&i| schema.column(i).name() == "ts") else { return Ok(None) };
-    let mut range: Option<(i64, i64)> = None;
-    for rg in md.row_groups() {
-        if rg.num_rows() == 0 {
-            continue;
+/// What the rule's tables hold now, against what the ledger saw.
+struct Arrivals {
+    /// Every ingest run with rows in the tables (in its own files or in compacted ones).
+    present: BTreeSet<String>,
+    /// The compacted files and the runs each holds.
+    compacted: BTreeMap<String, Vec<String>>,
+    /// The `ts` ranges of the rows of runs the ledger has not seen.
+    unseen: Vec<(i64, i64)>,
+}
+
+/// Lists the rule's data files and finds the ingest runs the ledger has not seen, with their `ts`
+/// ranges: from an ingest file's footer statistics, or from a compacted file's `wisp.sources`
+/// (read once per compacted file). A compaction that replaces files while we read makes a
+/// footer vanish: the listing is then taken again.
+async fn arrivals(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals, DetectError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match arrivals_once(lake, rule, l).await {
+            Err(DetectError::Lake(LakeError::Read { msg, .. })) if attempt < 4 && msg.contains("not found") => continue,
+            r => return r,
         }
-        match rg.column(ts).statistics() {
-            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(&lo), Some(&hi)) => {
-                    range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+}
+
+async fn arrivals_once(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals, DetectError> {
+    let mut a = Arrivals { present: BTreeSet::new(), compacted: BTreeMap::new(), unseen: Vec::new() };
+    let add = |lo: i64, hi: i64, a: &mut Arrivals| a.unseen.push((lo, hi));
+    for f in data_files(lake, rule).await? {
+        let name = f.as_ref();
+        if compact::is_compacted(name) {
+            let runs = match l.compacted.get(name) {
+                Some(runs) => runs.clone(),
+                None => {
+                    let md = compact::footer(lake, &f).await?;
+                    let sources = compact::sources(name, &md)?;
+                    for s in sources.iter().filter(|s| !l.seen_ingests.contains(&s.run)) {
+                        add(s.lo, s.hi, &mut a);
+                    }
+                    sources.into_iter().map(|s| s.run).collect()
                 }
-                // No statistics: assume the file may hold any time.
-                _ => return Ok(Some((i64::MIN, i64::MAX))),
-            },
-            _ => return Ok(Some((i64::MIN, i64::MAX))),
+            };
+            a.present.extend(runs.iter().cloned());
+            a.compacted.insert(name.to_string(), runs);
+        } else if let Some(run) = compact::ingest_run(name) {
+            if !l.seen_ingests.contains(run) {
+                if let Some((lo, hi)) = compact::ts_range(&compact::footer(lake, &f).await?) {
+                    add(lo, hi, &mut a);
+                }
+            }
+            a.present.insert(run.to_string());
         }
     }
-    Ok(range)
+    Ok(a)
 }
 
 /// How far before a window a rule reads events that can *complete* a finding: its history window
@@ -163,6 +173,7 @@ fn new_ledger(rule: &Rule, opts: &Options, step: i64) -> Ledger {
         since: rfc3339(opts.since),
         next_end_us: align_up(opts.since.timestamp_micros(), step),
         seen_ingests: BTreeSet::new(),
+        compacted: BTreeMap::new(),
         gaps: Vec::new(),
         last_run: None,
         last_error: None,
@@ -195,20 +206,15 @@ pub async fn tick_rule(
     let mut out = RuleTick { rule_id: id.clone(), ..Default::default() };
 
     // Arrivals since the last tick, and the runs already done that they fall in.
-    let files = data_files(lake, rule).await?;
-    let present: BTreeSet<String> = files.iter().filter_map(|p| ingest_of(p.as_ref()).map(str::to_string)).collect();
+    let found = arrivals(lake, rule, &l).await?;
     let first_end = align_up(crate::time::parse_utc(&l.since)?.timestamp_micros(), step);
     let last_done = l.next_end_us - step;
-    let mut late: Option<(i64, i64)> = None;
-    if !fresh && last_done >= first_end {
-        for f in files.iter().filter(|f| ingest_of(f.as_ref()).is_some_and(|r| !l.seen_ingests.contains(r))) {
-            if let Some((lo, hi)) = ts_range(lake, f).await? {
-                if lo <= last_done {
-                    late = Some(late.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-                }
-            }
-        }
-    }
+    // Rows that arrived for runs already done: their runs (and those their context reaches) again.
+    let late = found
+        .unseen
+        .iter()
+        .filter(|&&(lo, _)| !fresh && last_done >= first_end && lo <= last_done)
+        .fold(None, |acc: Option<(i64, i64)>, &(lo, hi)| Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)))));
     let mut results: Vec<RunResult> = Vec::new();
     if let Some((lo, hi)) = late {
         let reach = micros(context(rule)?);
@@ -310,7 +316,8 @@ pub async fn tick_rule(
     if let Some(last) = due.last() {
         l.next_end_us = last + step;
     }
-    l.seen_ingests = present;
+    l.seen_ingests = found.present;
+    l.compacted = found.compacted;
     l.runs_done += out.runs;
     l.last_error = None;
     out.seconds = started.elapsed().as_secs_f64();

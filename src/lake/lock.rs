@@ -173,6 +173,8 @@ pub struct Repairs {
 pub fn repair(lake: &Lake, committed: &HashSet<String>) -> Repairs {
     let mut r = Repairs::default();
     let Some(root) = &lake.local_root else { return r };
+    // A compaction that did not finish: its staging folder (new files, or old ones after the swap).
+    r.staging_files += super::compact::remove_staging_folders(lake);
     let mut files = Vec::new();
     for t in super::ALL_TABLES {
         files_under(&root.join(t.name()), &mut files);

@@ -1,6 +1,7 @@
 //! The lake: table schemas, layout, the atomic Parquet writer, the ingest manifest, rejected
 //! records, and store URLs → `object_store`. Knows nothing of export formats.
 
+pub mod compact;
 pub mod lock;
 pub mod schema;
 pub mod writer;

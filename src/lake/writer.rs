@@ -14,7 +14,7 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
@@ -110,14 +110,19 @@ pub struct LakeWriter {
     pub stats: WriteStats,
 }
 
-fn props() -> WriterProperties {
+/// The lake's Parquet settings: zstd, page statistics, sorted by `ts` (the first column), a bloom
+/// filter on `id`.
+pub(crate) fn props_builder() -> WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1_000_000))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
-        .build()
+}
+
+fn props() -> WriterProperties {
+    props_builder().build()
 }
 
 impl LakeWriter {
