@@ -10,7 +10,7 @@ async fn main() {
         Ok(code) => code,
         Err(e) if wisp::cli::is_broken_pipe(&e) => wisp::cli::EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", wisp::cli::error_text(&e));
             wisp::cli::EXIT_ERROR
         }
     };

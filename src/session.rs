@@ -98,6 +98,9 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
     cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
     let ctx = SessionContext::new_with_config_rt(cfg, rt);
+    if let Some((base, store)) = &lake.remote {
+        ctx.register_object_store(base, store.clone());
+    }
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
     let mut cfg = opts.udfs.clone();

@@ -193,6 +193,22 @@ impl OutArgs {
     }
 }
 
+/// An error and its causes on one line, each cause only when its text is not already there
+/// (object-store errors repeat their sources' text in their own).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&t);
+        }
+    }
+    out
+}
+
 /// True when an error comes from writing to a reader that went away (`wisp … | head -1`): not a
 /// failure, as ripgrep and xsv treat it.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {

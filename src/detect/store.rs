@@ -52,7 +52,13 @@ impl StateDir {
         let path = match (state, &lake.local_root) {
             (Some(s), _) => PathBuf::from(s.strip_prefix("file://").unwrap_or(s)),
             (None, Some(root)) => root.join("_state"),
-            (None, None) => return Err(LakeError::Unsupported(lake.url.clone())),
+            (None, None) => {
+                return Err(LakeError::LocalOnly {
+                    what: "a state folder inside the lake",
+                    url: lake.url.clone(),
+                    instead: "give --state with a local folder",
+                })
+            }
         };
         // A local folder, opened as a lake is (created, canonical, `file://` URL).
         let l = Lake::open(&path.display().to_string())?;

@@ -165,10 +165,11 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
     let mut paths = Vec::new();
     let mut bad = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut remote_files = Vec::new();
     for input in inputs {
         let local = input.strip_prefix("file://").unwrap_or(input);
-        if input.contains("://") && !input.starts_with("file://") {
-            bad.push(format!("{input}: remote inputs are not supported yet; copy the files locally"));
+        if crate::lake::location::is_remote(input) {
+            discover_remote(input, &handle, &mut remote_files, &mut bad);
             continue;
         }
         let p = Path::new(local);
@@ -234,7 +235,72 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
             handle: handle.clone(),
         });
     }
+    files.extend(remote_files);
     (files, bad)
+}
+
+/// The objects at an object-store URL: the object itself, or every object under it as a prefix
+/// (sorted by key). Listing uses a store and a runtime of its own; the files read through a new
+/// store on the caller's runtime.
+fn discover_remote(input: &str, handle: &Handle, out: &mut Vec<InputFile>, bad: &mut Vec<String>) {
+    let remote = match crate::lake::location::remote(input) {
+        Ok(r) => r,
+        Err(e) => return bad.push(format!("{input}: {e}")),
+    };
+    let hint = crate::lake::location::credential_hint(input);
+    let loc = input.to_string();
+    let listed = crate::lake::run_async(async move {
+        let r = crate::lake::location::remote(&loc)?;
+        let fail = |e: object_store::Error| crate::lake::LakeError::Read { path: loc.clone(), msg: e.to_string() };
+        let mut objects = Vec::new();
+        // The location as one object, else as a prefix.
+        if !r.prefix.as_ref().is_empty() {
+            match r.root.head(&r.prefix).await {
+                Ok(m) => objects.push(m),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        if objects.is_empty() {
+            let prefix = (!r.prefix.as_ref().is_empty()).then_some(&r.prefix);
+            let mut s = r.root.list(prefix);
+            while let Some(m) = s.next().await {
+                objects.push(m.map_err(fail)?);
+            }
+        }
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        let mut gz = Vec::new();
+        for m in objects {
+            let name = m.location.as_ref().to_ascii_lowercase();
+            let gzip = name.ends_with(".gz")
+                || (m.size >= 2 && r.root.get_range(&m.location, 0..2).await.map_err(fail)?.as_ref() == [0x1f, 0x8b]);
+            gz.push((m, gzip));
+        }
+        Ok(gz)
+    });
+    let objects = match listed {
+        Ok(o) => o,
+        Err(e) => return bad.push(format!("{input}: {e} — {hint}")),
+    };
+    if objects.is_empty() {
+        return bad.push(format!("{input}: no object at or under this location"));
+    }
+    let base = remote.base.as_str().trim_end_matches('/').to_string();
+    for (m, gzip) in objects {
+        if m.size == 0 && m.location.as_ref().ends_with('/') {
+            continue; // a folder marker
+        }
+        let url = format!("{base}/{}", m.location);
+        out.push(InputFile {
+            store: remote.root.clone(),
+            path: m.location,
+            display: url.clone(),
+            url,
+            size: m.size,
+            gzip,
+            handle: handle.clone(),
+        });
+    }
 }
 
 fn has_gzip_magic(p: &Path) -> bool {

@@ -253,7 +253,13 @@ pub fn remove_staging_folders(lake: &Lake) -> usize {
 
 /// Compacts the days of the lake that `opts` selects. The caller holds the lake's write lock.
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<Vec<DayCompaction>, LakeError> {
-    let Some(root) = lake.local_root.clone() else { return Err(LakeError::Unsupported(lake.url.clone())) };
+    let Some(root) = lake.local_root.clone() else {
+        return Err(LakeError::LocalOnly {
+            what: "compaction",
+            url: lake.url.clone(),
+            instead: "its day files stay as ingest wrote them (queries are unaffected, only slower)",
+        });
+    };
     let tables: Vec<Table> = if opts.tables.is_empty() { ALL_TABLES.to_vec() } else { opts.tables.clone() };
     let mut out = Vec::new();
     for t in tables {

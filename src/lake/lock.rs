@@ -28,6 +28,127 @@ pub struct Holder {
 pub struct WriteLock {
     path: Option<PathBuf>,
     me: Holder,
+    remote: Option<RemoteLock>,
+}
+
+/// A lock object in an object store: created with a conditional put (`PutMode::Create`), held
+/// under a lease that a heartbeat thread renews (`PutMode::Update` on the version it wrote); a
+/// holder whose lease ran out (a killed process) is taken over with a conditional update, so of
+/// two processes that both find it stale only one wins.
+#[derive(Debug)]
+struct RemoteLock {
+    location: String,
+    path: object_store::path::Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a lock object holds without renewal.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Leased {
+    #[serde(flatten)]
+    holder: Holder,
+    /// Microseconds since the epoch after which the lock is stale.
+    lease_until_us: i64,
+}
+
+fn leased(me: &Holder) -> Vec<u8> {
+    let until = chrono::Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
+    serde_json::to_vec_pretty(&Leased { holder: me.clone(), lease_until_us: until }).expect("serializable")
+}
+
+fn version(e_tag: Option<String>, version: Option<String>) -> object_store::UpdateVersion {
+    object_store::UpdateVersion { e_tag, version }
+}
+
+/// Takes the lock object `key` of the lake at `location` (waiting for a live holder).
+fn acquire_remote(location: &str, key: &str, kind: &str, me: &Holder) -> Result<RemoteLock, LakeError> {
+    use object_store::{ObjectStoreExt, PutMode, PutOptions};
+    let path = object_store::path::Path::from(key);
+    let (loc, p, m) = (location.to_string(), path.clone(), me.clone());
+    let kind = kind.to_string();
+    // Take it, and keep the version we wrote for the heartbeat.
+    let first = super::run_async(async move {
+        let lake = super::Lake::open(&loc)?;
+        let err = |e: object_store::Error| LakeError::Store { url: format!("{loc}{p}"), source: e };
+        let mut told = false;
+        loop {
+            let put = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match lake.store.put_opts(&p, leased(&m).into(), put).await {
+                Ok(r) => return Ok(version(r.e_tag, r.version)),
+                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+            let got = match lake.store.get(&p).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
+                Err(e) => return Err(err(e)),
+            };
+            let v = version(got.meta.e_tag.clone(), got.meta.version.clone());
+            let body = got.bytes().await.map_err(err)?;
+            let held = serde_json::from_slice::<Leased>(&body).ok();
+            let stale = held.as_ref().is_none_or(|h| h.lease_until_us < chrono::Utc::now().timestamp_micros());
+            if stale {
+                let put = PutOptions { mode: PutMode::Update(v), ..Default::default() };
+                match lake.store.put_opts(&p, leased(&m).into(), put).await {
+                    Ok(r) => return Ok(version(r.e_tag, r.version)),
+                    Err(object_store::Error::Precondition { .. }) | Err(object_store::Error::AlreadyExists { .. }) => {
+                        continue
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            if !told {
+                if let Some(h) = &held {
+                    eprintln!(
+                        "waiting for the {kind} lock ({loc}{p}): held by {} (pid {} on {}, since {})",
+                        h.holder.what, h.holder.pid, h.holder.host, h.holder.since
+                    );
+                }
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })?;
+    // The heartbeat renews the lease on the version it last wrote, on a runtime of its own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (loc, p, m, st) = (location.to_string(), path.clone(), me.clone(), stop.clone());
+    let beat = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            let Ok(lake) = super::Lake::open(&loc) else { return };
+            let mut v = first;
+            let mut last = std::time::Instant::now();
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if last.elapsed() < LEASE / 4 {
+                    continue;
+                }
+                let put = PutOptions { mode: PutMode::Update(v.clone()), ..Default::default() };
+                match lake.store.put_opts(&p, leased(&m).into(), put).await {
+                    Ok(r) => {
+                        v = version(r.e_tag, r.version);
+                        last = std::time::Instant::now();
+                    }
+                    Err(e) => {
+                        eprintln!("warning: renewing the lock {loc}{p} failed: {e}");
+                        last = std::time::Instant::now();
+                    }
+                }
+            }
+            // Released: remove it if it is still ours.
+            if let Ok(g) = lake.store.get(&p).await {
+                if let Ok(b) = g.bytes().await {
+                    if serde_json::from_slice::<Leased>(&b).is_ok_and(|l| l.holder == m) {
+                        let _ = lake.store.delete(&p).await;
+                    }
+                }
+            }
+        })
+    });
+    Ok(RemoteLock { location: location.to_string(), path, stop, beat: Some(beat) })
 }
 
 fn host() -> String {
@@ -51,8 +172,15 @@ impl WriteLock {
     pub fn acquire(lake: &Lake, what: &str) -> Result<WriteLock, LakeError> {
         match &lake.local_root {
             Some(root) => Self::acquire_file(root.join("_meta").join("write.lock"), "lake's write", what),
-            None => Ok(WriteLock { path: None, me: Self::holder(what) }),
+            None => Self::acquire_object(&lake.location, "_meta/write.lock", "lake's write", what),
         }
+    }
+
+    /// Takes the lock object `key` under the object-store location `location` (see [`RemoteLock`]).
+    pub fn acquire_object(location: &str, key: &str, kind: &str, what: &str) -> Result<WriteLock, LakeError> {
+        let me = Self::holder(what);
+        let remote = acquire_remote(location, key, kind, &me)?;
+        Ok(WriteLock { path: None, me, remote: Some(remote) })
     }
 
     fn holder(what: &str) -> Holder {
@@ -75,7 +203,7 @@ impl WriteLock {
                     f.write_all(&body)
                         .and_then(|_| f.sync_all())
                         .map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
-                    return Ok(WriteLock { path: Some(path), me });
+                    return Ok(WriteLock { path: Some(path), me, remote: None });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
@@ -121,6 +249,13 @@ impl WriteLock {
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
+        if let Some(r) = &mut self.remote {
+            r.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(b) = r.beat.take() {
+                let _ = b.join();
+            }
+            let _ = (&r.location, &r.path);
+        }
         if let Some(p) = &self.path {
             // Only our own lock: never one taken over after ours was judged stale.
             let ours = std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<Holder>(&b).ok());

@@ -2,6 +2,7 @@
 //! records, and store URLs → `object_store`. Knows nothing of export formats.
 
 pub mod compact;
+pub mod location;
 pub mod lock;
 pub mod schema;
 pub mod writer;
@@ -31,8 +32,12 @@ pub enum LakeError {
     Missing(String),
     #[error("{0} is not a wisp lake (it holds none of the lake's table folders or _meta/) — check the path")]
     NotALake(String),
-    #[error("unsupported lake location '{0}': give a local folder (object-store URLs come with the storage issue)")]
+    #[error("unsupported location '{0}'")]
     Unsupported(String),
+    #[error("{url}: {msg} — {hint}")]
+    Credentials { url: String, msg: String, hint: &'static str },
+    #[error("{what} is not supported on an object-store lake ({url}) yet: {instead}")]
+    LocalOnly { what: &'static str, url: String, instead: &'static str },
 }
 
 /// A lake location: an object store and the URL DataFusion reads it by.
@@ -43,6 +48,11 @@ pub struct Lake {
     pub url: String,
     /// Local root, when the lake is a folder.
     pub local_root: Option<PathBuf>,
+    /// For a lake in an object store: the store at its bucket root and the URL sessions register
+    /// it under (`s3://bucket`); `store` is the same store under the lake's prefix.
+    pub remote: Option<(url::Url, Arc<dyn ObjectStore>)>,
+    /// The location as given (`--lake`).
+    pub location: String,
 }
 
 impl Lake {
@@ -56,9 +66,55 @@ impl Lake {
         }
     }
 
+    /// A lake in an object store (nothing is read or created).
+    fn open_remote(location: &str) -> Result<Self, LakeError> {
+        let r = location::remote(location)?;
+        let store: Arc<dyn ObjectStore> = if r.prefix.as_ref().is_empty() {
+            r.root.clone()
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(r.root.clone(), r.prefix.clone()))
+        };
+        Ok(Lake {
+            store,
+            url: r.url(),
+            local_root: None,
+            remote: Some((r.base, r.root)),
+            location: location.to_string(),
+        })
+    }
+
+    /// What the lake's root holds (top-level names), for the existence check of remote lakes.
+    async fn top_level(&self) -> Result<Vec<String>, LakeError> {
+        let l = self.store.list_with_delimiter(None).await.map_err(|e| match e {
+            object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
+                LakeError::Credentials {
+                    url: self.url.clone(),
+                    msg: e.to_string(),
+                    hint: location::credential_hint(&self.url),
+                }
+            }
+            e => LakeError::Store { url: self.url.clone(), source: e },
+        })?;
+        Ok(l.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
+    }
+
     /// Opens an existing lake for reading. A location that does not exist, or a folder that holds
     /// no lake, is an error: a typo in `--lake` must not read as "no findings".
     pub fn open_existing(location: &str) -> Result<Self, LakeError> {
+        if location::is_remote(location) {
+            let lake = Self::open_remote(location)?;
+            // Checked with a store of its own on a runtime of its own: pooled connections stay
+            // with the runtime that made them.
+            let loc = location.to_string();
+            let names = run_async(async move { Self::open_remote(&loc)?.top_level().await })?;
+            if names.is_empty() {
+                return Err(LakeError::Missing(location.to_string()));
+            }
+            if !names.iter().any(|n| n == "_meta" || ALL_TABLES.iter().any(|t| t.name() == n)) {
+                return Err(LakeError::NotALake(location.to_string()));
+            }
+            return Ok(lake);
+        }
         let path = Self::local_path(location)?;
         if !path.is_dir() {
             return Err(LakeError::Missing(location.to_string()));
@@ -70,8 +126,12 @@ impl Lake {
         Self::open(location)
     }
 
-    /// Opens (creating if needed) a lake at a local folder or `file://` URL: for writers.
+    /// Opens (creating if needed) a lake at a local folder, `file://` URL or object-store URL:
+    /// for writers.
     pub fn open(location: &str) -> Result<Self, LakeError> {
+        if location::is_remote(location) {
+            return Self::open_remote(location);
+        }
         let path = Self::local_path(location)?;
         std::fs::create_dir_all(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
         let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
@@ -81,13 +141,34 @@ impl Lake {
         if !url.ends_with('/') {
             url.push('/');
         }
-        Ok(Lake { store: Arc::new(store), url, local_root: Some(abs) })
+        Ok(Lake { store: Arc::new(store), url, local_root: Some(abs), remote: None, location: location.to_string() })
     }
 
-    /// The first and last `day=` partition of any table (local lakes; `None` when there is no data
-    /// or the lake is not a folder).
+    /// The first and last `day=` partition of any table (`None` when there is no data).
     pub fn day_span(&self) -> Option<(chrono::NaiveDate, chrono::NaiveDate)> {
-        let root = self.local_root.as_ref()?;
+        let Some(root) = self.local_root.as_ref() else {
+            // An object store has no empty folders: every `day=` prefix holds an object.
+            let loc = self.location.clone();
+            let days = run_async(async move {
+                let lake = Self::open_remote(&loc)?;
+                let mut days = Vec::new();
+                for t in ALL_TABLES {
+                    let prefix = StorePath::from(t.name());
+                    let l = lake
+                        .store
+                        .list_with_delimiter(Some(&prefix))
+                        .await
+                        .map_err(|e| LakeError::Store { url: lake.url.clone(), source: e })?;
+                    days.extend(l.common_prefixes.iter().filter_map(|p| {
+                        let d = p.filename()?.strip_prefix("day=")?;
+                        chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()
+                    }));
+                }
+                Ok(days)
+            })
+            .ok()?;
+            return Some((*days.iter().min()?, *days.iter().max()?));
+        };
         let mut span: Option<(chrono::NaiveDate, chrono::NaiveDate)> = None;
         for t in ALL_TABLES {
             for e in std::fs::read_dir(root.join(t.name())).into_iter().flatten().flatten() {
@@ -118,4 +199,20 @@ impl Lake {
     pub fn day_prefix(table: Table, day: &str) -> StorePath {
         StorePath::from(format!("{}/day={}", table.name(), day))
     }
+}
+
+/// Runs a future to completion from synchronous code, inside or outside a Tokio runtime: on a
+/// thread and a current-thread runtime of its own (a store used there should be its own too).
+pub fn run_async<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, LakeError>> + Send + 'static,
+) -> Result<T, LakeError> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LakeError::Read { path: "runtime".into(), msg: e.to_string() })?
+            .block_on(f)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(LakeError::Read { path: "runtime".into(), msg: "a store call panicked".into() }))
 }
