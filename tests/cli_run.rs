@@ -302,6 +302,96 @@ fn a_webhook_that_fails_first_gets_every_alert_once() {
     assert_eq!(sent, want, "every alert once, after the failures");
 }
 
+/// An https endpoint (Python's http.server with a self-signed certificate for 127.0.0.1) that
+/// appends each POST body as a line to `log`; `None` when openssl or python3 is missing.
+fn https_server(dir: &std::path::Path, log: &std::path::Path) -> Option<(Killed, String, std::path::PathBuf)> {
+    // A test CA, and a server certificate for 127.0.0.1 signed by it (webpki refuses a
+    // self-signed CA certificate as the server's own).
+    let (cert, key, ca) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=wisp-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile leaf.ext
+"#;
+    let ok = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: openssl is missing (it makes the test certificates)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let py = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        with open(sys.argv[2], 'ab') as f:
+            f.write(body + b'\n')
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[3], sys.argv[4])
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+    let child =
+        Command::new("python3").args(["-c", py, &port.to_string()]).arg(log).arg(&cert).arg(&key).spawn().ok()?;
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the https server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some((Killed(child), format!("https://127.0.0.1:{port}/hook"), ca))
+}
+
+/// A child process killed when dropped (also when the test fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_https_webhook_is_verified_and_gets_every_alert_once() {
+    let lake = samples_lake();
+    let dir = tmp("run-https");
+    let log = dir.join("received.jsonl");
+    let Some((server, url, ca)) = https_server(&dir, &log) else { return };
+    let state = tmp("run-https-state");
+    let hook = format!("webhook:{url}");
+    // An untrusted certificate: refused, kept in the outbox, exit 4.
+    let (code, out, err) =
+        run(run_cmd(&lake, &state, UNTIL).args(["--sink", &hook, "--sink", "stdout"]).env_remove("SSL_CERT_FILE"));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    assert!(!log.exists(), "nothing delivered over an unverified connection");
+    let mut want = ids(&out);
+    want.sort();
+    assert!(!want.is_empty());
+    // Trusting the test CA (SSL_CERT_FILE, as for an internal CA): the outbox goes out, once.
+    for _ in 0..2 {
+        let (code, _, err) = run(run_cmd(&lake, &state, UNTIL).args(["--sink", &hook]).env("SSL_CERT_FILE", &ca));
+        assert_eq!(code, 0, "{err}");
+    }
+    drop(server);
+    let mut sent: Vec<String> = Vec::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        sent.extend(v.as_array().unwrap().iter().map(|a| a["alert_id"].as_str().unwrap().to_string()));
+    }
+    sent.sort();
+    assert_eq!(sent, want, "every alert once, over https");
+}
+
 #[test]
 fn suppression_holds_across_scheduled_runs_as_in_the_backtest() {
     let lake = samples_lake();

@@ -37,14 +37,12 @@ impl std::str::FromStr for Sink {
         } else if let Some(p) = s.strip_prefix("jsonl:") {
             Ok(Sink::Jsonl(PathBuf::from(p)))
         } else if let Some(u) = s.strip_prefix("webhook:") {
-            if !u.starts_with("http://") {
-                return Err(format!(
-                    "webhook URL '{u}': only http:// is supported (put a TLS-terminating relay in front for https)"
-                ));
+            if !u.starts_with("http://") && !u.starts_with("https://") {
+                return Err(format!("webhook URL '{u}': give an http:// or https:// URL"));
             }
             Ok(Sink::Webhook(u.to_string()))
         } else {
-            Err(format!("unknown sink '{s}': use stdout, jsonl:PATH or webhook:http://HOST[:PORT]/PATH"))
+            Err(format!("unknown sink '{s}': use stdout, jsonl:PATH or webhook:https://HOST[:PORT]/PATH"))
         }
     }
 }
@@ -144,6 +142,7 @@ pub async fn deliver(dir: &StateDir, sink: &Sink, retries: &[Duration]) -> Resul
     };
     let pending: Vec<String> = alert_files(dir).await?.into_iter().filter(|f| !rec.delivered.contains(f)).collect();
     let mut d = Delivery { pending: pending.len(), ..Default::default() };
+    let mut client: Option<reqwest::Client> = None;
     for f in pending {
         let alerts = store::read_alerts(dir, &f).await?;
         let body: Vec<Value> = alerts.iter().map(alert_json).collect();
@@ -151,13 +150,14 @@ pub async fn deliver(dir: &StateDir, sink: &Sink, retries: &[Duration]) -> Resul
             Sink::Stdout => Ok(()),
             Sink::Jsonl(p) => append_jsonl(p, &body),
             Sink::Webhook(u) => {
-                let mut r = post(u, &Value::Array(body.clone()));
+                let client = client.get_or_insert_with(http_client);
+                let mut r = post(client, u, &Value::Array(body.clone())).await;
                 for wait in retries {
                     if r.is_ok() {
                         break;
                     }
                     tokio::time::sleep(*wait).await;
-                    r = post(u, &Value::Array(body.clone()));
+                    r = post(client, u, &Value::Array(body.clone())).await;
                 }
                 r
             }
@@ -233,34 +233,42 @@ fn read_tail(f: &mut std::fs::File, window: usize) -> std::io::Result<Tail> {
     Ok(Tail { ids, cut })
 }
 
-/// POSTs JSON to an `http://` URL; success is a 2xx status.
-pub fn post(url: &str, body: &Value) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// is supported"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
-    let payload = body.to_string();
-    let fail = |e: std::io::Error| format!("POST {url}: {e}");
-    let mut s = std::net::TcpStream::connect(&addr).map_err(fail)?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
-    s.set_write_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         User-Agent: wisp/{}\r\nConnection: close\r\n\r\n",
-        payload.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(payload.as_bytes())).map_err(fail)?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(fail)?;
-    let line = String::from_utf8_lossy(&resp);
-    let status = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
-    match status {
-        Some(c) if (200..300).contains(&c) => Ok(()),
-        Some(c) => Err(format!("POST {url}: HTTP {c}")),
-        None => Err(format!("POST {url}: no HTTP status in the reply")),
+/// The webhook client: TLS with the system's roots (and `SSL_CERT_FILE` / `SSL_CERT_DIR` when
+/// set, as for an internal CA), 30-second timeouts.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("wisp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+/// POSTs JSON to an `http://` or `https://` URL; success is a 2xx status.
+pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
+    let r = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            // reqwest's own text is terse; the causes say what failed (DNS, TLS, refused).
+            let mut msg = format!("POST {url}: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                let t = c.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+                src = c.source();
+            }
+            msg
+        })?;
+    match r.status() {
+        s if s.is_success() => Ok(()),
+        s => Err(format!("POST {url}: HTTP {}", s.as_u16())),
     }
 }
 
