@@ -85,3 +85,68 @@ WHERE NOT coalesce(is_private_ip(source_ip), false)
 GROUP BY source_ip
 HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin_ok) = 1 OR max(mail_ok) = 1)
    AND count(*) <= $max_events
+
+-- @backtest
+-- Every hourly run T in [$range_start, $range_end] in one pass. Run T's window is
+-- [T - $lookback, T], both ends included, so an event at ts belongs to the runs on the interval
+-- grid from ceil(ts) to floor(ts + $lookback): each event is expanded to those runs (eight or
+-- nine of them) and the window's aggregation is grouped by run as well. The address filter is
+-- the union over the range (a superset of each run's); the HAVING keeps only a run's addresses
+-- with a network alert in that run's window, as the single run does.
+WITH alerted AS (
+    SELECT DISTINCT source_ip
+    FROM network_alerts
+    WHERE source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+events AS (
+    SELECT ts, source_ip, 'azure.signinlogs' AS dataset,
+           CASE WHEN error_code = 0 THEN 1 ELSE 0 END AS signin_ok, 0 AS mail_ok, 0 AS net_alert,
+           CAST(NULL AS VARCHAR) AS alert_rule_id, CAST(NULL AS VARCHAR) AS alert_rule_name,
+           'authentication' AS event_category,
+           coalesce(user_principal_name, service_principal_name, service_principal_id) AS user_name
+    FROM signins
+    WHERE source_ip IN (SELECT source_ip FROM alerted)
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, source_ip, 'o365.audit',
+           0, CASE WHEN operation = 'MailItemsAccessed' AND outcome = 'success' THEN 1 ELSE 0 END, 0,
+           NULL, NULL,
+           CASE WHEN operation = 'MailItemsAccessed' THEN 'email' END,
+           user_id
+    FROM o365_audit
+    WHERE source_ip IN (SELECT source_ip FROM alerted)
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, source_ip, 'network_alerts', 0, 0, 1, rule_id, rule_name, category, NULL
+    FROM network_alerts
+    WHERE source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+by_run AS (
+    SELECT *, unnest(generate_series(
+               ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us,
+               ((CAST(ts AS BIGINT) + $lookback_us) / $interval_us) * $interval_us,
+               $interval_us)) AS run_end_us
+    FROM events
+    WHERE NOT coalesce(is_private_ip(source_ip), false)
+)
+SELECT min(ts) AS ts, source_ip, count(*) AS event_count,
+       count(DISTINCT dataset) AS dataset_count,
+       array_sort(array_agg(DISTINCT dataset)) AS datasets,
+       max(net_alert) = 1 AS has_network_alert, max(signin_ok) = 1 AS has_signin, max(mail_ok) = 1 AS has_mail_access,
+       sum(net_alert) AS network_alert_count, sum(signin_ok) AS successful_signins, sum(mail_ok) AS mail_accesses,
+       array_sort(array_agg(DISTINCT alert_rule_id) FILTER (WHERE alert_rule_id IS NOT NULL)) AS alert_rule_ids,
+       array_sort(array_agg(DISTINCT alert_rule_name) FILTER (WHERE alert_rule_name IS NOT NULL)) AS alert_rule_names,
+       array_sort(array_agg(DISTINCT event_category) FILTER (WHERE event_category IS NOT NULL)) AS event_categories,
+       array_sort(array_agg(DISTINCT user_name) FILTER (WHERE user_name IS NOT NULL)) AS users,
+       run_end_us
+FROM by_run
+WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
+GROUP BY source_ip, run_end_us
+HAVING max(net_alert) = 1 AND count(DISTINCT dataset) >= 2 AND (max(signin_ok) = 1 OR max(mail_ok) = 1)
+   AND count(*) <= $max_events

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:
   wisp ingest exports/ --lake ./lake --asn-db GeoLite2-ASN.mmdb --summary-json ingest.json
   wisp ingest 'insights-logs-*/**/PT1H.json' --lake ./lake            # a diagnostic-settings export
+  wisp ingest az://insights-logs-signinlogs/ --lake az://lake/t1 --since 2026-11-29T00:00:00Z
   wisp ingest sentinel-export.csv --format log-analytics --lake ./lake --strict
   wisp ingest --reenrich --asn-db GeoLite2-ASN.mmdb --lake ./lake     # rows ingested without (or with an old) database")]
 pub struct IngestArgs {
@@ -42,6 +43,13 @@ pub struct IngestArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Only inputs of the diagnostic-settings layout (`y=/m=/d=/h=` folders) from this hour on (UTC;
+    /// object-store folders before it are not listed). Other inputs are always read.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only inputs of the diagnostic-settings layout before this time (exclusive).
+    #[arg(long)]
+    pub until: Option<String>,
     /// After the ingest, compact each day that has at least this many files (as `wisp compact`
     /// does); 0 never compacts.
     #[arg(long, default_value_t = 24)]
@@ -85,6 +93,10 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
         keep_raw: !a.no_raw,
         progress: !a.no_progress,
         reenrich: a.reenrich,
+        hours: crate::ingest::source::Hours {
+            since: a.since.as_deref().map(crate::time::parse_utc).transpose()?,
+            until: a.until.as_deref().map(crate::time::parse_utc).transpose()?,
+        },
     };
     let summary = ingest(&lake, &opts).await?;
     eprintln!("{summary}");

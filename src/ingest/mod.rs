@@ -48,6 +48,9 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Re-enrich the rows already in the lake with `asn_db` / `geo_db` first (`reenrich.rs`).
     pub reenrich: bool,
+    /// Only inputs whose diagnostic-settings folders (`y=/m=/d=/h=`) name hours overlapping
+    /// `[since, until)`; inputs outside that layout are always read.
+    pub hours: source::Hours,
 }
 
 impl IngestOptions {
@@ -61,6 +64,7 @@ impl IngestOptions {
             keep_raw: true,
             progress: false,
             reenrich: false,
+            hours: source::Hours::default(),
         }
     }
 }
@@ -86,7 +90,7 @@ fn ingest_blocking(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Ha
     if opts.reenrich {
         run.reenrich(lake, &handle)?;
     }
-    let (files, mut unreadable) = source::discover(&opts.inputs);
+    let (files, mut unreadable) = source::discover(&opts.inputs, &opts.hours);
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     run.bar = bar.clone();

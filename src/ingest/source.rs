@@ -157,9 +157,101 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, bad: &mut Vec<String>, seen: &mut st
     }
 }
 
+/// A time limit on inputs laid out as diagnostic settings export them
+/// (`…/y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json`): `[since, until)`, either end open.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Hours {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Hours {
+    pub fn is_all(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// Whether a path (or a folder prefix) may hold hours in the range: its `y=`, `m=`, `d=`,
+    /// `h=` folders, as far as it has them, name a span that overlaps `[since, until)`. Paths
+    /// outside the layout are kept.
+    pub fn keeps(&self, path: &str) -> bool {
+        if self.is_all() {
+            return true;
+        }
+        let Some((lo, hi)) = path_span(path) else { return true };
+        self.since.is_none_or(|s| hi > s) && self.until.is_none_or(|u| lo < u)
+    }
+}
+
+/// The span `[lo, hi)` that a path's `y=/m=/d=/h=` folders name (the year alone, down to the hour).
+fn path_span(path: &str) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    use chrono::{Datelike, NaiveDate, TimeZone};
+    let (mut y, mut mo, mut d, mut h) = (None, None, None, None);
+    for seg in path.split('/') {
+        let (k, v) = match seg.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), v),
+            None => continue,
+        };
+        let n: Option<u32> = v.parse().ok();
+        match k.as_str() {
+            "y" if y.is_none() => y = n.map(|n| n as i32),
+            "m" if y.is_some() && mo.is_none() => mo = n,
+            "d" if mo.is_some() && d.is_none() => d = n,
+            "h" if d.is_some() && h.is_none() => h = n,
+            _ => {}
+        }
+    }
+    let y = y?;
+    let utc = |d: NaiveDate| chrono::Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"));
+    let first = NaiveDate::from_ymd_opt(y, mo.unwrap_or(1), d.unwrap_or(1))?;
+    let (lo, hi) = match (mo, d, h) {
+        (None, _, _) => (utc(first), utc(NaiveDate::from_ymd_opt(y + 1, 1, 1)?)),
+        (Some(m), None, _) => {
+            let next =
+                if m == 12 { NaiveDate::from_ymd_opt(y + 1, 1, 1)? } else { NaiveDate::from_ymd_opt(y, m + 1, 1)? };
+            (utc(first), utc(next))
+        }
+        (Some(_), Some(_), None) => (utc(first), utc(first.succ_opt()?)),
+        (Some(_), Some(_), Some(h)) => {
+            let lo = utc(first) + chrono::Duration::hours(h as i64);
+            (lo, lo + chrono::Duration::hours(1))
+        }
+    };
+    let _ = first.year();
+    Some((lo, hi))
+}
+
+/// Lists the objects under `prefix`, descending only into folders whose `y=/m=/d=/h=` names may
+/// hold hours of `hours` (one delimited LIST per folder visited); returns them and the number of
+/// LIST requests made.
+pub async fn list_hours(
+    store: &dyn ObjectStore,
+    prefix: Option<&StorePath>,
+    hours: &Hours,
+) -> object_store::Result<(Vec<object_store::ObjectMeta>, usize)> {
+    if hours.is_all() {
+        let mut out = Vec::new();
+        let mut s = store.list(prefix);
+        while let Some(m) = s.next().await {
+            out.push(m?);
+        }
+        return Ok((out, 1));
+    }
+    let mut out = Vec::new();
+    let mut lists = 0;
+    let mut stack: Vec<Option<StorePath>> = vec![prefix.cloned()];
+    while let Some(p) = stack.pop() {
+        lists += 1;
+        let l = store.list_with_delimiter(p.as_ref()).await?;
+        out.extend(l.objects.into_iter().filter(|o| hours.keeps(o.location.as_ref())));
+        stack.extend(l.common_prefixes.into_iter().filter(|c| hours.keeps(c.as_ref())).map(Some));
+    }
+    Ok((out, lists))
+}
+
 /// Expands inputs (files, folders recursively, globs) into files; inputs that cannot be read are
-/// returned as messages.
-pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
+/// returned as messages. Files in the diagnostic-settings layout outside `hours` are left out
+/// (remote folders outside it are not even listed).
+pub fn discover(inputs: &[String], hours: &Hours) -> (Vec<InputFile>, Vec<String>) {
     let handle = Handle::current();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
     let mut paths = Vec::new();
@@ -169,7 +261,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
     for input in inputs {
         let local = input.strip_prefix("file://").unwrap_or(input);
         if crate::lake::location::is_remote(input) {
-            discover_remote(input, &handle, &mut remote_files, &mut bad);
+            discover_remote(input, hours, &handle, &mut remote_files, &mut bad);
             continue;
         }
         let p = Path::new(local);
@@ -202,6 +294,7 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
         }
     }
     let mut files = Vec::new();
+    let paths: Vec<PathBuf> = paths.into_iter().filter(|p| hours.keeps(&p.to_string_lossy())).collect();
     for p in paths {
         let abs = match std::fs::canonicalize(&p) {
             Ok(a) => a,
@@ -242,13 +335,14 @@ pub fn discover(inputs: &[String]) -> (Vec<InputFile>, Vec<String>) {
 /// The objects at an object-store URL: the object itself, or every object under it as a prefix
 /// (sorted by key). Listing uses a store and a runtime of its own; the files read through a new
 /// store on the caller's runtime.
-fn discover_remote(input: &str, handle: &Handle, out: &mut Vec<InputFile>, bad: &mut Vec<String>) {
+fn discover_remote(input: &str, hours: &Hours, handle: &Handle, out: &mut Vec<InputFile>, bad: &mut Vec<String>) {
     let remote = match crate::lake::location::remote(input) {
         Ok(r) => r,
         Err(e) => return bad.push(format!("{input}: {e}")),
     };
     let hint = crate::lake::location::credential_hint(input);
     let loc = input.to_string();
+    let hours = *hours;
     let listed = crate::lake::run_async(async move {
         let r = crate::lake::location::remote(&loc)?;
         let fail = |e: object_store::Error| crate::lake::LakeError::Read { path: loc.clone(), msg: e.to_string() };
@@ -263,10 +357,7 @@ fn discover_remote(input: &str, handle: &Handle, out: &mut Vec<InputFile>, bad: 
         }
         if objects.is_empty() {
             let prefix = (!r.prefix.as_ref().is_empty()).then_some(&r.prefix);
-            let mut s = r.root.list(prefix);
-            while let Some(m) = s.next().await {
-                objects.push(m.map_err(fail)?);
-            }
+            objects = list_hours(r.root.as_ref(), prefix, &hours).await.map_err(fail)?.0;
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         let mut gz = Vec::new();
@@ -419,4 +510,53 @@ pub fn write_manifest(
             .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod hours_tests {
+    use super::*;
+
+    fn t(s: &str) -> chrono::DateTime<chrono::Utc> {
+        crate::time::parse_utc(s).unwrap()
+    }
+
+    #[test]
+    fn spans_of_the_diagnostic_settings_layout() {
+        let h = Hours { since: Some(t("2026-11-19T22:00:00Z")), until: Some(t("2026-11-20T02:00:00Z")) };
+        let p = |s: &str| format!("insights-logs-signinlogs/tenantId=abc/{s}");
+        assert!(h.keeps(&p("y=2026/m=11/d=19/h=22/m=00/PT1H.json")));
+        assert!(!h.keeps(&p("y=2026/m=11/d=19/h=21/m=00/PT1H.json")), "an hour before since");
+        assert!(h.keeps(&p("y=2026/m=11/d=20/h=01/m=00/PT1H.json")));
+        assert!(!h.keeps(&p("y=2026/m=11/d=20/h=02/m=00/PT1H.json")), "until is exclusive");
+        assert!(h.keeps(&p("y=2026/m=11")) && h.keeps(&p("y=2026/m=11/d=20")) && !h.keeps(&p("y=2026/m=10")));
+        assert!(!h.keeps(&p("y=2025")) && h.keeps(&p("y=2026")));
+        assert!(h.keeps("exports/graph-signins.json"), "outside the layout: kept");
+        let r = "resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV/y=2026/m=12/d=01/h=00/m=00/PT1H.json";
+        assert!(!h.keeps(r));
+        let open = Hours { since: Some(t("2026-12-01T00:00:00Z")), until: None };
+        assert!(open.keeps(r) && !open.keeps(&p("y=2026/m=11/d=30/h=23/m=00/PT1H.json")));
+        assert!(Hours::default().keeps(&p("y=1999/m=01/d=01/h=00/m=00/PT1H.json")));
+    }
+
+    #[tokio::test]
+    async fn listing_prunes_folders_outside_the_hours() {
+        use object_store::memory::InMemory;
+        let store = InMemory::new();
+        let mut n = 0;
+        for d in 1..=30 {
+            for h in 0..24 {
+                let p = format!("c/tenantId=t/y=2026/m=11/d={d:02}/h={h:02}/m=00/PT1H.json");
+                store.put(&StorePath::from(p), PutPayload::from_static(b"{}")).await.unwrap();
+                n += 1;
+            }
+        }
+        let h = Hours { since: Some(t("2026-11-19T22:00:00Z")), until: Some(t("2026-11-20T02:00:00Z")) };
+        let (got, lists) = list_hours(&store, Some(&StorePath::from("c")), &h).await.unwrap();
+        let names: Vec<String> = got.iter().map(|o| o.location.to_string()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.iter().all(|n| n.contains("d=19/h=22") || n.contains("d=19/h=23") || n.contains("d=20/h=0")));
+        assert!(lists < 20, "{lists} LIST requests for {n} objects: folders outside the hours were listed");
+        let (all, _) = list_hours(&store, Some(&StorePath::from("c")), &Hours::default()).await.unwrap();
+        assert_eq!(all.len(), n);
+    }
 }
