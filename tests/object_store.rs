@@ -68,6 +68,35 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// A bucket of the moto server at `endpoint`.
+fn s3(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_region("us-east-1")
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A container of the Azurite at `endpoint` (its well-known account and `key`).
+fn azurite(endpoint: &str, key: &str, container: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::azure::MicrosoftAzureBuilder::new()
+            .with_endpoint(format!("{endpoint}/devstoreaccount1"))
+            .with_allow_http(true)
+            .with_account("devstoreaccount1")
+            .with_access_key(key)
+            .with_container_name(container)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// Uploads every bundled sample under `prefix` of `store`.
 async fn upload_samples(store: &Arc<dyn ObjectStore>, prefix: &str) {
     for f in files_under(&repo().join("data/samples")) {
@@ -207,17 +236,7 @@ async fn s3_lake_and_inputs_on_moto_equal_a_local_lake() {
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_bucket_name("wisp-exports")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_region("us-east-1")
-            .build()
-            .unwrap(),
-    );
+    let store = s3(&endpoint, "wisp-exports");
     upload_samples(&store, "exports").await;
     let env = [
         ("AWS_ENDPOINT", endpoint.clone()),
@@ -226,17 +245,7 @@ async fn s3_lake_and_inputs_on_moto_equal_a_local_lake() {
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("AWS_REGION", "us-east-1".into()),
     ];
-    let lake_store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_bucket_name("wisp-lake")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_region("us-east-1")
-            .build()
-            .unwrap(),
-    );
+    let lake_store = s3(&endpoint, "wisp-lake");
     tokio::task::spawn_blocking(move || {
         round_trip(
             "s3://wisp-exports/exports/",
@@ -291,27 +300,9 @@ async fn azure_lake_and_inputs_on_azurite_equal_a_local_lake() {
     );
     let (code, _, err) = run(Command::new("python3").args(["-c", &py]));
     assert_eq!(code, 0, "creating containers: {err}");
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::azure::MicrosoftAzureBuilder::new()
-            .with_endpoint(format!("{endpoint}/devstoreaccount1"))
-            .with_allow_http(true)
-            .with_account("devstoreaccount1")
-            .with_access_key(key)
-            .with_container_name("insights-logs")
-            .build()
-            .unwrap(),
-    );
+    let store = azurite(&endpoint, key, "insights-logs");
     upload_samples(&store, "tenantId=00000000/exports").await;
-    let lake_store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::azure::MicrosoftAzureBuilder::new()
-            .with_endpoint(format!("{endpoint}/devstoreaccount1"))
-            .with_allow_http(true)
-            .with_account("devstoreaccount1")
-            .with_access_key(key)
-            .with_container_name("lake")
-            .build()
-            .unwrap(),
-    );
+    let lake_store = azurite(&endpoint, key, "lake");
     let env = [
         ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
         ("AZURITE_BLOB_STORAGE_URL", endpoint.clone()),
