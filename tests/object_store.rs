@@ -38,12 +38,17 @@ fn available(program: &str, install: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    required(ok, program, install)
+}
+
+/// `ok`, or (when `what` is missing) SKIPPED — a failure when WISP_REQUIRE_EMULATORS is set.
+fn required(ok: bool, what: &str, install: &str) -> bool {
     if !ok {
         assert!(
             std::env::var_os("WISP_REQUIRE_EMULATORS").is_none(),
-            "WISP_REQUIRE_EMULATORS is set but {program} is missing: {install}"
+            "WISP_REQUIRE_EMULATORS is set but {what} is missing: {install}"
         );
-        eprintln!("SKIPPED: {program} is missing ({install}); this test needs the emulator");
+        eprintln!("SKIPPED: {what} is missing ({install}); this test needs it");
     }
     ok
 }
@@ -269,12 +274,11 @@ async fn azure_lake_and_inputs_on_azurite_equal_a_local_lake() {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !has_sdk {
-        assert!(
-            std::env::var_os("WISP_REQUIRE_EMULATORS").is_none(),
-            "WISP_REQUIRE_EMULATORS is set but the Python package azure-storage-blob is missing (it creates the containers)"
-        );
-        eprintln!("SKIPPED: pip install azure-storage-blob (it creates the test containers)");
+    if !required(
+        has_sdk,
+        "the Python package azure-storage-blob",
+        "pip install azure-storage-blob; it creates the containers",
+    ) {
         return;
     }
     let port = free_port();

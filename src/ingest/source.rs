@@ -184,7 +184,7 @@ impl Hours {
 
 /// The span `[lo, hi)` that a path's `y=/m=/d=/h=` folders name (the year alone, down to the hour).
 fn path_span(path: &str) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
-    use chrono::{Datelike, NaiveDate, TimeZone};
+    use chrono::{NaiveDate, TimeZone};
     let (mut y, mut mo, mut d, mut h) = (None, None, None, None);
     for seg in path.split('/') {
         let (k, v) = match seg.split_once('=') {
@@ -216,7 +216,6 @@ fn path_span(path: &str) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateT
             (lo, lo + chrono::Duration::hours(1))
         }
     };
-    let _ = first.year();
     Some((lo, hi))
 }
 

@@ -37,8 +37,6 @@ pub struct WriteLock {
 /// two processes that both find it stale only one wins.
 #[derive(Debug)]
 struct RemoteLock {
-    location: String,
-    path: object_store::path::Path,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     beat: Option<std::thread::JoinHandle<()>>,
 }
@@ -148,7 +146,7 @@ fn acquire_remote(location: &str, key: &str, kind: &str, me: &Holder) -> Result<
             }
         })
     });
-    Ok(RemoteLock { location: location.to_string(), path, stop, beat: Some(beat) })
+    Ok(RemoteLock { stop, beat: Some(beat) })
 }
 
 fn host() -> String {
@@ -254,7 +252,6 @@ impl Drop for WriteLock {
             if let Some(b) = r.beat.take() {
                 let _ = b.join();
             }
-            let _ = (&r.location, &r.path);
         }
         if let Some(p) = &self.path {
             // Only our own lock: never one taken over after ours was judged stale.
