@@ -325,7 +325,8 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 
         eprintln!("SKIPPED: openssl is missing (it makes the test certificates)");
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The server binds port 0 and prints the port once it is listening with TLS: no race for a
+    // port, no probe that could connect to itself.
     let py = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -335,19 +336,25 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(body + b'\n')
         self.send_response(200); self.end_headers()
     def log_message(self, *a): pass
-s = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
 c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[3], sys.argv[4])
 s.socket = c.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
-    let child =
-        Command::new("python3").args(["-c", py, &port.to_string()]).arg(log).arg(&cert).arg(&key).spawn().ok()?;
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the https server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Some((Killed(child), format!("https://127.0.0.1:{port}/hook"), ca))
+    let mut child = Command::new("python3")
+        .args(["-c", py, "-"])
+        .arg(log)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let server = Killed(child);
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the https server did not start: {line:?}"));
+    Some((server, format!("https://127.0.0.1:{port}/hook"), ca))
 }
 
 /// A child process killed when dropped (also when the test fails).

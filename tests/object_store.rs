@@ -18,17 +18,28 @@ fn wisp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wisp"))
 }
 
+/// A loopback port free now and never handed out before in this process (the two tests start
+/// their emulators concurrently; two `bind(0)`s in a row may return the same port).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process killed when dropped.
-struct Emulator(Child);
+struct Emulator(Child, std::path::PathBuf);
 
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 
@@ -53,13 +64,42 @@ fn required(ok: bool, what: &str, install: &str) -> bool {
     ok
 }
 
+/// One HTTP request to the emulator; its response, or why there was none.
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+/// Starts an emulator and waits until it answers HTTP on `port` (a bare TCP connect can succeed
+/// on something else: a port just freed may connect to itself). Its output goes to a log file that
+/// a failure prints.
 fn start(cmd: &mut Command, port: u16) -> Emulator {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let e = Emulator(child);
+    let log = std::env::temp_dir().join(format!("wisp-emulator-{}-{port}.log", std::process::id()));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = cmd.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let mut e = Emulator(child, log.clone());
     let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the emulator did not listen on {port}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let probe = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    loop {
+        match http(port, &probe) {
+            Ok(resp) if resp.starts_with("HTTP/1.") => break,
+            _ => {}
+        }
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(status) = e.0.try_wait().unwrap() {
+            panic!("the emulator exited ({status}) before answering on {port}:\n{}", text());
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(90),
+            "the emulator did not answer HTTP on {port} within 90 s:\n{}",
+            text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     e
 }
@@ -233,12 +273,10 @@ async fn s3_lake_and_inputs_on_moto_equal_a_local_lake() {
     let endpoint = format!("http://127.0.0.1:{port}");
     // Buckets: object_store cannot create them; moto takes an unsigned PUT.
     for bucket in ["wisp-exports", "wisp-lake"] {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        let put = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let resp = http(port, &put).unwrap_or_else(|e| panic!("creating bucket {bucket} on moto at {port}: {e}"));
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
     let store = s3(&endpoint, "wisp-exports");
