@@ -172,3 +172,64 @@ SELECT r.ts, r.id, r.service_principal_id, r.service_principal_name, r.app_id, r
 FROM ranked r
 LEFT JOIN terms_state s ON s.service_principal_id = r.service_principal_id AND s.source_asn = r.source_asn
 WHERE r.rn = 1 AND (s.last_seen IS NULL OR s.last_seen < $history_start)
+
+-- @stateful_backtest
+-- Every hourly run in [$range_start, $range_end] in one pass with the state (a catch-up):
+-- terms_state holds each pair's latest sighting up to $range_start - $lookback, the first run's
+-- window start. That sighting stands in for the history @backtest reads: it is the only earlier
+-- one that can be a bucket's previous occurrence, and a bucket holding it cannot alert (its first
+-- time is before every run's window). Pairs last seen before the first run's history are not in
+-- the state; they are unseen to every later run as well. Only the range's sign-ins are read.
+WITH candidates AS (
+    SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
+           source_as_org, resource_display_name, credential_key_id,
+           app_display_name, correlation_id, country, city
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code = 0
+      AND service_principal_id IS NOT NULL
+      AND source_asn IS NOT NULL
+      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
+      AND (app_owner_tenant_id IS NULL
+           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+sightings AS (
+    SELECT service_principal_id, source_asn, ts FROM candidates
+    UNION ALL
+    SELECT service_principal_id, source_asn, last_seen AS ts FROM terms_state
+),
+buckets AS (
+    SELECT service_principal_id, source_asn, date_trunc('hour', ts) AS hour, min(ts) AS first_ts, max(ts) AS last_ts
+    FROM sightings
+    GROUP BY service_principal_id, source_asn, date_trunc('hour', ts)
+),
+lagged AS (
+    SELECT *, CAST(first_ts AS BIGINT) AS ts_us,
+           CAST(lag(last_ts) OVER (PARTITION BY service_principal_id, source_asn ORDER BY hour) AS BIGINT) AS prev_us
+    FROM buckets
+),
+bounds AS (
+    SELECT *,
+           greatest(ts_us, coalesce(prev_us + $history_us + 1, ts_us), CAST($range_start AS BIGINT)) AS lo_us,
+           least(ts_us + $lookback_us - 1, CAST($range_end AS BIGINT)) AS hi_us
+    FROM lagged
+),
+runs AS (
+    SELECT service_principal_id, source_asn, first_ts,
+           ((lo_us + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us, hi_us
+    FROM bounds
+),
+alerting AS (
+    SELECT service_principal_id, source_asn, first_ts, run_end_us FROM runs WHERE run_end_us <= hi_us
+),
+firsts AS (
+    SELECT c.*, a.run_end_us, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn, c.ts ORDER BY c.id) AS rn
+    FROM candidates c
+    JOIN alerting a ON c.service_principal_id = a.service_principal_id AND c.source_asn = a.source_asn AND c.ts = a.first_ts
+)
+SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city, run_end_us
+FROM firsts
+WHERE rn = 1

@@ -111,6 +111,18 @@ pub async fn backtest_one_pass(
     let range = RunWindow { start: from, end: to };
     let df = rule.plan_backtest(ctx, &range).await?.ok_or_else(|| rule.invalid("no one-pass backtest query"))?;
     let (rows, scan) = collect_rows(rule, df).await?;
+    let (alerts, cut) = by_run(rule, rows, detected_at)?;
+    Ok(RunResult { alerts, cut, scan })
+}
+
+/// A one-pass backtest's rows (each with its `run_end_us`) as alerts: grouped by run, capped per
+/// run at `max_alerts`, each alert once from the first run that reports it. Returns them in run
+/// order with the number cut.
+pub(crate) fn by_run(
+    rule: &Rule,
+    rows: Vec<alert::Row>,
+    detected_at: DateTime<Utc>,
+) -> Result<(Vec<Alert>, usize), RuleError> {
     let mut by_run: BTreeMap<i64, Vec<Alert>> = BTreeMap::new();
     for row in rows {
         let end_us = row.run_end.ok_or_else(|| rule.invalid("the backtest query must output run_end_us"))?;
@@ -125,7 +137,7 @@ pub async fn backtest_one_pass(
         cut += cap(rule, &mut alerts);
         all.extend(alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
     }
-    Ok(RunResult { alerts: all, cut, scan })
+    Ok((all, cut))
 }
 
 /// Replays every scheduled run one by one (the reference the one-pass backtest must equal).

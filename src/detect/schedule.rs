@@ -10,8 +10,9 @@
 //!    the rule's context (history window, duration parameters) for correlation rules, where an
 //!    earlier event can complete a finding — and those runs are done again.
 //! 3. Re-runs and catch-up (several due runs) use the backtest machinery (one query for rules with
-//!    a `-- @backtest` section); a single due run of a new_terms rule uses its first-seen state,
-//!    which is dropped when late data lands in the time it covers.
+//!    a `-- @backtest` section; a catch-up of a rule with a `-- @stateful_backtest` section reads
+//!    its first-seen state and only the missed range); a single due run of a new_terms rule uses
+//!    its first-seen state, which is dropped when late data lands in the time it covers.
 //! 4. Alerts are checked against the store: an id sent or suppressed before is "known" (never sent
 //!    twice); suppression (`suppress_by`/`suppress_for`) continues from the store's latest alert
 //!    per key; the rest are new. Suppressed repeats are stored with the id of the alert that stood.
@@ -271,7 +272,11 @@ pub async fn tick_rule(
         [first, .., last] => {
             let (f, t) = (from_micros(*first)?, from_micros(*last)?);
             out.window = Some(RunWindow { start: rule.window_ending(f)?.start, end: t });
-            results.push(runs_in(ctx, rule, f, t, detected_at).await?);
+            let r = match state::backtest(ctx, dir, rule, f, t, detected_at).await? {
+                Some(st) => st.result,
+                None => runs_in(ctx, rule, f, t, detected_at).await?,
+            };
+            results.push(r);
         }
     }
     out.runs = due.len() as u64;

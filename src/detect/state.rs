@@ -139,16 +139,71 @@ pub async fn run(
         return Ok(StatefulRun { result, used: StateUse::Stateless, terms: 0 });
     };
     let hs = micros(rule.history_start(w)?);
-    let ws = micros(w.start);
+    let (meta, used, mut scan) = match prepare(ctx, dir, rule, micros(w.start), hs).await? {
+        Ok(p) => p,
+        Err(terms) => {
+            let result = runner::run(ctx, rule, w, detected_at).await?;
+            return Ok(StatefulRun { result, used: StateUse::Stateless, terms });
+        }
+    };
+    let _table = register(ctx, dir, rule, &meta).await?;
+    let df = rule.plan_section(ctx, stateful, w).await?;
+    let (rows, s) = runner::collect_rows(rule, df).await?;
+    scan.add(s);
+    let result = runner::finish(rule, rows, w, detected_at, scan);
+    Ok(StatefulRun { result, used, terms: meta.terms })
+}
+
+/// Every scheduled run in `[from, to]` in one pass against the state (a catch-up): the state is
+/// brought to the first run's window start, and the rule's `-- @stateful_backtest` SQL reads only
+/// the range. Exact for the same reason a stateful run is: the state then holds every term up to
+/// that start (pruned only of terms older than the first run's history, which are "unseen" to every
+/// later run too). `None` when the rule has no such section or the state already covers past that
+/// start (the caller backtests without it); alerts as [`super::backtest::runs_in`] gives them.
+pub async fn backtest(
+    ctx: &SessionContext,
+    dir: &StateDir,
+    rule: &Rule,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    detected_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<StatefulRun>, StateError> {
+    let (Some(_), Some(sql)) = (&rule.terms_sql, &rule.stateful_backtest_sql) else {
+        return Ok(None);
+    };
+    let Some(&first) = super::backtest::run_ends(rule, from, to)?.first() else {
+        return Ok(Some(StatefulRun { result: RunResult::default(), used: StateUse::Current, terms: 0 }));
+    };
+    let w = rule.window_ending(first)?;
+    let Ok((meta, used, mut scan)) = prepare(ctx, dir, rule, micros(w.start), micros(rule.history_start(&w)?)).await?
+    else {
+        return Ok(None);
+    };
+    let _table = register(ctx, dir, rule, &meta).await?;
+    // The range starts at the first run's end: the state ends exactly `lookback` before it.
+    let df = rule.plan_section(ctx, sql, &RunWindow { start: first, end: to }).await?;
+    let (rows, s) = runner::collect_rows(rule, df).await?;
+    scan.add(s);
+    let (alerts, cut) = super::backtest::by_run(rule, rows, detected_at)?;
+    Ok(Some(StatefulRun { result: RunResult { alerts, cut, scan }, used, terms: meta.terms }))
+}
+
+/// Brings the rule's state to `ws` for runs whose history starts at `hs` (the state then holds
+/// every term sighted in `[hs, ws]`): current already, folded forward, or built from the history.
+/// `Err(terms)` when the state covers past `ws` (that run must go without it).
+async fn prepare(
+    ctx: &SessionContext,
+    dir: &StateDir,
+    rule: &Rule,
+    ws: i64,
+    hs: i64,
+) -> Result<Result<(StateMeta, StateUse, ScanStats), u64>, StateError> {
     let fp = fingerprint(rule);
     let previous = load_meta(dir, rule).await?;
     let meta = previous.clone().filter(|m| m.fingerprint == fp);
     let mut scan = ScanStats::default();
     let (meta, used) = match meta {
-        Some(m) if m.covered_to_us > ws => {
-            let result = runner::run(ctx, rule, w, detected_at).await?;
-            return Ok(StatefulRun { result, used: StateUse::Stateless, terms: m.terms });
-        }
+        Some(m) if m.covered_to_us > ws => return Ok(Err(m.terms)),
         Some(m) if m.covered_from_us < hs && m.covered_to_us == ws => (m, StateUse::Current),
         // Folding in the events since the last run is cheaper than rebuilding while they are fewer
         // than a history window.
@@ -163,14 +218,19 @@ pub async fn run(
             (m, StateUse::Built)
         }
     };
+    Ok(Ok((meta, used, scan)))
+}
+
+/// The state's terms registered as `terms_state` (until the returned guard drops).
+async fn register<'a>(
+    ctx: &'a SessionContext,
+    dir: &StateDir,
+    rule: &Rule,
+    meta: &StateMeta,
+) -> Result<TermsTable<'a>, StateError> {
     let url = format!("{}{}/{}", dir.url, folder(rule), meta.file);
     let state = ctx.read_parquet(url, Default::default()).await.map_err(|e| rule.query_error(e))?;
-    let _table = TermsTable::register(ctx, rule, state.into_view())?;
-    let df = rule.plan_section(ctx, stateful, w).await?;
-    let (rows, s) = runner::collect_rows(rule, df).await?;
-    scan.add(s);
-    let result = runner::finish(rule, rows, w, detected_at, scan);
-    Ok(StatefulRun { result, used, terms: meta.terms })
+    Ok(TermsTable::register(ctx, rule, state.into_view())?)
 }
 
 /// Folds the events of `(from, to]` into `old` (or into nothing), drops terms last seen before

@@ -128,11 +128,16 @@ pub struct Rule {
     /// The rule for one window read against the state (after a `-- @stateful` line): the table
     /// `terms_state` holds each term's `first_seen` and `last_seen` up to `$window_start`.
     pub stateful_sql: Option<String>,
+    /// Every scheduled run in `[$range_start, $range_end]` in one pass read against the state
+    /// (after a `-- @stateful_backtest` line): `terms_state` holds every term up to the first
+    /// run's window start (`$range_start - $lookback`), so only the range itself is read. A
+    /// catch-up of many runs uses it instead of reading the whole history window.
+    pub stateful_backtest_sql: Option<String>,
     pub file: String,
 }
 
 /// Sections a rule file may add after its main query, each opened by a `-- @name` line.
-pub const SECTIONS: [&str; 3] = ["backtest", "terms", "stateful"];
+pub const SECTIONS: [&str; 4] = ["backtest", "terms", "stateful", "stateful_backtest"];
 
 /// Splits the SQL after the header into the main query and its `-- @name` sections.
 fn split_sections(file: &str, body: &str) -> Result<(String, HashMap<String, String>), RuleError> {
@@ -184,6 +189,7 @@ impl Rule {
             backtest_sql: sections.remove("backtest"),
             terms_sql: sections.remove("terms"),
             stateful_sql: sections.remove("stateful"),
+            stateful_backtest_sql: sections.remove("stateful_backtest"),
             file: file.into(),
         };
         rule.validate()?;
@@ -257,6 +263,11 @@ impl Rule {
         }
         if self.terms_sql.is_some() != self.stateful_sql.is_some() {
             return Err(self.invalid("the '-- @terms' and '-- @stateful' sections go together"));
+        }
+        if self.stateful_backtest_sql.is_some() && self.terms_sql.is_none() {
+            return Err(self.invalid(
+                "'-- @stateful_backtest' reads the first-seen state: it needs '-- @terms' and '-- @stateful'",
+            ));
         }
         if self.terms_sql.is_some() && (m.history_window.is_none() || m.new_terms_fields.is_empty()) {
             return Err(self

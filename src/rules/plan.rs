@@ -152,6 +152,13 @@ async fn lint_one(ctx: &SessionContext, r: &Rule) -> Result<(), RuleError> {
             .map_err(|e| r.query_error(e))?;
         let _table = TermsTable::register(ctx, r, std::sync::Arc::new(table))?;
         r.plan_section(ctx, stateful, &w).await?.create_physical_plan().await.map_err(|e| r.query_error(e))?;
+        if let Some(sb) = &r.stateful_backtest_sql {
+            let df = r.plan_section(ctx, sb, &w).await?;
+            if df.schema().field_with_unqualified_name("run_end_us").is_err() {
+                return Err(r.invalid("the '-- @stateful_backtest' section must output run_end_us"));
+            }
+            df.create_physical_plan().await.map_err(|e| r.query_error(e))?;
+        }
     }
     Ok(())
 }
