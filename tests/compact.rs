@@ -181,6 +181,27 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
     let s = ingest_into(&lake_dir, opts(vec![copy.display().to_string()])).await;
     assert!(s.read > 0 && s.written_total() == 0 && s.duplicates == s.read, "{s:?}");
     assert_eq!(snapshot(&lake_dir).await, before);
+
+    // Re-enrichment rewrites compacted files in place and keeps what their footers say (the
+    // sources the scheduler reads) and their row groups.
+    let compacted_sources = || async {
+        let mut m = std::collections::BTreeMap::new();
+        for f in day_files(&lake_dir).into_iter().filter(|f| compact::is_compacted(f)) {
+            let md = compact::footer(&lake, &object_store::path::Path::from(f.as_str())).await.unwrap();
+            assert!(md.row_groups().iter().all(|rg| rg.num_rows() as usize <= compact::ROW_GROUP_ROWS));
+            m.insert(f.clone(), compact::sources(&f, &md).unwrap());
+        }
+        m
+    };
+    let sources_before = compacted_sources().await;
+    let asns = "SELECT count(source_asn) AS n FROM signins";
+    let asn_before = query_text(&lake_dir, asns).await;
+    let mut re = opts(vec![]);
+    re.reenrich = true;
+    re.asn_db = Some(out.join("asn.csv"));
+    ingest_into(&lake_dir, re).await;
+    assert_ne!(query_text(&lake_dir, asns).await, asn_before, "the re-enrichment changed rows");
+    assert_eq!(compacted_sources().await, sources_before);
     let _ = std::fs::remove_dir_all(&lake_dir);
     let _ = std::fs::remove_dir_all(&out);
 }

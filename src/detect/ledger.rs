@@ -4,7 +4,8 @@
 //!
 //! For late data it also holds the ingest runs whose files the rule's tables held when it last
 //! ran: files of any other ingest run are new arrivals, and those dated before the runs already
-//! done make the scheduler re-run the windows they fall in (see `schedule`).
+//! done make the scheduler re-run the windows they fall in (see `schedule`); and the versions of
+//! recently modified files, so that a file rewritten in place is noticed too.
 
 use super::store::{StateDir, StoreError};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,13 @@ pub struct Ledger {
     /// holds (read once from its footer).
     #[serde(default)]
     pub compacted: BTreeMap<String, Vec<String>>,
+    /// Files rewritten in place (`ingest --reenrich`) are noticed by their modification time:
+    /// every version modified at or before this time (microseconds) was in an earlier listing.
+    #[serde(default)]
+    pub mtime_horizon_us: Option<i64>,
+    /// The files modified after the horizon, with the version (e-tag, or time and size) seen.
+    #[serde(default)]
+    pub recent_files: BTreeMap<String, String>,
     #[serde(default)]
     pub gaps: Vec<Gap>,
     #[serde(default)]

@@ -8,7 +8,11 @@
 //!    runs the ledger has not seen are new arrivals. Their `ts` range (Parquet footer statistics)
 //!    gives the runs already done that they fall in — windows `(end - lookback, end]`, extended by
 //!    the rule's context (history window, duration parameters) for correlation rules, where an
-//!    earlier event can complete a finding — and those runs are done again.
+//!    earlier event can complete a finding — and those runs are done again. An ingest run counts
+//!    as seen only once it is complete (its manifest exists, or no writer holds the lake): files
+//!    it writes after a tick are still new to the next. A file rewritten in place (`ingest
+//!    --reenrich`) is noticed by its version (e-tag, or modification time and size) against the
+//!    ledger's recent files, and its range is re-run as well.
 //! 3. Re-runs and catch-up (several due runs) use the backtest machinery (one query for rules with
 //!    a `-- @backtest` section; a catch-up of a rule with a `-- @stateful_backtest` section reads
 //!    its first-seen state and only the missed range); a single due run of a new_terms rule uses
@@ -74,14 +78,14 @@ pub struct RuleTick {
 }
 
 /// The data files of the rule's tables.
-async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<StorePath>, DetectError> {
+async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<object_store::ObjectMeta>, DetectError> {
     let mut out = Vec::new();
     for t in &rule.meta.tables {
         let prefix = StorePath::from(t.as_str());
         let mut s = lake.store.list(Some(&prefix));
         while let Some(m) = s.next().await {
             match m {
-                Ok(m) if m.location.as_ref().ends_with(".parquet") => out.push(m.location),
+                Ok(m) if m.location.as_ref().ends_with(".parquet") => out.push(m),
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(DetectError::Store(store::StoreError { path: t.clone(), msg: e.to_string() })),
             }
@@ -90,14 +94,47 @@ async fn data_files(lake: &Lake, rule: &Rule) -> Result<Vec<StorePath>, DetectEr
     Ok(out)
 }
 
+/// The ingest runs that wrote their manifest (`_meta/ingest/<run>.json`): all their files exist.
+async fn committed_runs(lake: &Lake) -> Result<BTreeSet<String>, DetectError> {
+    let prefix = StorePath::from("_meta/ingest");
+    let mut out = BTreeSet::new();
+    let mut s = lake.store.list(Some(&prefix));
+    while let Some(m) = s.next().await {
+        match m {
+            Ok(m) => {
+                if let Some(run) = m.location.filename().and_then(|n| n.strip_suffix(".json")) {
+                    out.insert(run.to_string());
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(DetectError::Store(store::StoreError { path: prefix.to_string(), msg: e.to_string() }))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How long after a file's modification time its version is still compared (longer than a
+/// listing and a write take, and than the clocks of the writers disagree).
+const MTIME_GRACE_US: i64 = 3_600_000_000;
+
+/// A file's version: its e-tag, or its modification time and size.
+fn version(m: &object_store::ObjectMeta) -> String {
+    m.e_tag.clone().unwrap_or_else(|| format!("{}:{}", m.last_modified.timestamp_micros(), m.size))
+}
+
 /// What the rule's tables hold now, against what the ledger saw.
 struct Arrivals {
-    /// Every ingest run with rows in the tables (in its own files or in compacted ones).
+    /// Every ingest run with rows in the tables (in its own files or in compacted ones) that is
+    /// complete: it wrote its manifest, or no writer is at work (a run that died never will).
     present: BTreeSet<String>,
     /// The compacted files and the runs each holds.
     compacted: BTreeMap<String, Vec<String>>,
-    /// The `ts` ranges of the rows of runs the ledger has not seen.
+    /// The `ts` ranges of the rows of runs the ledger has not seen, and of files rewritten since.
     unseen: Vec<(i64, i64)>,
+    mtime_horizon_us: Option<i64>,
+    recent_files: BTreeMap<String, String>,
 }
 
 /// Lists the rule's data files and finds the ingest runs the ledger has not seen, with their `ts`
@@ -116,33 +153,66 @@ async fn arrivals(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals, Dete
 }
 
 async fn arrivals_once(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals, DetectError> {
-    let mut a = Arrivals { present: BTreeSet::new(), compacted: BTreeMap::new(), unseen: Vec::new() };
-    let add = |lo: i64, hi: i64, a: &mut Arrivals| a.unseen.push((lo, hi));
-    for f in data_files(lake, rule).await? {
-        let name = f.as_ref();
+    // Manifests first: a run committed by now has all its files in the listing that follows. An
+    // ingest still writing has some; they are evaluated now and again once it is complete.
+    let committed = committed_runs(lake).await?;
+    let idle = !crate::lake::lock::writer_active(lake).await?;
+    let done = |run: &str| idle || committed.contains(run);
+    let files = data_files(lake, rule).await?;
+    // A file the ledger knows, rewritten since (a re-enrichment): its whole range is re-run.
+    let rewritten = |m: &object_store::ObjectMeta| {
+        l.mtime_horizon_us.is_some_and(|h| m.last_modified.timestamp_micros() > h)
+            && l.recent_files.get(m.location.as_ref()) != Some(&version(m))
+    };
+    let mut a = Arrivals {
+        present: BTreeSet::new(),
+        compacted: BTreeMap::new(),
+        unseen: Vec::new(),
+        mtime_horizon_us: None,
+        recent_files: BTreeMap::new(),
+    };
+    for m in &files {
+        let (f, name) = (&m.location, m.location.as_ref());
         if compact::is_compacted(name) {
             let runs = match l.compacted.get(name) {
-                Some(runs) => runs.clone(),
+                Some(runs) => {
+                    if rewritten(m) {
+                        if let Some(r) = compact::ts_range(&compact::footer(lake, f).await?) {
+                            a.unseen.push(r);
+                        }
+                    }
+                    runs.clone()
+                }
                 None => {
-                    let md = compact::footer(lake, &f).await?;
+                    let md = compact::footer(lake, f).await?;
                     let sources = compact::sources(name, &md)?;
                     for s in sources.iter().filter(|s| !l.seen_ingests.contains(&s.run)) {
-                        add(s.lo, s.hi, &mut a);
+                        a.unseen.push((s.lo, s.hi));
                     }
                     sources.into_iter().map(|s| s.run).collect()
                 }
             };
-            a.present.extend(runs.iter().cloned());
+            a.present.extend(runs.iter().filter(|r| done(r)).cloned());
             a.compacted.insert(name.to_string(), runs);
         } else if let Some(run) = compact::ingest_run(name) {
-            if !l.seen_ingests.contains(run) {
-                if let Some((lo, hi)) = compact::ts_range(&compact::footer(lake, &f).await?) {
-                    add(lo, hi, &mut a);
+            if !l.seen_ingests.contains(run) || rewritten(m) {
+                if let Some(r) = compact::ts_range(&compact::footer(lake, f).await?) {
+                    a.unseen.push(r);
                 }
             }
-            a.present.insert(run.to_string());
+            if done(run) {
+                a.present.insert(run.to_string());
+            }
         }
     }
+    let newest = files.iter().map(|m| m.last_modified.timestamp_micros()).max();
+    a.mtime_horizon_us = newest.map(|n| n - MTIME_GRACE_US).max(l.mtime_horizon_us);
+    let h = a.mtime_horizon_us.unwrap_or(i64::MIN);
+    a.recent_files = files
+        .iter()
+        .filter(|m| m.last_modified.timestamp_micros() > h)
+        .map(|m| (m.location.to_string(), version(m)))
+        .collect();
     Ok(a)
 }
 
@@ -175,6 +245,8 @@ fn new_ledger(rule: &Rule, opts: &Options, step: i64) -> Ledger {
         next_end_us: align_up(opts.since.timestamp_micros(), step),
         seen_ingests: BTreeSet::new(),
         compacted: BTreeMap::new(),
+        mtime_horizon_us: None,
+        recent_files: BTreeMap::new(),
         gaps: Vec::new(),
         last_run: None,
         last_error: None,
@@ -323,6 +395,8 @@ pub async fn tick_rule(
     }
     l.seen_ingests = found.present;
     l.compacted = found.compacted;
+    l.mtime_horizon_us = found.mtime_horizon_us;
+    l.recent_files = found.recent_files;
     l.runs_done += out.runs;
     l.last_error = None;
     out.seconds = started.elapsed().as_secs_f64();

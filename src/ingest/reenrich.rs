@@ -1,8 +1,10 @@
 //! Re-enrichment on purpose (`wisp ingest --reenrich`): the rows already in the lake get their ASN
 //! and geo columns again from the databases given now (say, after an ingest without `--asn-db`, or
-//! with an outdated one). Each Parquet file is rewritten under its own name by an atomic replace:
-//! the same rows, keys and order, so nothing is duplicated and a reader sees the old file or the
-//! new one. As at ingest, a database hit replaces the ASN columns, a miss keeps what the row has,
+//! with an outdated one). Each Parquet file with a row that changes is rewritten under its own
+//! name by an atomic replace: the same rows, keys, order, row groups and footer metadata (a
+//! compacted file keeps its sources), so nothing is duplicated and a reader sees the old file or
+//! the new one; files with nothing to change are left alone. The scheduler re-runs the windows of
+//! rewritten files (it notices their modification time). As at ingest, a database hit replaces the ASN columns, a miss keeps what the row has,
 //! and country and city are filled only where the log had none.
 
 use super::enrich::Enricher;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 /// What a re-enrichment changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reenriched {
+    /// Files rewritten (those with a row that changed).
     pub files: u64,
     pub rows: u64,
     /// Rows whose ASN or geo columns changed.
@@ -25,7 +28,7 @@ pub struct Reenriched {
 
 impl std::fmt::Display for Reenriched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "re-enriched {} rows in {} files ({} changed)", self.rows, self.files, self.rows_changed)
+        write!(f, "re-enriched {} rows ({} changed), {} files rewritten", self.rows, self.rows_changed, self.files)
     }
 }
 
@@ -58,20 +61,39 @@ pub(super) async fn reenrich(lake: &Lake, enricher: &mut Enricher) -> Result<Ree
                 .bytes()
                 .await
                 .map_err(|e| rerr(e.to_string()))?;
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.with_batch_size(1 << 20).build())
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .map_err(|e| rerr(e.to_string()))?;
-            let mut batches = Vec::new();
+            // The file keeps what its writer put in the footer (a compacted file's sources, the
+            // sort order) and its row-group size.
+            let md = builder.metadata().clone();
+            let kv = md.file_metadata().key_value_metadata().cloned();
+            let group_rows = md.row_groups().iter().map(|g| g.num_rows() as usize).max().unwrap_or(1 << 20);
+            let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| rerr(e.to_string()))?;
+            let props = crate::lake::writer::props_builder()
+                .set_max_row_group_row_count(Some(group_rows.max(1)))
+                .set_key_value_metadata(kv)
+                .build();
+            let werr = |e: parquet::errors::ParquetError| LakeError::Write { table: table.name(), msg: e.to_string() };
+            let mut encoded = Vec::new();
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut encoded, table.schema(), Some(props)).map_err(werr)?;
+            let mut changed = 0;
             for b in reader {
                 let b = b.map_err(|e| rerr(e.to_string()))?;
-                let (b, changed) = enrich_batch(table, &b, enricher).map_err(|e| rerr(e.to_string()))?;
+                let (b, c) = enrich_batch(table, &b, enricher).map_err(|e| rerr(e.to_string()))?;
                 out.rows += b.num_rows() as u64;
-                out.rows_changed += changed;
-                batches.push(b);
+                changed += c;
+                w.write(&b).map_err(werr)?;
             }
-            let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
-            let all = arrow::compute::concat_batches(&table.schema(), &batches).map_err(werr)?;
-            let encoded = crate::lake::writer::encode_parquet(table, &all)?;
+            w.close().map_err(werr)?;
+            out.rows_changed += changed;
+            // A file with nothing changed stays as it is: no rewrite, nothing for the scheduler
+            // to re-run.
+            if changed == 0 {
+                continue;
+            }
+            // Replaced under its own name, atomically; its new modification time is what tells
+            // `wisp run` to re-run the windows it covers.
             lake.store
                 .put(&path, PutPayload::from(encoded))
                 .await

@@ -164,6 +164,32 @@ fn alive(h: &Holder) -> bool {
     Path::new(&format!("/proc/{}", h.pid)).exists()
 }
 
+/// Whether a writer (ingest, compaction, re-enrichment) holds the lake's write lock now: a live
+/// holder of the lock file, or a lock object whose lease has not run out. A lock that cannot be
+/// read whole counts as held (its writer may be writing it).
+pub async fn writer_active(lake: &Lake) -> Result<bool, LakeError> {
+    #[derive(Deserialize)]
+    struct AnyLock {
+        #[serde(flatten)]
+        holder: Holder,
+        lease_until_us: Option<i64>,
+    }
+    let p = object_store::path::Path::from("_meta/write.lock");
+    let body = match object_store::ObjectStoreExt::get(&lake.store, &p).await {
+        Ok(r) => r.bytes().await,
+        Err(e) => Err(e),
+    };
+    match body {
+        Ok(b) => Ok(match serde_json::from_slice::<AnyLock>(&b) {
+            Ok(AnyLock { lease_until_us: Some(until), .. }) => until >= chrono::Utc::now().timestamp_micros(),
+            Ok(AnyLock { holder, .. }) => alive(&holder),
+            Err(_) => true,
+        }),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(LakeError::Read { path: format!("{}/_meta/write.lock", lake.location), msg: e.to_string() }),
+    }
+}
+
 impl WriteLock {
     /// Takes the lake's write lock, waiting while a live process holds it. `what` says who asks
     /// (shown to a writer that waits).
