@@ -462,6 +462,30 @@ GROUP BY source_ip
     assert_eq!(code, 0, "{err}");
     let row: Vec<i64> = out.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
     assert!(row[0] > 0 && row[1] > 0, "{out}");
+
+    // Keyed by the address alone, an alert id would not pin its events (a repeat could lie
+    // anywhere in the store): `wisp run` refuses the rule, and `rules lint` says why.
+    let text = std::fs::read_to_string(rules.join("wisp_test_suppress.sql")).unwrap();
+    let loose = tmp("run-rules-loose");
+    std::fs::write(
+        loose.join("wisp_test_suppress.sql"),
+        text.replace(r#"alert_key = ["source_ip", "run_end"]"#, r#"alert_key = ["source_ip"]"#),
+    )
+    .unwrap();
+    let state = tmp("run-loose-state");
+    let (code, out, err) = run(wisp()
+        .args(["run", "--once", "--since", SINCE, "--until", SINCE, "--lake"])
+        .arg(&lake)
+        .arg("--state")
+        .arg(&state)
+        .arg("--rules-dir")
+        .arg(&loose)
+        .args(["--rule", "wisp_test_suppress"]));
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("does not pin the alert's events"), "{err}");
+    let (code, _, err) = run(wisp().args(["rules", "lint", "--lake"]).arg(&lake).arg("--rules-dir").arg(&loose));
+    assert_ne!(code, 0);
+    assert!(err.contains("wisp_test_suppress") && err.contains("does not pin"), "{err}");
 }
 
 #[test]

@@ -502,6 +502,27 @@ async fn rules_parse_strictly_and_lint_against_the_schema() {
     for (id, res) in rules::lint(&c, &rules::load_all(None).unwrap()).await {
         assert!(res.is_ok(), "{id}: {res:?}");
     }
+    // An alert_key must pin the alert's events (a time, or an event's id carried through): with
+    // the pair alone, a repeat of the id could lie months away from the alert in the store.
+    let pair = asn.replace(
+        r#"alert_key = ["service_principal_id", "source_asn", "id"]"#,
+        r#"alert_key = ["service_principal_id", "source_asn", "source_ip"]"#,
+    );
+    assert_ne!(pair, asn);
+    let res = rules::lint(&c, &[Rule::parse("pair.sql", &pair).unwrap()]).await;
+    let e = res[0].1.as_ref().unwrap_err().to_string();
+    assert!(e.contains("does not pin the alert's events"), "{e}");
+    // A computed column is not an id carried through; the time column is a pin.
+    let computed = asn.replace("SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
+FROM ranked", "SELECT ts, lower(id) AS id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
+       resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
+FROM ranked");
+    assert_ne!(computed, asn);
+    let res = rules::lint(&c, &[Rule::parse("computed.sql", &computed).unwrap()]).await;
+    assert!(res[0].1.as_ref().is_err_and(|e| e.to_string().contains("does not pin")), "{:?}", res[0].1);
+    let timed = pair.replace(r#""source_ip"]"#, r#""source_ip", "ts"]"#);
+    assert!(rules::lint(&c, &[Rule::parse("timed.sql", &timed).unwrap()]).await[0].1.is_ok());
     // Rule SQL runs read-only.
     let ddl = good.replace("WITH per_resource AS", "CREATE TABLE x AS WITH per_resource AS");
     assert_ne!(ddl, good);

@@ -91,10 +91,18 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_listener(stop.clone());
     let mut failed = false;
+    let mut checked = false;
     let jobs = jobs(a.jobs).min(rules.len().max(1));
     loop {
         let t = now();
         let sessions = crate::session::open_many(&lake, &a.lake.session_options(), jobs).await?;
+        if !checked {
+            // A rule whose alert ids do not pin their events could be sent twice: refused up front.
+            for r in &rules {
+                crate::rules::check_alert_key(&sessions[0], r).await?;
+            }
+            checked = true;
+        }
         if let Some(root) = &dir.local_root {
             for ctx in &sessions {
                 crate::session::register_alerts(ctx, root, &dir.url)?;

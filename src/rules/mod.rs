@@ -13,7 +13,7 @@ use crate::time::TimeError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-pub use plan::{lint, TermsTable, STATE_TABLE};
+pub use plan::{check_alert_key, lint, TermsTable, STATE_TABLE};
 
 /// A run's window, both ends included: the time range one scheduled run of a rule covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

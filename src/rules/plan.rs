@@ -135,6 +135,7 @@ async fn lint_one(ctx: &SessionContext, r: &Rule) -> Result<(), RuleError> {
             return Err(r.invalid(format!("alert_key column '{k}' is not in the query's output")));
         }
     }
+    check_pinned(r, &df)?;
     if schema.field_with_unqualified_name(&r.meta.timestamp_field).is_err() {
         return Err(r.invalid(format!("the query must output the timestamp column '{}'", r.meta.timestamp_field)));
     }
@@ -161,4 +162,59 @@ async fn lint_one(ctx: &SessionContext, r: &Rule) -> Result<(), RuleError> {
         }
     }
     Ok(())
+}
+
+/// Checks that the rule's `alert_key` pins its alerts' events (see [`pins`]): `wisp run` relies on
+/// it to look for repeats of an alert only near its time.
+pub async fn check_alert_key(ctx: &SessionContext, r: &Rule) -> Result<(), RuleError> {
+    let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
+    check_pinned(r, &r.plan(ctx, &w).await?)
+}
+
+fn check_pinned(r: &Rule, df: &DataFrame) -> Result<(), RuleError> {
+    if r.meta.alert_key.iter().any(|k| pins(df.logical_plan(), k)) {
+        return Ok(());
+    }
+    Err(r.invalid(format!(
+        "alert_key {:?} does not pin the alert's events: add a time column (a timestamp or date, such as ts) \
+         or an event's id carried through unchanged (a table's id column), so that repeats of an alert \
+         lie near it in time (wisp run checks the alert store only there)",
+        r.meta.alert_key
+    )))
+}
+
+/// Whether the output column `name` of `plan` pins an alert's events: it is a time (a timestamp or
+/// date), or a lake table's `id` column carried through unchanged (renamed, joined, filtered,
+/// grouped by, sorted — not computed).
+fn pins(plan: &datafusion::logical_expr::LogicalPlan, name: &str) -> bool {
+    use arrow::datatypes::DataType;
+    let schema = plan.schema();
+    let Some(i) = schema.index_of_column_by_name(None, name) else { return false };
+    let temporal = matches!(schema.field(i).data_type(), DataType::Timestamp(..) | DataType::Date32 | DataType::Date64);
+    temporal || carries_id(plan, i)
+}
+
+/// Whether field `i` of `plan`'s output is a table scan's `id`, passed through unchanged.
+fn carries_id(plan: &datafusion::logical_expr::LogicalPlan, i: usize) -> bool {
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    let through = |input: &LogicalPlan, e: &Expr| match e.clone().unalias_nested().data {
+        Expr::Column(c) => {
+            input.schema().index_of_column_by_name(c.relation.as_ref(), &c.name).is_some_and(|j| carries_id(input, j))
+        }
+        _ => false,
+    };
+    match plan {
+        LogicalPlan::TableScan(_) => plan.schema().field(i).name() == "id",
+        LogicalPlan::Projection(p) => p.expr.get(i).is_some_and(|e| through(&p.input, e)),
+        LogicalPlan::Aggregate(a) => a.group_expr.get(i).is_some_and(|e| through(&a.input, e)),
+        LogicalPlan::SubqueryAlias(a) => carries_id(&a.input, i),
+        LogicalPlan::Union(_) | LogicalPlan::Extension(_) => false,
+        // Filters, sorts, limits, joins, windows, distinct: the column is an input's column.
+        _ => {
+            let (q, f) = plan.schema().qualified_field(i);
+            plan.inputs()
+                .into_iter()
+                .any(|input| input.schema().index_of_column_by_name(q, f.name()).is_some_and(|j| carries_id(input, j)))
+        }
+    }
 }
