@@ -163,21 +163,22 @@ pub fn register_tables(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionE
         }
         ctx.register_table(t.name(), Arc::new(listing_table(lake, t)?))?;
     }
-    if let Some(root) = &lake.local_root {
-        register_alerts(ctx, &root.join("_state"), &format!("{}_state/", lake.url))?;
-    }
+    let state = lake.local_root.as_ref().map(|root| root.join("_state"));
+    register_alerts(ctx, state.as_deref(), &format!("{}_state/", lake.url))?;
     Ok(())
 }
 
 /// Registers the scheduler's alert store of the state folder at `dir` (URL `url`, ending in `/`)
 /// as tables `alerts` (every alert sent) and `alerts_suppressed` (the repeats suppression held
 /// back, with `suppressed_by`): hunts and later rules can read earlier alerts.
-pub fn register_alerts(ctx: &SessionContext, dir: &std::path::Path, url: &str) -> Result<(), SessionError> {
+pub fn register_alerts(ctx: &SessionContext, dir: Option<&std::path::Path>, url: &str) -> Result<(), SessionError> {
     use crate::lake::schema::{stored_alerts_schema, suppressed_alerts_schema};
     for (name, folder, schema) in
         [("alerts", "alerts", stored_alerts_schema()), ("alerts_suppressed", "suppressed", suppressed_alerts_schema())]
     {
-        let _ = std::fs::create_dir_all(dir.join(folder));
+        if let Some(dir) = dir {
+            let _ = std::fs::create_dir_all(dir.join(folder));
+        }
         let url = ListingTableUrl::parse(format!("{url}{folder}/"))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")

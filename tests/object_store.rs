@@ -3,7 +3,8 @@
 //! The exports are uploaded to one bucket/container, ingested from there into a lake in another,
 //! and every detection's backtest, a query and a re-ingest are compared with the same on a local
 //! lake. Two ingests racing on one remote lake are serialized by the lock object (conditional
-//! puts), so nothing is written twice.
+//! puts), so nothing is written twice. Scheduled detection keeps its state in the remote lake and
+//! sends what it sends on the local one, each alert once, also with two runners at once.
 //!
 //! Without the emulators the tests say SKIPPED, unless `WISP_REQUIRE_EMULATORS` is set (`.ci/run`
 //! installs both and sets it), where their absence fails.
@@ -256,11 +257,88 @@ fn round_trip(inputs: &str, lake: &str, env: &[(&str, String)], store: &Arc<dyn 
     let left = tokio::runtime::Handle::current().block_on(store.head(&object_store::path::Path::from(lock_key)));
     assert!(matches!(left, Err(object_store::Error::NotFound { .. })), "released: {left:?}");
 
-    // Compaction and the state folder stay local for now: clear errors, not silence.
+    scheduled_detection(lake, env, store, lock_key, &local);
+
+    // Compaction stays local for now: a clear error, not silence.
     let (code, _, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["compact", "--lake", lake]));
     assert_ne!(code, 0);
     assert!(err.contains("not supported on an object-store lake"), "{err}");
     let _ = std::fs::remove_dir_all(&local);
+}
+
+/// `wisp run` on the remote lake keeps its state (ledgers, first-seen state, alert store, run
+/// lock) in `<lake>/_state/` in the object store: it sends what the same schedule sends on the
+/// local lake, nothing twice — also with two runners started at once and after a stale run lock.
+fn scheduled_detection(lake: &str, env: &[(&str, String)], store: &Arc<dyn ObjectStore>, lock_key: &str, local: &str) {
+    let runner = |lake: &str, until: &str| {
+        let mut c = wisp();
+        c.envs(env.iter().map(|(k, v)| (k, v))).args([
+            "run",
+            "--once",
+            "--format",
+            "jsonl",
+            "--since",
+            "2026-11-20T00:00:00Z",
+            "--until",
+            until,
+            "--lake",
+            lake,
+        ]);
+        c
+    };
+    let ids = |out: &str| -> Vec<String> {
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let sent = |lake: &str, until: &str| {
+        let (code, out, err) = run(&mut runner(lake, until));
+        assert_eq!(code, 0, "{err}");
+        ids(&out)
+    };
+    let first = sent(lake, "2026-11-21T00:00:00Z");
+    assert!(!first.is_empty(), "the samples alert");
+    assert_eq!(first, sent(local, "2026-11-21T00:00:00Z"), "remote state vs local state");
+    assert!(sent(lake, "2026-11-21T00:00:00Z").is_empty(), "nothing due, nothing sent again");
+    let state_lock = lock_key.replace("_meta/write.lock", "_state/runs/run.lock");
+    let held =
+        tokio::runtime::Handle::current().block_on(store.head(&object_store::path::Path::from(state_lock.as_str())));
+    assert!(matches!(held, Err(object_store::Error::NotFound { .. })), "the run lock is released: {held:?}");
+
+    // A run lock left by a killed runner (lease over) is taken over; then two runners at once:
+    // one runs the due windows, the other finds them done. Every id once, as on the local lake.
+    plant_lock(store, &state_lock, chrono::Utc::now().timestamp_micros() - 1);
+    let spawn = || runner(lake, "2026-11-22T00:00:00Z").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let mut later = Vec::new();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        later.extend(ids(&String::from_utf8_lossy(&o.stdout)));
+    }
+    later.sort();
+    assert_eq!(later, sent(local, "2026-11-22T00:00:00Z"), "two runners on one remote state");
+    let all: std::collections::BTreeSet<&String> = first.iter().chain(&later).collect();
+    assert_eq!(all.len(), first.len() + later.len(), "an alert id was sent twice");
+
+    // The alert store is the table `alerts` of the remote lake, and `run status` reads the ledgers.
+    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+        "sql",
+        "--format",
+        "csv",
+        "--lake",
+        lake,
+        "SELECT count(*) AS n, count(DISTINCT alert_id) AS d FROM alerts",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let n = all.len();
+    assert_eq!(out.lines().nth(1), Some(format!("{n},{n}").as_str()), "{out}");
+    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["run", "status", "--lake", lake]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sp_unusual_source_asn") && out.contains("2026-11-22T00:00:00"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,10 +103,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             }
             checked = true;
         }
-        if let Some(root) = &dir.local_root {
-            for ctx in &sessions {
-                crate::session::register_alerts(ctx, root, &dir.url)?;
-            }
+        for ctx in &sessions {
+            dir.attach(ctx)?;
         }
         let mut new = Vec::new();
         // Rules run concurrently (each with its own ledger, state and alert files); their lines
@@ -235,9 +233,7 @@ async fn status(a: &RunArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
-    if let Some(root) = &dir.local_root {
-        crate::session::register_alerts(&ctx, root, &dir.url)?;
-    }
+    dir.attach(&ctx)?;
     let since = crate::time::utc_ts(now - chrono::Duration::hours(24));
     let df = crate::query::read_only_sql(
         &ctx,

@@ -37,41 +37,58 @@ fn err(path: impl ToString, msg: impl ToString) -> StoreError {
     StoreError { path: path.to_string(), msg: msg.to_string() }
 }
 
-/// Where scheduled detection keeps what it must remember.
+/// Where scheduled detection keeps what it must remember: a local folder, or a prefix in an
+/// object store (every file there is written whole by one put; the run lock is a lock object
+/// taken by a conditional put).
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub store: Arc<dyn ObjectStore>,
     /// URL of the folder, ending in `/`.
     pub url: String,
     pub local_root: Option<PathBuf>,
+    /// For a folder in an object store: the store's base URL and root, which sessions register
+    /// to read the state's files.
+    pub remote: Option<(url::Url, Arc<dyn ObjectStore>)>,
+    /// As given (or derived from the lake's).
+    pub location: String,
 }
 
 impl StateDir {
-    /// The state folder `state` (a local folder), or `<lake>/_state/`; created if missing.
+    /// The state folder `state` (a local folder or an object-store URL), or `<lake>/_state/`
+    /// (in the lake's object store for a remote lake); a local one is created if missing.
     pub fn open(lake: &Lake, state: Option<&str>) -> Result<StateDir, LakeError> {
-        let path = match (state, &lake.local_root) {
-            (Some(s), _) => PathBuf::from(s.strip_prefix("file://").unwrap_or(s)),
-            (None, Some(root)) => root.join("_state"),
-            (None, None) => {
-                return Err(LakeError::LocalOnly {
-                    what: "a state folder inside the lake",
-                    url: lake.url.clone(),
-                    instead: "give --state with a local folder",
-                })
-            }
+        let location = match (state, &lake.local_root) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(root)) => root.join("_state").display().to_string(),
+            (None, None) => format!("{}_state/", lake.url),
         };
-        // A local folder, opened as a lake is (created, canonical, `file://` URL).
-        let l = Lake::open(&path.display().to_string())?;
-        Ok(StateDir { store: l.store, url: l.url, local_root: l.local_root })
+        // Opened as a lake is: a local folder created, canonical, with a `file://` URL; a remote
+        // one with the same credentials from the environment.
+        let l = Lake::open(&location)?;
+        Ok(StateDir { store: l.store, url: l.url, local_root: l.local_root, remote: l.remote, location })
+    }
+
+    /// Makes the state readable in a session: its object store (for a remote folder) and the
+    /// alert store as tables `alerts` and `alerts_suppressed`.
+    pub fn attach(&self, ctx: &datafusion::prelude::SessionContext) -> Result<(), crate::session::SessionError> {
+        if let Some((base, store)) = &self.remote {
+            ctx.register_object_store(base, store.clone());
+        }
+        crate::session::register_alerts(ctx, self.local_root.as_deref(), &self.url)
     }
 
     /// The state writers' lock (`runs/run.lock`): one `wisp run` (or `wisp detect --state`) at a
-    /// time per state folder; a lock whose process is gone is taken over. Holding it, the staging
-    /// files a killed writer left (`name#N`) are removed; returns the lock and how many.
+    /// time per state folder; a lock whose process is gone (a lock object whose lease ran out) is
+    /// taken over. Holding it, the staging files a killed writer left in a local folder (`name#N`)
+    /// are removed; returns the lock and how many.
     pub fn lock(&self, what: &str) -> Result<(WriteLock, usize), LakeError> {
-        let root = self.local_root.clone().ok_or_else(|| LakeError::Unsupported(self.url.clone()))?;
-        let lock = WriteLock::acquire_file(root.join("runs").join("run.lock"), "scheduler's run", what)?;
-        Ok((lock, crate::lake::remove_staging(&root)))
+        match &self.local_root {
+            Some(root) => {
+                let lock = WriteLock::acquire_file(root.join("runs").join("run.lock"), "scheduler's run", what)?;
+                Ok((lock, crate::lake::remove_staging(root)))
+            }
+            None => Ok((WriteLock::acquire_object(&self.location, "runs/run.lock", "scheduler's run", what)?, 0)),
+        }
     }
 
     /// Reads a small file; `None` when it does not exist.
