@@ -442,7 +442,78 @@ async fn azure_lake_and_inputs_on_azurite_equal_a_local_lake() {
             counts("abfss://lake@devstoreaccount1.dfs.core.windows.net/tenant", &env2),
             counts("az://lake/tenant", &env)
         );
+        diagnostic_settings_append_blobs(&conn, &env);
     })
     .await
     .unwrap();
+}
+
+/// A sign-in record as diagnostic settings write it (one JSON object per line of PT1H.json).
+fn diag_signin(id: &str, time: &str) -> String {
+    serde_json::json!({"time": time, "category": "ServicePrincipalSignInLogs", "tenantId": "t1",
+        "callerIpAddress": "45.0.0.1", "properties": {"id": id, "createdDateTime": time, "servicePrincipalId": "sp-1",
+        "servicePrincipalName": "app", "appId": "app-1", "ipAddress": "45.0.0.1", "status": {"errorCode": 0}}})
+    .to_string()
+}
+
+/// A container laid out exactly as diagnostic settings write it — append blobs at
+/// `tenantId=…/y=…/m=…/d=…/h=…/m=00/PT1H.json` that grow during their hour — ingested by time
+/// range (only those hours' folders), then again after blocks were appended: only the appended
+/// tail is read.
+fn diagnostic_settings_append_blobs(conn: &str, env: &[(&str, String)]) {
+    let blob = |d: u32, h: u32| format!("tenantId=t1/y=2026/m=11/d={d:02}/h={h:02}/m=00/PT1H.json");
+    let lines = |ids: &[(&str, &str)]| ids.iter().map(|(id, t)| diag_signin(id, t) + "\n").collect::<String>();
+    // Python: creates the container and appends blocks to append blobs (object_store has no
+    // append; diagnostic settings use append blobs).
+    let append = |name: &str, body: &str| {
+        let py = format!(
+            "from azure.storage.blob import BlobServiceClient as C\n\
+             c = C.from_connection_string('{conn}').get_container_client('insights-logs-serviceprincipalsigninlogs')\n\
+             try:\n    c.create_container()\nexcept Exception:\n    pass\n\
+             b = c.get_blob_client({name:?})\n\
+             if not b.exists():\n    b.create_append_blob()\n\
+             b.append_block({body:?}.encode())\n"
+        );
+        let (code, _, err) = run(Command::new("python3").args(["-c", &py]));
+        assert_eq!(code, 0, "appending to {name}: {err}");
+    };
+    append(
+        &blob(20, 9),
+        &lines(&[("a1", "2026-11-20T09:01:00Z"), ("a2", "2026-11-20T09:20:00Z"), ("a3", "2026-11-20T09:59:00Z")]),
+    );
+    append(&blob(20, 10), &lines(&[("b1", "2026-11-20T10:05:00Z"), ("b2", "2026-11-20T10:06:00Z")]));
+    let day19 = lines(&[("c1", "2026-11-19T10:30:00Z")]);
+    append(&blob(19, 10), &day19);
+    let source = "az://insights-logs-serviceprincipalsigninlogs/";
+    let lake = "az://lake/diag";
+    let ingest = |extra: &[&str]| {
+        let (code, _, err) = run(wisp()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["ingest", "--no-progress", "--lake", lake, source])
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let day = ["--since", "2026-11-20T00:00:00Z", "--until", "2026-11-20T23:59:59Z"];
+    let err = ingest(&day);
+    assert!(err.contains("read 5 records from 2 files"), "the 20th only: {err}");
+    // The hour goes on: blocks appended to the open blob; the next ingest reads only them.
+    let tail = lines(&[("b3", "2026-11-20T10:40:00Z"), ("b4", "2026-11-20T10:41:00Z")]);
+    append(&blob(20, 10), &tail);
+    let err = ingest(&day);
+    let want = format!("read 2 records from 2 files ({} bytes; 1 unchanged files skipped)", tail.len());
+    assert!(err.contains(&want), "only the tail is fetched: {err}");
+    let err = ingest(&[]);
+    let want = format!("read 1 records from 3 files ({} bytes; 2 unchanged", day19.len());
+    assert!(err.contains(&want), "the 19th, outside the range before: {err}");
+    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+        "sql",
+        "--format",
+        "csv",
+        "--lake",
+        lake,
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM signins",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().nth(1), Some("8,8"), "{out}");
 }
