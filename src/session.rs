@@ -103,21 +103,27 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     }
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.
+    // A remote lake's are fetched (once per version, `lake::fetch`).
     let mut cfg = opts.udfs.clone();
-    if let Some(root) = &lake.local_root {
-        let dir = root.join("_watchlists");
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            let mut found: Vec<_> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))
-                .collect();
-            found.sort();
-            for p in found.into_iter().rev() {
-                let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-                if !cfg.watchlists.iter().any(|(n, _)| *n == name) {
-                    cfg.watchlists.insert(0, (name, p));
-                }
-            }
+    let mut found: Vec<PathBuf> = match &lake.local_root {
+        Some(root) => std::fs::read_dir(root.join("_watchlists"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => {
+            let prefix = object_store::path::Path::from("_watchlists");
+            crate::lake::fetch::copies_under(lake.store.clone(), prefix, format!("{}_watchlists", lake.url), ".csv")
+                .await?
+        }
+    };
+    found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    for p in found.into_iter().rev() {
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if !cfg.watchlists.iter().any(|(n, _)| *n == name) {
+            cfg.watchlists.insert(0, (name, p));
         }
     }
     let mut udfs = Udfs::load(&cfg)?;

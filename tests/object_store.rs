@@ -258,6 +258,7 @@ fn round_trip(inputs: &str, lake: &str, env: &[(&str, String)], store: &Arc<dyn 
     assert!(matches!(left, Err(object_store::Error::NotFound { .. })), "released: {left:?}");
 
     scheduled_detection(lake, env, store, lock_key, &local);
+    databases_watchlists_and_rules_by_url(lake, inputs, env, store, lock_key, &local);
 
     // Compaction stays local for now: a clear error, not silence.
     let (code, _, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["compact", "--lake", lake]));
@@ -516,4 +517,131 @@ fn diagnostic_settings_append_blobs(conn: &str, env: &[(&str, String)]) {
     ]));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().nth(1), Some("8,8"), "{out}");
+}
+
+/// `--asn-db`, `--watchlist NAME=URL`, `--rules-dir URL` and the remote lake's own
+/// `_watchlists/` are read from the object store, with the same results as local files.
+fn databases_watchlists_and_rules_by_url(
+    lake: &str,
+    inputs: &str,
+    env: &[(&str, String)],
+    store: &Arc<dyn ObjectStore>,
+    lock_key: &str,
+    local: &str,
+) {
+    let bucket: String = lake.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let lake_prefix = lock_key.strip_suffix("/_meta/write.lock").unwrap();
+    let put = |key: &str, body: &str| {
+        let p = object_store::path::Path::from(key);
+        tokio::runtime::Handle::current().block_on(store.put(&p, PutPayload::from(body.as_bytes().to_vec()))).unwrap();
+    };
+    let files = tmp("os-config");
+    let both = |key: &str, body: &str| {
+        put(key, body);
+        let f = files.join(key.replace('/', "_"));
+        std::fs::write(&f, body).unwrap();
+        (format!("{bucket}/{key}"), f.display().to_string())
+    };
+    let (asn_url, asn_file) =
+        both("config/asn.csv", "start_ip,end_ip,asn,organization\n52.160.0.0,52.160.255.255,64999,Remote Net\n");
+    let (bad_url, bad_file) = both("config/bad.csv", "ip_or_range\n52.160.10.1\n");
+    let rule = r#"/*
+id = "wisp_remote_rule"
+name = "Sign-in from a listed address"
+description = "Test rule read from an object-store rules folder."
+type = "query"
+severity = "low"
+risk_score = 10
+interval = "1h"
+lookback = "1h"
+tables = ["signins"]
+alert_key = ["id"]
+*/
+SELECT ts, id, source_ip FROM signins
+WHERE ts > $window_start AND ts <= $window_end AND in_watchlist(source_ip, 'Bad')
+"#;
+    let (rules_url, _) = both("config/rules/wisp_remote_rule.sql", rule);
+    let rules_dir = files.join("rules");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::write(rules_dir.join("wisp_remote_rule.sql"), rule).unwrap();
+    let rules_url = rules_url.strip_suffix("/wisp_remote_rule.sql").unwrap().to_string();
+    put(&format!("{lake_prefix}/_watchlists/LakeList.csv"), "ip_or_range\n10.9.0.0/16\n");
+    std::fs::create_dir_all(std::path::Path::new(local).join("_watchlists")).unwrap();
+    std::fs::write(std::path::Path::new(local).join("_watchlists/LakeList.csv"), "ip_or_range\n10.9.0.0/16\n").unwrap();
+
+    let q = "SELECT asn_number('52.160.10.1') AS a, in_watchlist('52.160.10.1', 'Bad') AS b, \
+             in_watchlist('10.9.1.1', 'LakeList') AS c, in_watchlist('10.8.1.1', 'LakeList') AS d";
+    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+        "sql",
+        "--format",
+        "csv",
+        "--lake",
+        lake,
+        "--asn-db",
+        &asn_url,
+        "--watchlist",
+        &format!("Bad={bad_url}"),
+        q,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().nth(1), Some("64999,true,true,false"), "{out}");
+    let detect = |lake: &str, rules: &str, bad: &str| {
+        let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+            "detect",
+            "--format",
+            "jsonl",
+            "--from",
+            "2026-11-15T00:00:00Z",
+            "--to",
+            "2026-11-22T00:00:00Z",
+            "--rules-dir",
+            rules,
+            "--rule",
+            "wisp_remote_rule",
+            "--watchlist",
+            &format!("Bad={bad}"),
+            "--lake",
+            lake,
+        ]));
+        assert_eq!(code, 0, "{err}");
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let remote = detect(lake, &rules_url, &bad_url);
+    assert!(!remote.is_empty(), "the listed address signs in in the samples");
+    let ids = |v: &[String]| -> Vec<String> {
+        v.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].to_string()).collect()
+    };
+    assert_eq!(ids(&remote), ids(&detect(local, &rules_dir.display().to_string(), &bad_file)));
+    // Enrichment at ingest from a database in the store: a new lake, the same ASNs as a local one.
+    let remote2 = format!("{bucket}/enriched");
+    let (code, _, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+        "ingest",
+        "--no-progress",
+        "--asn-db",
+        &asn_url,
+        "--lake",
+        &remote2,
+        inputs,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let local2 = tmp("os-enriched");
+    let (code, _, err) = run(wisp()
+        .args(["ingest", "--no-progress", "--asn-db", &asn_file, "--lake"])
+        .arg(&local2)
+        .arg(repo().join("data/samples")));
+    assert_eq!(code, 0, "{err}");
+    let listed = |lake: &str, env: &[(&str, String)]| {
+        let q = "SELECT count(*) AS n FROM signins WHERE source_asn = 64999";
+        let (code, out, err) =
+            run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["sql", "--format", "csv", "--lake", lake, q]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let n = listed(&remote2, env);
+    assert_ne!(n.lines().nth(1), Some("0"), "{n}");
+    assert_eq!(n, listed(&local2.display().to_string(), &[]));
+    let _ = std::fs::remove_dir_all(&files);
+    let _ = std::fs::remove_dir_all(&local2);
 }

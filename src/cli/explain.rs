@@ -30,7 +30,7 @@ pub async fn run(a: ExplainArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_ERROR);
     };
     eprintln!("{}", serde_json::to_string_pretty(&sink::alert_json(&alert))?);
-    let rules = crate::rules::load_all(a.rules_dir.as_deref())?;
+    let rules = crate::rules::load_all(super::rules_dir(&a.rules_dir)?.as_deref())?;
     let rule = crate::rules::by_id(&rules, &alert.rule_id)?;
     match explain::evidence(&ctx, rule, &alert).await? {
         None => eprintln!("the alert names no principal, application or address to find evidence by"),

@@ -88,8 +88,8 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
     let opts = IngestOptions {
         inputs: a.inputs,
         format: a.format,
-        asn_db: a.asn_db,
-        geo_db: a.geo_db,
+        asn_db: a.asn_db.as_deref().map(crate::lake::fetch::local_copy).transpose()?,
+        geo_db: a.geo_db.as_deref().map(crate::lake::fetch::local_copy).transpose()?,
         keep_raw: !a.no_raw,
         progress: !a.no_progress,
         reenrich: a.reenrich,

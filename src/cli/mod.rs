@@ -77,7 +77,7 @@ pub struct RuleArgs {
     /// Rule ids to run (default: every detection, not hunts).
     #[arg(long = "rule")]
     pub rules: Vec<String>,
-    /// Folder of extra or overriding rule files.
+    /// Folder of extra or overriding rule files (a path or an object-store prefix).
     #[arg(long)]
     pub rules_dir: Option<PathBuf>,
     /// Override every rule's max_alerts per run.
@@ -88,9 +88,15 @@ pub struct RuleArgs {
 impl RuleArgs {
     /// The built-in rules and `--rules-dir`'s, narrowed to `--rule` and capped by `--max-alerts`.
     pub fn select(&self) -> anyhow::Result<Vec<crate::rules::Rule>> {
-        let all = crate::rules::load_all(self.rules_dir.as_deref())?;
+        let all = crate::rules::load_all(rules_dir(&self.rules_dir)?.as_deref())?;
         Ok(crate::detect::select(all, &self.rules, self.max_alerts)?)
     }
+}
+
+/// `--rules-dir` as a local folder: itself, or a copy of the `.sql` files under an object-store
+/// prefix.
+pub fn rules_dir(arg: &Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    Ok(arg.as_deref().map(crate::lake::fetch::local_rules_dir).transpose()?)
 }
 
 /// Flags every query command shares.
@@ -99,13 +105,14 @@ pub struct LakeArgs {
     /// Lake location (a folder written by `wisp ingest`).
     #[arg(long, env = "WISP_LAKE")]
     pub lake: String,
-    /// MaxMind ASN database (.mmdb) or a start_ip,end_ip,asn,organization CSV/TSV.
+    /// MaxMind ASN database (.mmdb) or a start_ip,end_ip,asn,organization CSV/TSV (a path or an
+    /// object-store URL).
     #[arg(long)]
     pub asn_db: Option<PathBuf>,
-    /// MaxMind City database (.mmdb).
+    /// MaxMind City database (.mmdb; a path or an object-store URL).
     #[arg(long)]
     pub geo_db: Option<PathBuf>,
-    /// A named IP watchlist: NAME=FILE.csv (repeatable).
+    /// A named IP watchlist: NAME=FILE.csv, the file a path or an object-store URL (repeatable).
     #[arg(long, value_parser = parse_watchlist)]
     pub watchlist: Vec<(String, PathBuf)>,
     /// Memory pool for queries, in MiB; operators spill to disk beyond it. Parquet readers and
@@ -158,22 +165,26 @@ fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 impl LakeArgs {
-    pub fn session_options(&self) -> crate::session::SessionOptions {
-        crate::session::SessionOptions {
-            udfs: wisp_udfs::UdfConfig {
-                asn_db: self.asn_db.clone(),
-                geo_db: self.geo_db.clone(),
-                watchlists: self.watchlist.clone(),
-            },
+    /// The session's options; databases and watchlists named by object-store URLs are fetched
+    /// (once per version: `lake::fetch`).
+    pub fn session_options(&self) -> anyhow::Result<crate::session::SessionOptions> {
+        use crate::lake::fetch::local_copy;
+        let copy = |p: &Option<PathBuf>| p.as_deref().map(local_copy).transpose();
+        let mut watchlists = Vec::new();
+        for (name, p) in &self.watchlist {
+            watchlists.push((name.clone(), local_copy(p)?));
+        }
+        Ok(crate::session::SessionOptions {
+            udfs: wisp_udfs::UdfConfig { asn_db: copy(&self.asn_db)?, geo_db: copy(&self.geo_db)?, watchlists },
             memory_limit: self.memory_mb << 20,
             ..Default::default()
-        }
+        })
     }
 
     /// Opens the existing lake (never creates one) and a session over it.
     pub async fn open(&self) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
         let lake = Lake::open_existing(&self.lake)?;
-        let ctx = crate::session::open(&lake, &self.session_options()).await?;
+        let ctx = crate::session::open(&lake, &self.session_options()?).await?;
         Ok((lake, ctx))
     }
 }

@@ -33,7 +33,7 @@ pub enum RulesCmd {
 }
 
 pub async fn run(a: RulesArgs) -> anyhow::Result<i32> {
-    let all = rules::load_all(a.rules_dir.as_deref())?;
+    let all = rules::load_all(super::rules_dir(&a.rules_dir)?.as_deref())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.cmd {
         RulesCmd::List => {

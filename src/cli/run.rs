@@ -92,10 +92,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     spawn_signal_listener(stop.clone());
     let mut failed = false;
     let mut checked = false;
+    let session_options = a.lake.session_options()?;
     let jobs = jobs(a.jobs).min(rules.len().max(1));
     loop {
         let t = now();
-        let sessions = crate::session::open_many(&lake, &a.lake.session_options(), jobs).await?;
+        let sessions = crate::session::open_many(&lake, &session_options, jobs).await?;
         if !checked {
             // A rule whose alert ids do not pin their events could be sent twice: refused up front.
             for r in &rules {
@@ -232,7 +233,7 @@ async fn status(a: &RunArgs) -> anyhow::Result<i32> {
         eprintln!("no scheduled runs yet in {} — start with `wisp run --lake {} --once`", dir.url, a.lake.lake);
         return Ok(EXIT_OK);
     }
-    let ctx = crate::session::open(&lake, &a.lake.session_options()).await?;
+    let ctx = crate::session::open(&lake, &a.lake.session_options()?).await?;
     dir.attach(&ctx)?;
     let since = crate::time::utc_ts(now - chrono::Duration::hours(24));
     let df = crate::query::read_only_sql(
