@@ -14,5 +14,10 @@ async fn main() {
             wisp::cli::EXIT_ERROR
         }
     };
+    if std::env::var_os("WISP_STORE_STATS").is_some_and(|v| v != "0") {
+        if let Some(line) = wisp::lake::metered::STATS.summary() {
+            eprintln!("{line}");
+        }
+    }
     std::process::exit(code);
 }

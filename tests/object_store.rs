@@ -257,6 +257,7 @@ fn round_trip(inputs: &str, lake: &str, env: &[(&str, String)], store: &Arc<dyn 
     let left = tokio::runtime::Handle::current().block_on(store.head(&object_store::path::Path::from(lock_key)));
     assert!(matches!(left, Err(object_store::Error::NotFound { .. })), "released: {left:?}");
 
+    footers_are_fetched_once(lake, env);
     scheduled_detection(lake, env, store, lock_key, &local);
     databases_watchlists_and_rules_by_url(lake, inputs, env, store, lock_key, &local);
 
@@ -644,4 +645,34 @@ WHERE ts > $window_start AND ts <= $window_end AND in_watchlist(source_ip, 'Bad'
     assert_eq!(n, listed(&local2.display().to_string(), &[]));
     let _ = std::fs::remove_dir_all(&files);
     let _ = std::fs::remove_dir_all(&local2);
+}
+
+/// `WISP_STORE_STATS=1` counts what a command asked of the store. A query that scans the sign-ins
+/// twice makes fewer reads than two queries that scan them once: the second scan reuses the
+/// Parquet footers already fetched (DataFusion's per-process file-metadata cache).
+fn footers_are_fetched_once(lake: &str, env: &[(&str, String)]) {
+    let requests = |q: &str| -> (u64, String) {
+        let (code, _, err) = run(wisp()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("WISP_STORE_STATS", "1")
+            .args(["sql", "--format", "csv", "--lake", lake, q]));
+        assert_eq!(code, 0, "{err}");
+        let line = err.lines().find(|l| l.starts_with("object store: ")).unwrap_or_else(|| panic!("{err}"));
+        // Reads: GET + ranged GET + HEAD.
+        let inner = &line[line.find('(').unwrap() + 1..line.find(')').unwrap()];
+        let count = |kind: &str| -> u64 {
+            inner
+                .split(", ")
+                .find(|p| p.ends_with(kind) && p.len() == p.find(' ').unwrap() + 1 + kind.len())
+                .map_or(0, |p| p.split(' ').next().unwrap().parse().unwrap())
+        };
+        (count("GET") + count("ranged GET") + count("HEAD"), line.to_string())
+    };
+    let (one, l1) = requests("SELECT count(DISTINCT correlation_id) AS n FROM signins");
+    let (two, l2) = requests(
+        "SELECT (SELECT count(DISTINCT correlation_id) FROM signins) + (SELECT count(DISTINCT app_id) FROM signins) AS n",
+    );
+    eprintln!("one scan: {l1}\ntwo scans: {l2}");
+    assert!(l1.contains("MB fetched") && one > 0, "{l1}");
+    assert!(two < 2 * one, "the second scan re-fetched the footers: {l1} / {l2}");
 }

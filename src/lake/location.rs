@@ -115,6 +115,7 @@ pub fn remote(location: &str) -> Result<Remote, LakeError> {
         }
     };
     let base = url::Url::parse(&base).map_err(|e| unsupported(location, &e.to_string()))?;
+    let root: Arc<dyn ObjectStore> = Arc::new(super::metered::Metered(root));
     Ok(Remote { root, base, prefix: StorePath::from(prefix) })
 }
 

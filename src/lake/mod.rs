@@ -5,6 +5,7 @@ pub mod compact;
 pub mod fetch;
 pub mod location;
 pub mod lock;
+pub mod metered;
 pub mod schema;
 pub mod writer;
 
