@@ -141,3 +141,126 @@ SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.i
        c.added_key_ids, c.added_key_types, c.added_key_names,
        CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
 FROM prior JOIN c ON prior.audit_id = c.audit_id
+
+-- @backtest
+-- Every daily run in [$range_start, $range_end] in one pass. Whether a change alerts, and with
+-- what, depends only on the change and the sign-ins in the look-back before it (counted from the
+-- change's minute), never on the run's window: every run that holds a change reports the same
+-- alert. So each change is judged once, for the first run that holds it (the first on the
+-- interval grid at or after it, not before the range's first run, provided that run's window
+-- [T - lookback, T] reaches back to it), and the sign-ins are read once for the whole range.
+WITH changes_all AS (
+    SELECT ts, id AS audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+           source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets,
+           -- The first run that holds the change: the first on the interval grid at or after it,
+           -- and not before the range's first run.
+           greatest(((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us,
+                    ((CAST($range_start AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us) AS run_end_us
+    FROM audit
+    -- As published, whatever the result: a refused attempt on a principal that signs in is worth a look.
+    WHERE (trim(operation_name) IN ('Add service principal credentials', 'Update application',
+                                   'Update application – Certificates and secrets management',
+                                   'Update application - Certificates and secrets management'))
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+changes AS (
+    -- Each change with a run in the range that holds it (T - lookback <= ts <= T).
+    SELECT * FROM changes_all
+    WHERE run_end_us <= CAST($range_end AS BIGINT) AND CAST(ts AS BIGINT) >= run_end_us - $lookback_us
+),
+change_app AS (
+    SELECT audit_id, min(d['value']) AS target_app_id
+    FROM (SELECT audit_id, unnest(additional_details) AS d FROM changes)
+    WHERE d['key'] = 'AppId'
+    GROUP BY audit_id
+),
+key_props AS (
+    -- The KeyDescription modified property of the change's targets: the keys before and after.
+    SELECT audit_id, coalesce(mp['old_value'], '') AS old_keys, coalesce(mp['new_value'], '') AS new_keys
+    FROM (SELECT audit_id, unnest(t['modified_properties']) AS mp
+          FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
+    WHERE mp['name'] = 'KeyDescription'
+),
+added AS (
+    -- Each key of the new KeyDescription whose KeyIdentifier the old one does not hold.
+    SELECT audit_id, split_part(k, ',', 1) AS key_id,
+           regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
+           regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name
+    FROM (SELECT audit_id, old_keys, unnest(string_to_array(new_keys, 'KeyIdentifier=')) AS k FROM key_props)
+    WHERE k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0
+),
+keys AS (
+    SELECT audit_id, array_agg(key_id ORDER BY key_id) AS added_key_ids,
+           array_agg(key_type ORDER BY key_id) AS added_key_types,
+           array_agg(key_name ORDER BY key_id) AS added_key_names
+    FROM added
+    GROUP BY audit_id
+),
+c AS (
+    SELECT changes.run_end_us, changes.ts, changes.audit_id, changes.operation_name, changes.result, changes.initiated_by_upn, changes.initiated_by_app_name,
+           changes.initiated_by_sp_id, changes.change_ip, changes.target_id, changes.target_name, changes.target_type,
+           change_app.target_app_id, keys.added_key_ids, keys.added_key_types, keys.added_key_names
+    FROM changes
+    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+    LEFT JOIN keys ON changes.audit_id = keys.audit_id
+    -- A bare "Update application" is a credential change only when a key changed.
+    WHERE trim(changes.operation_name) <> 'Update application'
+       OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
+),
+s AS (
+    SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
+           source_ip AS signin_ip
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
+      -- From a minute before the earliest change's look-back (the exact bound is in prior).
+      AND ts >= $range_start - $lookback - $signin_lookback - INTERVAL '1 minute' AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback - $signin_lookback - INTERVAL '1 minute', '%Y-%m-%d')
+      AND day <= to_char($range_end, '%Y-%m-%d')
+),
+-- Each change against the UTC days its look-back can touch: joining on the day too keeps a long
+-- window from pairing every change with every sign-in of its principal. The day is the sign-ins'
+-- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
+-- compares a per-file constant instead of truncating every row's timestamp.
+cd AS (
+    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
+           to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
+    FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
+),
+matched AS (
+    -- Only the columns the aggregation needs travel through the joins.
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
+           'service_principal_id' AS matched_by
+    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
+    WHERE cd.target_type = 'ServicePrincipal'
+    UNION ALL
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
+    WHERE cd.target_type = 'Application'
+    UNION ALL
+    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
+    WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
+),
+prior AS (
+    -- One row per change: an aggregation (no sort of every matching sign-in).
+    SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
+           last_value(signin_ip ORDER BY signin_ts, signin_ip) AS source_ip,
+           last_value(service_principal_id ORDER BY signin_ts, signin_ip) AS service_principal_id,
+           last_value(service_principal_name ORDER BY signin_ts, signin_ip) AS service_principal_name,
+           last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
+           min(matched_by) AS matched_by
+    FROM matched
+    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
+    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
+    WHERE signin_ts < ts AND signin_ts >= date_trunc('minute', ts) - $signin_lookback
+    GROUP BY audit_id
+)
+SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
+       c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
+       prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
+       prior.last_signin, prior.prior_signins, prior.matched_by,
+       c.added_key_ids, c.added_key_types, c.added_key_names,
+       CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin,
+       c.run_end_us
+FROM prior JOIN c ON prior.audit_id = c.audit_id

@@ -174,14 +174,19 @@ fn alert_ids(lake: &str, env: &[(&str, String)]) -> Vec<String> {
     v
 }
 
-fn counts(lake: &str, env: &[(&str, String)]) -> String {
-    let q = "SELECT 'signins' AS t, count(*) AS n FROM signins UNION ALL SELECT 'audit', count(*) FROM audit \
-             UNION ALL SELECT 'o365_audit', count(*) FROM o365_audit UNION ALL SELECT 'resource_logs', count(*) FROM resource_logs \
-             ORDER BY t";
+/// `wisp sql --format csv` on `lake`: its output (the command must succeed).
+fn sql_csv(lake: &str, env: &[(&str, String)], q: &str) -> String {
     let (code, out, err) =
         run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["sql", "--format", "csv", "--lake", lake, q]));
     assert_eq!(code, 0, "{err}");
     out
+}
+
+fn counts(lake: &str, env: &[(&str, String)]) -> String {
+    let q = "SELECT 'signins' AS t, count(*) AS n FROM signins UNION ALL SELECT 'audit', count(*) FROM audit \
+             UNION ALL SELECT 'o365_audit', count(*) FROM o365_audit UNION ALL SELECT 'resource_logs', count(*) FROM resource_logs \
+             ORDER BY t";
+    sql_csv(lake, env, q)
 }
 
 /// Plants a lock object as another process would hold it, with a lease ending at `until_us`.
@@ -327,15 +332,7 @@ fn scheduled_detection(lake: &str, env: &[(&str, String)], store: &Arc<dyn Objec
     assert_eq!(all.len(), first.len() + later.len(), "an alert id was sent twice");
 
     // The alert store is the table `alerts` of the remote lake, and `run status` reads the ledgers.
-    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
-        "sql",
-        "--format",
-        "csv",
-        "--lake",
-        lake,
-        "SELECT count(*) AS n, count(DISTINCT alert_id) AS d FROM alerts",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    let out = sql_csv(lake, env, "SELECT count(*) AS n, count(DISTINCT alert_id) AS d FROM alerts");
     let n = all.len();
     assert_eq!(out.lines().nth(1), Some(format!("{n},{n}").as_str()), "{out}");
     let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["run", "status", "--lake", lake]));
@@ -508,15 +505,7 @@ fn diagnostic_settings_append_blobs(conn: &str, env: &[(&str, String)]) {
     let err = ingest(&[]);
     let want = format!("read 1 records from 3 files ({} bytes; 2 unchanged", day19.len());
     assert!(err.contains(&want), "the 19th, outside the range before: {err}");
-    let (code, out, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
-        "sql",
-        "--format",
-        "csv",
-        "--lake",
-        lake,
-        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM signins",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    let out = sql_csv(lake, env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM signins");
     assert_eq!(out.lines().nth(1), Some("8,8"), "{out}");
 }
 
@@ -634,11 +623,7 @@ WHERE ts > $window_start AND ts <= $window_end AND in_watchlist(source_ip, 'Bad'
         .arg(repo().join("data/samples")));
     assert_eq!(code, 0, "{err}");
     let listed = |lake: &str, env: &[(&str, String)]| {
-        let q = "SELECT count(*) AS n FROM signins WHERE source_asn = 64999";
-        let (code, out, err) =
-            run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args(["sql", "--format", "csv", "--lake", lake, q]));
-        assert_eq!(code, 0, "{err}");
-        out
+        sql_csv(lake, env, "SELECT count(*) AS n FROM signins WHERE source_asn = 64999")
     };
     let n = listed(&remote2, env);
     assert_ne!(n.lines().nth(1), Some("0"), "{n}");

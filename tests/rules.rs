@@ -1649,6 +1649,56 @@ async fn identity_signin_backtest_equals_replaying_every_run() {
     assert!(alerts.iter().all(|a| a.source_ip.as_deref() != Some("10.1.2.3")), "a private address never alerts");
 }
 
+/// The credential-added rule (daily, inclusive window ends, a 3-day sign-in look-back from the
+/// change's minute) in one pass equals replaying every daily run: changes exactly at midnight (in
+/// two runs' windows: the first reports it), at the range's unaligned start, and sign-ins exactly
+/// at the look-back's edge.
+#[tokio::test]
+async fn credential_added_backtest_equals_replaying_every_run() {
+    let mut rng = wisp_udfs::testdb::XorShift(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next();
+    let start = t("2026-03-07T00:00:00Z");
+    let mut recs = Vec::new();
+    for i in 0..700u64 {
+        let sp = format!("cred-{}", next() % 8);
+        let ts = start + Duration::seconds((next() % (9 * 86_400)) as i64);
+        recs.push(sp_signin(
+            &format!("s{i}"),
+            ts,
+            &sp,
+            &format!("45.0.1.{}", next() % 20 + 1),
+            if i % 7 == 0 { 7000215 } else { 0 },
+            None,
+        ));
+    }
+    for i in 0..90u64 {
+        let sp = format!("cred-{}", next() % 9); // cred-8 never signs in
+        let mut ts = start + Duration::days(3) + Duration::seconds((next() % (6 * 86_400)) as i64);
+        if i % 6 == 0 {
+            ts = start + Duration::days(3 + (next() % 6) as i64); // exactly at midnight
+        }
+        if i % 10 == 1 && sp != "cred-8" {
+            // A sign-in exactly at the look-back's edge (3 days before the change's minute).
+            let edge = ts
+                - Duration::seconds(ts.timestamp() % 60)
+                - Duration::nanoseconds(ts.timestamp_subsec_nanos() as i64)
+                - Duration::days(3);
+            recs.push(sp_signin(&format!("edge{i}"), edge, &sp, "45.0.2.9", 0, None));
+        }
+        let op = if i % 3 == 0 {
+            "Update application – Certificates and secrets management"
+        } else {
+            "Add service principal credentials"
+        };
+        recs.push(key_change(&format!("k{i}"), ts, op, &sp, &["old"], &["old", &format!("new{i}")]));
+    }
+    let lake = lake_with(&recs).await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_credential_added_after_signin");
+    let alerts = assert_one_pass_equals_replay(&c, &r, t("2026-03-11T07:00:00Z"), t("2026-03-15T00:00:00Z")).await;
+    assert!(alerts.iter().all(|a| !a.fields.to_string().contains("cred-8")), "no sign-in, no alert");
+}
+
 /// The rule's one-pass backtest over `[from, to]` gives exactly the alerts (ids, windows, times,
 /// severities, fields) of replaying every run, and the data makes more than 20; returns them.
 async fn assert_one_pass_equals_replay(

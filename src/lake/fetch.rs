@@ -60,13 +60,22 @@ async fn fetch(store: Arc<dyn ObjectStore>, key: StorePath, url: String) -> Resu
     Ok(path)
 }
 
+/// `arg` as a local path when it is one (or a `file://` URL); `Err` with the URL otherwise.
+fn local(arg: &Path) -> Result<PathBuf, String> {
+    let s = arg.to_string_lossy().to_string();
+    if is_remote(&s) {
+        return Err(s);
+    }
+    Ok(PathBuf::from(s.strip_prefix("file://").unwrap_or(&s)))
+}
+
 /// `arg` itself when it is a local path (or `file://` URL); for an object-store URL, a local copy
 /// of the object.
 pub fn local_copy(arg: &Path) -> Result<PathBuf, LakeError> {
-    let s = arg.to_string_lossy().to_string();
-    if !is_remote(&s) {
-        return Ok(PathBuf::from(s.strip_prefix("file://").unwrap_or(&s)));
-    }
+    let s = match local(arg) {
+        Ok(p) => return Ok(p),
+        Err(url) => url,
+    };
     let (store, key) = object(&s)?;
     run_async(fetch(store, key, s))
 }
@@ -106,10 +115,10 @@ pub async fn copies_under(
 /// `arg` itself when it is a local folder; for an object-store prefix, a local folder holding
 /// copies of the `.sql` files under it (a rules folder).
 pub fn local_rules_dir(arg: &Path) -> Result<PathBuf, LakeError> {
-    let s = arg.to_string_lossy().to_string();
-    if !is_remote(&s) {
-        return Ok(PathBuf::from(s.strip_prefix("file://").unwrap_or(&s)));
-    }
+    let s = match local(arg) {
+        Ok(p) => return Ok(p),
+        Err(url) => url,
+    };
     let (store, prefix) = object(&s)?;
     let url = s.clone();
     let files = run_async(copies_under(store, prefix, url, ".sql"))?;
