@@ -7,7 +7,7 @@ Starts the S3 emulator (`moto_server`, in memory) on a free loopback port, then:
   1. detection: uploads the Parquet lake given by --lake (a medium lake from `wisp gen --as lake`)
      and runs every detection's backtest over its whole range (`wisp detect --from --to`) on the
      local lake and on the remote one, with WISP_STORE_STATS=1 (requests by kind, MB fetched);
-  2. ingest: generates the small profile's raw exports (--ingest-days days), uploads them, and
+  2. ingest: generates raw exports (--ingest-profile, --ingest-days), uploads them, and
      ingests them from the bucket into a lake in the bucket, beside the same ingest from local disk
      into a local lake.
 Both sides must give the same alerts and row counts (checked). Writes
@@ -60,7 +60,9 @@ def main():
     ap.add_argument("--work", default="/tmp/wisp-os-bench")
     ap.add_argument("--from", dest="frm", default="2026-10-21T00:00:00Z")
     ap.add_argument("--to", default="2026-11-20T00:00:00Z")
+    ap.add_argument("--ingest-profile", default="small", choices=["small", "medium", "large"])
     ap.add_argument("--ingest-days", type=int, default=30)
+    ap.add_argument("--skip-detect", action="store_true", help="only the ingest step")
     a = ap.parse_args()
     import boto3  # installed with moto[server]
 
@@ -85,26 +87,27 @@ def main():
                           region_name="us-east-1")
         s3.create_bucket(Bucket="bench")
         t0 = time.perf_counter()
-        n, size = upload(s3, "bench", a.lake, "lake")
+        n, size = upload(s3, "bench", a.lake, "lake") if not a.skip_detect else (0, 0)
         res["upload"] = {"files": n, "mb": round(size / 1e6, 1), "seconds": round(time.perf_counter() - t0, 1)}
         log("uploaded:", res["upload"])
 
         # 1. Every detection's backtest over the range.
-        detect = [WISP, "detect", "--from", a.frm, "--to", a.to, "--format", "jsonl", "--lake"]
-        local, out_l = timed(detect + [a.lake], env)
-        remote, out_r = timed(detect + ["s3://bench/lake"], env)
-        ids = lambda out: sorted(json.loads(l)["alert_id"] for l in out.splitlines() if l.strip())
-        assert ids(out_l) == ids(out_r), "remote and local alerts differ"
-        res["detect"] = {"local": local, "remote": remote, "alerts": len(ids(out_l))}
-        log("detect:", res["detect"])
+        if not a.skip_detect:
+            detect = [WISP, "detect", "--from", a.frm, "--to", a.to, "--format", "jsonl", "--lake"]
+            local, out_l = timed(detect + [a.lake], env)
+            remote, out_r = timed(detect + ["s3://bench/lake"], env)
+            ids = lambda out: sorted(json.loads(l)["alert_id"] for l in out.splitlines() if l.strip())
+            assert ids(out_l) == ids(out_r), "remote and local alerts differ"
+            res["detect"] = {"local": local, "remote": remote, "alerts": len(ids(out_l))}
+            log("detect:", res["detect"])
 
         # 2. Ingest of the small profile's raw exports.
         gen = os.path.join(a.work, "gen")
-        subprocess.run([WISP, "gen", "--profile", "small", "--days", str(a.ingest_days), "--no-progress", "--out", gen],
+        subprocess.run([WISP, "gen", "--profile", a.ingest_profile, "--days", str(a.ingest_days), "--no-progress", "--out", gen],
                        check=True, capture_output=True)
         raw = os.path.join(gen, "raw")
         n, size = upload(s3, "bench", raw, "raw")
-        res["ingest_input"] = {"files": n, "mb_gzip": round(size / 1e6, 1)}
+        res["ingest_input"] = {"profile": a.ingest_profile, "days": a.ingest_days, "files": n, "mb_gzip": round(size / 1e6, 1)}
         ingest = [WISP, "ingest", "--no-progress", "--asn-db", os.path.join(gen, "asn.csv"), "--lake"]
         local_lake = os.path.join(a.work, "ingested")
         li, _ = timed(ingest + [local_lake, raw], env)
@@ -119,10 +122,11 @@ def main():
         moto.kill()
 
     os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
-    path = os.path.join(ROOT, "benches", "results", "object-store.json")
+    name = "object-store.json" if not a.skip_detect else f"object-store-ingest-{a.ingest_profile}.json"
+    path = os.path.join(ROOT, "benches", "results", name)
     json.dump(res, open(path, "w"), indent=2)
     print("| step | where | wall s | max RSS MiB | requests and bytes (WISP_STORE_STATS) |\n|---|---|---|---|---|")
-    for step in ("detect", "ingest"):
+    for step in [k for k in ("detect", "ingest") if k in res]:
         for where in ("local", "remote"):
             r = res[step][where]
             print(f"| {step} | {where} | {r['seconds']} | {r['max_rss_mib']} | {r['store'] or '—'} |")

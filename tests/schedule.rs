@@ -321,12 +321,21 @@ async fn files_of_an_ingest_still_writing_are_evaluated_when_they_appear() {
     let lock = wisp::lake::WriteLock::acquire(&lake, "test ingest").unwrap();
     let first = part(vec![sp_signin("late-known", t("2026-11-12T03:10:00Z"), "a", "45.0.1.11")]).await;
     std::fs::copy(first, day.join(format!("{run}-00001.parquet"))).unwrap();
+    // And a file of a run that died an hour ago without its manifest: older than the writer's
+    // lock, so not the writer's own; it is evaluated once, not at every tick.
+    let dead = part(vec![sp_signin("dead-run", t("2026-11-12T01:10:00Z"), "a", "45.0.1.12")]).await;
+    let dead_file = day.join("20261112T090000.000000Z-66-dead-00001.parquet");
+    std::fs::copy(dead, &dead_file).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&dead_file).unwrap().set_modified(old).unwrap();
     let ticks = tick_all(&lake, &dir, &rules, "2026-11-12T11:00:00Z", &so).await;
     assert!(ticks[0].reruns > 0 && ticks[0].new.is_empty(), "{:?}", ticks[0]);
+    assert_eq!(ticks[0].rerun_range.unwrap().0, t("2026-11-12T02:00:00Z"), "both runs' rows: {:?}", ticks[0]);
     let second = part(vec![sp_signin("late-new", t("2026-11-12T04:40:00Z"), "a", "45.0.0.9")]).await;
     std::fs::copy(second, day.join(format!("{run}-00002.parquet"))).unwrap();
     let ticks = tick_all(&lake, &dir, &rules, "2026-11-12T11:30:00Z", &so).await;
     assert!(ticks[0].reruns > 0, "the run's second file was evaluated: {:?}", ticks[0]);
+    assert_eq!(ticks[0].rerun_range.unwrap().0, t("2026-11-12T04:00:00Z"), "not the dead run's: {:?}", ticks[0]);
     assert_eq!(ticks[0].new.len(), 1, "{:?}", ticks[0].new);
     assert_eq!(ticks[0].new[0].ts, t("2026-11-12T04:40:00Z").timestamp_micros());
     // The ingest ends (manifest, lock released): its files are looked at once more (their

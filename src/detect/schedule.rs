@@ -9,8 +9,8 @@
 //!    gives the runs already done that they fall in — windows `(end - lookback, end]`, extended by
 //!    the rule's context (history window, duration parameters) for correlation rules, where an
 //!    earlier event can complete a finding — and those runs are done again. An ingest run counts
-//!    as seen only once it is complete (its manifest exists, or no writer holds the lake): files
-//!    it writes after a tick are still new to the next. A file rewritten in place (`ingest
+//!    as seen only once it is complete (its manifest exists, or it cannot be the writer holding
+//!    the lake now): files it writes after a tick are still new to the next. A file rewritten in place (`ingest
 //!    --reenrich`) is noticed by its version (e-tag, or modification time and size) against the
 //!    ledger's recent files, and its range is re-run as well.
 //! 3. Re-runs and catch-up (several due runs) use the backtest machinery (one query for rules with
@@ -119,6 +119,9 @@ async fn committed_runs(lake: &Lake) -> Result<BTreeSet<String>, DetectError> {
 /// listing and a write take, and than the clocks of the writers disagree).
 const MTIME_GRACE_US: i64 = 3_600_000_000;
 
+/// How much older than the current writer's lock a file must be to be known not to be its own.
+const WRITER_MARGIN_US: i64 = 300_000_000;
+
 /// A file's version: its e-tag, or its modification time and size.
 fn version(m: &object_store::ObjectMeta) -> String {
     m.e_tag.clone().unwrap_or_else(|| format!("{}:{}", m.last_modified.timestamp_micros(), m.size))
@@ -127,7 +130,8 @@ fn version(m: &object_store::ObjectMeta) -> String {
 /// What the rule's tables hold now, against what the ledger saw.
 struct Arrivals {
     /// Every ingest run with rows in the tables (in its own files or in compacted ones) that is
-    /// complete: it wrote its manifest, or no writer is at work (a run that died never will).
+    /// complete: it wrote its manifest, or it is not the writer at work now (a run that died
+    /// never will: no writer holds the lake, or its files predate the current writer's lock).
     present: BTreeSet<String>,
     /// The compacted files and the runs each holds.
     compacted: BTreeMap<String, Vec<String>>,
@@ -156,8 +160,13 @@ async fn arrivals_once(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals,
     // Manifests first: a run committed by now has all its files in the listing that follows. An
     // ingest still writing has some; they are evaluated now and again once it is complete.
     let committed = committed_runs(lake).await?;
-    let idle = !crate::lake::lock::writer_active(lake).await?;
-    let done = |run: &str| idle || committed.contains(run);
+    let writer = crate::lake::lock::writer_since(lake).await?;
+    // Files older than the current writer's lock (with a margin for clocks) are not its own: a run
+    // without a manifest that wrote them died and never will finish.
+    let done = |run: &str, m: &object_store::ObjectMeta| {
+        committed.contains(run)
+            || writer.is_none_or(|since| m.last_modified.timestamp_micros() < since - WRITER_MARGIN_US)
+    };
     let files = data_files(lake, rule).await?;
     // A file the ledger knows, rewritten since (a re-enrichment): its whole range is re-run.
     let rewritten = |m: &object_store::ObjectMeta| {
@@ -192,7 +201,7 @@ async fn arrivals_once(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals,
                     sources.into_iter().map(|s| s.run).collect()
                 }
             };
-            a.present.extend(runs.iter().filter(|r| done(r)).cloned());
+            a.present.extend(runs.iter().filter(|r| done(r, m)).cloned());
             a.compacted.insert(name.to_string(), runs);
         } else if let Some(run) = compact::ingest_run(name) {
             if !l.seen_ingests.contains(run) || rewritten(m) {
@@ -200,7 +209,7 @@ async fn arrivals_once(lake: &Lake, rule: &Rule, l: &Ledger) -> Result<Arrivals,
                     a.unseen.push(r);
                 }
             }
-            if done(run) {
+            if done(run, m) {
                 a.present.insert(run.to_string());
             }
         }

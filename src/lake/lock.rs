@@ -164,28 +164,31 @@ fn alive(h: &Holder) -> bool {
     Path::new(&format!("/proc/{}", h.pid)).exists()
 }
 
-/// Whether a writer (ingest, compaction, re-enrichment) holds the lake's write lock now: a live
-/// holder of the lock file, or a lock object whose lease has not run out. A lock that cannot be
-/// read whole counts as held (its writer may be writing it).
-pub async fn writer_active(lake: &Lake) -> Result<bool, LakeError> {
+/// The writer (ingest, compaction, re-enrichment) holding the lake's write lock now, if any: when
+/// it took the lock (microseconds since the epoch; a live holder of the lock file, or a lock
+/// object whose lease has not run out). A lock that cannot be read whole counts as held since now
+/// (its writer may be writing it).
+pub async fn writer_since(lake: &Lake) -> Result<Option<i64>, LakeError> {
     #[derive(Deserialize)]
     struct AnyLock {
         #[serde(flatten)]
         holder: Holder,
         lease_until_us: Option<i64>,
     }
+    let now = chrono::Utc::now().timestamp_micros();
     let p = object_store::path::Path::from("_meta/write.lock");
     let body = match object_store::ObjectStoreExt::get(&lake.store, &p).await {
         Ok(r) => r.bytes().await,
         Err(e) => Err(e),
     };
+    let since = |h: &Holder| chrono::DateTime::parse_from_rfc3339(&h.since).map_or(now, |t| t.timestamp_micros());
     match body {
         Ok(b) => Ok(match serde_json::from_slice::<AnyLock>(&b) {
-            Ok(AnyLock { lease_until_us: Some(until), .. }) => until >= chrono::Utc::now().timestamp_micros(),
-            Ok(AnyLock { holder, .. }) => alive(&holder),
-            Err(_) => true,
+            Ok(AnyLock { lease_until_us: Some(until), holder }) => (until >= now).then(|| since(&holder)),
+            Ok(AnyLock { holder, .. }) => alive(&holder).then(|| since(&holder)),
+            Err(_) => Some(now),
         }),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(LakeError::Read { path: format!("{}/_meta/write.lock", lake.location), msg: e.to_string() }),
     }
 }
