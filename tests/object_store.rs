@@ -373,10 +373,109 @@ async fn s3_lake_and_inputs_on_moto_equal_a_local_lake() {
             &env,
             &lake_store,
             "tenant/lake/_meta/write.lock",
-        )
+        );
+        transient_failures_are_retried(port);
     })
     .await
     .unwrap();
+}
+
+/// Requests that fail with 503 (here every third, from a proxy in front of moto) are retried with
+/// backoff: ingest and detection through the proxy give what they give without it.
+fn transient_failures_are_retried(moto_port: u16) {
+    let dir = tmp("os-flaky");
+    let log = dir.join("failed.log");
+    let py = r#"
+import http.server, socketserver, sys, threading, urllib.request, urllib.error
+target, log = sys.argv[1], sys.argv[2]
+n = [0]
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def any(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or ""):
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                body += self.rfile.read(size)
+                self.rfile.readline()
+                if size == 0:
+                    break
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with lock:
+            n[0] += 1
+            fail = n[0] % 3 == 0
+        if fail:
+            with open(log, "a") as f:
+                f.write(self.command + " " + self.path + "\n")
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        skip = ("content-length", "connection", "transfer-encoding", "expect")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        # urllib would add a form content type, which makes the emulator parse the body away.
+        headers.setdefault("Content-Type", self.headers.get("Content-Type") or "application/octet-stream")
+        req = urllib.request.Request(target + self.path, data=body if self.command in ("PUT", "POST") else None,
+                                     method=self.command, headers=headers)
+        try:
+            r = urllib.request.urlopen(req)
+        except urllib.error.HTTPError as e:
+            r = e
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.headers.items():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = any
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = S(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", py, &format!("http://127.0.0.1:{moto_port}")])
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _proxy = Emulator(child, dir.join("none"));
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the proxy did not start: {line:?}"));
+    let env = [
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let lake = "s3://wisp-lake/flaky";
+    let (code, _, err) = run(wisp().envs(env.iter().map(|(k, v)| (k, v))).args([
+        "ingest",
+        "--no-progress",
+        "--lake",
+        lake,
+        "s3://wisp-exports/exports/",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let failed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(failed.lines().count() >= 5, "the proxy failed requests: {failed}");
+    assert_eq!(
+        counts(lake, &env),
+        counts("s3://wisp-lake/tenant/lake", &env[..]),
+        "rows through the flaky proxy: {err}"
+    );
+    assert_eq!(alert_ids(lake, &env), alert_ids("s3://wisp-lake/tenant/lake", &env), "detections through it");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
