@@ -310,6 +310,17 @@ fn scheduled_detection(lake: &str, env: &[(&str, String)], store: &Arc<dyn Objec
     assert!(!first.is_empty(), "the samples alert");
     assert_eq!(first, sent(local, "2026-11-21T00:00:00Z"), "remote state vs local state");
     assert!(sent(lake, "2026-11-21T00:00:00Z").is_empty(), "nothing due, nothing sent again");
+    // `--state` names another place in the store: a new ledger there sends the same alerts again
+    // (its own store of what it sent), and again at the same time nothing.
+    let bucket: String = lake.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let elsewhere = format!("{bucket}/other-state");
+    let with_state = |until: &str| {
+        let (code, out, err) = run(runner(lake, until).args(["--state", &elsewhere]));
+        assert_eq!(code, 0, "{err}");
+        ids(&out)
+    };
+    assert_eq!(with_state("2026-11-21T00:00:00Z"), first, "--state {elsewhere}");
+    assert!(with_state("2026-11-21T00:00:00Z").is_empty());
     let state_lock = lock_key.replace("_meta/write.lock", "_state/runs/run.lock");
     let held =
         tokio::runtime::Handle::current().block_on(store.head(&object_store::path::Path::from(state_lock.as_str())));
