@@ -633,16 +633,11 @@ async fn sp_credential_failures_from_new_source_backtest_and_state_equal_the_run
     let c = ctx(&lake_dir).await;
     let r = rule("sp_credential_failures_from_new_source");
     assert!(r.backtest_sql.is_some() && r.terms_sql.is_some());
-    let key = |a: &[alerts::Alert]| {
-        let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone())).collect();
-        v.sort();
-        v
-    };
     let (from, to) = (t("2026-03-10T00:00:00Z"), t("2026-03-14T00:00:00Z"));
     let one = alerts::backtest(&c, &r, from, to, detected()).await.unwrap();
     let replay = alerts::backtest_replay(&c, &r, from, to, detected()).await.unwrap();
     assert!(replay.alerts.len() > 20, "the data should alert: {}", replay.alerts.len());
-    assert_eq!(key(&one.alerts), key(&replay.alerts));
+    assert_eq!(keyed(&one.alerts), keyed(&replay.alerts));
     // First-seen state, run by run.
     let mut ends = alerts::run_ends(&r, t("2026-03-11T00:00:00Z"), t("2026-03-13T00:00:00Z")).unwrap();
     ends.push(t("2026-03-13T09:00:00Z"));
@@ -652,12 +647,19 @@ async fn sp_credential_failures_from_new_source_backtest_and_state_equal_the_run
         let w = r.window_ending(*end).unwrap();
         let plain = alerts::run(&c, &r, &w, detected()).await.unwrap();
         let st = state::run(&c, &dir, &r, &w, detected()).await.unwrap();
-        assert_eq!(key(&st.result.alerts), key(&plain.alerts), "run ending {end}");
+        assert_eq!(keyed(&st.result.alerts), keyed(&plain.alerts), "run ending {end}");
         used.push(st.used);
     }
     assert_eq!(used[0], StateUse::Built);
     assert!(used[1..].iter().take(ends.len() - 2).all(|u| *u == StateUse::Advanced), "{used:?}");
     assert_eq!(used[ends.len() - 1], StateUse::Built);
+}
+
+/// Alerts as (id, window end, time, severity), sorted: what two forms of a rule must agree on.
+fn keyed(a: &[alerts::Alert]) -> Vec<(String, i64, i64, String)> {
+    let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone())).collect();
+    v.sort();
+    v
 }
 
 /// Principals of their own with a failure at a run's end and one success placed around an edge:
@@ -696,11 +698,6 @@ async fn stateful_backtests_equal_replaying_every_run() {
     let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
     let dir = wisp::detect::store::StateDir::open(&lake, None).unwrap();
     let c = ctx(&lake_dir).await;
-    let key = |a: &[alerts::Alert]| {
-        let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone())).collect();
-        v.sort();
-        v
-    };
     for id in ["sp_unusual_source_asn", "sp_credential_failures_from_new_source"] {
         let r = rule(id);
         assert!(r.stateful_backtest_sql.is_some(), "{id}");
@@ -721,7 +718,7 @@ async fn stateful_backtests_equal_replaying_every_run() {
             }
             let st = state::backtest(&c, &dir, &r, from, to, detected()).await.unwrap().expect("a stateful rule");
             let replay = alerts::backtest_replay(&c, &r, from, to, detected()).await.unwrap();
-            assert_eq!(key(&st.result.alerts), key(&replay.alerts), "{id} over {from}..{to}");
+            assert_eq!(keyed(&st.result.alerts), keyed(&replay.alerts), "{id} over {from}..{to}");
             assert_eq!(st.used, expect, "{id} over {from}..{to}");
             total += replay.alerts.len();
         }

@@ -44,17 +44,20 @@ struct RemoteLock {
 /// How long a lock object holds without renewal.
 pub const LEASE: Duration = Duration::from_secs(60);
 
+/// What a lock holds: its holder, and for a lock object the end of its lease (a lock file has
+/// none; its holder's process tells whether it is live).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Leased {
     #[serde(flatten)]
     holder: Holder,
-    /// Microseconds since the epoch after which the lock is stale.
-    lease_until_us: i64,
+    /// Microseconds since the epoch after which a lock object is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until_us: Option<i64>,
 }
 
 fn leased(me: &Holder) -> Vec<u8> {
     let until = chrono::Utc::now().timestamp_micros() + LEASE.as_micros() as i64;
-    serde_json::to_vec_pretty(&Leased { holder: me.clone(), lease_until_us: until }).expect("serializable")
+    serde_json::to_vec_pretty(&Leased { holder: me.clone(), lease_until_us: Some(until) }).expect("serializable")
 }
 
 fn version(e_tag: Option<String>, version: Option<String>) -> object_store::UpdateVersion {
@@ -87,7 +90,10 @@ fn acquire_remote(location: &str, key: &str, kind: &str, me: &Holder) -> Result<
             let v = version(got.meta.e_tag.clone(), got.meta.version.clone());
             let body = got.bytes().await.map_err(err)?;
             let held = serde_json::from_slice::<Leased>(&body).ok();
-            let stale = held.as_ref().is_none_or(|h| h.lease_until_us < chrono::Utc::now().timestamp_micros());
+            let stale = held
+                .as_ref()
+                .and_then(|h| h.lease_until_us)
+                .is_none_or(|until| until < chrono::Utc::now().timestamp_micros());
             if stale {
                 let put = PutOptions { mode: PutMode::Update(v), ..Default::default() };
                 match lake.store.put_opts(&p, leased(&m).into(), put).await {
@@ -169,12 +175,6 @@ fn alive(h: &Holder) -> bool {
 /// object whose lease has not run out). A lock that cannot be read whole counts as held since now
 /// (its writer may be writing it).
 pub async fn writer_since(lake: &Lake) -> Result<Option<i64>, LakeError> {
-    #[derive(Deserialize)]
-    struct AnyLock {
-        #[serde(flatten)]
-        holder: Holder,
-        lease_until_us: Option<i64>,
-    }
     let now = chrono::Utc::now().timestamp_micros();
     let p = object_store::path::Path::from("_meta/write.lock");
     let body = match object_store::ObjectStoreExt::get(&lake.store, &p).await {
@@ -183,9 +183,9 @@ pub async fn writer_since(lake: &Lake) -> Result<Option<i64>, LakeError> {
     };
     let since = |h: &Holder| chrono::DateTime::parse_from_rfc3339(&h.since).map_or(now, |t| t.timestamp_micros());
     match body {
-        Ok(b) => Ok(match serde_json::from_slice::<AnyLock>(&b) {
-            Ok(AnyLock { lease_until_us: Some(until), holder }) => (until >= now).then(|| since(&holder)),
-            Ok(AnyLock { holder, .. }) => alive(&holder).then(|| since(&holder)),
+        Ok(b) => Ok(match serde_json::from_slice::<Leased>(&b) {
+            Ok(Leased { lease_until_us: Some(until), holder }) => (until >= now).then(|| since(&holder)),
+            Ok(Leased { holder, .. }) => alive(&holder).then(|| since(&holder)),
             Err(_) => Some(now),
         }),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
