@@ -5,6 +5,8 @@
 //! [`time`] is shared by all of them.
 
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod demo;
 pub mod detect;
 pub mod gen;

@@ -4,11 +4,9 @@
 //! = cores. Every command opens the lake through [`open`].
 
 use crate::lake::{Lake, Table, ALL_TABLES};
-use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -28,6 +26,8 @@ pub enum SessionError {
     DataFusion(#[from] DataFusionError),
     #[error("building the session: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Watchlists registered empty when not configured.
@@ -41,6 +41,8 @@ pub struct SessionOptions {
     pub memory_limit: usize,
     pub target_partitions: usize,
     pub spill_dir: Option<PathBuf>,
+    /// `ballista://HOST:PORT`: plan here, execute on an Apache Ballista cluster (`cluster`).
+    pub engine: Option<String>,
 }
 
 impl Default for SessionOptions {
@@ -50,6 +52,7 @@ impl Default for SessionOptions {
             memory_limit: 2560 << 20,
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             spill_dir: None,
+            engine: None,
         }
     }
 }
@@ -126,8 +129,33 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
             cfg.watchlists.insert(0, (name, p));
         }
     }
-    let mut udfs = Udfs::load(&cfg)?;
-    // Watchlists the built-in rules name exist even when empty, so rules plan and run everywhere.
+    let udfs = load_udfs(&cfg)?;
+    register_udfs(&ctx, &udfs)?;
+    register_watchlist_tables(&ctx, &udfs)?;
+    ctx.sql(
+        "CREATE VIEW sp_risk_events_latest AS \
+         SELECT * EXCLUDE (rn) FROM ( \
+           SELECT *, row_number() OVER (PARTITION BY id, service_principal_id \
+                                        ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn \
+           FROM sp_risk_events) WHERE rn = 1",
+    )
+    .await?;
+    match &opts.engine {
+        None => Ok(ctx),
+        #[cfg(feature = "cluster")]
+        Some(url) => crate::cluster::connect(ctx, url, &udfs),
+        #[cfg(not(feature = "cluster"))]
+        Some(url) => Err(SessionError::Engine(format!(
+            "--engine {url}: this wisp was built without the `cluster` feature (rebuild with default features)"
+        ))),
+    }
+}
+
+/// Loads databases and watchlists; the watchlists the built-in rules name ([`DEFAULT_WATCHLISTS`])
+/// exist even when not configured (empty), so rules plan and run everywhere — in a wisp session
+/// and on a cluster's scheduler and executors alike.
+pub fn load_udfs(cfg: &UdfConfig) -> Result<Udfs, SessionError> {
+    let mut udfs = Udfs::load(cfg)?;
     for name in DEFAULT_WATCHLISTS {
         if !udfs.watchlists.iter().any(|w| w.name == name) {
             let mut lists = udfs.watchlists.clone();
@@ -140,17 +168,7 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
             udfs = Udfs::from_parts(udfs.asn.clone(), udfs.geo.clone(), lists);
         }
     }
-    register_udfs(&ctx, &udfs)?;
-    register_watchlist_tables(&ctx, &udfs)?;
-    ctx.sql(
-        "CREATE VIEW sp_risk_events_latest AS \
-         SELECT * EXCLUDE (rn) FROM ( \
-           SELECT *, row_number() OVER (PARTITION BY id, service_principal_id \
-                                        ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn \
-           FROM sp_risk_events) WHERE rn = 1",
-    )
-    .await?;
-    Ok(ctx)
+    Ok(udfs)
 }
 
 /// Registers every function of `udfs` into a session.
@@ -206,7 +224,13 @@ pub fn listing_table(lake: &Lake, t: Table) -> Result<ListingTable, DataFusionEr
     ListingTable::try_new(config)
 }
 
+/// Every watchlist as a table (`ip_or_range`, `range_start`, `range_end`, `line`): a view over its
+/// rows as literal values, so the plan carries them — a Ballista cluster runs it unchanged (an
+/// in-memory table cannot travel to executors).
 fn register_watchlist_tables(ctx: &SessionContext, udfs: &Udfs) -> Result<(), SessionError> {
+    use datafusion::catalog::view::ViewTable;
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::{lit, EmptyRelation, LogicalPlan, LogicalPlanBuilder};
     let schema = Arc::new(Schema::new(vec![
         Field::new("ip_or_range", DataType::Utf8, false),
         Field::new("range_start", DataType::Utf8, false),
@@ -214,26 +238,27 @@ fn register_watchlist_tables(ctx: &SessionContext, udfs: &Udfs) -> Result<(), Se
         Field::new("line", DataType::UInt64, false),
     ]));
     for w in &udfs.watchlists {
-        let mut entries = Vec::new();
-        let (mut starts, mut ends, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows = Vec::new();
         for (line, e) in &w.entries {
             let r = wisp_udfs::ranges::parse_range(e).expect("validated at load");
-            entries.push(e.clone());
-            starts.push(wisp_udfs::ip::to_ipaddr(r.lo).to_string());
-            ends.push(wisp_udfs::ip::to_ipaddr(r.hi).to_string());
-            lines.push(*line as u64);
+            rows.push(vec![
+                lit(e.clone()),
+                lit(wisp_udfs::ip::to_ipaddr(r.lo).to_string()),
+                lit(wisp_udfs::ip::to_ipaddr(r.hi).to_string()),
+                lit(*line as u64),
+            ]);
         }
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from(entries)),
-                Arc::new(StringArray::from(starts)),
-                Arc::new(StringArray::from(ends)),
-                Arc::new(UInt64Array::from(lines)),
-            ],
-        )?;
-        let table = MemTable::try_new(schema.clone(), vec![vec![batch]])?;
-        ctx.register_table(w.name.as_str(), Arc::new(table))?;
+        let plan = if rows.is_empty() {
+            LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::try_from(schema.as_ref().clone())?),
+            })
+        } else {
+            let names =
+                schema.fields().iter().enumerate().map(|(i, f)| col(format!("column{}", i + 1)).alias(f.name()));
+            LogicalPlanBuilder::values(rows)?.project(names)?.build()?
+        };
+        ctx.register_table(w.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! could not be read (the others were still ingested); 3 `--strict` and records were rejected;
 //! 4 `wisp run`: some runs failed (the others ran and committed).
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod compact;
 pub mod demo;
 pub mod detect;
@@ -69,6 +71,9 @@ pub enum Command {
     Gen(gen::GenArgs),
     /// Rewrite days with many files into few `ts`-sorted files (atomic, lossless).
     Compact(compact::CompactArgs),
+    /// Apache Ballista processes with wisp's functions: `cluster scheduler`, `cluster executor`.
+    #[cfg(feature = "cluster")]
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Which rules a detection command runs (`detect`, `run`).
@@ -119,6 +124,10 @@ pub struct LakeArgs {
     /// results come on top (the 2.5 GiB default keeps 30-day runs on the large profile near 2.5 GiB).
     #[arg(long, default_value_t = 2560)]
     pub memory_mb: usize,
+    /// Where queries run: `local` (this process, the default) or `ballista://HOST:PORT`, an Apache
+    /// Ballista cluster of `wisp cluster` processes (same plans, same results).
+    #[arg(long, env = "WISP_ENGINE", default_value = "local")]
+    pub engine: String,
 }
 
 /// Output flags.
@@ -159,7 +168,7 @@ impl TimeArgs {
     }
 }
 
-fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
+pub(crate) fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
     let (n, p) = s.split_once('=').ok_or_else(|| format!("expected NAME=FILE.csv, got '{s}'"))?;
     Ok((n.to_string(), PathBuf::from(p)))
 }
@@ -174,17 +183,25 @@ impl LakeArgs {
         for (name, p) in &self.watchlist {
             watchlists.push((name.clone(), local_copy(p)?));
         }
+        if self.engine != "local" {
+            #[cfg(feature = "cluster")]
+            crate::cluster::scheduler_url(&self.engine)?;
+            #[cfg(not(feature = "cluster"))]
+            anyhow::bail!("--engine {}: this wisp was built without the `cluster` feature", self.engine);
+        }
         Ok(crate::session::SessionOptions {
             udfs: wisp_udfs::UdfConfig { asn_db: copy(&self.asn_db)?, geo_db: copy(&self.geo_db)?, watchlists },
             memory_limit: self.memory_mb << 20,
+            engine: (self.engine != "local").then(|| self.engine.clone()),
             ..Default::default()
         })
     }
 
     /// Opens the existing lake (never creates one) and a session over it.
     pub async fn open(&self) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
+        let opts = self.session_options()?;
         let lake = Lake::open_existing(&self.lake)?;
-        let ctx = crate::session::open(&lake, &self.session_options()?).await?;
+        let ctx = crate::session::open(&lake, &opts).await?;
         Ok((lake, ctx))
     }
 }
@@ -257,5 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shell(a) => shell::run(a).await,
         Command::Gen(a) => gen::run(a).await,
         Command::Compact(a) => compact::run(a).await,
+        #[cfg(feature = "cluster")]
+        Command::Cluster(a) => cluster::run(a).await,
     }
 }
