@@ -67,7 +67,83 @@ pub fn connect(ctx: SessionContext, engine: &str, udfs: &Udfs) -> Result<Session
     let state = state.upgrade_for_ballista(url)?;
     let ctx = SessionContext::new_with_state(state);
     crate::session::register_udfs(&ctx, udfs)?;
+    ctx.register_udf(loaded_udf(udfs));
     Ok(ctx)
+}
+
+/// What a process loaded, in words: databases (kind and build time) and watchlists (name, entry
+/// count and a hash of the entries). Equal on a client and its cluster when both loaded the same.
+pub fn loaded(u: &Udfs) -> String {
+    use sha2::{Digest, Sha256};
+    let asn = u.asn.as_ref().map_or("none".to_string(), |a| format!("{} built {:?}", a.describe(), a.build_epoch()));
+    let geo = u.geo.as_ref().map_or("none".to_string(), |g| format!("{} built {}", g.describe(), g.build_epoch()));
+    let mut lists: Vec<String> = u
+        .watchlists
+        .iter()
+        .map(|w| {
+            let mut entries: Vec<&str> = w.entries.iter().map(|(_, e)| e.as_str()).collect();
+            entries.sort_unstable();
+            let h = Sha256::digest(entries.join("\n").as_bytes());
+            let h: String = h.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            format!("{} ({} entries, {h})", w.name, entries.len())
+        })
+        .collect();
+    lists.sort();
+    format!("ASN database: {asn}; geo database: {geo}; watchlists: {}", lists.join(", "))
+}
+
+/// `wisp_loaded()`: [`loaded`] of the process that evaluates it. Volatile, so it is evaluated
+/// where the plan runs (an executor), never folded into the plan by the client.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Loaded {
+    text: String,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for Loaded {
+    fn name(&self) -> &str {
+        "wisp_loaded"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[arrow::datatypes::DataType]) -> datafusion::error::Result<arrow::datatypes::DataType> {
+        Ok(arrow::datatypes::DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        _: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(
+            self.text.clone(),
+        ))))
+    }
+}
+
+fn loaded_udf(u: &Udfs) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(Loaded {
+        text: loaded(u),
+        signature: datafusion::logical_expr::Signature::nullary(datafusion::logical_expr::Volatility::Volatile),
+    })
+}
+
+/// Checks that the cluster's executors loaded what this client did (see [`loaded`]): rules that
+/// call `in_watchlist` or `asn()` would otherwise give other results than the local engine.
+pub async fn check_loaded(ctx: &SessionContext, udfs: &Udfs) -> Result<(), SessionError> {
+    let batches = ctx.sql("SELECT wisp_loaded() AS loaded FROM (VALUES (1)) AS one(x)").await?.collect().await?;
+    let theirs = batches
+        .first()
+        .and_then(|b| arrow::array::AsArray::as_string_opt::<i32>(b.column(0)).map(|a| a.value(0).to_string()))
+        .unwrap_or_default();
+    let ours = loaded(udfs);
+    if theirs != ours {
+        return Err(SessionError::Engine(format!(
+            "the cluster's executors loaded other functions than this command: cluster — {theirs}; this command — {ours}. \
+             Start every cluster process with the same --asn-db, --geo-db and --watchlist as the command \
+             (a lake's _watchlists/*.csv count as --watchlist)"
+        )));
+    }
+    Ok(())
 }
 
 /// Object stores by URL, built on first use from the URL and the environment's credentials (the
@@ -109,15 +185,7 @@ impl Functions {
     }
 
     fn describe(&self) -> String {
-        let u = &self.0;
-        let lists: Vec<String> =
-            u.watchlists.iter().map(|w| format!("{} ({} entries)", w.name, w.entries.len())).collect();
-        format!(
-            "ASN database: {}; geo database: {}; watchlists: {}",
-            u.asn.as_ref().map_or("none".to_string(), |_| "loaded".to_string()),
-            u.geo.as_ref().map_or("none".to_string(), |_| "loaded".to_string()),
-            if lists.is_empty() { "none".to_string() } else { lists.join(", ") }
-        )
+        loaded(&self.0)
     }
 }
 
@@ -181,6 +249,7 @@ fn cluster_state(
     for f in udfs.functions() {
         ctx.register_udf(f);
     }
+    ctx.register_udf(loaded_udf(udfs));
     Ok(ctx.state())
 }
 

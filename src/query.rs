@@ -26,6 +26,9 @@ pub struct ScanStats {
     pub bytes: u64,
     /// Files opened (after partition pruning).
     pub files: u64,
+    /// The query ran on a cluster (`--engine ballista://`): its scans' metrics stay there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_cluster: bool,
 }
 
 impl ScanStats {
@@ -34,6 +37,9 @@ impl ScanStats {
         let mut s = ScanStats::default();
         let mut stack = vec![plan.clone()];
         while let Some(p) = stack.pop() {
+            if p.name() == "DistributedQueryExec" {
+                s.on_cluster = true;
+            }
             if p.name() == "DataSourceExec" {
                 if let Some(m) = p.metrics() {
                     let n = |name: &str| m.sum_by_name(name).map(|v| v.as_usize() as u64).unwrap_or(0);
@@ -57,11 +63,15 @@ impl ScanStats {
         self.rows += o.rows;
         self.bytes += o.bytes;
         self.files += o.files;
+        self.on_cluster |= o.on_cluster;
     }
 }
 
 impl std::fmt::Display for ScanStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.on_cluster && self.files == 0 {
+            return write!(f, "ran on the cluster (scan statistics stay with its executors)");
+        }
         write!(f, "read {} rows, {:.1} MB from {} file(s)", self.rows, self.bytes as f64 / 1e6, self.files)
     }
 }

@@ -143,7 +143,11 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     match &opts.engine {
         None => Ok(ctx),
         #[cfg(feature = "cluster")]
-        Some(url) => crate::cluster::connect(ctx, url, &udfs),
+        Some(url) => {
+            let ctx = crate::cluster::connect(ctx, url, &udfs)?;
+            crate::cluster::check_loaded(&ctx, &udfs).await?;
+            Ok(ctx)
+        }
         #[cfg(not(feature = "cluster"))]
         Some(url) => Err(SessionError::Engine(format!(
             "--engine {url}: this wisp was built without the `cluster` feature (rebuild with default features)"

@@ -235,6 +235,8 @@ fn detections_hunts_and_queries_on_a_cluster_equal_the_local_engine() {
         "2026-11-20T00:00:00Z",
         "--format",
         "csv",
+        "--watchlist",
+        &wl,
     ];
     let local = on(None, &lake, &hunt);
     assert!(local.lines().count() > 1, "the hunt should find rows: {local}");
@@ -282,9 +284,14 @@ fn detections_hunts_and_queries_on_a_cluster_equal_the_local_engine() {
     assert!(!local.is_empty());
     check("run", local.join("\n"), sent(&state_remote, engine).join("\n"));
 
+    // A command whose watchlists differ from the cluster's is refused, naming both.
+    let (code, _, err) = run(wisp().args(["sql", "--engine", &c.engine, "--lake"]).arg(&lake).arg("SELECT 1"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("loaded other functions") && err.contains("NetworkAllowlist (21 entries"), "{err}");
+
     // Both executors did work.
     for (i, e) in c.executors.iter().enumerate() {
-        assert!(e.log().contains("task"), "executor {i} ran no task:\n{}", c.logs());
+        assert!(e.log().contains("Execute task"), "executor {i} ran no task:\n{}", c.logs());
     }
 }
 
@@ -308,10 +315,15 @@ fn an_executor_lost_mid_query_never_gives_a_partial_result() {
         .unwrap();
     // Kill one executor once it runs a task of the query.
     let t0 = Instant::now();
-    while !c.executors[0].log().contains("task") && t0.elapsed() < Duration::from_secs(30) {
+    while !c.executors[0].log().contains("Execute task") && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
     c.executors[0].kill();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the query ended before the executor was killed: nothing was tested\n{}",
+        c.logs()
+    );
     let t1 = Instant::now();
     let out = loop {
         if child.try_wait().unwrap().is_some() {

@@ -116,7 +116,7 @@ async fn serve(a: ClusterArgs) -> anyhow::Result<i32> {
             let functions = s.functions.load()?;
             let settings = crate::cluster::SchedulerSettings {
                 bind: s.bind,
-                external_host: s.external_host.unwrap_or_else(|| s.bind.ip().to_string()),
+                external_host: s.external_host.unwrap_or_else(|| advertised(s.bind.ip()).unwrap_or("localhost".into())),
                 executor_timeout_secs: s.executor_timeout_secs.max(1),
             };
             crate::cluster::scheduler(settings, functions).await?;
@@ -131,7 +131,7 @@ async fn serve(a: ClusterArgs) -> anyhow::Result<i32> {
             let settings = crate::cluster::ExecutorSettings {
                 bind: e.bind,
                 grpc_port: e.grpc_port,
-                external_host: e.external_host.or_else(|| Some(e.bind.ip().to_string())),
+                external_host: e.external_host.or_else(|| advertised(e.bind.ip())),
                 scheduler_host: host,
                 scheduler_port: port,
                 concurrent_tasks: e
@@ -145,4 +145,10 @@ async fn serve(a: ClusterArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The address others reach a process by when it binds `ip` and no `--external-host` is given:
+/// `ip` itself, unless it is the unspecified address (then Ballista's default, the host name).
+fn advertised(ip: std::net::IpAddr) -> Option<String> {
+    (!ip.is_unspecified()).then(|| ip.to_string())
 }
