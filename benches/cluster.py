@@ -74,7 +74,7 @@ class Cluster:
 
     def spawn(self, args, logfile):
         return subprocess.Popen([WISP] + args, stdout=open(logfile, "w"), stderr=subprocess.STDOUT,
-                                env=dict(os.environ, RUST_LOG="warn" if "executor" in args else "info"))
+                                env=dict(os.environ, RUST_LOG="info"))
 
     def wait(self, logfile, text):
         t0 = time.time()
@@ -132,6 +132,8 @@ def main():
     ap.add_argument("--work", default="/tmp/wisp-cluster-bench")
     ap.add_argument("--memory-mb", type=int, default=2560, help="per executor (the local pool is the same)")
     ap.add_argument("--name", default="medium")
+    ap.add_argument("--commands", default="detect,hunt,sql", help="which of detect, hunt, sql")
+    ap.add_argument("--engines", default="local,1x2,2x1", help="local, 1x2 (one executor, 2 tasks), 2x1")
     a = ap.parse_args()
     if not os.path.exists(WISP):
         raise SystemExit(f"{WISP} is missing: cargo build --release")
@@ -142,7 +144,9 @@ def main():
                 "SELECT service_principal_id, count(*) AS n, count(DISTINCT source_ip) AS ips FROM signins "
                 "GROUP BY service_principal_id ORDER BY n DESC, service_principal_id LIMIT 100"],
     }
-    engines = [("local", 0, 0), ("1 executor x 2 tasks", 1, 2), ("2 executors x 1 task", 2, 1)]
+    commands = {k: v for k, v in commands.items() if k in a.commands.split(",")}
+    known = {"local": ("local", 0, 0), "1x2": ("1 executor x 2 tasks", 1, 2), "2x1": ("2 executors x 1 task", 2, 1)}
+    engines = [known[e] for e in a.engines.split(",")]
     results, expected = [], {}
     for label, n, tasks in engines:
         cluster = Cluster(a.work, n, tasks, a.memory_mb) if n else None

@@ -305,6 +305,7 @@ pub async fn executor(settings: ExecutorSettings, functions: Functions) -> Resul
         executor_heartbeat_interval_seconds: settings.heartbeat_secs.max(1),
         memory_pool_size: Some(settings.memory_limit as u64),
         override_function_registry: Some(Arc::new(registry)),
+        override_execution_engine: Some(Arc::new(StageMetricsOff(Default::default()))),
         override_runtime_producer: Some(Arc::new(move |_| {
             let mut rt = RuntimeEnvBuilder::new().with_object_store_registry(stores.clone());
             if let Some(dir) = &work_dir {
@@ -339,6 +340,76 @@ pub fn init_logging() {
     let level = std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(log::LevelFilter::Info);
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Ballista's own execution engine, with its tasks' operator metrics left out of their reports.
+/// Ballista 55.0's scheduler rejects a task whose plan reports a different number of operator
+/// metric sets than the stage's first task did (tasks of one stage can differ: an operator reports
+/// only once it has run), and the job then waits forever. Without operator metrics a report is
+/// always accepted; results, retries and shuffle locations are unchanged. (Its adaptive planner
+/// needs those metrics, which is one more reason [`connect`] uses the static planner.)
+struct StageMetricsOff(ballista_executor::execution_engine::DefaultExecutionEngine);
+
+impl ballista_executor::execution_engine::ExecutionEngine for StageMetricsOff {
+    fn create_query_stage_exec(
+        &self,
+        job_id: ballista_core::JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        work_dir: &str,
+        config: &datafusion::prelude::SessionConfig,
+    ) -> datafusion::error::Result<Arc<dyn ballista_executor::execution_engine::QueryStageExecutor>> {
+        let inner = self.0.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )?;
+        Ok(Arc::new(StageWithoutMetrics(inner)))
+    }
+}
+
+#[derive(Debug)]
+struct StageWithoutMetrics(Arc<dyn ballista_executor::execution_engine::QueryStageExecutor>);
+
+impl std::fmt::Display for StageWithoutMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ballista_executor::execution_engine::QueryStageExecutor for StageWithoutMetrics {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::error::Result<Vec<ballista_core::serde::protobuf::ShuffleWritePartition>> {
+        self.0.execute_query_stage(task_id, context).await
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<datafusion::physical_plan::metrics::MetricsSet> {
+        Vec::new()
+    }
+
+    fn collect_runtime_stats_reports(&self) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
+        self.0.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(
+        &self,
+    ) -> datafusion::error::Result<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
+        self.0.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<ballista_core::serde::protobuf::TaskColumnStats> {
+        self.0.collect_column_stats()
     }
 }
 

@@ -284,6 +284,26 @@ fn detections_hunts_and_queries_on_a_cluster_equal_the_local_engine() {
     assert!(!local.is_empty());
     check("run", local.join("\n"), sent(&state_remote, engine).join("\n"));
 
+    // The shell: statements from stdin, on the cluster.
+    let shell = |engine: Option<&str>| {
+        use std::io::Write;
+        let mut cmd = wisp();
+        cmd.args(["shell", "--format", "csv", "--watchlist", &wl, "--lake"]).arg(&lake);
+        if let Some(e) = engine {
+            cmd.args(["--engine", e]);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stmt =
+            b"SELECT day, count(*) AS n, count(DISTINCT app_id) AS apps FROM signins GROUP BY day ORDER BY day;\n\\q\n";
+        child.stdin.take().unwrap().write_all(stmt).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let local = shell(None);
+    assert!(local.contains("2026-11-19"), "{local}");
+    check("shell", local, shell(engine));
+
     // A command whose watchlists differ from the cluster's is refused, naming both.
     let (code, _, err) = run(wisp().args(["sql", "--engine", &c.engine, "--lake"]).arg(&lake).arg("SELECT 1"));
     assert_eq!(code, 1, "{err}");
