@@ -4,26 +4,12 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn wisp() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wisp"))
-}
 
 /// Ingests the bundled samples into `lake` through the CLI.
 fn ingest_samples(lake: &std::path::Path) {
     let (code, _, err) =
         run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(lake).arg(repo().join("data/samples")));
     assert_eq!(code, 0, "{err}");
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let o = cmd.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
 }
 
 #[test]

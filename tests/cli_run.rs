@@ -7,19 +7,6 @@ use common::*;
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 
-fn wisp() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wisp"))
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let o = cmd.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
-
 fn samples_lake() -> std::path::PathBuf {
     let lake = tmp("run-lake");
     let (code, _, err) =

@@ -15,24 +15,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-fn wisp() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wisp"))
-}
-
-/// A loopback port free now and never handed out before in this process (the two tests start
-/// their emulators concurrently; two `bind(0)`s in a row may return the same port).
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
 /// A child process killed when dropped.
 struct Emulator(Child, std::path::PathBuf);
 
@@ -103,15 +85,6 @@ fn start(cmd: &mut Command, port: u16) -> Emulator {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     e
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let o = cmd.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
 }
 
 /// A bucket of the moto server at `endpoint`.

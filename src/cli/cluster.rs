@@ -1,4 +1,4 @@
-use super::{parse_watchlist, EXIT_OK};
+use super::{FunctionArgs, EXIT_OK};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -23,33 +23,6 @@ pub enum Role {
     Executor(ExecutorArgs),
 }
 
-/// What every process of a cluster loads at start (a missing file stops it there).
-#[derive(Debug, Args, Clone)]
-pub struct FunctionArgs {
-    /// MaxMind ASN database or ASN CSV (a path every machine can read, or an object-store URL).
-    #[arg(long)]
-    pub asn_db: Option<PathBuf>,
-    /// MaxMind City database (a path or an object-store URL).
-    #[arg(long)]
-    pub geo_db: Option<PathBuf>,
-    /// A named IP watchlist: NAME=FILE.csv, a path or an object-store URL (repeatable).
-    #[arg(long, value_parser = parse_watchlist)]
-    pub watchlist: Vec<(String, PathBuf)>,
-}
-
-impl FunctionArgs {
-    fn load(&self) -> anyhow::Result<crate::cluster::Functions> {
-        use crate::lake::fetch::local_copy;
-        let copy = |p: &Option<PathBuf>| p.as_deref().map(local_copy).transpose();
-        let mut watchlists = Vec::new();
-        for (name, p) in &self.watchlist {
-            watchlists.push((name.clone(), local_copy(p)?));
-        }
-        let cfg = wisp_udfs::UdfConfig { asn_db: copy(&self.asn_db)?, geo_db: copy(&self.geo_db)?, watchlists };
-        Ok(crate::cluster::Functions::load(&cfg)?)
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
     /// Address to listen on (gRPC for clients and executors).
@@ -61,6 +34,7 @@ pub struct SchedulerArgs {
     /// An executor not heard from for this long is dead: its tasks run again elsewhere.
     #[arg(long, default_value_t = 60)]
     pub executor_timeout_secs: u64,
+    // What the process loads at start (the same on every process of a cluster).
     #[command(flatten)]
     pub functions: FunctionArgs,
 }
@@ -91,6 +65,7 @@ pub struct ExecutorArgs {
     /// How often the executor reports to the scheduler, in seconds.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
+    // What the process loads at start (the same on every process of a cluster).
     #[command(flatten)]
     pub functions: FunctionArgs,
 }
@@ -113,7 +88,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<i32> {
 async fn serve(a: ClusterArgs) -> anyhow::Result<i32> {
     match a.role {
         Role::Scheduler(s) => {
-            let functions = s.functions.load()?;
+            let functions = crate::cluster::Functions::load(&s.functions.udf_config()?)?;
             let settings = crate::cluster::SchedulerSettings {
                 bind: s.bind,
                 external_host: s.external_host.unwrap_or_else(|| advertised(s.bind.ip()).unwrap_or("localhost".into())),
@@ -122,7 +97,7 @@ async fn serve(a: ClusterArgs) -> anyhow::Result<i32> {
             crate::cluster::scheduler(settings, functions).await?;
         }
         Role::Executor(e) => {
-            let functions = e.functions.load()?;
+            let functions = crate::cluster::Functions::load(&e.functions.udf_config()?)?;
             let (host, port) = e
                 .scheduler
                 .rsplit_once(':')

@@ -110,6 +110,22 @@ pub struct LakeArgs {
     /// Lake location (a folder written by `wisp ingest`).
     #[arg(long, env = "WISP_LAKE")]
     pub lake: String,
+    #[command(flatten)]
+    pub functions: FunctionArgs,
+    /// Memory pool for queries, in MiB; operators spill to disk beyond it. Parquet readers and
+    /// results come on top (the 2.5 GiB default keeps 30-day runs on the large profile near 2.5 GiB).
+    #[arg(long, default_value_t = 2560)]
+    pub memory_mb: usize,
+    /// Where queries run: `local` (this process, the default) or `ballista://HOST:PORT`, an Apache
+    /// Ballista cluster of `wisp cluster` processes (same plans, same results).
+    #[arg(long, env = "WISP_ENGINE", default_value = "local")]
+    pub engine: String,
+}
+
+/// The databases and watchlists SQL functions use (`asn()`, `geo()`, `in_watchlist()`): loaded at
+/// start, a missing or unreadable one an error then.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FunctionArgs {
     /// MaxMind ASN database (.mmdb) or a start_ip,end_ip,asn,organization CSV/TSV (a path or an
     /// object-store URL).
     #[arg(long)]
@@ -120,14 +136,20 @@ pub struct LakeArgs {
     /// A named IP watchlist: NAME=FILE.csv, the file a path or an object-store URL (repeatable).
     #[arg(long, value_parser = parse_watchlist)]
     pub watchlist: Vec<(String, PathBuf)>,
-    /// Memory pool for queries, in MiB; operators spill to disk beyond it. Parquet readers and
-    /// results come on top (the 2.5 GiB default keeps 30-day runs on the large profile near 2.5 GiB).
-    #[arg(long, default_value_t = 2560)]
-    pub memory_mb: usize,
-    /// Where queries run: `local` (this process, the default) or `ballista://HOST:PORT`, an Apache
-    /// Ballista cluster of `wisp cluster` processes (same plans, same results).
-    #[arg(long, env = "WISP_ENGINE", default_value = "local")]
-    pub engine: String,
+}
+
+impl FunctionArgs {
+    /// The functions' configuration; files named by object-store URLs are fetched (once per
+    /// version: `lake::fetch`).
+    pub fn udf_config(&self) -> anyhow::Result<wisp_udfs::UdfConfig> {
+        use crate::lake::fetch::local_copy;
+        let copy = |p: &Option<PathBuf>| p.as_deref().map(local_copy).transpose();
+        let mut watchlists = Vec::new();
+        for (name, p) in &self.watchlist {
+            watchlists.push((name.clone(), local_copy(p)?));
+        }
+        Ok(wisp_udfs::UdfConfig { asn_db: copy(&self.asn_db)?, geo_db: copy(&self.geo_db)?, watchlists })
+    }
 }
 
 /// Output flags.
@@ -168,7 +190,7 @@ impl TimeArgs {
     }
 }
 
-pub(crate) fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
+fn parse_watchlist(s: &str) -> Result<(String, PathBuf), String> {
     let (n, p) = s.split_once('=').ok_or_else(|| format!("expected NAME=FILE.csv, got '{s}'"))?;
     Ok((n.to_string(), PathBuf::from(p)))
 }
@@ -177,12 +199,6 @@ impl LakeArgs {
     /// The session's options; databases and watchlists named by object-store URLs are fetched
     /// (once per version: `lake::fetch`).
     pub fn session_options(&self) -> anyhow::Result<crate::session::SessionOptions> {
-        use crate::lake::fetch::local_copy;
-        let copy = |p: &Option<PathBuf>| p.as_deref().map(local_copy).transpose();
-        let mut watchlists = Vec::new();
-        for (name, p) in &self.watchlist {
-            watchlists.push((name.clone(), local_copy(p)?));
-        }
         if self.engine != "local" {
             #[cfg(feature = "cluster")]
             crate::cluster::scheduler_url(&self.engine)?;
@@ -190,7 +206,7 @@ impl LakeArgs {
             anyhow::bail!("--engine {}: this wisp was built without the `cluster` feature", self.engine);
         }
         Ok(crate::session::SessionOptions {
-            udfs: wisp_udfs::UdfConfig { asn_db: copy(&self.asn_db)?, geo_db: copy(&self.geo_db)?, watchlists },
+            udfs: self.functions.udf_config()?,
             memory_limit: self.memory_mb << 20,
             engine: (self.engine != "local").then(|| self.engine.clone()),
             ..Default::default()

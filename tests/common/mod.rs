@@ -101,3 +101,32 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     walk(dir, &mut files);
     files.iter().map(|f| f.strip_prefix(dir).unwrap().display().to_string()).collect()
 }
+
+/// The wisp binary under test.
+pub fn wisp() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+}
+
+/// Runs a command to its end: exit code, stdout, stderr.
+pub fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let o = cmd.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// A loopback port free now and never handed out before in this process (tests start servers
+/// concurrently; two `bind(0)`s in a row may return the same port).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
