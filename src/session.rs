@@ -24,8 +24,6 @@ pub enum SessionError {
     Udf(#[from] wisp_udfs::UdfError),
     #[error("building the session: {0}")]
     DataFusion(#[from] DataFusionError),
-    #[error("building the session: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Engine(String),
 }

@@ -379,48 +379,16 @@ fn a_missing_watchlist_or_database_stops_a_cluster_process_at_start() {
 /// moto_server unless WISP_REQUIRE_EMULATORS is set (`.ci/run` installs it and sets it).
 #[test]
 fn executors_read_a_lake_in_an_object_store() {
-    let has_moto = Command::new("sh")
-        .args(["-c", "command -v moto_server"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_moto {
-        assert!(
-            std::env::var_os("WISP_REQUIRE_EMULATORS").is_none(),
-            "WISP_REQUIRE_EMULATORS is set but moto_server is missing"
-        );
-        eprintln!("SKIPPED: moto_server is missing (pip install 'moto[server]'); this test needs it");
+    if !available("moto_server", "pip install 'moto[server]'") {
         return;
     }
     let dir = tmp("cluster-s3");
     let port = free_port();
-    let moto_log = dir.join("moto.log");
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::fs::File::create(&moto_log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _moto = Proc { child, log: moto_log };
-    // Ready when it answers HTTP; then the bucket (an unsigned PUT).
-    let t0 = Instant::now();
-    let http = |req: &str| -> std::io::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(req.as_bytes())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        Ok(resp)
-    };
-    let head = |m: &str, path: &str| {
-        format!("{m} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-    };
-    while !http(&head("GET", "/")).is_ok_and(|r| r.starts_with("HTTP/1.")) {
-        assert!(t0.elapsed() < Duration::from_secs(90), "moto_server did not answer on {port}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let resp = http(&head("PUT", "/wisp-lake")).unwrap();
+    let _moto = start(Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]), port);
+    // The bucket: an unsigned PUT.
+    let put =
+        format!("PUT /wisp-lake HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let resp = http(port, &put).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let env: Vec<(&str, String)> = vec![
         ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),

@@ -130,3 +130,78 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+// Emulators (moto_server, azurite) for the object-store tests: SKIPPED when missing unless
+// WISP_REQUIRE_EMULATORS is set (`.ci/run` installs them and sets it).
+
+/// A child process killed when dropped.
+pub struct Emulator(pub std::process::Child, pub std::path::PathBuf);
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+pub fn available(program: &str, install: &str) -> bool {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    required(ok, program, install)
+}
+
+/// `ok`, or (when `what` is missing) SKIPPED — a failure when WISP_REQUIRE_EMULATORS is set.
+pub fn required(ok: bool, what: &str, install: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("WISP_REQUIRE_EMULATORS").is_none(),
+            "WISP_REQUIRE_EMULATORS is set but {what} is missing: {install}"
+        );
+        eprintln!("SKIPPED: {what} is missing ({install}); this test needs it");
+    }
+    ok
+}
+
+/// One HTTP request to the emulator; its response, or why there was none.
+pub fn http(port: u16, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+/// Starts an emulator and waits until it answers HTTP on `port` (a bare TCP connect can succeed
+/// on something else: a port just freed may connect to itself). Its output goes to a log file that
+/// a failure prints.
+pub fn start(cmd: &mut std::process::Command, port: u16) -> Emulator {
+    let log = std::env::temp_dir().join(format!("wisp-emulator-{}-{port}.log", std::process::id()));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = cmd.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let mut e = Emulator(child, log.clone());
+    let t0 = std::time::Instant::now();
+    let probe = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    loop {
+        match http(port, &probe) {
+            Ok(resp) if resp.starts_with("HTTP/1.") => break,
+            _ => {}
+        }
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(status) = e.0.try_wait().unwrap() {
+            panic!("the emulator exited ({status}) before answering on {port}:\n{}", text());
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(90),
+            "the emulator did not answer HTTP on {port} within 90 s:\n{}",
+            text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    e
+}
