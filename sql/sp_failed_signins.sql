@@ -72,3 +72,70 @@ SELECT min(first_ts) AS ts,
 FROM per_resource
 GROUP BY service_principal_name, source_ip, error_code
 HAVING sum(n) >= $threshold
+
+-- @backtest
+-- Every daily run in [$range_start, $range_end] in one pass. A run ending T reads [T - lookback, T]
+-- (both ends), so a failure at ts is in the runs on the interval grid from b, the first at or after
+-- ts, through the last at or before ts + lookback: (ts + lookback - b) / interval + 1 of them (two
+-- for a failure exactly at midnight). The per-resource aggregation is grouped by b and that count
+-- too, each of its rows is repeated for every run that holds it (and is in the range), and the
+-- rest is the single run's query grouped by run as well. Runs of the same key share an alert only
+-- when they share first_seen; the first run reports it.
+WITH failures AS (
+    SELECT service_principal_name, source_ip, error_code, resource_display_name, ts,
+           service_principal_id, app_id, failure_reason,
+           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS b
+    FROM signins
+    WHERE category = 'ServicePrincipalSignInLogs'
+      AND error_code <> 0
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+per_resource_b AS (
+    SELECT service_principal_name, source_ip, error_code, resource_display_name, b, extra_runs,
+           min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n,
+           min(service_principal_id) AS service_principal_id, min(app_id) AS app_id,
+           min(failure_reason) AS failure_reason
+    FROM (SELECT *, (CAST(ts AS BIGINT) + $lookback_us - b) / $interval_us AS extra_runs FROM failures)
+    GROUP BY service_principal_name, source_ip, error_code, resource_display_name, b, extra_runs
+),
+per_resource AS (
+    SELECT * FROM (
+        SELECT service_principal_name, source_ip, error_code, resource_display_name,
+               first_ts, last_ts, n, service_principal_id, app_id, failure_reason,
+               unnest(generate_series(b, b + extra_runs * $interval_us, $interval_us)) AS run_end_us
+        FROM per_resource_b)
+    WHERE run_end_us >= ((CAST($range_start AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
+      AND run_end_us <= CAST($range_end AS BIGINT)
+)
+SELECT min(first_ts) AS ts,
+       min(first_ts) AS first_seen,
+       max(last_ts) AS last_seen,
+       service_principal_name,
+       min(service_principal_id) AS service_principal_id,
+       min(app_id) AS app_id,
+       source_ip,
+       error_code,
+       CASE error_code
+           WHEN 7000215 THEN 'Invalid client secret provided'
+           WHEN 7000222 THEN 'The provided client secret keys are expired'
+           WHEN 700027 THEN 'Client assertion failed signature validation (invalid certificate)'
+           WHEN 700016 THEN 'Application not found in the directory'
+           WHEN 7000112 THEN 'Application is disabled'
+           WHEN 700024 THEN 'Client assertion is not within its valid time range'
+           WHEN 7000012 THEN 'The grant was obtained for a different tenant'
+           WHEN 7000218 THEN 'The request has no client_assertion or client_secret (no credential presented)'
+           WHEN 700211 THEN 'No matching federated identity record for the assertion issuer'
+           WHEN 700212 THEN 'No matching federated identity record for the assertion audience'
+           WHEN 700213 THEN 'No matching federated identity record for the assertion subject'
+           WHEN 50053 THEN 'Account is locked'
+           WHEN 53003 THEN 'Access blocked by Conditional Access'
+           WHEN 700082 THEN 'The refresh token has expired due to inactivity'
+           ELSE coalesce(min(failure_reason), 'Unknown error')
+       END AS error_meaning,
+       sum(n) AS attempts,
+       array_to_string(array_sort(array_distinct(array_agg(resource_display_name))), ', ') AS resources,
+       run_end_us
+FROM per_resource
+GROUP BY service_principal_name, source_ip, error_code, run_end_us
+HAVING sum(n) >= $threshold

@@ -99,3 +99,83 @@ FROM per_ip
 GROUP BY action, service_principal_name, event_day
 HAVING sum(n) <= $max_events AND count(*) >= $min_ips
 ORDER BY event_count ASC, action, service_principal_name, event_day
+
+-- @backtest
+-- Every daily run in [$range_start, $range_end] in one pass. A run ending T reads [T - lookback, T]
+-- (both ends), so an event at ts is in the runs on the interval grid from b, the first at or after
+-- ts, through the last at or before ts + lookback: (ts + lookback - b) / interval + 1 of them (two
+-- for an event exactly at midnight, which the run ending that midnight counts in a day of its
+-- own). The first aggregation is grouped by b and that count too, each of its rows is repeated
+-- for every run that holds it (and is in the range), and the rest is the single run's query
+-- grouped by run as well.
+WITH activity AS (
+    SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
+           coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
+           service_principal_id, source_ip
+    FROM signins
+    -- As the hunt: every sign-in with a service principal name (managed identities have one).
+    WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, day, 'azure.auditlogs', operation_name,
+           coalesce(initiated_by_app_name, initiated_by_sp_name, initiated_by_sp_id),
+           initiated_by_sp_id, source_ip
+    FROM audit
+    WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, day, 'azure.graphactivitylogs',
+           -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
+           -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
+           -- a segment with two digits or more), and numbers.
+           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+               regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
+               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '{id}', 'g'),
+               '[^/(''=]*@[^/)'']*', '{id}', 'g'),
+               '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}', '/{id}', 'g'),
+               '/[0-9]+(/|$)', '/{id}${1}', 'g'),
+           coalesce(service_principal_id, app_id), service_principal_id, source_ip
+    FROM graph_activity
+    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT ts, day, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
+    FROM o365_audit
+    WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+),
+per_source_b AS (
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, b, extra_runs,
+           count(*) AS n, min(ts) AS first_ts
+    FROM (SELECT *, (CAST(ts AS BIGINT) + $lookback_us - b) / $interval_us AS extra_runs
+          FROM (SELECT *, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS b FROM activity))
+    GROUP BY action, service_principal_name, day, source_ip, dataset, service_principal_id, b, extra_runs
+),
+per_source AS (
+    SELECT * FROM (
+        SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, n, first_ts,
+               unnest(generate_series(b, b + extra_runs * $interval_us, $interval_us)) AS run_end_us
+        FROM per_source_b)
+    WHERE run_end_us >= ((CAST($range_start AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
+      AND run_end_us <= CAST($range_end AS BIGINT)
+),
+per_ip AS (
+    SELECT action, service_principal_name, day AS event_day, source_ip, run_end_us,
+           sum(n) AS n, min(first_ts) AS first_ts,
+           array_agg(dataset) AS datasets, array_agg(service_principal_id) AS sp_ids
+    FROM per_source
+    GROUP BY action, service_principal_name, day, source_ip, run_end_us
+)
+SELECT min(first_ts) AS ts, action, service_principal_name, CAST(event_day AS DATE) AS event_day,
+       sum(n) AS event_count, count(*) AS ip_count,
+       array_sort(array_agg(source_ip)) AS source_ips,
+       array_sort(array_distinct(flatten(array_agg(datasets)))) AS datasets,
+       array_sort(array_distinct(flatten(array_agg(sp_ids)))) AS service_principal_ids,
+       run_end_us
+FROM per_ip
+GROUP BY action, service_principal_name, event_day, run_end_us
+HAVING sum(n) <= $max_events AND count(*) >= $min_ips
