@@ -83,21 +83,24 @@ GROUP BY service_principal_id
 -- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
 -- interval (as this rule has it), a failure belongs to exactly one run T: the one with
 -- T-1h < ts <= T. An address (or ASN) is known to run T when a success from it falls in
--- [T-10d, T]; successes are bucketed by the run that holds them, keeping each bucket's latest
--- time, so "some bucket R <= T whose latest success is >= T-10d" is exactly that.
-WITH failures AS (
-    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
-           credential_key_id,
-           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs'
-      AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
-      AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts > $range_start - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-),
-in_range AS (
-    SELECT * FROM failures
+-- [T-10d, T]. Successes are bucketed by the run that holds them (each bucket's latest time) and
+-- put beside the failures, each at its run T: the running maximum of the buckets' latest
+-- success up to T (the buckets of T itself ordered before its failures), per principal and
+-- address (and per principal and ASN), is the latest success at or before T, and the source is
+-- known when it is at or after T-10d. Each table is read once
+-- (a join of every failure with every success bucket of its address, and the failures read
+-- again for each use, cost twice as much on 20 days of medium).
+WITH in_range AS (
+    SELECT * FROM (
+        SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+               credential_key_id,
+               ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+        FROM signins
+        WHERE category = 'ServicePrincipalSignInLogs'
+          AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
+          AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+          AND ts > $range_start - $lookback AND ts <= $range_end
+          AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d'))
     WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
 success_buckets AS (
@@ -106,39 +109,32 @@ success_buckets AS (
            max(CAST(ts AS BIGINT)) AS last_us
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM in_range)
+      AND service_principal_id IS NOT NULL
       AND ts >= $range_start - $lookback - $history AND ts <= $range_end
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_ip, source_asn,
              ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
 ),
-asn_buckets AS (
-    SELECT service_principal_id, source_asn, bucket_us, max(last_us) AS last_us
-    FROM success_buckets WHERE source_asn IS NOT NULL
-    GROUP BY service_principal_id, source_asn, bucket_us
+side_by_side AS (
+    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+           credential_key_id, run_end_us, CAST(NULL AS BIGINT) AS last_us, true AS failure
+    FROM in_range
+    UNION ALL
+    SELECT NULL, service_principal_id, NULL, NULL, source_ip, source_asn, NULL, NULL, bucket_us, last_us, false
+    FROM success_buckets
 ),
-fail_ip AS (SELECT DISTINCT service_principal_id, source_ip, run_end_us FROM in_range),
-fail_asn AS (SELECT DISTINCT service_principal_id, source_asn, run_end_us FROM in_range WHERE source_asn IS NOT NULL),
-known_ip AS (
-    SELECT DISTINCT f.service_principal_id, f.source_ip, f.run_end_us
-    FROM fail_ip f
-    JOIN success_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_ip = f.source_ip
-    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
-),
-known_asn AS (
-    SELECT DISTINCT f.service_principal_id, f.source_asn, f.run_end_us
-    FROM fail_asn f
-    JOIN asn_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_asn = f.source_asn
-    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
+judged AS (
+    SELECT *,
+           max(last_us) OVER (PARTITION BY service_principal_id, source_ip ORDER BY run_end_us, failure
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ip_last_us,
+           max(last_us) OVER (PARTITION BY service_principal_id, source_asn ORDER BY run_end_us, failure
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS asn_last_us
+    FROM side_by_side
 ),
 novel AS (
-    SELECT f.*, (f.source_asn IS NOT NULL AND ka.source_asn IS NULL) AS new_asn
-    FROM in_range f
-    LEFT JOIN known_ip ki
-      ON ki.service_principal_id = f.service_principal_id AND ki.source_ip = f.source_ip AND ki.run_end_us = f.run_end_us
-    LEFT JOIN known_asn ka
-      ON ka.service_principal_id = f.service_principal_id AND ka.source_asn = f.source_asn AND ka.run_end_us = f.run_end_us
-    WHERE ki.source_ip IS NULL
+    SELECT *, (source_asn IS NOT NULL AND (asn_last_us IS NULL OR asn_last_us < run_end_us - $history_us)) AS new_asn
+    FROM judged
+    WHERE failure AND (ip_last_us IS NULL OR ip_last_us < run_end_us - $history_us)
 )
 SELECT min(ts) AS ts, max(ts) AS last_failure,
        arrow_cast(run_end_us, 'Timestamp(Microsecond, Some("UTC"))') AS run_end, service_principal_id,
