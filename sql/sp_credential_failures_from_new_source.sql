@@ -243,23 +243,21 @@ GROUP BY service_principal_id
 -- @stateful_backtest
 -- Every hourly run in [$range_start, $range_end] in one pass with the state (a catch-up):
 -- terms_state holds each principal's addresses and ASNs with their latest success up to
--- $range_start - $lookback, the first run's window start. A source is known to run T when a
--- success from it falls in [T-10d, T]: either a bucket of the range's own successes (as the
--- one-pass backtest has them) or the state's latest earlier success at or after T-10d. Only the
--- range is read.
-WITH failures AS (
-    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
-           credential_key_id,
-           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs'
-      AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
-      AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts > $range_start - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-),
-in_range AS (
-    SELECT * FROM failures
+-- $range_start - $lookback, the first run's window start. The one-pass backtest's form, reading
+-- only the range: the success buckets are the range's own and the state's terms (as buckets
+-- before every run), and a source is known to run T when the latest success of the buckets up to
+-- T is at or after T-10d.
+WITH in_range AS (
+    SELECT * FROM (
+        SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+               credential_key_id,
+               ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+        FROM signins
+        WHERE category = 'ServicePrincipalSignInLogs'
+          AND error_code IN (7000215, 7000222, 700027, 700024, 7000012, 700016, 7000218, 700211, 700212, 700213)
+          AND service_principal_id IS NOT NULL AND source_ip IS NOT NULL
+          AND ts > $range_start - $lookback AND ts <= $range_end
+          AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d'))
     WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
 success_buckets AS (
@@ -268,58 +266,44 @@ success_buckets AS (
            max(CAST(ts AS BIGINT)) AS last_us
     FROM signins
     WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IN (SELECT DISTINCT service_principal_id FROM in_range)
+      AND service_principal_id IS NOT NULL
       AND ts > $range_start - $lookback AND ts <= $range_end
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_ip, source_asn,
              ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
 ),
-asn_buckets AS (
-    SELECT service_principal_id, source_asn, bucket_us, max(last_us) AS last_us
-    FROM success_buckets WHERE source_asn IS NOT NULL
-    GROUP BY service_principal_id, source_asn, bucket_us
+state_buckets AS (
+    -- The state's terms, as buckets before every run of the range (their latest success is at or
+    -- before the first run's window start).
+    SELECT service_principal_id,
+           CASE WHEN starts_with(term, 'ip:') THEN substr(term, 4) END AS source_ip,
+           CASE WHEN starts_with(term, 'asn:') THEN CAST(substr(term, 5) AS BIGINT) END AS source_asn,
+           CAST(0 AS BIGINT) AS bucket_us, CAST(last_seen AS BIGINT) AS last_us
+    FROM terms_state
 ),
-state_known AS (
-    SELECT service_principal_id, term, CAST(last_seen AS BIGINT) AS last_us FROM terms_state
-    WHERE service_principal_id IN (SELECT DISTINCT service_principal_id FROM in_range)
+side_by_side AS (
+    SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
+           credential_key_id, run_end_us, CAST(NULL AS BIGINT) AS last_us, true AS failure
+    FROM in_range
+    UNION ALL
+    SELECT NULL, service_principal_id, NULL, NULL, source_ip, source_asn, NULL, NULL, bucket_us, last_us, false
+    FROM success_buckets
+    UNION ALL
+    SELECT NULL, service_principal_id, NULL, NULL, source_ip, source_asn, NULL, NULL, bucket_us, last_us, false
+    FROM state_buckets
 ),
-state_ip AS (SELECT service_principal_id, substr(term, 4) AS source_ip, last_us FROM state_known WHERE starts_with(term, 'ip:')),
-state_asn AS (
-    SELECT service_principal_id, CAST(substr(term, 5) AS BIGINT) AS source_asn, last_us
-    FROM state_known WHERE starts_with(term, 'asn:')
-),
-fail_ip AS (SELECT DISTINCT service_principal_id, source_ip, run_end_us FROM in_range),
-fail_asn AS (SELECT DISTINCT service_principal_id, source_asn, run_end_us FROM in_range WHERE source_asn IS NOT NULL),
-known_ip AS (
-    SELECT f.service_principal_id, f.source_ip, f.run_end_us
-    FROM fail_ip f
-    JOIN success_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_ip = f.source_ip
-    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
-    UNION
-    SELECT f.service_principal_id, f.source_ip, f.run_end_us
-    FROM fail_ip f
-    JOIN state_ip s ON s.service_principal_id = f.service_principal_id AND s.source_ip = f.source_ip
-    WHERE s.last_us >= f.run_end_us - $history_us
-),
-known_asn AS (
-    SELECT f.service_principal_id, f.source_asn, f.run_end_us
-    FROM fail_asn f
-    JOIN asn_buckets s ON s.service_principal_id = f.service_principal_id AND s.source_asn = f.source_asn
-    WHERE s.bucket_us <= f.run_end_us AND s.last_us >= f.run_end_us - $history_us
-    UNION
-    SELECT f.service_principal_id, f.source_asn, f.run_end_us
-    FROM fail_asn f
-    JOIN state_asn s ON s.service_principal_id = f.service_principal_id AND s.source_asn = f.source_asn
-    WHERE s.last_us >= f.run_end_us - $history_us
+judged AS (
+    SELECT *,
+           max(last_us) OVER (PARTITION BY service_principal_id, source_ip ORDER BY run_end_us, failure
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ip_last_us,
+           max(last_us) OVER (PARTITION BY service_principal_id, source_asn ORDER BY run_end_us, failure
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS asn_last_us
+    FROM side_by_side
 ),
 novel AS (
-    SELECT f.*, (f.source_asn IS NOT NULL AND ka.source_asn IS NULL) AS new_asn
-    FROM in_range f
-    LEFT JOIN known_ip ki
-      ON ki.service_principal_id = f.service_principal_id AND ki.source_ip = f.source_ip AND ki.run_end_us = f.run_end_us
-    LEFT JOIN known_asn ka
-      ON ka.service_principal_id = f.service_principal_id AND ka.source_asn = f.source_asn AND ka.run_end_us = f.run_end_us
-    WHERE ki.source_ip IS NULL
+    SELECT *, (source_asn IS NOT NULL AND (asn_last_us IS NULL OR asn_last_us < run_end_us - $history_us)) AS new_asn
+    FROM judged
+    WHERE failure AND (ip_last_us IS NULL OR ip_last_us < run_end_us - $history_us)
 )
 SELECT min(ts) AS ts, max(ts) AS last_failure,
        arrow_cast(run_end_us, 'Timestamp(Microsecond, Some("UTC"))') AS run_end, service_principal_id,
