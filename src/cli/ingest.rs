@@ -54,6 +54,10 @@ pub struct IngestArgs {
     /// does); 0 never compacts.
     #[arg(long, default_value_t = 24)]
     pub compact_after: usize,
+    /// Threads that parse and map JSON lines (0: one per core; 1: everything on one thread). The
+    /// lake written is the same whatever the number.
+    #[arg(long, default_value_t = 0, env = "WISP_INGEST_THREADS")]
+    pub threads: usize,
 }
 
 /// Removes `dir` if nothing but empty folders is left in it (a failed ingest into a new folder
@@ -97,6 +101,8 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
             since: a.since.as_deref().map(crate::time::parse_utc).transpose()?,
             until: a.until.as_deref().map(crate::time::parse_utc).transpose()?,
         },
+        threads: a.threads,
+        ..IngestOptions::new(Vec::new())
     };
     let summary = ingest(&lake, &opts).await?;
     eprintln!("{summary}");

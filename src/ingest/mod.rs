@@ -51,6 +51,11 @@ pub struct IngestOptions {
     /// Only inputs whose diagnostic-settings folders (`y=/m=/d=/h=`) name hours overlapping
     /// `[since, until)`; inputs outside that layout are always read.
     pub hours: source::Hours,
+    /// Threads that parse and map JSON lines (0: one per core; 1: all on the calling thread).
+    pub threads: usize,
+    /// JSON lines are mapped in chunks of whole lines of about this many bytes (one chunk per
+    /// thread at a time).
+    pub chunk_bytes: usize,
 }
 
 impl IngestOptions {
@@ -65,6 +70,8 @@ impl IngestOptions {
             progress: false,
             reenrich: false,
             hours: source::Hours::default(),
+            threads: 0,
+            chunk_bytes: 2 << 20,
         }
     }
 }

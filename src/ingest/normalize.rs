@@ -35,7 +35,14 @@ pub fn get<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value>
 }
 
 fn get_one<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).or_else(|| obj.iter().find(|(k, _)| key_eq(k, name)).map(|(_, v)| v))
+    obj.get(name).or_else(|| {
+        // A key can only match when, without its underscores, it is as long as the name without
+        // its own: a cheap test that skips most keys before comparing.
+        let len = name.bytes().filter(|&c| c != b'_').count();
+        obj.iter()
+            .find(|(k, _)| (k.len() == len || (k.len() > len && k.contains('_'))) && key_eq(k, name))
+            .map(|(_, v)| v)
+    })
 }
 
 fn get_path<'a>(obj: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {

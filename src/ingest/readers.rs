@@ -2,7 +2,7 @@
 //! record handed to the run with its position (line, or line and record, or record index).
 
 use super::formats::{self, Format};
-use super::run::{Pos, Run};
+use super::run::{Mapper, Pos, Prepared, Run};
 use super::source::{self, InputFile, ManifestEntry};
 use crate::lake::LakeError;
 use serde_json::{Map, Value};
@@ -246,53 +246,191 @@ fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
 
 /// JSON Lines: one record (or one envelope) per line. Returns (lines consumed, bytes consumed);
 /// an unterminated, unparsable last line is rejected but not counted as consumed, so a grown
-/// append blob re-reads it whole next time.
+/// append blob re-reads it whole next time. With worker threads, chunks of lines are mapped in
+/// parallel and committed in input order: the lake and the counts do not depend on the threads.
 fn json_lines(
     run: &mut Run,
     file: &str,
     reader: &mut dyn BufRead,
-    mut line_no: u64,
+    line_no: u64,
     first: Vec<u8>,
 ) -> Result<(u64, u64), FileError> {
-    let mut buf = first;
-    let mut consumed = 0u64;
-    let mut have = !buf.is_empty();
-    loop {
-        if !have {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| FileError::Read(format!("after line {line_no}: {e}")))?;
-            if n == 0 {
-                break;
+    let mut workers = std::mem::take(&mut run.workers);
+    let result = if workers.is_empty() {
+        lines_here(run, file, reader, line_no, first)
+    } else {
+        std::thread::scope(|scope| {
+            let mut to = Vec::new();
+            let mut from = Vec::new();
+            let mut threads = Vec::new();
+            for mut mapper in workers.drain(..) {
+                let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, u64)>();
+                let (out_tx, out_rx) = std::sync::mpsc::channel::<LinesOut>();
+                threads.push(scope.spawn(move || {
+                    for (chunk, start) in rx {
+                        if out_tx.send(map_lines(&mut mapper, &chunk, start)).is_err() {
+                            break;
+                        }
+                    }
+                    mapper
+                }));
+                to.push(tx);
+                from.push(out_rx);
             }
-        }
-        have = false;
+            let result = lines_parallel(run, file, reader, line_no, first, &to, &from);
+            drop(to);
+            for t in threads {
+                workers.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            result
+        })
+    };
+    run.workers = workers;
+    result
+}
+
+/// What mapping one chunk of lines produced.
+struct LinesOut {
+    prepared: Result<Prepared, LakeError>,
+    /// The number of the chunk's last counted line.
+    line_no: u64,
+    /// Bytes consumed (all but an unterminated, unparsable last line).
+    consumed: u64,
+}
+
+/// Maps the lines of one chunk (whole lines: only the input's last may lack its newline), the
+/// first one numbered `line_no + 1`.
+fn map_lines(mapper: &mut Mapper, chunk: &[u8], mut line_no: u64) -> LinesOut {
+    let mut outcomes = Vec::new();
+    let mut consumed = 0u64;
+    for line in chunk.split_inclusive(|&b| b == b'\n') {
         line_no += 1;
-        let terminated = buf.last() == Some(&b'\n');
-        let text = trim_bom(buf.trim_ascii_end());
+        let terminated = line.last() == Some(&b'\n');
+        let text = trim_bom(line.trim_ascii_end());
         if text.iter().all(u8::is_ascii_whitespace) {
-            consumed += buf.len() as u64;
+            consumed += line.len() as u64;
             continue;
         }
         match serde_json::from_slice::<Value>(text) {
             Ok(v) => {
                 let raw = std::str::from_utf8(text).map(|s| s.trim_end()).unwrap_or_default();
-                run.value(file, Some(line_no), v, raw)?;
-                consumed += buf.len() as u64;
+                mapper.value(Some(line_no), v, raw, &mut outcomes);
+                consumed += line.len() as u64;
             }
             Err(e) => {
                 let raw = String::from_utf8_lossy(text).trim_end().to_string();
-                run.reject(file, Pos::Line(line_no), &json_reason(&e, text), &raw)?;
+                outcomes.push(mapper.reject(Pos::Line(line_no), &json_reason(&e, text), &raw));
                 if terminated {
-                    consumed += buf.len() as u64;
+                    consumed += line.len() as u64;
                 } else {
                     line_no -= 1;
                 }
             }
         }
     }
-    Ok((line_no, consumed))
+    LinesOut { prepared: Prepared::new(outcomes), line_no, consumed }
+}
+
+/// Reads about `size` bytes of whole lines after `buf`'s. A read error keeps the whole lines read
+/// before it and is returned beside them.
+fn read_chunk(reader: &mut dyn BufRead, mut buf: Vec<u8>, size: usize) -> (Vec<u8>, Option<std::io::Error>) {
+    let want = size.saturating_sub(buf.len()) as u64;
+    buf.reserve(want as usize + (64 << 10));
+    let mut res = (&mut *reader).take(want).read_to_end(&mut buf).map(|_| 0);
+    if res.is_ok() && buf.last().is_some_and(|&b| b != b'\n') {
+        res = reader.read_until(b'\n', &mut buf);
+    }
+    match res {
+        Ok(_) => (buf, None),
+        Err(e) => {
+            let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            buf.truncate(whole);
+            (buf, Some(e))
+        }
+    }
+}
+
+fn commit_lines(
+    run: &mut Run,
+    file: &str,
+    out: LinesOut,
+    line_no: &mut u64,
+    consumed: &mut u64,
+) -> Result<(), LakeError> {
+    *line_no = out.line_no;
+    *consumed += out.consumed;
+    run.commit_prepared(file, out.prepared?)
+}
+
+/// JSON lines on the calling thread.
+fn lines_here(
+    run: &mut Run,
+    file: &str,
+    reader: &mut dyn BufRead,
+    mut line_no: u64,
+    first: Vec<u8>,
+) -> Result<(u64, u64), FileError> {
+    let mut consumed = 0u64;
+    let mut carry = first;
+    loop {
+        let (chunk, err) = read_chunk(reader, carry, run.chunk_bytes);
+        if !chunk.is_empty() {
+            let out = map_lines(&mut run.mapper, &chunk, line_no);
+            commit_lines(run, file, out, &mut line_no, &mut consumed)?;
+        }
+        if let Some(e) = err {
+            return Err(FileError::Read(format!("after line {line_no}: {e}")));
+        }
+        if chunk.is_empty() {
+            return Ok((line_no, consumed));
+        }
+        carry = chunk;
+        carry.clear();
+    }
+}
+
+/// JSON lines read here, mapped by the workers (chunk k by worker k mod n, at most two chunks
+/// per worker in flight) and committed here in order.
+fn lines_parallel(
+    run: &mut Run,
+    file: &str,
+    reader: &mut dyn BufRead,
+    mut line_no: u64,
+    first: Vec<u8>,
+    to: &[std::sync::mpsc::Sender<(Vec<u8>, u64)>],
+    from: &[std::sync::mpsc::Receiver<LinesOut>],
+) -> Result<(u64, u64), FileError> {
+    let n = to.len();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut next_start = line_no;
+    let mut consumed = 0u64;
+    let mut carry = first;
+    let mut seq = 0usize;
+    loop {
+        let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
+        let done = chunk.is_empty() || err.is_some();
+        if !chunk.is_empty() {
+            let lines = chunk.iter().filter(|&&b| b == b'\n').count() as u64 + u64::from(chunk.last() != Some(&b'\n'));
+            let w = seq % n;
+            seq += 1;
+            to[w].send((chunk, next_start)).expect("ingest threads live until their input closes");
+            next_start += lines;
+            in_flight.push_back(w);
+        }
+        while in_flight.len() >= 2 * n || (done && !in_flight.is_empty()) {
+            let w = in_flight.pop_front().expect("not empty");
+            let Ok(out) = from[w].recv() else {
+                break; // the worker panicked: joining it re-raises the panic
+            };
+            commit_lines(run, file, out, &mut line_no, &mut consumed)?;
+        }
+        if let Some(e) = err {
+            return Err(FileError::Read(format!("after line {line_no}: {e}")));
+        }
+        if done {
+            return Ok((line_no, consumed));
+        }
+    }
 }
 
 /// CSV with a header row: Log Analytics exports (`Type` column) or network alerts.
@@ -335,7 +473,7 @@ fn csv_file(run: &mut Run, file: &str, bytes: &[u8], line_base: u64) -> Result<(
                     }
                 }
                 match formats::map_csv_row(&m, csv_kind, run.format) {
-                    Ok(m) => run.place(m, &raw_line)?,
+                    Ok(m) => run.place(file, m, &raw_line)?,
                     Err(reason) => run.reject(file, Pos::Line(line), &reason, &raw_line)?,
                 }
             }

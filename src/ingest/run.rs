@@ -8,7 +8,9 @@ use super::normalize::{day_of, fnv64};
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, WriteLock};
+use crate::lake::writer::rows_to_batch;
+use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
+use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use wisp_udfs::{AsnDb, GeoDb};
@@ -38,15 +40,147 @@ impl Pos {
     }
 }
 
-/// One ingest run: the writers, the enrichment and the running summary.
-pub(super) struct Run {
-    writer: LakeWriter,
-    rejects: RejectWriter,
+/// What mapping one record produced, before de-duplication: a row for a table (its key and day
+/// computed), or a rejection. Mapping runs on any thread; [`Run::commit`] takes outcomes in input
+/// order, so the lake and the counts are the same whatever the number of threads.
+pub(super) enum Outcome {
+    Row { table: Table, day: Arc<str>, key: i64, row: Vec<Value>, bytes: usize },
+    Reject { pos: Pos, reason: String, raw: String },
+}
+
+/// The rows of one (table, day) from one chunk of input, converted to Arrow on the thread that
+/// mapped them; `keys[i]` is row i's de-duplication key.
+pub(super) struct Group {
+    table: Table,
+    day: Arc<str>,
+    keys: Vec<i64>,
+    batch: RecordBatch,
+}
+
+/// A chunk's outcomes as [`Run::commit_prepared`] takes them: rows grouped by (table, day) in
+/// Arrow, rejections in input order. Keys are per (table, day), so grouping keeps which of two
+/// records with one key is kept (the first).
+pub(super) struct Prepared {
+    groups: Vec<Group>,
+    rejects: Vec<Outcome>,
+}
+
+impl Prepared {
+    pub(super) fn new(outcomes: Vec<Outcome>) -> Result<Prepared, LakeError> {
+        // (table, day, keys, rows), in order of first appearance.
+        type Rows = (Table, Arc<str>, Vec<i64>, Vec<Vec<Value>>);
+        let mut groups: Vec<Rows> = Vec::new();
+        let mut rejects = Vec::new();
+        for o in outcomes {
+            match o {
+                Outcome::Row { table, day, key, row, .. } => {
+                    let g = match groups.iter().position(|g| g.0 == table && g.1 == day) {
+                        Some(g) => g,
+                        None => {
+                            groups.push((table, day, Vec::new(), Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    groups[g].2.push(key);
+                    groups[g].3.push(row);
+                }
+                reject => rejects.push(reject),
+            }
+        }
+        let groups = groups
+            .into_iter()
+            .map(|(table, day, keys, rows)| Ok(Group { table, day, keys, batch: rows_to_batch(table, &rows)? }))
+            .collect::<Result<_, LakeError>>()?;
+        Ok(Prepared { groups, rejects })
+    }
+}
+
+/// Maps, enriches and keys records: everything per record that needs no shared state. Each
+/// ingest thread has its own (its own lookup caches).
+pub(super) struct Mapper {
     enricher: Enricher,
-    pub(super) summary: Summary,
     pub(super) format: Format,
     keep_raw: bool,
     now_us: i64,
+    /// The last day seen: `[start, end)` in µs and its folder name.
+    day: (i64, i64, Arc<str>),
+}
+
+impl Mapper {
+    fn new(enricher: Enricher, format: Format, keep_raw: bool, now_us: i64) -> Self {
+        Mapper { enricher, format, keep_raw, now_us, day: (0, 0, Arc::from("")) }
+    }
+
+    /// A mapper for another thread: the same settings and databases, its own caches.
+    pub(super) fn fork(&self) -> Mapper {
+        let enricher = Enricher::new(self.enricher.asn.clone(), self.enricher.geo.clone());
+        Mapper::new(enricher, self.format, self.keep_raw, self.now_us)
+    }
+
+    pub(super) fn reject(&self, pos: Pos, reason: &str, raw: &str) -> Outcome {
+        Outcome::Reject { pos, reason: reason.to_string(), raw: raw.to_string() }
+    }
+
+    /// One record (already parsed): map, enrich, key.
+    pub(super) fn record(&mut self, pos: Pos, v: &Value, raw: &str) -> Outcome {
+        match map_record(v, self.format) {
+            Ok(m) => self.place(m, raw),
+            Err(reason) => Outcome::Reject { pos, reason, raw: raw.to_string() },
+        }
+    }
+
+    pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Outcome {
+        let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
+        let key = match &dedup_id {
+            Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
+            None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
+        };
+        row[0] = Value::from(ts);
+        row[1] = Value::from(ingested_at.unwrap_or(self.now_us));
+        row[2] = if self.keep_raw { Value::String(raw.to_string()) } else { Value::Null };
+        row[3] = Value::from(key);
+        self.enricher.apply(table, &mut row);
+        Outcome::Row { table, day: self.day_of(ts), key, row, bytes: raw.len() + 256 }
+    }
+
+    /// The day folder of a time (the last one is kept: records come mostly in time order).
+    fn day_of(&mut self, ts: i64) -> Arc<str> {
+        if !(self.day.0..self.day.1).contains(&ts) {
+            let start = ts.div_euclid(86_400_000_000) * 86_400_000_000;
+            self.day = (start, start + 86_400_000_000, Arc::from(day_of(ts)));
+        }
+        self.day.2.clone()
+    }
+
+    /// A parsed JSON value that may be an envelope of records.
+    pub(super) fn value(&mut self, pos_line: Option<u64>, v: Value, raw: &str, out: &mut Vec<Outcome>) {
+        if let Some(items) = formats::envelope::items(&v) {
+            for (k, item) in items.iter().enumerate() {
+                let pos = match pos_line {
+                    Some(l) => Pos::LineRecord(l, k as u64),
+                    None => Pos::Record(k as u64),
+                };
+                let raw = serde_json::to_string(item).expect("Value serializes");
+                out.push(self.record(pos, item, &raw));
+            }
+            return;
+        }
+        let pos = pos_line.map(Pos::Line).unwrap_or(Pos::Record(0));
+        out.push(self.record(pos, &v, raw));
+    }
+}
+
+/// One ingest run: the writers, the mappers and the running summary.
+pub(super) struct Run {
+    writer: LakeWriter,
+    rejects: RejectWriter,
+    /// The run's own mapper (sequential inputs) and the workers' (JSON lines in parallel).
+    pub(super) mapper: Mapper,
+    pub(super) workers: Vec<Mapper>,
+    /// Bytes of JSON lines per chunk.
+    pub(super) chunk_bytes: usize,
+    pub(super) summary: Summary,
+    pub(super) format: Format,
     /// The progress bar (hidden when not on a terminal): bytes as its position, records as its message.
     pub(super) bar: indicatif::ProgressBar,
     /// The lake's write lock, held until the manifest is written.
@@ -77,6 +211,12 @@ impl Run {
         }
         let now = chrono::Utc::now();
         let run_id = format!("{}-{}{tag}", now.format("%Y%m%dT%H%M%S%.6fZ"), std::process::id());
+        let mapper = Mapper::new(Enricher::new(asn, geo), opts.format, opts.keep_raw, now.timestamp_micros());
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let workers = if threads > 1 { (0..threads).map(|_| mapper.fork()).collect() } else { Vec::new() };
         let run = Run {
             writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
             rejects: RejectWriter::new(
@@ -85,11 +225,11 @@ impl Run {
                 now.format("%Y-%m-%d").to_string(),
                 handle.clone(),
             ),
-            enricher: Enricher::new(asn, geo),
+            mapper,
+            workers,
+            chunk_bytes: opts.chunk_bytes.max(1),
             summary: Summary::default(),
             format: opts.format,
-            keep_raw: opts.keep_raw,
-            now_us: now.timestamp_micros(),
             bar,
             lock,
         };
@@ -105,7 +245,7 @@ impl Run {
         entries: &[source::ManifestEntry],
         unreadable: Vec<String>,
     ) -> Result<Summary, IngestError> {
-        let Run { writer, mut rejects, mut summary, enricher, lock, .. } = self;
+        let Run { writer, mut rejects, mut summary, mapper, lock, .. } = self;
         let stats = writer.finish()?;
         rejects.flush()?;
         summary.parquet_files = stats.files.len() as u64;
@@ -116,8 +256,8 @@ impl Run {
             run_id,
             entries,
             &summary,
-            enricher.asn.as_deref(),
-            enricher.geo.as_deref(),
+            mapper.enricher.asn.as_deref(),
+            mapper.enricher.geo.as_deref(),
         )?;
         drop(lock);
         Ok(summary)
@@ -125,70 +265,78 @@ impl Run {
 
     /// Re-enriches the rows already in the lake (holding the run's write lock).
     pub(super) fn reenrich(&mut self, lake: &Lake, handle: &tokio::runtime::Handle) -> Result<(), IngestError> {
-        let r = handle.block_on(super::reenrich::reenrich(lake, &mut self.enricher))?;
+        let r = handle.block_on(super::reenrich::reenrich(lake, &mut self.mapper.enricher))?;
         self.summary.reenriched = Some(r);
         Ok(())
     }
 
-    pub(super) fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {
-        self.summary.read += 1;
-        *self.summary.rejected.entry(reason_class(reason)).or_default() += 1;
-        let mut m = Map::new();
-        m.insert("source".into(), file.into());
-        pos.json(&mut m);
-        m.insert("reason".into(), reason.into());
-        m.insert("raw".into(), raw.into());
-        self.rejects.push(&Value::Object(m))
-    }
-
-    /// One record (already parsed): map, enrich, de-duplicate, buffer.
-    pub(super) fn record(&mut self, file: &str, pos: Pos, v: &Value, raw: &str) -> Result<(), LakeError> {
-        let mapped = match map_record(v, self.format) {
-            Ok(m) => m,
-            Err(reason) => return self.reject(file, pos, &reason, raw),
-        };
-        self.place(mapped, raw)
-    }
-
-    pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Result<(), LakeError> {
-        let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
+    /// Takes one outcome, in input order: de-duplicates and buffers a row, or sets a rejection
+    /// aside, and counts it.
+    pub(super) fn commit(&mut self, file: &str, o: Outcome) -> Result<(), LakeError> {
         self.summary.read += 1;
         if self.summary.read.is_multiple_of(16_384) && !self.bar.is_hidden() {
             self.bar.set_message(format!("{} records", self.summary.read));
         }
-        let key = match &dedup_id {
-            Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
-            None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
-        };
-        row[0] = Value::from(ts);
-        row[1] = Value::from(ingested_at.unwrap_or(self.now_us));
-        row[2] = if self.keep_raw { Value::String(raw.to_string()) } else { Value::Null };
-        row[3] = Value::from(key);
-        self.enricher.apply(table, &mut row);
-        let day = day_of(ts);
-        if self.writer.push(table, &day, key, row, raw.len() + 256)? {
-            *self.summary.written.entry(table.name().to_string()).or_default() += 1;
-        } else {
-            self.summary.duplicates += 1;
+        match o {
+            Outcome::Row { table, day, key, row, bytes } => {
+                if self.writer.push(table, &day, key, row, bytes)? {
+                    *self.summary.written.entry(table.name().to_string()).or_default() += 1;
+                } else {
+                    self.summary.duplicates += 1;
+                }
+            }
+            Outcome::Reject { pos, reason, raw } => {
+                *self.summary.rejected.entry(reason_class(&reason)).or_default() += 1;
+                let mut m = Map::new();
+                m.insert("source".into(), file.into());
+                pos.json(&mut m);
+                m.insert("reason".into(), reason.into());
+                m.insert("raw".into(), raw.into());
+                self.rejects.push(&Value::Object(m))?;
+            }
         }
         Ok(())
     }
 
+    /// Takes one chunk's prepared rows and rejections (see [`Prepared`]).
+    pub(super) fn commit_prepared(&mut self, file: &str, p: Prepared) -> Result<(), LakeError> {
+        let before = self.summary.read;
+        for g in p.groups {
+            let n = g.keys.len() as u64;
+            let added = self.writer.push_batch(g.table, &g.day, &g.keys, g.batch)?;
+            self.summary.read += n;
+            if added > 0 {
+                *self.summary.written.entry(g.table.name().to_string()).or_default() += added;
+            }
+            self.summary.duplicates += n - added;
+        }
+        if before / 16_384 != self.summary.read / 16_384 && !self.bar.is_hidden() {
+            self.bar.set_message(format!("{} records", self.summary.read));
+        }
+        p.rejects.into_iter().try_for_each(|o| self.commit(file, o))
+    }
+
+    pub(super) fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {
+        let o = self.mapper.reject(pos, reason, raw);
+        self.commit(file, o)
+    }
+
+    /// One record (already parsed): map, enrich, de-duplicate, buffer.
+    pub(super) fn record(&mut self, file: &str, pos: Pos, v: &Value, raw: &str) -> Result<(), LakeError> {
+        let o = self.mapper.record(pos, v, raw);
+        self.commit(file, o)
+    }
+
+    pub(super) fn place(&mut self, file: &str, m: Mapped, raw: &str) -> Result<(), LakeError> {
+        let o = self.mapper.place(m, raw);
+        self.commit(file, o)
+    }
+
     /// A parsed JSON value that may be an envelope of records.
     pub(super) fn value(&mut self, file: &str, pos_line: Option<u64>, v: Value, raw: &str) -> Result<(), LakeError> {
-        if let Some(items) = formats::envelope::items(&v) {
-            for (k, item) in items.iter().enumerate() {
-                let pos = match pos_line {
-                    Some(l) => Pos::LineRecord(l, k as u64),
-                    None => Pos::Record(k as u64),
-                };
-                let raw = serde_json::to_string(item).expect("Value serializes");
-                self.record(file, pos, item, &raw)?;
-            }
-            return Ok(());
-        }
-        let pos = pos_line.map(Pos::Line).unwrap_or(Pos::Record(0));
-        self.record(file, pos, &v, raw)
+        let mut out = Vec::new();
+        self.mapper.value(pos_line, v, raw, &mut out);
+        out.into_iter().try_for_each(|o| self.commit(file, o))
     }
 }
 
@@ -210,7 +358,8 @@ impl RecordSink {
 
     /// One record, as it would appear in an export.
     pub fn push(&mut self, v: &Value) -> Result<(), IngestError> {
-        let raw = if self.run.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+        let raw =
+            if self.run.mapper.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
         self.run.record("generator", Pos::Record(self.run.summary.read), v, &raw)?;
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! on a local lake, a single-shot upload on a remote one).
 
 use super::{Lake, LakeError, Table};
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, take_record_batch};
 use arrow::datatypes::Int64Type;
+use arrow::datatypes::{DataType, TimeUnit};
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -19,6 +20,7 @@ use parquet::schema::types::ColumnPath;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// Flush a (table, day) buffer when it holds this many rows.
@@ -28,21 +30,6 @@ const BUFFER_BUDGET: usize = 96 << 20;
 /// Keep at most this many (table, day) buffers and key sets open; the least recently used is
 /// flushed and forgotten (its keys are re-read from the lake if it is touched again).
 const MAX_OPEN: usize = 48;
-
-/// A row in a table's column order.
-pub struct RowSer<'a>(&'a [&'static str], &'a [Value]);
-
-impl Serialize for RowSer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        for (k, v) in self.0.iter().zip(self.1) {
-            if !v.is_null() {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.end()
-    }
-}
 
 /// Rows waiting to be written for one (table, day): recent rows as JSON values, older ones
 /// already converted to compact Arrow batches (about a third of the memory).
@@ -100,14 +87,99 @@ pub struct WriteStats {
 }
 
 pub struct LakeWriter {
-    lake: Lake,
     handle: Handle,
     run_id: String,
     seq: u64,
     clock: u64,
     buffers: HashMap<(Table, String), DayBuf>,
     buffered: usize,
-    pub stats: WriteStats,
+    /// The thread that sorts, encodes and stores flushed buffers (None once it has stopped).
+    encoder: Option<Encoder>,
+    /// (table, day)s flushed since the encoder was last waited for.
+    unsettled: HashSet<(Table, String)>,
+    lake: Lake,
+}
+
+/// What the encoder thread is asked.
+enum Job {
+    /// Sort these batches by `ts`, encode them as one Parquet file and store it at `path`.
+    Write { table: Table, path: StorePath, batches: Vec<RecordBatch> },
+    /// Answer once every file asked before is stored.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
+
+/// Encoding and storing run on their own thread, one file at a time, while the ingest goes on;
+/// at most one flushed buffer waits for it.
+struct Encoder {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    thread: std::thread::JoinHandle<Result<WriteStats, LakeError>>,
+}
+
+impl Encoder {
+    fn start(lake: Lake, handle: Handle) -> Encoder {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let thread = std::thread::Builder::new()
+            .name("wisp-encode".into())
+            .spawn(move || {
+                let mut stats = WriteStats::default();
+                for job in rx {
+                    match job {
+                        Job::Write { table, path, batches } => {
+                            let n = write_file(&lake, &handle, table, &path, batches)?;
+                            *stats.rows_written.entry(table.name()).or_default() += n;
+                            stats.files.push(path.to_string());
+                        }
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                Ok(stats)
+            })
+            .expect("the encoder thread starts");
+        Encoder { jobs, thread }
+    }
+
+    /// Waits for the thread: its counts, or the error that stopped it.
+    fn join(self) -> Result<WriteStats, LakeError> {
+        drop(self.jobs);
+        self.thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+/// Sorts `batches` by `ts` (the table's first column), encodes them as one Parquet file and
+/// stores it (whole or not at all). Returns the rows written.
+fn write_file(
+    lake: &Lake,
+    handle: &Handle,
+    table: Table,
+    path: &StorePath,
+    batches: Vec<RecordBatch>,
+) -> Result<u64, LakeError> {
+    let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
+    let all = arrow::compute::concat_batches(&table.schema(), &batches).map_err(werr)?;
+    drop(batches);
+    let idx = sort_to_indices(all.column(0), None, None).map_err(werr)?;
+    let batch = take_record_batch(&all, &idx).map_err(werr)?;
+    drop(all);
+    let n = batch.num_rows() as u64;
+    let bytes = encode_parquet(table, &batch)?;
+    drop(batch);
+    let store = lake.store.clone();
+    let p = path.clone();
+    handle
+        .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
+        .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
+    Ok(n)
+}
+
+impl Drop for LakeWriter {
+    /// A writer dropped without `finish` (an ingest that failed) still stores what it flushed.
+    fn drop(&mut self) {
+        if let Some(e) = self.encoder.take() {
+            let _ = e.join();
+        }
+    }
 }
 
 /// The lake's Parquet settings: zstd, page statistics, sorted by `ts` (the first column), a bloom
@@ -129,6 +201,7 @@ impl LakeWriter {
     /// A writer for one ingest run; must be used from a blocking context inside a Tokio runtime.
     pub fn new(lake: Lake, run_id: String, handle: Handle) -> Self {
         LakeWriter {
+            encoder: Some(Encoder::start(lake.clone(), handle.clone())),
             lake,
             handle,
             run_id,
@@ -136,24 +209,22 @@ impl LakeWriter {
             clock: 0,
             buffers: HashMap::new(),
             buffered: 0,
-            stats: WriteStats::default(),
+            unsettled: HashSet::new(),
         }
     }
 
-    /// Adds a row unless its key is already in the lake or in this run. Returns false for a duplicate.
-    pub fn push(
-        &mut self,
-        table: Table,
-        day: &str,
-        key: i64,
-        row: Vec<Value>,
-        bytes: usize,
-    ) -> Result<bool, LakeError> {
+    /// Opens the buffer of a (table, day) when new (its keys read from the lake); returns its id.
+    fn open(&mut self, table: Table, day: &str) -> Result<(Table, String), LakeError> {
         self.clock += 1;
         let id = (table, day.to_string());
         if !self.buffers.contains_key(&id) {
             if self.buffers.len() >= MAX_OPEN {
                 self.evict_lru()?;
+            }
+            // Files of this (table, day) still being written hold keys too.
+            if self.unsettled.contains(&id) {
+                self.barrier()?;
+                self.unsettled.clear();
             }
             let keys = self.load_keys(table, day)?;
             self.buffers.insert(
@@ -169,8 +240,21 @@ impl LakeWriter {
                 },
             );
         }
-        let buf = self.buffers.get_mut(&id).expect("inserted above");
-        buf.last_use = self.clock;
+        self.buffers.get_mut(&id).expect("inserted above").last_use = self.clock;
+        Ok(id)
+    }
+
+    /// Adds a row unless its key is already in the lake or in this run. Returns false for a duplicate.
+    pub fn push(
+        &mut self,
+        table: Table,
+        day: &str,
+        key: i64,
+        row: Vec<Value>,
+        bytes: usize,
+    ) -> Result<bool, LakeError> {
+        let id = self.open(table, day)?;
+        let buf = self.buffers.get_mut(&id).expect("open");
         if !buf.keys.insert(key) {
             return Ok(false);
         }
@@ -188,7 +272,46 @@ impl LakeWriter {
             buf.batches_bytes += size;
             buf.batches.push(batch);
         }
-        if buf.n >= FLUSH_ROWS {
+        self.after_push(id)?;
+        Ok(true)
+    }
+
+    /// Adds the rows of a batch (of this table's schema; `keys[i]` is row i's key) whose keys are
+    /// new, in order. Returns how many were added; the rest were duplicates.
+    pub fn push_batch(&mut self, table: Table, day: &str, keys: &[i64], batch: RecordBatch) -> Result<u64, LakeError> {
+        let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
+        let id = self.open(table, day)?;
+        let buf = self.buffers.get_mut(&id).expect("open");
+        let fresh: Vec<bool> = keys.iter().map(|&k| buf.keys.insert(k)).collect();
+        let added = fresh.iter().filter(|&&f| f).count();
+        let batch = if added == keys.len() {
+            batch
+        } else {
+            arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(fresh)).map_err(werr)?
+        };
+        if added > 0 {
+            if !buf.rows.is_empty() {
+                // Rows pushed one by one before this batch stay before it.
+                let rows = rows_to_batch(table, &std::mem::take(&mut buf.rows))?;
+                let size = rows.get_array_memory_size();
+                self.buffered = self.buffered - buf.rows_bytes + size;
+                buf.rows_bytes = 0;
+                buf.batches_bytes += size;
+                buf.batches.push(rows);
+            }
+            let size = batch.get_array_memory_size();
+            buf.batches_bytes += size;
+            buf.n += added;
+            buf.batches.push(batch);
+            self.buffered += size;
+            self.after_push(id)?;
+        }
+        Ok(added as u64)
+    }
+
+    /// Flushes a full buffer, and the biggest ones while over the memory budget.
+    fn after_push(&mut self, id: (Table, String)) -> Result<(), LakeError> {
+        if self.buffers.get(&id).is_some_and(|b| b.n >= FLUSH_ROWS) {
             self.flush_one(&id)?;
         }
         while self.buffered > BUFFER_BUDGET {
@@ -198,7 +321,7 @@ impl LakeWriter {
                 None => break,
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     fn evict_lru(&mut self) -> Result<(), LakeError> {
@@ -263,24 +386,34 @@ impl LakeWriter {
             batches.push(rows_to_batch(*table, &rows)?);
         }
         drop(rows);
-        // One batch in `ts` order (the table's first column).
-        let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
-        let all = arrow::compute::concat_batches(&table.schema(), &batches).map_err(werr)?;
-        drop(batches);
-        let idx = sort_to_indices(all.column(0), None, None).map_err(werr)?;
-        let batch = take_record_batch(&all, &idx).map_err(werr)?;
-        drop(all);
         self.seq += 1;
         let path = StorePath::from(format!("{}/day={}/{}-{:05}.parquet", table.name(), day, self.run_id, self.seq));
-        let n = batch.num_rows() as u64;
-        let bytes = encode_parquet(*table, &batch)?;
-        let store = self.lake.store.clone();
-        let p = path.clone();
-        self.handle
-            .block_on(async move { store.put(&p, PutPayload::from(bytes)).await })
-            .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
-        *self.stats.rows_written.entry(table.name()).or_default() += n;
-        self.stats.files.push(path.to_string());
+        self.unsettled.insert(id.clone());
+        self.send(Job::Write { table: *table, path, batches })
+    }
+
+    /// Hands a job to the encoder thread; when it has stopped, its error.
+    fn send(&mut self, job: Job) -> Result<(), LakeError> {
+        let enc = self.encoder.as_ref().ok_or_else(|| LakeError::Write {
+            table: "(any)",
+            msg: "the Parquet encoder stopped after an earlier error".into(),
+        })?;
+        if enc.jobs.send(job).is_ok() {
+            return Ok(());
+        }
+        let enc = self.encoder.take().expect("checked above");
+        enc.join()?;
+        Err(LakeError::Write { table: "(any)", msg: "the Parquet encoder stopped".into() })
+    }
+
+    /// Waits until every file flushed so far is stored.
+    fn barrier(&mut self) -> Result<(), LakeError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Job::Barrier(tx))?;
+        if rx.recv().is_err() {
+            // The encoder stopped before answering: its error.
+            self.send(Job::Barrier(std::sync::mpsc::channel().0))?;
+        }
         Ok(())
     }
 
@@ -291,28 +424,140 @@ impl LakeWriter {
         for id in ids {
             self.flush_one(&id)?;
         }
-        Ok(self.stats)
+        match self.encoder.take() {
+            Some(e) => e.join(),
+            None => Err(LakeError::Write { table: "(any)", msg: "the Parquet encoder stopped".into() }),
+        }
     }
 }
 
-/// Converts rows (in the table's column order) to a batch in arrival order.
+/// Converts rows (in the table's column order) to a batch in arrival order. Columns of plain types
+/// are built directly; lists, structs and any value not of its column's type go through arrow-json
+/// (which coerces or rejects them as it always did).
 pub fn rows_to_batch(table: Table, rows: &[Vec<Value>]) -> Result<RecordBatch, LakeError> {
     let werr = |e: arrow::error::ArrowError| LakeError::Write { table: table.name(), msg: e.to_string() };
-    let cols = table.columns();
-    let ser: Vec<RowSer> = rows.iter().map(|r| RowSer(cols, r)).collect();
-    let mut decoder = arrow::json::ReaderBuilder::new(table.schema())
-        .with_batch_size(rows.len().max(1))
-        .build_decoder()
-        .map_err(werr)?;
-    decoder.serialize(&ser).map_err(werr)?;
-    let batch = decoder.flush().map_err(werr)?.unwrap_or_else(|| RecordBatch::new_empty(table.schema()));
-    Ok(batch)
+    let schema = table.schema();
+    let mut cols: Vec<Option<ArrayRef>> = Vec::with_capacity(schema.fields().len());
+    let mut rest = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let col = direct_column(f.data_type(), rows, i);
+        if col.is_none() {
+            rest.push(i);
+        }
+        cols.push(col);
+    }
+    if !rest.is_empty() {
+        let sub = Arc::new(schema.project(&rest).map_err(werr)?);
+        let names: Vec<&'static str> = rest.iter().map(|&i| table.columns()[i]).collect();
+        let ser: Vec<RowSerSome> = rows.iter().map(|r| RowSerSome(&names, &rest, r)).collect();
+        let mut decoder = arrow::json::ReaderBuilder::new(sub.clone())
+            .with_batch_size(rows.len().max(1))
+            .build_decoder()
+            .map_err(werr)?;
+        decoder.serialize(&ser).map_err(werr)?;
+        let decoded = decoder.flush().map_err(werr)?.unwrap_or_else(|| RecordBatch::new_empty(sub));
+        for (k, &i) in rest.iter().enumerate() {
+            cols[i] = Some(decoded.column(k).clone());
+        }
+    }
+    let cols = cols.into_iter().map(|c| c.expect("every column built")).collect();
+    RecordBatch::try_new(schema, cols).map_err(werr)
+}
+
+/// The columns `idx` of a row, by name, nulls left out.
+struct RowSerSome<'a>(&'a [&'static str], &'a [usize], &'a [Value]);
+
+impl Serialize for RowSerSome<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, &i) in self.0.iter().zip(self.1) {
+            if !self.2[i].is_null() {
+                m.serialize_entry(k, &self.2[i])?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// Column `i` of `rows` built directly when its type is plain and every value is of that type.
+fn direct_column(ty: &DataType, rows: &[Vec<Value>], i: usize) -> Option<ArrayRef> {
+    use arrow::array::{
+        BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    };
+    let vals = rows.iter().map(|r| &r[i]);
+    Some(match ty {
+        DataType::Utf8 => {
+            let bytes = vals.clone().map(|v| v.as_str().map_or(0, str::len)).sum();
+            let mut b = StringBuilder::with_capacity(rows.len(), bytes);
+            for v in vals {
+                match v {
+                    Value::String(s) => b.append_value(s),
+                    Value::Null => b.append_null(),
+                    _ => return None,
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int64 => {
+            let mut b = Int64Builder::with_capacity(rows.len());
+            for v in vals {
+                match v {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(v.as_i64()?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int32 => {
+            let mut b = Int32Builder::with_capacity(rows.len());
+            for v in vals {
+                match v {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(i32::try_from(v.as_i64()?).ok()?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Float64 => {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            for v in vals {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Number(n) => b.append_value(n.as_f64()?),
+                    _ => return None,
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(rows.len());
+            for v in vals {
+                match v {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(v.as_bool()?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_data_type(ty.clone());
+            for v in vals {
+                match v {
+                    Value::Null => b.append_null(),
+                    v => b.append_value(v.as_i64()?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        _ => return None,
+    })
 }
 
 /// Encodes one batch as a complete Parquet file in memory.
 pub fn encode_parquet(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, LakeError> {
     let perr = |e: parquet::errors::ParquetError| LakeError::Write { table: table.name(), msg: e.to_string() };
-    let mut out = Vec::new();
+    // Compressed, a batch takes about a fifth of its memory: one allocation, not a doubling series.
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut w = ArrowWriter::try_new(&mut out, table.schema(), Some(props())).map_err(perr)?;
     w.write(batch).map_err(perr)?;
     w.close().map_err(perr)?;
