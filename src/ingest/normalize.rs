@@ -23,15 +23,81 @@ fn key_eq(key: &str, want: &str) -> bool {
 /// Finds the first of `names` in an object: exact key first, then case- and underscore-insensitive.
 /// A name may be a dotted path (`status.errorCode`), each step found the same way; a dotted key
 /// written flat (`"source.ip": …`, as some ECS exports do) is found too.
-pub fn get<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
+pub fn get<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Option<&'a Value> {
     for name in names {
-        if let Some(v) = get_path(obj, name) {
+        if let Some(v) = obj.path(name) {
             if !v.is_null() {
                 return Some(v);
             }
         }
     }
     None
+}
+
+/// What the lenient accessors read from: a JSON object, or one [`Indexed`] for many lookups.
+pub trait Lookup<'a>: Copy {
+    /// The value at a name or dotted path, found as [`get`] describes (Null included).
+    fn path(self, name: &str) -> Option<&'a Value>;
+}
+
+impl<'a> Lookup<'a> for &'a Map<String, Value> {
+    fn path(self, name: &str) -> Option<&'a Value> {
+        get_path(self, name)
+    }
+}
+
+impl<'a> Lookup<'a> for &Indexed<'a> {
+    fn path(self, name: &str) -> Option<&'a Value> {
+        if let Some(v) = self.one(name) {
+            return Some(v);
+        }
+        let mut rest = name;
+        while let Some(dot) = rest.find('.') {
+            let split = name.len() - rest.len() + dot;
+            let (head, tail) = (&name[..split], &name[split + 1..]);
+            if let Some(Value::Object(inner)) = self.one(head) {
+                if let Some(v) = get_path(inner, tail) {
+                    return Some(v);
+                }
+            }
+            rest = &rest[dot + 1..];
+        }
+        None
+    }
+}
+
+/// An object indexed once for the many lookups of one mapper: the answers of the plain lookup
+/// (the exact key, else the first key in the map's order equal ignoring case and underscores)
+/// without a scan of the object for every missing name.
+pub struct Indexed<'a> {
+    /// (hash of the key lowercased without underscores, key, value), by hash; keys with one hash
+    /// stay in the map's order.
+    keys: Vec<(u64, &'a str, &'a Value)>,
+}
+
+/// FNV-1a of a key lowercased without its underscores: equal for keys `key_eq` calls equal.
+fn folded_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for c in key.bytes().filter(|&c| c != b'_') {
+        h ^= c.to_ascii_lowercase() as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl<'a> Indexed<'a> {
+    pub fn new(obj: &'a Map<String, Value>) -> Self {
+        let mut keys: Vec<_> = obj.iter().map(|(k, v)| (folded_hash(k), k.as_str(), v)).collect();
+        keys.sort_by_key(|e| e.0); // stable: map order within a hash
+        Indexed { keys }
+    }
+
+    fn one(&self, name: &str) -> Option<&'a Value> {
+        let h = folded_hash(name);
+        let start = self.keys.partition_point(|e| e.0 < h);
+        let same = self.keys[start..].iter().take_while(|e| e.0 == h);
+        same.clone().find(|e| e.1 == name).or_else(|| same.clone().find(|e| key_eq(e.1, name))).map(|e| e.2)
+    }
 }
 
 fn get_one<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -75,7 +141,7 @@ pub fn as_str(v: Option<&Value>) -> Option<String> {
     }
 }
 
-pub fn s(obj: &Map<String, Value>, names: &[&str]) -> Value {
+pub fn s<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Value {
     as_str(get(obj, names)).map(Value::String).unwrap_or(Value::Null)
 }
 
@@ -87,11 +153,11 @@ pub fn as_i64(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-pub fn i(obj: &Map<String, Value>, names: &[&str]) -> Value {
+pub fn i<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Value {
     as_i64(get(obj, names)).map(Value::from).unwrap_or(Value::Null)
 }
 
-pub fn b(obj: &Map<String, Value>, names: &[&str]) -> Value {
+pub fn b<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Value {
     match get(obj, names) {
         Some(Value::Bool(b)) => Value::Bool(*b),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
@@ -101,7 +167,7 @@ pub fn b(obj: &Map<String, Value>, names: &[&str]) -> Value {
 }
 
 /// A timestamp value as microseconds, or Null.
-pub fn t(obj: &Map<String, Value>, names: &[&str]) -> Value {
+pub fn t<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Value {
     time_of(get(obj, names)).map(Value::from).unwrap_or(Value::Null)
 }
 
@@ -114,7 +180,7 @@ pub fn time_of(v: Option<&Value>) -> Option<i64> {
 }
 
 /// A nested object or array that Log Analytics exports as a JSON string: parsed when needed.
-pub fn nested<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<Cow<'a, Value>> {
+pub fn nested<'a>(obj: impl Lookup<'a>, names: &[&str]) -> Option<Cow<'a, Value>> {
     match get(obj, names)? {
         Value::String(s) => {
             let t = s.trim();
@@ -158,5 +224,58 @@ mod tests {
         assert_eq!(as_str(get(o, &["ipAddress"])).as_deref(), Some("1.2.3.4"));
         assert_eq!(as_i64(get(o, &["status.errorCode"])), Some(7));
         assert_eq!(as_str(get(o, &["source.ip"])).as_deref(), Some("5.6.7.8"));
+    }
+
+    /// An indexed object answers every lookup as the plain one: exact keys before lenient ones,
+    /// the first lenient key in the map's order, nulls, dotted paths and flat dotted keys.
+    #[test]
+    fn indexed_lookups_equal_plain_ones() {
+        let objs = [
+            serde_json::json!({"IPAddress": "1", "ip_address": "2", "ipAddress": null, "IpAddress": "3",
+                "status": {"error_code": 7, "errorCode": 8}, "Status": {"errorCode": 9}, "source.ip": "5",
+                "source": {"ip": "6"}, "a_b_c": 1, "ABC": 2, "": 3, "_": 4, "x": {"y": {"z": 5}}}),
+            serde_json::json!({"id": "a", "ID": "b", "servicePrincipalId": "sp", "SERVICE_PRINCIPAL_ID": "sp2",
+                "location": "{\"city\": \"c\"}", "createdDateTime": "2026-01-01T00:00:00Z"}),
+            serde_json::json!({}),
+        ];
+        let names = [
+            "ipAddress",
+            "IPADDRESS",
+            "ip_address",
+            "i_p_address",
+            "status.errorCode",
+            "Status.ErrorCode",
+            "status.error_code",
+            "source.ip",
+            "source",
+            "abc",
+            "a_b_c",
+            "ABC",
+            "",
+            "_",
+            "__",
+            "x.y.z",
+            "x.y",
+            "X.Y.Z",
+            "id",
+            "Id",
+            "servicePrincipalId",
+            "service_principal_id",
+            "location",
+            "missing",
+            "missing.path",
+            "createdDateTime",
+            "x..y",
+            ".",
+        ];
+        for v in &objs {
+            let o = v.as_object().unwrap();
+            let ix = Indexed::new(o);
+            for n in names {
+                assert_eq!(get(&ix, &[n]), get(o, &[n]), "{n} in {v}");
+                assert_eq!((&ix).path(n), o.path(n), "{n} in {v}");
+            }
+            assert_eq!(get(&ix, &["nothing", "ipAddress", "id"]), get(o, &["nothing", "ipAddress", "id"]));
+        }
     }
 }

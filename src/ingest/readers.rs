@@ -264,11 +264,11 @@ fn json_lines(
             let mut from = Vec::new();
             let mut threads = Vec::new();
             for mut mapper in workers.drain(..) {
-                let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, u64)>();
+                let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
                 let (out_tx, out_rx) = std::sync::mpsc::channel::<LinesOut>();
                 threads.push(scope.spawn(move || {
-                    for (chunk, start) in rx {
-                        if out_tx.send(map_lines(&mut mapper, &chunk, start)).is_err() {
+                    for chunk in rx {
+                        if out_tx.send(map_lines(&mut mapper, &chunk)).is_err() {
                             break;
                         }
                     }
@@ -292,15 +292,16 @@ fn json_lines(
 /// What mapping one chunk of lines produced.
 struct LinesOut {
     prepared: Result<Prepared, LakeError>,
-    /// The number of the chunk's last counted line.
-    line_no: u64,
+    /// Lines counted in the chunk.
+    lines: u64,
     /// Bytes consumed (all but an unterminated, unparsable last line).
     consumed: u64,
 }
 
-/// Maps the lines of one chunk (whole lines: only the input's last may lack its newline), the
-/// first one numbered `line_no + 1`.
-fn map_lines(mapper: &mut Mapper, chunk: &[u8], mut line_no: u64) -> LinesOut {
+/// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
+/// numbered from 1 (the committing thread adds the lines before the chunk).
+fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
+    let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
     for line in chunk.split_inclusive(|&b| b == b'\n') {
@@ -328,7 +329,7 @@ fn map_lines(mapper: &mut Mapper, chunk: &[u8], mut line_no: u64) -> LinesOut {
             }
         }
     }
-    LinesOut { prepared: Prepared::new(outcomes), line_no, consumed }
+    LinesOut { prepared: Prepared::new(outcomes), lines: line_no, consumed }
 }
 
 /// Reads about `size` bytes of whole lines after `buf`'s. A read error keeps the whole lines read
@@ -357,9 +358,10 @@ fn commit_lines(
     line_no: &mut u64,
     consumed: &mut u64,
 ) -> Result<(), LakeError> {
-    *line_no = out.line_no;
+    let before = *line_no;
+    *line_no += out.lines;
     *consumed += out.consumed;
-    run.commit_prepared(file, out.prepared?)
+    run.commit_prepared(file, out.prepared?, before)
 }
 
 /// JSON lines on the calling thread.
@@ -375,7 +377,7 @@ fn lines_here(
     loop {
         let (chunk, err) = read_chunk(reader, carry, run.chunk_bytes);
         if !chunk.is_empty() {
-            let out = map_lines(&mut run.mapper, &chunk, line_no);
+            let out = map_lines(&mut run.mapper, &chunk);
             commit_lines(run, file, out, &mut line_no, &mut consumed)?;
         }
         if let Some(e) = err {
@@ -397,12 +399,11 @@ fn lines_parallel(
     reader: &mut dyn BufRead,
     mut line_no: u64,
     first: Vec<u8>,
-    to: &[std::sync::mpsc::Sender<(Vec<u8>, u64)>],
+    to: &[std::sync::mpsc::Sender<Vec<u8>>],
     from: &[std::sync::mpsc::Receiver<LinesOut>],
 ) -> Result<(u64, u64), FileError> {
     let n = to.len();
     let mut in_flight = std::collections::VecDeque::new();
-    let mut next_start = line_no;
     let mut consumed = 0u64;
     let mut carry = first;
     let mut seq = 0usize;
@@ -410,11 +411,9 @@ fn lines_parallel(
         let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
         let done = chunk.is_empty() || err.is_some();
         if !chunk.is_empty() {
-            let lines = chunk.iter().filter(|&&b| b == b'\n').count() as u64 + u64::from(chunk.last() != Some(&b'\n'));
             let w = seq % n;
             seq += 1;
-            to[w].send((chunk, next_start)).expect("ingest threads live until their input closes");
-            next_start += lines;
+            to[w].send(chunk).expect("ingest threads live until their input closes");
             in_flight.push_back(w);
         }
         while in_flight.len() >= 2 * n || (done && !in_flight.is_empty()) {

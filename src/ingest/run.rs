@@ -24,6 +24,15 @@ pub(super) enum Pos {
 }
 
 impl Pos {
+    /// The position with `n` lines before it (a chunk's positions count from its first line).
+    pub(super) fn after_lines(self, n: u64) -> Pos {
+        match self {
+            Pos::Line(l) => Pos::Line(l + n),
+            Pos::LineRecord(l, r) => Pos::LineRecord(l + n, r),
+            Pos::Record(r) => Pos::Record(r),
+        }
+    }
+
     fn json(self, v: &mut Map<String, Value>) {
         match self {
             Pos::Line(l) => {
@@ -298,8 +307,9 @@ impl Run {
         Ok(())
     }
 
-    /// Takes one chunk's prepared rows and rejections (see [`Prepared`]).
-    pub(super) fn commit_prepared(&mut self, file: &str, p: Prepared) -> Result<(), LakeError> {
+    /// Takes one chunk's prepared rows and rejections (see [`Prepared`]); the chunk starts after
+    /// line `lines_before` of its file.
+    pub(super) fn commit_prepared(&mut self, file: &str, p: Prepared, lines_before: u64) -> Result<(), LakeError> {
         let before = self.summary.read;
         for g in p.groups {
             let n = g.keys.len() as u64;
@@ -313,7 +323,12 @@ impl Run {
         if before / 16_384 != self.summary.read / 16_384 && !self.bar.is_hidden() {
             self.bar.set_message(format!("{} records", self.summary.read));
         }
-        p.rejects.into_iter().try_for_each(|o| self.commit(file, o))
+        p.rejects.into_iter().try_for_each(|o| match o {
+            Outcome::Reject { pos, reason, raw } => {
+                self.commit(file, Outcome::Reject { pos: pos.after_lines(lines_before), reason, raw })
+            }
+            row => self.commit(file, row),
+        })
     }
 
     pub(super) fn reject(&mut self, file: &str, pos: Pos, reason: &str, raw: &str) -> Result<(), LakeError> {

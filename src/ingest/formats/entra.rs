@@ -5,7 +5,7 @@
 //! and the helpers below; splitting them apart would spread one contract over many files.
 
 use super::{Mapped, Reject, RowB};
-use crate::ingest::normalize::{as_i64, as_str, b, get, i, ip, nested, s, t, time_of};
+use crate::ingest::normalize::{as_i64, as_str, b, get, i, ip, nested, s, t, time_of, Indexed};
 use crate::lake::Table;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -58,7 +58,7 @@ fn source_ip(env: &Env, order: &[IpFrom]) -> Value {
         let found = match from {
             IpFrom::Ecs => env.source_ip.clone(),
             IpFrom::Caller => env.caller_ip.as_deref().and_then(wisp_udfs::ip::normalize),
-            IpFrom::Field(obj, key) => ip(get(obj, &[key])),
+            IpFrom::Field(obj, key) => ip(get(*obj, &[key])),
         };
         if found.is_some() {
             return sv(found);
@@ -381,43 +381,45 @@ fn finish(r: RowB, ts: Option<i64>, dedup_id: Option<String>, what: &str) -> Res
 }
 
 fn signin(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
+    let ix = Indexed::new(p);
+    let q = &ix;
     let mut r = RowB::new(Table::Signins);
     let category = env.category.clone().map(|c| canonical_signin_category(&c)).or_else(|| graph_signin_category(p));
     r.set("category", sv(category));
-    let id = as_str(get(p, &["id"]));
+    let id = as_str(get(q, &["id"]));
     r.set("id", sv(id.clone()));
-    r.set("tenant_id", or(s(p, &["tenantId", "resourceTenantId"]), env.tenant_id.as_ref()));
-    r.set("correlation_id", or(s(p, &["correlationId"]), env.correlation_id.as_ref()));
-    r.set("unique_token_id", s(p, &["uniqueTokenIdentifier"]));
-    r.set("service_principal_id", s(p, &["servicePrincipalId"]));
-    r.set("service_principal_name", s(p, &["servicePrincipalName"]));
-    r.set("app_id", s(p, &["appId"]));
-    r.set("app_display_name", s(p, &["appDisplayName"]));
-    r.set("app_owner_tenant_id", s(p, &["appOwnerTenantId"]));
-    r.set("user_id", s(p, &["userId"]));
-    r.set("user_principal_name", s(p, &["userPrincipalName"]));
-    r.set("resource_id", s(p, &["resourceIdentity", "resourceId"]));
-    r.set("resource_display_name", s(p, &["resourceDisplayName"]));
-    r.set("resource_tenant_id", s(p, &["resourceTenantId"]));
-    r.set("home_tenant_id", s(p, &["homeTenantId"]));
+    r.set("tenant_id", or(s(q, &["tenantId", "resourceTenantId"]), env.tenant_id.as_ref()));
+    r.set("correlation_id", or(s(q, &["correlationId"]), env.correlation_id.as_ref()));
+    r.set("unique_token_id", s(q, &["uniqueTokenIdentifier"]));
+    r.set("service_principal_id", s(q, &["servicePrincipalId"]));
+    r.set("service_principal_name", s(q, &["servicePrincipalName"]));
+    r.set("app_id", s(q, &["appId"]));
+    r.set("app_display_name", s(q, &["appDisplayName"]));
+    r.set("app_owner_tenant_id", s(q, &["appOwnerTenantId"]));
+    r.set("user_id", s(q, &["userId"]));
+    r.set("user_principal_name", s(q, &["userPrincipalName"]));
+    r.set("resource_id", s(q, &["resourceIdentity", "resourceId"]));
+    r.set("resource_display_name", s(q, &["resourceDisplayName"]));
+    r.set("resource_tenant_id", s(q, &["resourceTenantId"]));
+    r.set("home_tenant_id", s(q, &["homeTenantId"]));
     r.set("source_ip", source_ip(env, &[IpFrom::Ecs, IpFrom::Field(p, "ipAddress"), IpFrom::Caller]));
-    r.set("source_asn", i(p, &["autonomousSystemNumber"]));
-    let loc = nested(p, &["location", "locationDetails"]);
+    r.set("source_asn", i(q, &["autonomousSystemNumber"]));
+    let loc = nested(q, &["location", "locationDetails"]);
     let loc_obj = loc.as_deref().and_then(Value::as_object);
     let country = loc_obj.and_then(|l| as_str(get(l, &["countryOrRegion"]))).or_else(|| env.country.clone());
     let city = loc_obj.and_then(|l| as_str(get(l, &["city"]))).or_else(|| env.city.clone());
     r.set("country", sv(country));
     r.set("city", sv(city));
-    let code = as_i64(get(p, &["status.errorCode", "resultType"]))
+    let code = as_i64(get(q, &["status.errorCode", "resultType"]))
         .or_else(|| env.result_type.as_deref().and_then(|s| s.trim().parse().ok()));
     r.set("error_code", code.map(Value::from).unwrap_or(Value::Null));
-    r.set("failure_reason", s(p, &["status.failureReason", "resultDescription"]));
-    r.set("client_credential_type", s(p, &["clientCredentialType"]));
-    r.set("credential_key_id", s(p, &["servicePrincipalCredentialKeyId"]));
-    r.set("user_agent", s(p, &["userAgent"]));
-    r.set("is_interactive", b(p, &["isInteractive"]));
+    r.set("failure_reason", s(q, &["status.failureReason", "resultDescription"]));
+    r.set("client_credential_type", s(q, &["clientCredentialType"]));
+    r.set("credential_key_id", s(q, &["servicePrincipalCredentialKeyId"]));
+    r.set("user_agent", s(q, &["userAgent"]));
+    r.set("is_interactive", b(q, &["isInteractive"]));
     r.set("operation_name", sv(env.operation_name.clone().or_else(|| Some("Sign-in activity".into()))));
-    let ts = time_of(get(p, &["createdDateTime", "created_at"])).or(env.time);
+    let ts = time_of(get(q, &["createdDateTime", "created_at"])).or(env.time);
     finish(r, ts, id, "createdDateTime / TimeGenerated / time")
 }
 
@@ -617,27 +619,29 @@ fn join_list(v: Option<&Value>) -> Value {
 }
 
 fn graph_activity(p: &Map<String, Value>, env: &Env) -> Result<Mapped, Reject> {
+    let ix = Indexed::new(p);
+    let q = &ix;
     let mut r = RowB::new(Table::GraphActivity);
-    let id = as_str(get(p, &["requestId", "id"]));
+    let id = as_str(get(q, &["requestId", "id"]));
     r.set("id", sv(id.clone()));
-    r.set("operation_id", s(p, &["operationId"]));
-    r.set("tenant_id", or(s(p, &["tenantId"]), env.tenant_id.as_ref()));
-    r.set("app_id", s(p, &["appId"]));
-    r.set("service_principal_id", s(p, &["servicePrincipalId"]));
-    r.set("user_id", s(p, &["userId"]));
+    r.set("operation_id", s(q, &["operationId"]));
+    r.set("tenant_id", or(s(q, &["tenantId"]), env.tenant_id.as_ref()));
+    r.set("app_id", s(q, &["appId"]));
+    r.set("service_principal_id", s(q, &["servicePrincipalId"]));
+    r.set("user_id", s(q, &["userId"]));
     r.set("source_ip", source_ip(env, &[IpFrom::Ecs, IpFrom::Field(p, "ipAddress"), IpFrom::Caller]));
-    r.set("request_method", s(p, &["requestMethod"]));
-    r.set("request_uri", s(p, &["requestUri"]));
-    r.set("sign_in_activity_id", s(p, &["signInActivityId"]));
-    r.set("roles", join_list(get(p, &["roles"])));
-    r.set("scopes", join_list(get(p, &["scopes"])));
-    r.set("wids", join_list(get(p, &["wids"])));
-    r.set("user_agent", s(p, &["userAgent"]));
-    r.set("response_size_bytes", i(p, &["responseSizeBytes"]));
-    r.set("duration_ms", i(p, &["durationMs"]));
-    r.set("response_status_code", i(p, &["responseStatusCode"]));
-    r.set("client_auth_method", i(p, &["clientAuthMethod"]));
-    let ts = time_of(get(p, &["timeGenerated", "time_generated"])).or(env.time);
+    r.set("request_method", s(q, &["requestMethod"]));
+    r.set("request_uri", s(q, &["requestUri"]));
+    r.set("sign_in_activity_id", s(q, &["signInActivityId"]));
+    r.set("roles", join_list(get(q, &["roles"])));
+    r.set("scopes", join_list(get(q, &["scopes"])));
+    r.set("wids", join_list(get(q, &["wids"])));
+    r.set("user_agent", s(q, &["userAgent"]));
+    r.set("response_size_bytes", i(q, &["responseSizeBytes"]));
+    r.set("duration_ms", i(q, &["durationMs"]));
+    r.set("response_status_code", i(q, &["responseStatusCode"]));
+    r.set("client_auth_method", i(q, &["clientAuthMethod"]));
+    let ts = time_of(get(q, &["timeGenerated", "time_generated"])).or(env.time);
     finish(r, ts, id, "timeGenerated / time")
 }
 

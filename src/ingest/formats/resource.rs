@@ -18,7 +18,7 @@ fn sv(o: Option<String>) -> Value {
 
 /// The first present value among several objects and keys.
 fn first(objs: &[Option<&Map<String, Value>>], keys: &[&str]) -> Option<String> {
-    objs.iter().flatten().find_map(|o| as_str(get(o, keys)))
+    objs.iter().flatten().find_map(|o| as_str(get(*o, keys)))
 }
 
 /// Maps one resource-log record (`obj` is the record; `props` its properties object, if any).
@@ -57,7 +57,7 @@ pub fn from_record(obj: &Map<String, Value>) -> Result<Mapped, Reject> {
     let status = [o, props]
         .iter()
         .flatten()
-        .find_map(|x| as_i64(get(x, &["statusCode", "httpStatusCode", "httpStatusCode_d", "StatusCode"])));
+        .find_map(|x| as_i64(get(*x, &["statusCode", "httpStatusCode", "httpStatusCode_d", "StatusCode"])));
     r.set("status_code", status.map(Value::from).unwrap_or(Value::Null));
     let duration = as_i64(get(obj, &["durationMs", "DurationMs"]))
         .or_else(|| as_str(get(obj, &["durationMs", "DurationMs"])).and_then(|s| s.split('.').next()?.parse().ok()));
