@@ -22,6 +22,7 @@ fn bench(c: &mut Criterion) {
         keep_raw: false,
         gzip: true,
         progress: false,
+        threads: 0,
     };
     let h = rt.handle().clone();
     rt.block_on(async { tokio::task::spawn_blocking(move || generate(&o, h)).await.unwrap().unwrap() });

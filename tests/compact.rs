@@ -43,6 +43,7 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
         keep_raw: true,
         gzip: false,
         progress: false,
+        threads: 0,
     };
     let h = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || generate(&o, h)).await.unwrap().unwrap();

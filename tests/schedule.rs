@@ -38,6 +38,7 @@ async fn scheduled_runs_with_a_gap_and_a_late_day_equal_the_backtest() {
         keep_raw: true,
         gzip: true,
         progress: false,
+        threads: 0,
     };
     let h = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || generate(&o, h)).await.unwrap().unwrap();

@@ -32,6 +32,10 @@ pub struct GenArgs {
     pub no_gzip: bool,
     #[arg(long)]
     pub no_progress: bool,
+    /// Threads that map records into the lake with `--as lake` (0: one per core); the lake is
+    /// the same whatever the number.
+    #[arg(long, default_value_t = 0, env = "WISP_INGEST_THREADS")]
+    pub threads: usize,
 }
 
 pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
@@ -48,6 +52,7 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
         keep_raw: a.raw_column,
         gzip: !a.no_gzip,
         progress: !a.no_progress,
+        threads: a.threads,
     };
     if a.days < 12 {
         eprintln!(

@@ -87,6 +87,8 @@ pub struct GenOptions {
     /// Gzip the raw files (as storage exports usually are).
     pub gzip: bool,
     pub progress: bool,
+    /// Threads mapping records into the lake (`--as lake`; 0: one per core).
+    pub threads: usize,
 }
 
 /// What a generator run wrote.
@@ -134,8 +136,12 @@ pub fn generate(o: &GenOptions, handle: tokio::runtime::Handle) -> Result<GenRep
         GenOutput::Raw => Box::new(RawSink::new(o.out.join("raw"), o.gzip)),
         GenOutput::Lake => {
             let lake = Lake::open(&o.out.join("lake").display().to_string())?;
-            let opts =
-                IngestOptions { asn_db: Some(asn_path.clone()), keep_raw: o.keep_raw, ..IngestOptions::new(vec![]) };
+            let opts = IngestOptions {
+                asn_db: Some(asn_path.clone()),
+                keep_raw: o.keep_raw,
+                threads: o.threads,
+                ..IngestOptions::new(vec![])
+            };
             Box::new(LakeSink(RecordSink::new(&lake, &opts, handle)?))
         }
     };

@@ -99,7 +99,7 @@ pub(super) struct LakeSink(pub(super) RecordSink);
 
 impl Sink for LakeSink {
     fn emit(&mut self, _day: &str, v: Value) -> Result<(), GenError> {
-        self.0.push(&v)?;
+        self.0.push(v)?;
         Ok(())
     }
 

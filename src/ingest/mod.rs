@@ -5,6 +5,7 @@
 mod enrich;
 pub mod formats;
 pub mod normalize;
+mod pool;
 mod readers;
 mod reenrich;
 mod run;

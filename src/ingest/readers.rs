@@ -2,6 +2,7 @@
 //! record handed to the run with its position (line, or line and record, or record index).
 
 use super::formats::{self, Format};
+use super::pool::{Done, Job, Pool};
 use super::run::{Mapper, Pos, Prepared, Run};
 use super::source::{self, InputFile, ManifestEntry};
 use crate::lake::LakeError;
@@ -255,42 +256,14 @@ fn json_lines(
     line_no: u64,
     first: Vec<u8>,
 ) -> Result<(u64, u64), FileError> {
-    let mut workers = std::mem::take(&mut run.workers);
-    let result = if workers.is_empty() {
-        lines_here(run, file, reader, line_no, first)
-    } else {
-        std::thread::scope(|scope| {
-            let mut to = Vec::new();
-            let mut from = Vec::new();
-            let mut threads = Vec::new();
-            for mut mapper in workers.drain(..) {
-                let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-                let (out_tx, out_rx) = std::sync::mpsc::channel::<LinesOut>();
-                threads.push(scope.spawn(move || {
-                    for chunk in rx {
-                        if out_tx.send(map_lines(&mut mapper, &chunk)).is_err() {
-                            break;
-                        }
-                    }
-                    mapper
-                }));
-                to.push(tx);
-                from.push(out_rx);
-            }
-            let result = lines_parallel(run, file, reader, line_no, first, &to, &from);
-            drop(to);
-            for t in threads {
-                workers.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            result
-        })
-    };
-    run.workers = workers;
-    result
+    if run.pool.is_none() {
+        return lines_here(run, file, reader, line_no, first);
+    }
+    lines_parallel(run, file, reader, line_no, first)
 }
 
 /// What mapping one chunk of lines produced.
-struct LinesOut {
+pub(super) struct LinesOut {
     prepared: Result<Prepared, LakeError>,
     /// Lines counted in the chunk.
     lines: u64,
@@ -300,7 +273,7 @@ struct LinesOut {
 
 /// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
 /// numbered from 1 (the committing thread adds the lines before the chunk).
-fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
+pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
     let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
@@ -391,37 +364,33 @@ fn lines_here(
     }
 }
 
-/// JSON lines read here, mapped by the workers (chunk k by worker k mod n, at most two chunks
-/// per worker in flight) and committed here in order.
+/// JSON lines read here, mapped by the run's threads, committed here in order.
 fn lines_parallel(
     run: &mut Run,
     file: &str,
     reader: &mut dyn BufRead,
     mut line_no: u64,
     first: Vec<u8>,
-    to: &[std::sync::mpsc::Sender<Vec<u8>>],
-    from: &[std::sync::mpsc::Receiver<LinesOut>],
 ) -> Result<(u64, u64), FileError> {
-    let n = to.len();
-    let mut in_flight = std::collections::VecDeque::new();
     let mut consumed = 0u64;
     let mut carry = first;
-    let mut seq = 0usize;
+    let commit = |run: &mut Run, done: Done, line_no: &mut u64, consumed: &mut u64| match done {
+        Done::Lines(out) => commit_lines(run, file, out, line_no, consumed),
+        Done::Values(_) => unreachable!("only lines are sent here"),
+    };
     loop {
         let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
         let done = chunk.is_empty() || err.is_some();
         if !chunk.is_empty() {
-            let w = seq % n;
-            seq += 1;
-            to[w].send(chunk).expect("ingest threads live until their input closes");
-            in_flight.push_back(w);
+            let pool = run.pool.as_mut().expect("a pool");
+            if let Some(out) = pool.submit(Job::Lines(chunk)) {
+                commit(run, out, &mut line_no, &mut consumed)?;
+            }
         }
-        while in_flight.len() >= 2 * n || (done && !in_flight.is_empty()) {
-            let w = in_flight.pop_front().expect("not empty");
-            let Ok(out) = from[w].recv() else {
-                break; // the worker panicked: joining it re-raises the panic
-            };
-            commit_lines(run, file, out, &mut line_no, &mut consumed)?;
+        if done {
+            while let Some(out) = run.pool.as_mut().and_then(Pool::next) {
+                commit(run, out, &mut line_no, &mut consumed)?;
+            }
         }
         if let Some(e) = err {
             return Err(FileError::Read(format!("after line {line_no}: {e}")));

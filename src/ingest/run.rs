@@ -5,6 +5,7 @@
 use super::enrich::Enricher;
 use super::formats::{self, map_record, Format, Mapped};
 use super::normalize::{day_of, fnv64};
+use super::pool::{Done, Job, Pool};
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
@@ -183,9 +184,10 @@ impl Mapper {
 pub(super) struct Run {
     writer: LakeWriter,
     rejects: RejectWriter,
-    /// The run's own mapper (sequential inputs) and the workers' (JSON lines in parallel).
+    /// The run's own mapper (sequential inputs), and the threads that map JSON lines and
+    /// generated records in parallel (none with one thread).
     pub(super) mapper: Mapper,
-    pub(super) workers: Vec<Mapper>,
+    pub(super) pool: Option<Pool>,
     /// Bytes of JSON lines per chunk.
     pub(super) chunk_bytes: usize,
     pub(super) summary: Summary,
@@ -225,7 +227,7 @@ impl Run {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let workers = if threads > 1 { (0..threads).map(|_| mapper.fork()).collect() } else { Vec::new() };
+        let pool = (threads > 1).then(|| Pool::start((0..threads).map(|_| mapper.fork()).collect()));
         let run = Run {
             writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
             rejects: RejectWriter::new(
@@ -235,7 +237,7 @@ impl Run {
                 handle.clone(),
             ),
             mapper,
-            workers,
+            pool,
             chunk_bytes: opts.chunk_bytes.max(1),
             summary: Summary::default(),
             format: opts.format,
@@ -356,35 +358,75 @@ impl Run {
 }
 
 /// Feeds records built in memory (the generator's `--as lake`) through the same mapping,
-/// enrichment, de-duplication and writer as files, with the same accounting.
+/// enrichment, de-duplication and writer as files, with the same accounting; with several
+/// threads, batches of records are mapped in parallel and committed in order.
 pub struct RecordSink {
     run: Run,
     lake: Lake,
     handle: tokio::runtime::Handle,
     run_id: String,
+    /// Records not yet handed to a mapping thread, and the index of the first.
+    pending: Vec<Value>,
+    first: u64,
 }
+
+/// Records per batch handed to a mapping thread.
+const SINK_BATCH: usize = 4096;
 
 impl RecordSink {
     /// Must be created and used on a blocking thread inside a Tokio runtime.
     pub fn new(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Self, IngestError> {
         let (run, run_id, _) = Run::open(lake, opts, &handle, "-gen", indicatif::ProgressBar::hidden())?;
-        Ok(RecordSink { run, lake: lake.clone(), handle, run_id })
+        Ok(RecordSink { run, lake: lake.clone(), handle, run_id, pending: Vec::new(), first: 0 })
     }
 
     /// One record, as it would appear in an export.
-    pub fn push(&mut self, v: &Value) -> Result<(), IngestError> {
-        let raw =
-            if self.run.mapper.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
-        self.run.record("generator", Pos::Record(self.run.summary.read), v, &raw)?;
+    pub fn push(&mut self, v: Value) -> Result<(), IngestError> {
+        if self.run.pool.is_none() {
+            let raw = if self.run.mapper.keep_raw {
+                serde_json::to_string(&v).expect("Value serializes")
+            } else {
+                String::new()
+            };
+            self.run.record("generator", Pos::Record(self.run.summary.read), &v, &raw)?;
+            return Ok(());
+        }
+        self.pending.push(v);
+        if self.pending.len() >= SINK_BATCH {
+            self.send()?;
+        }
         Ok(())
     }
 
-    pub fn summary(&self) -> &Summary {
-        &self.run.summary
+    /// Hands the pending records to the pool, committing what it returns.
+    fn send(&mut self) -> Result<(), IngestError> {
+        let values = std::mem::take(&mut self.pending);
+        let first = self.first;
+        self.first += values.len() as u64;
+        let raw = self.run.mapper.keep_raw;
+        let pool = self.run.pool.as_mut().expect("a pool");
+        if let Some(done) = pool.submit(Job::Values { first, values, raw }) {
+            self.commit(done)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, done: Done) -> Result<(), IngestError> {
+        match done {
+            Done::Values(p) => self.run.commit_prepared("generator", p?, 0)?,
+            Done::Lines(_) => unreachable!("the sink sends records only"),
+        }
+        Ok(())
     }
 
     /// Flushes everything and records the run in the manifest.
-    pub fn finish(self) -> Result<Summary, IngestError> {
+    pub fn finish(mut self) -> Result<Summary, IngestError> {
+        if !self.pending.is_empty() {
+            self.send()?;
+        }
+        while let Some(done) = self.run.pool.as_mut().and_then(Pool::next) {
+            self.commit(done)?;
+        }
         self.run.finish(&self.lake, &self.handle, &self.run_id, &[], Vec::new())
     }
 }
