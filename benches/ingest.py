@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Ingest throughput: one day of a generated tenant as uncompressed diagnostic-settings JSON lines,
+ingested with 1 and with 2 mapping threads (best of --repeat runs each), and `wisp gen --as lake`
+of the same day.
+
+    python3 benches/ingest.py --profile medium            # 1.2 GB, 1.33 M records
+    python3 benches/ingest.py --profile large --repeat 1  # 3.9 GB
+
+Reports, per run: wall time, CPU time (user + sys), throughput in total (MB/s of JSON over the wall
+time) and per core (MB/s over the CPU time), max RSS; and how the wall time scales from 1 to 2
+threads. `--threads 1` still encodes Parquet on a second thread; the per-core figure counts it.
+Compaction is left out (`--compact-after 0`). Writes benches/results/ingest-<profile>.json.
+"""
+import argparse, json, os, platform, shutil, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
+WISP = os.path.join(TARGET, "release", "wisp")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def timed(cmd):
+    """Runs a command: (wall s, cpu s, max RSS MiB) of that process."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="medium", choices=["small", "medium", "large"])
+    ap.add_argument("--work", default=None, help="work folder (default /tmp/wisp-ingest-<profile>)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-build", action="store_true")
+    a = ap.parse_args()
+    work = a.work or f"/tmp/wisp-ingest-{a.profile}"
+    if not a.skip_build:
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    gen = os.path.join(work, "gen")
+    raw = os.path.join(gen, "raw")
+    if not os.path.isdir(raw):
+        log(f"generating one day of {a.profile} as raw JSON lines in {gen}")
+        subprocess.run([WISP, "gen", "--profile", a.profile, "--days", "1", "--as", "raw", "--no-gzip",
+                        "--out", gen, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(raw) for f in fs)
+    runs = {}
+    for threads in (1, 2):
+        best = None
+        for k in range(a.repeat):
+            lake = os.path.join(work, f"lake-{threads}")
+            shutil.rmtree(lake, ignore_errors=True)
+            wall, cpu, rss = timed([WISP, "ingest", "--threads", str(threads), "--compact-after", "0", "--no-progress",
+                                    "--lake", lake, "--asn-db", os.path.join(gen, "asn.csv"), raw])
+            log(f"ingest --threads {threads} run {k + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB")
+            if best is None or wall < best["wall_s"]:
+                best = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "max_rss_mib": round(rss),
+                        "mb_per_s_total": round(size / 1e6 / wall, 1), "mb_per_s_per_core": round(size / 1e6 / cpu, 1)}
+        runs[str(threads)] = best
+    out = os.path.join(work, "gen-lake")
+    shutil.rmtree(out, ignore_errors=True)
+    wall, cpu, rss = timed([WISP, "gen", "--profile", a.profile, "--days", "1", "--as", "lake", "--out", out,
+                            "--no-progress"])
+    gen_lake = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "max_rss_mib": round(rss)}
+    result = {
+        "profile": a.profile, "input_bytes": size, "runs": runs, "gen_as_lake": gen_lake,
+        "scaling_1_to_2_threads": round(runs["1"]["wall_s"] / runs["2"]["wall_s"], 2),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "benches", "results", f"ingest-{a.profile}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print("| threads | wall s | CPU s | MB/s total | MB/s per core | max RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for t, r in runs.items():
+        print(f"| {t} | {r['wall_s']} | {r['cpu_s']} | {r['mb_per_s_total']} | {r['mb_per_s_per_core']} | {r['max_rss_mib']} |")
+    print(f"\ninput {size / 1e6:.0f} MB; 1 → 2 threads: {result['scaling_1_to_2_threads']}×; "
+          f"gen --as lake of the same day: {gen_lake['wall_s']} s ({gen_lake['cpu_s']} s CPU)")
+
+
+if __name__ == "__main__":
+    main()
