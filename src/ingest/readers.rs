@@ -253,13 +253,44 @@ fn json_lines(
     run: &mut Run,
     file: &str,
     reader: &mut dyn BufRead,
-    line_no: u64,
+    mut line_no: u64,
     first: Vec<u8>,
 ) -> Result<(u64, u64), FileError> {
-    if run.pool.is_none() {
-        return lines_here(run, file, reader, line_no, first);
+    let mut consumed = 0u64;
+    let mut carry = first;
+    loop {
+        let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
+        let done = chunk.is_empty() || err.is_some();
+        if !chunk.is_empty() {
+            // On one thread a chunk is mapped here; with a pool, the oldest result comes back
+            // once enough chunks are in flight.
+            let ready = match run.pool.as_mut() {
+                None => Some(map_lines(&mut run.mapper, &chunk)),
+                Some(pool) => pool.submit(Job::Lines(chunk)).map(lines_of),
+            };
+            if let Some(out) = ready {
+                commit_lines(run, file, out, &mut line_no, &mut consumed)?;
+            }
+        }
+        if done {
+            while let Some(out) = run.pool.as_mut().and_then(Pool::next) {
+                commit_lines(run, file, lines_of(out), &mut line_no, &mut consumed)?;
+            }
+        }
+        if let Some(e) = err {
+            return Err(FileError::Read(format!("after line {line_no}: {e}")));
+        }
+        if done {
+            return Ok((line_no, consumed));
+        }
     }
-    lines_parallel(run, file, reader, line_no, first)
+}
+
+fn lines_of(done: Done) -> LinesOut {
+    match done {
+        Done::Lines(out) => out,
+        Done::Values(_) => unreachable!("only lines are sent for a file"),
+    }
 }
 
 /// What mapping one chunk of lines produced.
@@ -335,70 +366,6 @@ fn commit_lines(
     *line_no += out.lines;
     *consumed += out.consumed;
     run.commit_prepared(file, out.prepared?, before)
-}
-
-/// JSON lines on the calling thread.
-fn lines_here(
-    run: &mut Run,
-    file: &str,
-    reader: &mut dyn BufRead,
-    mut line_no: u64,
-    first: Vec<u8>,
-) -> Result<(u64, u64), FileError> {
-    let mut consumed = 0u64;
-    let mut carry = first;
-    loop {
-        let (chunk, err) = read_chunk(reader, carry, run.chunk_bytes);
-        if !chunk.is_empty() {
-            let out = map_lines(&mut run.mapper, &chunk);
-            commit_lines(run, file, out, &mut line_no, &mut consumed)?;
-        }
-        if let Some(e) = err {
-            return Err(FileError::Read(format!("after line {line_no}: {e}")));
-        }
-        if chunk.is_empty() {
-            return Ok((line_no, consumed));
-        }
-        carry = chunk;
-        carry.clear();
-    }
-}
-
-/// JSON lines read here, mapped by the run's threads, committed here in order.
-fn lines_parallel(
-    run: &mut Run,
-    file: &str,
-    reader: &mut dyn BufRead,
-    mut line_no: u64,
-    first: Vec<u8>,
-) -> Result<(u64, u64), FileError> {
-    let mut consumed = 0u64;
-    let mut carry = first;
-    let commit = |run: &mut Run, done: Done, line_no: &mut u64, consumed: &mut u64| match done {
-        Done::Lines(out) => commit_lines(run, file, out, line_no, consumed),
-        Done::Values(_) => unreachable!("only lines are sent here"),
-    };
-    loop {
-        let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
-        let done = chunk.is_empty() || err.is_some();
-        if !chunk.is_empty() {
-            let pool = run.pool.as_mut().expect("a pool");
-            if let Some(out) = pool.submit(Job::Lines(chunk)) {
-                commit(run, out, &mut line_no, &mut consumed)?;
-            }
-        }
-        if done {
-            while let Some(out) = run.pool.as_mut().and_then(Pool::next) {
-                commit(run, out, &mut line_no, &mut consumed)?;
-            }
-        }
-        if let Some(e) = err {
-            return Err(FileError::Read(format!("after line {line_no}: {e}")));
-        }
-        if done {
-            return Ok((line_no, consumed));
-        }
-    }
 }
 
 /// CSV with a header row: Log Analytics exports (`Type` column) or network alerts.
