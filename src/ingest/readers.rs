@@ -316,9 +316,14 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
             consumed += line.len() as u64;
             continue;
         }
-        match serde_json::from_slice::<Value>(text) {
-            Ok(v) => {
-                let raw = std::str::from_utf8(text).map(|s| s.trim_end()).unwrap_or_default();
+        // A line checked once as UTF-8 is parsed without serde_json checking every string again;
+        // one that is not UTF-8 goes through the byte parser (for its error, as before).
+        let parsed = match std::str::from_utf8(text) {
+            Ok(t) => serde_json::from_str::<Value>(t).map(|v| (v, t.trim_end())),
+            Err(_) => serde_json::from_slice::<Value>(text).map(|v| (v, "")),
+        };
+        match parsed {
+            Ok((v, raw)) => {
                 mapper.value(Some(line_no), v, raw, &mut outcomes);
                 consumed += line.len() as u64;
             }
