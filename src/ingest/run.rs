@@ -9,7 +9,7 @@ use super::pool::{Done, Job, Pool};
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::writer::rows_to_batch;
+use crate::lake::rows::rows_to_batch;
 use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
 use arrow::array::RecordBatch;
 use serde_json::{Map, Value};

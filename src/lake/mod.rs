@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod location;
 pub mod lock;
 pub mod metered;
+pub mod rows;
 pub mod schema;
 pub mod writer;
 
