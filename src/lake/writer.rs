@@ -45,6 +45,20 @@ impl DayBuf {
     fn bytes(&self) -> usize {
         self.rows_bytes + self.batches_bytes
     }
+
+    /// Converts the rows pushed one by one into a batch after the others. Returns the bytes
+    /// they were counted for and the batch's.
+    fn seal_rows(&mut self, table: Table) -> Result<(usize, usize), LakeError> {
+        if self.rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let batch = rows_to_batch(table, &std::mem::take(&mut self.rows))?;
+        let size = batch.get_array_memory_size();
+        let freed = std::mem::take(&mut self.rows_bytes);
+        self.batches_bytes += size;
+        self.batches.push(batch);
+        Ok((freed, size))
+    }
 }
 
 /// Keys are already hashes: a multiply spreads them well enough for the hash set.
@@ -265,12 +279,8 @@ impl LakeWriter {
         buf.rows_bytes += cost;
         self.buffered += cost;
         if buf.rows.len() >= CONVERT_ROWS {
-            let batch = rows_to_batch(table, &std::mem::take(&mut buf.rows))?;
-            let size = batch.get_array_memory_size();
-            self.buffered = self.buffered - buf.rows_bytes + size;
-            buf.rows_bytes = 0;
-            buf.batches_bytes += size;
-            buf.batches.push(batch);
+            let (freed, size) = buf.seal_rows(table)?;
+            self.buffered = self.buffered - freed + size;
         }
         self.after_push(id)?;
         Ok(true)
@@ -290,15 +300,9 @@ impl LakeWriter {
             arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(fresh)).map_err(werr)?
         };
         if added > 0 {
-            if !buf.rows.is_empty() {
-                // Rows pushed one by one before this batch stay before it.
-                let rows = rows_to_batch(table, &std::mem::take(&mut buf.rows))?;
-                let size = rows.get_array_memory_size();
-                self.buffered = self.buffered - buf.rows_bytes + size;
-                buf.rows_bytes = 0;
-                buf.batches_bytes += size;
-                buf.batches.push(rows);
-            }
+            // Rows pushed one by one before this batch stay before it.
+            let (freed, size) = buf.seal_rows(table)?;
+            self.buffered = self.buffered - freed + size;
             let size = batch.get_array_memory_size();
             buf.batches_bytes += size;
             buf.n += added;
