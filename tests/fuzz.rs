@@ -200,3 +200,48 @@ fn time_ip_watchlist_and_rule_parsers_never_panic() {
         let _ = wisp::rules::Rule::parse(f, &String::from_utf8_lossy(&b));
     }
 }
+
+/// The typed reader of diagnostic-settings sign-ins (`formats::typed`) either declines a line or
+/// maps it exactly as the general path does: over every line of the real fixtures and our samples,
+/// and over mutations of them (flipped bytes, a letter's case changed in a key or value).
+#[test]
+fn typed_sign_in_reader_agrees_with_the_general_path() {
+    use wisp::ingest::formats::{map_record, typed::diagnostic_signin, Format};
+    let lines: Vec<String> = seeds()
+        .iter()
+        .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| l.contains("SignInLogs"))
+        .collect();
+    let check = |line: &str| -> bool {
+        let Some(m) = diagnostic_signin(line) else { return false };
+        let v: serde_json::Value = serde_json::from_str(line).expect("the typed reader took valid JSON");
+        let g = map_record(&v, Format::Auto).unwrap_or_else(|e| panic!("general path rejects ({e}): {line}"));
+        assert_eq!(
+            (m.table, m.ts, &m.dedup_id, &m.row, m.ingested_at),
+            (g.table, g.ts, &g.dedup_id, &g.row, g.ingested_at),
+            "{line}"
+        );
+        true
+    };
+    // Every diagnostic-settings sign-in line of the seeds (the others are ECS, Log Analytics, CSV
+    // or expected outputs) takes the typed path.
+    let diagnostic = lines.iter().filter(|l| l.trim_start().starts_with('{') && l.contains("\"properties\"")).count();
+    let took = lines.iter().filter(|l| check(l)).count();
+    eprintln!("typed reader took {took} of {} sign-in lines ({diagnostic} in diagnostic-settings form)", lines.len());
+    assert!(took > 0 && took >= diagnostic.saturating_sub(2), "the typed reader declined real records");
+    let mut r = rng();
+    for _ in 0..cases() * 20 {
+        let mut b = lines[below(&mut r, lines.len())].clone().into_bytes();
+        for _ in 0..1 + below(&mut r, 3) {
+            let i = below(&mut r, b.len());
+            if below(&mut r, 2) == 0 && b[i].is_ascii_alphabetic() {
+                b[i] ^= 0x20; // the letter's case
+            } else {
+                b[i] ^= 1 << below(&mut r, 8);
+            }
+        }
+        if let Ok(line) = std::str::from_utf8(&b) {
+            check(line);
+        }
+    }
+}

@@ -40,20 +40,20 @@ impl Enricher {
     /// Fills `source_asn`/`source_as_org` from the ASN database, and `country`/`city` from the
     /// geo database when the log has none.
     pub(super) fn apply(&mut self, table: Table, row: &mut [Value]) {
-        let ip_col = table.col("source_ip").or_else(|| table.col("caller_ip"));
-        let (Some(ip_i), true) = (ip_col, self.asn.is_some() || self.geo.is_some()) else {
+        let cols = EnrichCols::of(table);
+        let (Some(ip_i), true) = (cols.ip, self.asn.is_some() || self.geo.is_some()) else {
             return;
         };
         let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {
             return;
         };
-        if let (Some(asn_i), Some(org_i)) = (table.col("source_asn"), table.col("source_as_org")) {
+        if let (Some(asn_i), Some(org_i)) = (cols.asn, cols.as_org) {
             if let Some(hit) = self.lookup_asn(ip) {
                 row[asn_i] = Value::from(hit.number);
                 row[org_i] = hit.organization.map(|o| Value::String(o.to_string())).unwrap_or(Value::Null);
             }
         }
-        if let (Some(c_i), Some(city_i)) = (table.col("country"), table.col("city")) {
+        if let (Some(c_i), Some(city_i)) = (cols.country, cols.city) {
             if row[c_i].is_null() {
                 if let Some(g) = self.lookup_geo(ip) {
                     row[c_i] = g.country_iso.map(Value::String).unwrap_or(Value::Null);
@@ -63,5 +63,33 @@ impl Enricher {
                 }
             }
         }
+    }
+}
+
+/// The columns enrichment reads and fills in a table, found once per table.
+struct EnrichCols {
+    ip: Option<usize>,
+    asn: Option<usize>,
+    as_org: Option<usize>,
+    country: Option<usize>,
+    city: Option<usize>,
+}
+
+impl EnrichCols {
+    fn of(table: Table) -> &'static EnrichCols {
+        static ALL: std::sync::OnceLock<Vec<EnrichCols>> = std::sync::OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            crate::lake::ALL_TABLES
+                .iter()
+                .map(|t| EnrichCols {
+                    ip: t.col("source_ip").or_else(|| t.col("caller_ip")),
+                    asn: t.col("source_asn"),
+                    as_org: t.col("source_as_org"),
+                    country: t.col("country"),
+                    city: t.col("city"),
+                })
+                .collect()
+        });
+        &all[table as usize]
     }
 }

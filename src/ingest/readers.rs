@@ -308,6 +308,7 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
     let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
+    let typed = matches!(mapper.format, Format::Auto | Format::Diagnostic);
     for line in chunk.split_inclusive(|&b| b == b'\n') {
         line_no += 1;
         let terminated = line.last() == Some(&b'\n');
@@ -319,7 +320,18 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
         // A line checked once as UTF-8 is parsed without serde_json checking every string again;
         // one that is not UTF-8 goes through the byte parser (for its error, as before).
         let parsed = match std::str::from_utf8(text) {
-            Ok(t) => serde_json::from_str::<Value>(t).map(|v| (v, t.trim_end())),
+            Ok(t) => {
+                // The hottest shape (diagnostic-settings sign-ins) is read without a JSON tree
+                // when the typed reader is sure of it; otherwise the general path, as always.
+                if typed {
+                    if let Some(m) = formats::typed::diagnostic_signin(t) {
+                        outcomes.push(mapper.place(m, t.trim_end()));
+                        consumed += line.len() as u64;
+                        continue;
+                    }
+                }
+                serde_json::from_str::<Value>(t).map(|v| (v, t.trim_end()))
+            }
             Err(_) => serde_json::from_slice::<Value>(text).map(|v| (v, "")),
         };
         match parsed {

@@ -85,7 +85,7 @@ fn copy_strs(r: &mut RowB, p: &Map<String, Value>, fields: &[(&str, &str)]) {
     }
 }
 
-const SIGNIN_CATEGORIES: [&str; 4] =
+pub(super) const SIGNIN_CATEGORIES: [&str; 4] =
     ["ServicePrincipalSignInLogs", "ManagedIdentitySignInLogs", "SignInLogs", "NonInteractiveUserSignInLogs"];
 
 const ACTIVITY_CATEGORIES: [&str; 9] = [
@@ -115,7 +115,7 @@ fn table_of_category(cat: &str) -> Option<Table> {
     }
 }
 
-fn canonical_signin_category(cat: &str) -> String {
+pub(super) fn canonical_signin_category(cat: &str) -> String {
     SIGNIN_CATEGORIES
         .iter()
         .find(|c| c.eq_ignore_ascii_case(cat))
@@ -358,7 +358,7 @@ pub fn from_ecs(doc: &Map<String, Value>) -> Result<Mapped, Reject> {
 
 fn apply_ecs(m: &mut Mapped, env: &Env) {
     m.ingested_at = env.ingested;
-    let mut r = RowB { table: m.table, vals: std::mem::take(&mut m.row) };
+    let mut r = RowB::of(m.table, std::mem::take(&mut m.row));
     let has = |c: &str| m.table.col(c).is_some();
     if has("source_asn") && r.get("source_asn").is_null() {
         if let Some(n) = env.asn {

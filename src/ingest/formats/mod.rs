@@ -10,6 +10,7 @@ pub mod entra;
 pub mod envelope;
 pub mod network;
 pub mod resource;
+pub mod typed;
 
 use crate::lake::Table;
 use serde_json::{Map, Value};
@@ -54,14 +55,31 @@ pub struct Mapped {
 pub struct RowB {
     pub table: Table,
     pub vals: Vec<Value>,
+    cols: &'static [&'static str],
+    /// Where the next name is looked for first: mappers set columns mostly in schema order, so a
+    /// lookup is usually one comparison instead of a scan of the table's columns.
+    next: usize,
 }
 
 impl RowB {
     pub fn new(table: Table) -> Self {
-        RowB { table, vals: vec![Value::Null; table.columns().len()] }
+        let cols = table.columns();
+        RowB { table, vals: vec![Value::Null; cols.len()], cols, next: 0 }
+    }
+    /// A builder over a row already made.
+    pub fn of(table: Table, vals: Vec<Value>) -> Self {
+        RowB { table, vals, cols: table.columns(), next: 0 }
+    }
+    fn index(&mut self, col: &str) -> usize {
+        let i = match self.cols.get(self.next) {
+            Some(c) if *c == col => self.next,
+            _ => self.table.col(col).unwrap_or_else(|| panic!("no column {col} in {}", self.table.name())),
+        };
+        self.next = i + 1;
+        i
     }
     pub fn set(&mut self, col: &str, v: Value) {
-        let i = self.table.col(col).unwrap_or_else(|| panic!("no column {col} in {}", self.table.name()));
+        let i = self.index(col);
         self.vals[i] = v;
     }
     pub fn get(&self, col: &str) -> &Value {

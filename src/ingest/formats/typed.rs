@@ -1,0 +1,663 @@
+//! A typed reader for the hottest record shape: a sign-in in diagnostic-settings form (storage
+//! account JSON lines, `{"time", "category": "…SignInLogs", "properties": {…}, …}`), read straight
+//! from the line's text into a row, without a `serde_json::Value` tree or lenient lookups.
+//!
+//! It maps a record exactly as [`super::entra::from_diagnostic`] does, or not at all: anything it
+//! is not sure of (a key that differs from the expected one only in case or underscores, a string
+//! where an object is expected, an escaped key, a float where text is expected, a missing time, an
+//! envelope, another category…) makes it answer `None`, and the record takes the general path,
+//! which gives the same row or the same rejection as before. A unit test checks the two paths agree
+//! on every record the typed one accepts.
+
+use super::entra::canonical_signin_category;
+use super::{Mapped, RowB};
+use crate::ingest::normalize::parse_time;
+use crate::lake::Table;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A JSON scalar as the general path's accessors read it.
+#[derive(Default)]
+enum Scalar<'a> {
+    #[default]
+    Absent,
+    Null,
+    Str(Cow<'a, str>),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+}
+
+/// Why the typed path gave up (never shown: the general path takes the record).
+struct Unsure;
+
+impl<'a> Scalar<'a> {
+    /// Present and not null (what `normalize::get` skips).
+    fn is_some(&self) -> bool {
+        !matches!(self, Scalar::Absent | Scalar::Null)
+    }
+
+    /// `normalize::as_str`: text as it is (empty → None), integers and booleans as text.
+    fn text(&self) -> Result<Option<String>, Unsure> {
+        Ok(match self {
+            Scalar::Absent | Scalar::Null => None,
+            Scalar::Str(s) if s.is_empty() => None,
+            Scalar::Str(s) => Some(s.to_string()),
+            Scalar::I64(n) => Some(n.to_string()),
+            Scalar::U64(n) => Some(n.to_string()),
+            Scalar::Bool(b) => Some(b.to_string()),
+            // serde_json's float formatting is not reproduced here.
+            Scalar::F64(_) => return Err(Unsure),
+        })
+    }
+
+    fn value(&self) -> Result<Value, Unsure> {
+        Ok(self.text()?.map(Value::String).unwrap_or(Value::Null))
+    }
+
+    /// `normalize::as_i64`.
+    fn int(&self) -> Option<i64> {
+        match self {
+            Scalar::I64(n) => Some(*n),
+            Scalar::U64(n) => Some(i64::try_from(*n).unwrap_or(*n as f64 as i64)),
+            Scalar::F64(f) => Some(*f as i64),
+            Scalar::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// `normalize::time_of`.
+    fn time(&self) -> Option<i64> {
+        match self {
+            Scalar::Str(s) => parse_time(s),
+            Scalar::I64(n) => parse_time(&n.to_string()),
+            Scalar::U64(n) => i64::try_from(*n).ok().and_then(|n| parse_time(&n.to_string())),
+            _ => None,
+        }
+    }
+
+    /// `normalize::b`.
+    fn boolean(&self) -> Value {
+        match self {
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("false") => Value::Bool(false),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The first present, non-null one (`normalize::get` over several names).
+fn first<'s, 'a>(options: &[&'s Scalar<'a>]) -> &'s Scalar<'a> {
+    options.iter().find(|s| s.is_some()).copied().unwrap_or(&Scalar::Absent)
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON scalar")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(s)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::I64(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(match i64::try_from(n) {
+                    Ok(n) => Scalar::I64(n),
+                    Err(_) => Scalar::U64(n),
+                })
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::F64(f))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A key compared as `normalize::get` compares keys: ASCII case and underscores ignored.
+fn folds_to(key: &str, folded: &str) -> bool {
+    let mut a = key.bytes().filter(|&c| c != b'_');
+    let mut b = folded.bytes();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.to_ascii_lowercase() == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A key the typed reader does not read: fine, unless the general path could take it for one it
+/// looks up (`folded`: those names lowercased without underscores).
+fn unknown<'de, A: MapAccess<'de>>(map: &mut A, key: &str, folded: &[&str]) -> Result<(), A::Error> {
+    if folded.iter().any(|f| folds_to(key, f)) {
+        return Err(de::Error::custom("a key the general path may read"));
+    }
+    map.next_value::<IgnoredAny>()?;
+    Ok(())
+}
+
+/// Reads `{key: scalar, …}` with the given keys exactly; other keys as [`unknown`].
+fn small_object<'de, A: MapAccess<'de>, const N: usize>(
+    map: &mut A,
+    keys: [&str; N],
+    folded: [&str; N],
+) -> Result<[Scalar<'de>; N], A::Error> {
+    let mut out: [Scalar<'de>; N] = std::array::from_fn(|_| Scalar::Absent);
+    while let Some(k) = map.next_key::<&'de str>()? {
+        match keys.iter().position(|&w| w == k) {
+            Some(i) => out[i] = map.next_value()?,
+            None => unknown(map, k, &folded)?,
+        }
+    }
+    Ok(out)
+}
+
+/// `properties.status` (its error code and failure reason).
+#[derive(Default)]
+struct Status<'a> {
+    error_code: Scalar<'a>,
+    failure_reason: Scalar<'a>,
+}
+
+/// `properties.location` (country and city).
+#[derive(Default)]
+struct Location<'a> {
+    country: Scalar<'a>,
+    city: Scalar<'a>,
+}
+
+/// A nested object (`status`, `location`): present as an object, null, or absent. Any other value
+/// (a JSON string the general path would parse, an array) is a reason to give up.
+enum Nested<T> {
+    Null,
+    Object(T),
+}
+
+macro_rules! nested_object {
+    ($ty:ident, $keys:expr, $folded:expr, |$arr:ident| $build:expr) => {
+        impl<'de> de::Deserialize<'de> for Nested<$ty<'de>> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Nested<$ty<'de>>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("an object or null")
+                    }
+                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                        Ok(Nested::Null)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                        let $arr = small_object(&mut map, $keys, $folded)?;
+                        Ok(Nested::Object($build))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+nested_object!(Status, ["errorCode", "failureReason"], ["errorcode", "failurereason"], |a| {
+    let [error_code, failure_reason] = a;
+    Status { error_code, failure_reason }
+});
+
+nested_object!(Location, ["countryOrRegion", "city"], ["countryorregion", "city"], |a| {
+    let [country, city] = a;
+    Location { country, city }
+});
+
+/// The sign-in properties `entra::signin` reads, by their exact names, and the visitor that fills
+/// them.
+macro_rules! props {
+    ($($field:ident = $key:literal),* $(,)?) => {
+        #[derive(Default)]
+        struct Props<'a> {
+            $($field: Scalar<'a>,)*
+            status: Option<Nested<Status<'a>>>,
+            location: Option<Nested<Location<'a>>>,
+            location_details: Option<Nested<Location<'a>>>,
+        }
+
+        impl<'de> de::Deserialize<'de> for Props<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Props<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("a properties object")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                        let mut out = Props::default();
+                        while let Some(k) = map.next_key::<&'de str>()? {
+                            match k {
+                                $($key => out.$field = map.next_value()?,)*
+                                "status" => out.status = Some(map.next_value()?),
+                                "location" => out.location = Some(map.next_value()?),
+                                "locationDetails" => out.location_details = Some(map.next_value()?),
+                                _ => unknown(&mut map, k, &PROPS_FOLDED)?,
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+props! {
+    id = "id",
+    tenant_id = "tenantId",
+    resource_tenant_id = "resourceTenantId",
+    correlation_id = "correlationId",
+    unique_token_id = "uniqueTokenIdentifier",
+    service_principal_id = "servicePrincipalId",
+    service_principal_name = "servicePrincipalName",
+    app_id = "appId",
+    app_display_name = "appDisplayName",
+    app_owner_tenant_id = "appOwnerTenantId",
+    user_id = "userId",
+    user_principal_name = "userPrincipalName",
+    resource_identity = "resourceIdentity",
+    resource_id = "resourceId",
+    resource_display_name = "resourceDisplayName",
+    home_tenant_id = "homeTenantId",
+    ip_address = "ipAddress",
+    asn = "autonomousSystemNumber",
+    result_type = "resultType",
+    result_description = "resultDescription",
+    client_credential_type = "clientCredentialType",
+    credential_key_id = "servicePrincipalCredentialKeyId",
+    user_agent = "userAgent",
+    is_interactive = "isInteractive",
+    created = "createdDateTime",
+    created_at = "created_at",
+}
+
+/// Every name the general path looks up in sign-in properties, lowercased without underscores.
+const PROPS_FOLDED: [&str; 31] = [
+    "id",
+    "tenantid",
+    "resourcetenantid",
+    "correlationid",
+    "uniquetokenidentifier",
+    "serviceprincipalid",
+    "serviceprincipalname",
+    "appid",
+    "appdisplayname",
+    "appownertenantid",
+    "userid",
+    "userprincipalname",
+    "resourceidentity",
+    "resourceid",
+    "resourcedisplayname",
+    "hometenantid",
+    "ipaddress",
+    "autonomoussystemnumber",
+    "resulttype",
+    "resultdescription",
+    "clientcredentialtype",
+    "serviceprincipalcredentialkeyid",
+    "useragent",
+    "isinteractive",
+    "createddatetime",
+    "createdat",
+    "status.errorcode",
+    "status.failurereason",
+    "status",
+    "location",
+    "locationdetails",
+];
+
+/// The envelope's fields `from_diagnostic` reads, and what makes a record something else.
+#[derive(Default)]
+struct Top<'a> {
+    time: Scalar<'a>,
+    category: Scalar<'a>,
+    caller_ip: Scalar<'a>,
+    tenant_id: Scalar<'a>,
+    operation_name: Scalar<'a>,
+    result_type: Scalar<'a>,
+    correlation_id: Scalar<'a>,
+    properties: Option<Props<'a>>,
+}
+
+/// Keys that make a record another format or an envelope (`formats::detect`, `envelope::items`).
+const OTHER_SHAPES: [&str; 11] = [
+    "@timestamp",
+    "ecs",
+    "event.ingested",
+    "event_type",
+    "records",
+    "expected",
+    "value",
+    "hits",
+    "_source",
+    "TimeGenerated",
+    "Type",
+];
+
+impl<'de> de::Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a diagnostic-settings record")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Top::default();
+                while let Some(k) = map.next_key::<&'de str>()? {
+                    match k {
+                        "time" => out.time = map.next_value()?,
+                        "category" => out.category = map.next_value()?,
+                        "callerIpAddress" => out.caller_ip = map.next_value()?,
+                        "tenantId" => out.tenant_id = map.next_value()?,
+                        "operationName" => out.operation_name = map.next_value()?,
+                        "resultType" => out.result_type = map.next_value()?,
+                        "correlationId" => out.correlation_id = map.next_value()?,
+                        "properties" => out.properties = Some(map.next_value()?),
+                        // Read by the general path only for other categories.
+                        "resourceId" | "workflowId" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ if OTHER_SHAPES.contains(&k) => return Err(de::Error::custom("another shape")),
+                        _ => unknown(&mut map, k, &TOP_FOLDED)?,
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Top-level names the general path looks up, lowercased without underscores.
+const TOP_FOLDED: [&str; 10] = [
+    "time",
+    "category",
+    "calleripaddress",
+    "tenantid",
+    "operationname",
+    "resulttype",
+    "correlationid",
+    "properties",
+    "resourceid",
+    "workflowid",
+];
+
+/// The row of a diagnostic-settings sign-in line, as `map_record` would make it, or `None` when
+/// the record should take the general path.
+pub fn diagnostic_signin(line: &str) -> Option<Mapped> {
+    let top: Top = serde_json::from_str(line).ok()?;
+    signin_row(&top).ok()
+}
+
+fn signin_row(top: &Top) -> Result<Mapped, Unsure> {
+    // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
+    if matches!(top.time, Scalar::Absent) || matches!(top.category, Scalar::Absent) {
+        return Err(Unsure);
+    }
+    let Some(q) = &top.properties else { return Err(Unsure) };
+    let Scalar::Str(category) = &top.category else { return Err(Unsure) };
+    let canonical = canonical_signin_category(category);
+    if !super::entra::SIGNIN_CATEGORIES.contains(&canonical.as_str()) {
+        return Err(Unsure);
+    }
+    let mut r = RowB::new(Table::Signins);
+    r.set("category", Value::String(canonical));
+    let id = q.id.text()?;
+    r.set("id", id.clone().map(Value::String).unwrap_or(Value::Null));
+    let or_env = |v: Value, env: &Scalar| -> Result<Value, Unsure> {
+        if v.is_null() {
+            env.value()
+        } else {
+            Ok(v)
+        }
+    };
+    r.set("tenant_id", or_env(first(&[&q.tenant_id, &q.resource_tenant_id]).value()?, &top.tenant_id)?);
+    r.set("correlation_id", or_env(q.correlation_id.value()?, &top.correlation_id)?);
+    r.set("unique_token_id", q.unique_token_id.value()?);
+    r.set("service_principal_id", q.service_principal_id.value()?);
+    r.set("service_principal_name", q.service_principal_name.value()?);
+    r.set("app_id", q.app_id.value()?);
+    r.set("app_display_name", q.app_display_name.value()?);
+    r.set("app_owner_tenant_id", q.app_owner_tenant_id.value()?);
+    r.set("user_id", q.user_id.value()?);
+    r.set("user_principal_name", q.user_principal_name.value()?);
+    r.set("resource_id", first(&[&q.resource_identity, &q.resource_id]).value()?);
+    r.set("resource_display_name", q.resource_display_name.value()?);
+    r.set("resource_tenant_id", q.resource_tenant_id.value()?);
+    r.set("home_tenant_id", q.home_tenant_id.value()?);
+    let ip = match q.ip_address.text()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
+        Some(ip) => Some(ip),
+        None => top.caller_ip.text()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
+    };
+    r.set("source_ip", ip.map(Value::String).unwrap_or(Value::Null));
+    r.set("source_asn", q.asn.int().map(Value::from).unwrap_or(Value::Null));
+    // `nested(["location", "locationDetails"])`: the first present and non-null; not an object →
+    // no country or city.
+    let loc = match (&q.location, &q.location_details) {
+        (Some(Nested::Object(l)), _) => Some(l),
+        (None | Some(Nested::Null), Some(Nested::Object(l))) => Some(l),
+        _ => None,
+    };
+    r.set("country", loc.map_or(Ok(Value::Null), |l| l.country.value())?);
+    r.set("city", loc.map_or(Ok(Value::Null), |l| l.city.value())?);
+    // `status.errorCode`, else `resultType`: the first non-null as an integer, else the envelope's.
+    let status = match &q.status {
+        Some(Nested::Object(s)) => Some(s),
+        _ => None,
+    };
+    let no = Scalar::Absent;
+    let code =
+        first(&[status.map_or(&no, |s| &s.error_code), &q.result_type]).int().or_else(|| match &top.result_type {
+            Scalar::Absent | Scalar::Null => None,
+            s => s.text().ok().flatten().and_then(|t| t.trim().parse().ok()),
+        });
+    r.set("error_code", code.map(Value::from).unwrap_or(Value::Null));
+    r.set("failure_reason", first(&[status.map_or(&no, |s| &s.failure_reason), &q.result_description]).value()?);
+    r.set("client_credential_type", q.client_credential_type.value()?);
+    r.set("credential_key_id", q.credential_key_id.value()?);
+    r.set("user_agent", q.user_agent.value()?);
+    r.set("is_interactive", q.is_interactive.boolean());
+    let op = top.operation_name.text()?.unwrap_or_else(|| "Sign-in activity".into());
+    r.set("operation_name", Value::String(op));
+    let ts = first(&[&q.created, &q.created_at]).time().or_else(|| top.time.time()).ok_or(Unsure)?;
+    if !crate::time::in_range(ts) {
+        return Err(Unsure);
+    }
+    Ok(Mapped { table: Table::Signins, ts, dedup_id: id, row: r.vals, ingested_at: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::formats::{map_record, Format};
+    use serde_json::json;
+
+    /// The typed path either declines or gives exactly the general path's row. Returns whether it
+    /// took the line.
+    fn agrees(line: &str) -> bool {
+        let typed = diagnostic_signin(line);
+        let Some(m) = typed else { return false };
+        let v: Value = serde_json::from_str(line).expect("the typed path took valid JSON");
+        let g = map_record(&v, Format::Auto)
+            .unwrap_or_else(|e| panic!("general path rejects ({e}) what the typed path took: {line}"));
+        assert_eq!(
+            (m.table, m.ts, &m.dedup_id, &m.row, m.ingested_at),
+            (g.table, g.ts, &g.dedup_id, &g.row, g.ingested_at),
+            "{line}"
+        );
+        true
+    }
+
+    fn base() -> Value {
+        json!({
+            "time": "2026-11-19T10:56:07.5528720Z", "category": "ServicePrincipalSignInLogs",
+            "operationName": "Sign-in activity", "callerIpAddress": "11.4.120.85", "resultType": "0",
+            "tenantId": "t-1", "correlationId": "c-top", "Level": 4,
+            "resourceId": "/tenants/t-1/providers/Microsoft.aadiam",
+            "properties": {
+                "appId": "app-1", "appOwnerTenantId": "t-1", "clientCredentialType": "clientSecret",
+                "correlationId": "c-1", "createdDateTime": "2026-11-19T10:56:07.5528720Z", "id": "id-1",
+                "ipAddress": "11.4.120.85", "isInteractive": false,
+                "location": {"city": "", "countryOrRegion": "US", "geoCoordinates": {"latitude": 0.0}},
+                "resourceDisplayName": "Microsoft Graph", "resourceId": "res-1",
+                "servicePrincipalCredentialKeyId": "key-1", "servicePrincipalId": "sp-1",
+                "servicePrincipalName": "svc-payroll-0", "status": {"errorCode": 0, "failureReason": null},
+                "appliedConditionalAccessPolicies": [], "riskDetail": "none", "autonomousSystemNumber": 8075
+            }
+        })
+    }
+
+    #[test]
+    fn typed_sign_ins_equal_the_general_path() {
+        let mut took = 0;
+        let mut lines = vec![base().to_string()];
+        let scalars = [
+            json!(null),
+            json!(""),
+            json!(42),
+            json!(-7),
+            json!(18446744073709551615u64),
+            json!(1.5),
+            json!(true),
+            json!(" 7 "),
+            json!("TRUE"),
+            json!("False"),
+            json!("a\"b\\c\u{e9}"),
+            json!({}),
+            json!([]),
+            json!("2026-11-19T10:00:00Z"),
+            json!("{\"city\":\"Paris\"}"),
+        ];
+        let prop_keys: Vec<String> = base()["properties"].as_object().unwrap().keys().cloned().collect();
+        let extra = [
+            "tenantId",
+            "resourceTenantId",
+            "resultType",
+            "resultDescription",
+            "created_at",
+            "locationDetails",
+            "userAgent",
+            "resourceIdentity",
+        ];
+        for key in prop_keys.iter().map(String::as_str).chain(extra) {
+            for v in &scalars {
+                let mut r = base();
+                r["properties"][key] = v.clone();
+                lines.push(r.to_string());
+            }
+            // The key in another case or with underscores, and removed.
+            for other in [key.to_ascii_uppercase(), key.to_ascii_lowercase(), format!("_{key}")] {
+                let mut r = base();
+                let p = r["properties"].as_object_mut().unwrap();
+                if let Some(v) = p.remove(key) {
+                    p.insert(other, v);
+                }
+                lines.push(r.to_string());
+            }
+            let mut r = base();
+            r["properties"].as_object_mut().unwrap().remove(key);
+            lines.push(r.to_string());
+        }
+        for key in [
+            "time",
+            "category",
+            "operationName",
+            "callerIpAddress",
+            "resultType",
+            "tenantId",
+            "correlationId",
+            "properties",
+        ] {
+            for v in &scalars {
+                let mut r = base();
+                r[key] = v.clone();
+                lines.push(r.to_string());
+            }
+            let mut r = base();
+            r.as_object_mut().unwrap().remove(key);
+            lines.push(r.to_string());
+            let mut r = base();
+            let v = r.as_object_mut().unwrap().remove(key).unwrap();
+            r[key.to_ascii_uppercase()] = v;
+            lines.push(r.to_string());
+        }
+        for (k, v) in [
+            ("status", json!({"ErrorCode": 5})),
+            ("status", json!({"errorCode": null, "failureReason": "x"})),
+            ("status", json!({"errorCode": "50126"})),
+            ("status", json!({"errorCode": "abc"})),
+            ("status", json!(null)),
+            ("status", json!("{\"errorCode\":1}")),
+            ("status.errorCode", json!(9)),
+            ("Status.ErrorCode", json!(9)),
+            ("location", json!(null)),
+            ("location", json!({"City": "x"})),
+            ("location", json!({"countryOrRegion": 7})),
+        ] {
+            for with_details in [false, true] {
+                let mut r = base();
+                r["properties"][k] = v.clone();
+                if with_details {
+                    r["properties"]["locationDetails"] = json!({"countryOrRegion": "FR", "city": "Paris"});
+                    r["properties"]["resultType"] = json!("70001");
+                }
+                lines.push(r.to_string());
+            }
+        }
+        for (k, v) in [
+            ("category", json!("serviceprincipalsigninlogs")),
+            ("category", json!("managedIdentitySignInLogs")),
+            ("category", json!("AuditLogs")),
+            ("category", json!("Administrative")),
+            ("records", json!([])),
+            ("@timestamp", json!("x")),
+            ("time", json!("0001-01-01T00:00:00Z")),
+            ("time", json!(1795000000)),
+        ] {
+            let mut r = base();
+            r[k] = v.clone();
+            lines.push(r.to_string());
+        }
+        // Duplicate keys (the last wins in both), an escaped key, spacing.
+        let b = base().to_string();
+        lines.push(b.replacen("\"properties\":{", "\"properties\":{\"appId\":\"first\",", 1));
+        lines.push(b.replacen("\"appId\"", "\"app\\u0049d\"", 1));
+        lines.push(b.replace(",", " ,\n\t").replace(":", " : "));
+        for line in &lines {
+            if agrees(line) {
+                took += 1;
+            }
+        }
+        // Most variants stay typed (the test would pass vacuously otherwise).
+        assert!(took > lines.len() / 2, "typed path took {took} of {}", lines.len());
+        assert!(agrees(&base().to_string()));
+    }
+}
