@@ -76,7 +76,7 @@ pub struct Indexed<'a> {
 }
 
 /// FNV-1a of a key lowercased without its underscores: equal for keys `key_eq` calls equal.
-fn folded_hash(key: &str) -> u64 {
+pub(crate) fn folded_hash(key: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for c in key.bytes().filter(|&c| c != b'_') {
         h ^= c.to_ascii_lowercase() as u64;

@@ -11,12 +11,13 @@
 
 use super::entra::canonical_signin_category;
 use super::{Mapped, RowB};
-use crate::ingest::normalize::parse_time;
+use crate::ingest::normalize::{folded_hash, parse_time};
 use crate::lake::Table;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A JSON scalar as the general path's accessors read it.
 #[derive(Default)]
@@ -135,23 +136,16 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// A key compared as `normalize::get` compares keys: ASCII case and underscores ignored.
-fn folds_to(key: &str, folded: &str) -> bool {
-    let mut a = key.bytes().filter(|&c| c != b'_');
-    let mut b = folded.bytes();
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(x), Some(y)) if x.to_ascii_lowercase() == y => {}
-            _ => return false,
-        }
-    }
+/// The names' hashes as `normalize` folds keys (ASCII case and underscores ignored): equal for
+/// any two keys the general path takes for one another.
+fn folded(names: &[&str]) -> Vec<u64> {
+    names.iter().map(|n| folded_hash(n)).collect()
 }
 
 /// A key the typed reader does not read: fine, unless the general path could take it for one it
-/// looks up (`folded`: those names lowercased without underscores).
-fn unknown<'de, A: MapAccess<'de>>(map: &mut A, key: &str, folded: &[&str]) -> Result<(), A::Error> {
-    if folded.iter().any(|f| folds_to(key, f)) {
+/// looks up (`names`: their [`folded`] hashes; a collision only sends the record the general way).
+fn unknown<'de, A: MapAccess<'de>>(map: &mut A, key: &str, names: &[u64]) -> Result<(), A::Error> {
+    if names.contains(&folded_hash(key)) {
         return Err(de::Error::custom("a key the general path may read"));
     }
     map.next_value::<IgnoredAny>()?;
@@ -162,13 +156,12 @@ fn unknown<'de, A: MapAccess<'de>>(map: &mut A, key: &str, folded: &[&str]) -> R
 fn small_object<'de, A: MapAccess<'de>, const N: usize>(
     map: &mut A,
     keys: [&str; N],
-    folded: [&str; N],
 ) -> Result<[Scalar<'de>; N], A::Error> {
     let mut out: [Scalar<'de>; N] = std::array::from_fn(|_| Scalar::Absent);
     while let Some(k) = map.next_key::<&'de str>()? {
         match keys.iter().position(|&w| w == k) {
             Some(i) => out[i] = map.next_value()?,
-            None => unknown(map, k, &folded)?,
+            None => unknown(map, k, &folded(&keys))?,
         }
     }
     Ok(out)
@@ -196,7 +189,7 @@ enum Nested<T> {
 }
 
 macro_rules! nested_object {
-    ($ty:ident, $keys:expr, $folded:expr, |$arr:ident| $build:expr) => {
+    ($ty:ident, $keys:expr, |$arr:ident| $build:expr) => {
         impl<'de> de::Deserialize<'de> for Nested<$ty<'de>> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -209,7 +202,7 @@ macro_rules! nested_object {
                         Ok(Nested::Null)
                     }
                     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                        let $arr = small_object(&mut map, $keys, $folded)?;
+                        let $arr = small_object(&mut map, $keys)?;
                         Ok(Nested::Object($build))
                     }
                 }
@@ -219,12 +212,12 @@ macro_rules! nested_object {
     };
 }
 
-nested_object!(Status, ["errorCode", "failureReason"], ["errorcode", "failurereason"], |a| {
+nested_object!(Status, ["errorCode", "failureReason"], |a| {
     let [error_code, failure_reason] = a;
     Status { error_code, failure_reason }
 });
 
-nested_object!(Location, ["countryOrRegion", "city"], ["countryorregion", "city"], |a| {
+nested_object!(Location, ["countryOrRegion", "city"], |a| {
     let [country, city] = a;
     Location { country, city }
 });
@@ -240,6 +233,9 @@ macro_rules! props {
             location: Option<Nested<Location<'a>>>,
             location_details: Option<Nested<Location<'a>>>,
         }
+
+        /// The scalar properties' names.
+        const PROPS: &[&str] = &[$($key),*];
 
         impl<'de> de::Deserialize<'de> for Props<'de> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -257,7 +253,7 @@ macro_rules! props {
                                 "status" => out.status = Some(map.next_value()?),
                                 "location" => out.location = Some(map.next_value()?),
                                 "locationDetails" => out.location_details = Some(map.next_value()?),
-                                _ => unknown(&mut map, k, &PROPS_FOLDED)?,
+                                _ => unknown(&mut map, k, props_names())?,
                             }
                         }
                         Ok(out)
@@ -267,6 +263,17 @@ macro_rules! props {
             }
         }
     };
+}
+
+/// Every name the general path looks up in sign-in properties (flat dotted ones included), as
+/// [`folded`] hashes.
+fn props_names() -> &'static [u64] {
+    static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = PROPS.to_vec();
+        names.extend(["status", "location", "locationDetails", "status.errorCode", "status.failureReason"]);
+        folded(&names)
+    })
 }
 
 props! {
@@ -297,41 +304,6 @@ props! {
     created = "createdDateTime",
     created_at = "created_at",
 }
-
-/// Every name the general path looks up in sign-in properties, lowercased without underscores.
-const PROPS_FOLDED: [&str; 31] = [
-    "id",
-    "tenantid",
-    "resourcetenantid",
-    "correlationid",
-    "uniquetokenidentifier",
-    "serviceprincipalid",
-    "serviceprincipalname",
-    "appid",
-    "appdisplayname",
-    "appownertenantid",
-    "userid",
-    "userprincipalname",
-    "resourceidentity",
-    "resourceid",
-    "resourcedisplayname",
-    "hometenantid",
-    "ipaddress",
-    "autonomoussystemnumber",
-    "resulttype",
-    "resultdescription",
-    "clientcredentialtype",
-    "serviceprincipalcredentialkeyid",
-    "useragent",
-    "isinteractive",
-    "createddatetime",
-    "createdat",
-    "status.errorcode",
-    "status.failurereason",
-    "status",
-    "location",
-    "locationdetails",
-];
 
 /// The envelope's fields `from_diagnostic` reads, and what makes a record something else.
 #[derive(Default)]
@@ -386,7 +358,7 @@ impl<'de> de::Deserialize<'de> for Top<'de> {
                             map.next_value::<IgnoredAny>()?;
                         }
                         _ if OTHER_SHAPES.contains(&k) => return Err(de::Error::custom("another shape")),
-                        _ => unknown(&mut map, k, &TOP_FOLDED)?,
+                        _ => unknown(&mut map, k, top_names())?,
                     }
                 }
                 Ok(out)
@@ -396,19 +368,24 @@ impl<'de> de::Deserialize<'de> for Top<'de> {
     }
 }
 
-/// Top-level names the general path looks up, lowercased without underscores.
-const TOP_FOLDED: [&str; 10] = [
-    "time",
-    "category",
-    "calleripaddress",
-    "tenantid",
-    "operationname",
-    "resulttype",
-    "correlationid",
-    "properties",
-    "resourceid",
-    "workflowid",
-];
+/// Top-level names the general path looks up, as [`folded`] hashes.
+fn top_names() -> &'static [u64] {
+    static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        folded(&[
+            "time",
+            "category",
+            "callerIpAddress",
+            "tenantId",
+            "operationName",
+            "resultType",
+            "correlationId",
+            "properties",
+            "resourceId",
+            "workflowId",
+        ])
+    })
+}
 
 /// The row of a diagnostic-settings sign-in line, as `map_record` would make it, or `None` when
 /// the record should take the general path.
