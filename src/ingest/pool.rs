@@ -13,8 +13,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 pub(super) enum Job {
     /// Whole JSON lines (only an input's last may lack its newline).
     Lines(Vec<u8>),
-    /// Records built in memory, the first one record `first` of its input; `raw` keeps their text.
-    Values { first: u64, values: Vec<Value>, raw: bool },
+    /// Records built in memory, the first one record `first` of its input.
+    Values { first: u64, values: Vec<Value> },
 }
 
 /// What a job produced.
@@ -26,15 +26,9 @@ pub(super) enum Done {
 fn work(mapper: &mut Mapper, job: Job) -> Done {
     match job {
         Job::Lines(chunk) => Done::Lines(map_lines(mapper, &chunk)),
-        Job::Values { first, values, raw } => {
-            let outcomes: Vec<Outcome> = values
-                .iter()
-                .enumerate()
-                .map(|(k, v)| {
-                    let text = if raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
-                    mapper.record(Pos::Record(first + k as u64), v, &text)
-                })
-                .collect();
+        Job::Values { first, values } => {
+            let outcomes: Vec<Outcome> =
+                values.iter().enumerate().map(|(k, v)| mapper.generated(Pos::Record(first + k as u64), v)).collect();
             Done::Values(Prepared::new(outcomes))
         }
     }

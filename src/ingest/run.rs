@@ -139,6 +139,12 @@ impl Mapper {
         }
     }
 
+    /// A record built in memory (the generator's): its text kept as `raw` only when asked.
+    pub(super) fn generated(&mut self, pos: Pos, v: &Value) -> Outcome {
+        let raw = if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+        self.record(pos, v, &raw)
+    }
+
     pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Outcome {
         let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
         let key = match &dedup_id {
@@ -383,12 +389,8 @@ impl RecordSink {
     /// One record, as it would appear in an export.
     pub fn push(&mut self, v: Value) -> Result<(), IngestError> {
         if self.run.pool.is_none() {
-            let raw = if self.run.mapper.keep_raw {
-                serde_json::to_string(&v).expect("Value serializes")
-            } else {
-                String::new()
-            };
-            self.run.record("generator", Pos::Record(self.run.summary.read), &v, &raw)?;
+            let o = self.run.mapper.generated(Pos::Record(self.run.summary.read), &v);
+            self.run.commit("generator", o)?;
             return Ok(());
         }
         self.pending.push(v);
@@ -403,9 +405,8 @@ impl RecordSink {
         let values = std::mem::take(&mut self.pending);
         let first = self.first;
         self.first += values.len() as u64;
-        let raw = self.run.mapper.keep_raw;
         let pool = self.run.pool.as_mut().expect("a pool");
-        if let Some(done) = pool.submit(Job::Values { first, values, raw }) {
+        if let Some(done) = pool.submit(Job::Values { first, values }) {
             self.commit(done)?;
         }
         Ok(())

@@ -1,8 +1,8 @@
 //! Lake rows (JSON values in a table's column order, as the ingest mappers build them) to Arrow.
 
 use super::{LakeError, Table};
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::array::{ArrayRef, PrimitiveBuilder, RecordBatch};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, TimeUnit};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::sync::Arc;
@@ -74,37 +74,11 @@ fn direct_column(ty: &DataType, rows: &[Vec<Value>], i: usize) -> Option<ArrayRe
             }
             Arc::new(b.finish())
         }
-        DataType::Int64 => {
-            let mut b = Int64Builder::with_capacity(rows.len());
-            for v in vals {
-                match v {
-                    Value::Null => b.append_null(),
-                    v => b.append_value(v.as_i64()?),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        DataType::Int64 => primitive(Int64Builder::with_capacity(rows.len()), vals, Value::as_i64)?,
         DataType::Int32 => {
-            let mut b = Int32Builder::with_capacity(rows.len());
-            for v in vals {
-                match v {
-                    Value::Null => b.append_null(),
-                    v => b.append_value(i32::try_from(v.as_i64()?).ok()?),
-                }
-            }
-            Arc::new(b.finish())
+            primitive(Int32Builder::with_capacity(rows.len()), vals, |v| i32::try_from(v.as_i64()?).ok())?
         }
-        DataType::Float64 => {
-            let mut b = Float64Builder::with_capacity(rows.len());
-            for v in vals {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::Number(n) => b.append_value(n.as_f64()?),
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
+        DataType::Float64 => primitive(Float64Builder::with_capacity(rows.len()), vals, Value::as_f64)?,
         DataType::Boolean => {
             let mut b = BooleanBuilder::with_capacity(rows.len());
             for v in vals {
@@ -115,16 +89,26 @@ fn direct_column(ty: &DataType, rows: &[Vec<Value>], i: usize) -> Option<ArrayRe
             }
             Arc::new(b.finish())
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_data_type(ty.clone());
-            for v in vals {
-                match v {
-                    Value::Null => b.append_null(),
-                    v => b.append_value(v.as_i64()?),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => primitive(
+            TimestampMicrosecondBuilder::with_capacity(rows.len()).with_data_type(ty.clone()),
+            vals,
+            Value::as_i64,
+        )?,
         _ => return None,
     })
+}
+
+/// A primitive column: nulls as nulls, every other value through `get` (None: not of the type).
+fn primitive<'a, T: ArrowPrimitiveType>(
+    mut b: PrimitiveBuilder<T>,
+    vals: impl Iterator<Item = &'a Value>,
+    get: impl Fn(&Value) -> Option<T::Native>,
+) -> Option<ArrayRef> {
+    for v in vals {
+        match v {
+            Value::Null => b.append_null(),
+            v => b.append_value(get(v)?),
+        }
+    }
+    Some(Arc::new(b.finish()))
 }
