@@ -9,7 +9,7 @@ of the same day.
 Reports, per run: wall time, CPU time (user + sys), throughput in total (MB/s of JSON over the wall
 time) and per core (MB/s over the CPU time), max RSS; and how the wall time scales from 1 to 2
 threads. `--threads 1` still encodes Parquet on a second thread; the per-core figure counts it.
-Compaction is left out (`--compact-after 0`). Writes benches/results/ingest-<profile>.json.
+Compaction is left out of both (`--compact-after 0`). Writes benches/results/ingest-<profile>.json.
 """
 import argparse, json, os, platform, shutil, subprocess, sys, time
 
@@ -67,7 +67,7 @@ def main():
     out = os.path.join(work, "gen-lake")
     shutil.rmtree(out, ignore_errors=True)
     wall, cpu, rss = timed([WISP, "gen", "--profile", a.profile, "--days", "1", "--as", "lake", "--out", out,
-                            "--no-progress"])
+                            "--compact-after", "0", "--no-progress"])
     gen_lake = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "max_rss_mib": round(rss)}
     result = {
         "profile": a.profile, "input_bytes": size, "runs": runs, "gen_as_lake": gen_lake,

@@ -36,6 +36,10 @@ pub struct GenArgs {
     /// the same whatever the number.
     #[arg(long, default_value_t = 0, env = "WISP_INGEST_THREADS")]
     pub threads: usize,
+    /// With `--as lake`, compact each day that has at least this many files afterwards (as
+    /// `wisp compact` does); 0 never compacts.
+    #[arg(long, default_value_t = 2)]
+    pub compact_after: usize,
 }
 
 pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
@@ -60,6 +64,7 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
         );
     }
     let lake_dir = o.out.join("lake");
+    let compact_after = a.compact_after;
     let handle = tokio::runtime::Handle::current();
     let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || generate(&o, handle)).await??;
@@ -70,9 +75,12 @@ pub async fn run(a: GenArgs) -> anyhow::Result<i32> {
     if let Some(s) = &report.ingest {
         eprintln!("{s}");
         // The generator writes each day in many overlapping files, as a busy ingest would.
-        let lake = crate::lake::Lake::open_existing(&lake_dir.display().to_string())?;
-        let _lock = crate::lake::WriteLock::acquire(&lake, "wisp gen (compaction)")?;
-        super::compact::compact_and_report(&lake, &Default::default(), false).await?;
+        if compact_after > 0 {
+            let lake = crate::lake::Lake::open_existing(&lake_dir.display().to_string())?;
+            let _lock = crate::lake::WriteLock::acquire(&lake, "wisp gen (compaction)")?;
+            let o = crate::lake::compact::CompactOptions { min_files: compact_after, ..Default::default() };
+            super::compact::compact_and_report(&lake, &o, false).await?;
+        }
     }
     Ok(EXIT_OK)
 }

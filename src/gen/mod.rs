@@ -119,9 +119,24 @@ pub(super) struct Out {
 
 impl Out {
     pub(super) fn emit(&mut self, day: &str, v: Value) -> Result<(), GenError> {
-        *self.counts.entry(category_of(&v).to_string()).or_default() += 1;
-        self.total += 1;
+        self.count(category_of(&v));
         self.sink.emit(day, v)
+    }
+
+    /// A record of `category` already written as one line of JSON.
+    pub(super) fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError> {
+        self.count(category);
+        self.sink.emit_line(day, category, line)
+    }
+
+    fn count(&mut self, category: &str) {
+        match self.counts.get_mut(category) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(category.to_string(), 1);
+            }
+        }
+        self.total += 1;
     }
 }
 

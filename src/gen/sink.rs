@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub(super) trait Sink {
     /// One record of `day` (records arrive day by day).
     fn emit(&mut self, day: &str, v: Value) -> Result<(), GenError>;
+    /// One record of `category` already written as one line of JSON (no newline).
+    fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError>;
     /// Closes everything: the number of files written, and the ingest summary for a lake.
     fn finish(self: Box<Self>) -> Result<(u64, Option<Summary>), GenError>;
 }
@@ -64,13 +66,29 @@ impl Sink for RawSink {
     }
 
     fn emit(&mut self, day: &str, v: Value) -> Result<(), GenError> {
+        let (path, w) = self.file(day, category_of(&v))?;
+        serde_json::to_writer(&mut *w, &v)
+            .map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e.into() })?;
+        w.write_all(b"\n").map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })
+    }
+
+    fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError> {
+        let (path, w) = self.file(day, category)?;
+        w.write_all(line.as_bytes())
+            .and_then(|_| w.write_all(b"\n"))
+            .map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })
+    }
+}
+
+impl RawSink {
+    /// The open file of a category and day (opened on first use), with its path.
+    fn file(&mut self, day: &str, cat: &str) -> Result<(String, &mut RawFile), GenError> {
         if day != self.day {
             self.close_all()?;
             self.day = day.to_string();
         }
-        let cat = category_of(&v).to_string();
         let (y, m, d) = (&day[0..4], &day[5..7], &day[8..10]);
-        let dir = match cat.as_str() {
+        let dir = match cat {
             "suricata" => self.root.join(format!("suricata/{day}")),
             "o365" => self.root.join(format!("o365/{day}")),
             c => self.root.join(format!("insights-logs-{}/y={y}/m={m}/d={d}", c.to_ascii_lowercase())),
@@ -88,9 +106,7 @@ impl Sink for RawSink {
             self.files += 1;
         }
         let w = self.open.get_mut(&path).expect("opened");
-        serde_json::to_writer(&mut *w, &v)
-            .map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e.into() })?;
-        w.write_all(b"\n").map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })
+        Ok((path, w))
     }
 }
 
@@ -100,6 +116,11 @@ pub(super) struct LakeSink(pub(super) RecordSink);
 impl Sink for LakeSink {
     fn emit(&mut self, _day: &str, v: Value) -> Result<(), GenError> {
         self.0.push(v)?;
+        Ok(())
+    }
+
+    fn emit_line(&mut self, _day: &str, _category: &str, line: String) -> Result<(), GenError> {
+        self.0.push_line(line)?;
         Ok(())
     }
 

@@ -49,16 +49,28 @@ pub(super) fn splitmix(mut z: u64) -> u64 {
 }
 
 pub(super) fn uid(seed: u64, kind: u64, i: u64) -> String {
+    let mut s = String::with_capacity(36);
+    push_uid(&mut s, seed, kind, i);
+    s
+}
+
+/// [`uid`] appended to `buf` (the generator writes millions: no formatting machinery).
+pub(super) fn push_uid(buf: &mut String, seed: u64, kind: u64, i: u64) {
     let a = splitmix(seed ^ splitmix(kind << 40 ^ i));
     let b = splitmix(a);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    )
+    // {:08x}-{:04x}-4{:03x}-{:04x}-{:012x}
+    let mut out = [b'-'; 36];
+    let mut hex = |at: usize, digits: usize, v: u64| {
+        for k in 0..digits {
+            out[at + k] = b"0123456789abcdef"[((v >> (4 * (digits - 1 - k))) & 0xf) as usize];
+        }
+    };
+    hex(0, 8, a >> 32);
+    hex(9, 4, (a >> 16) & 0xffff);
+    hex(14, 4, 0x4000 | a & 0xfff);
+    hex(19, 4, 0x8000 | (b >> 48) & 0x3fff);
+    hex(24, 12, b & 0xffff_ffff_ffff);
+    buf.push_str(std::str::from_utf8(&out).expect("ASCII"));
 }
 
 pub(super) const WORDS: [&str; 24] = [
@@ -235,4 +247,28 @@ pub(super) fn tenant(seed: u64, s: Scale) -> Tenant {
         homes: vec![],
     };
     Tenant { sps, mis, users, nets, dormant }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_is_the_formatted_one() {
+        let mut rng = Rng::new(1, 2);
+        for _ in 0..2000 {
+            let (seed, kind, i) = (rng.next(), rng.below(100), rng.next());
+            let a = splitmix(seed ^ splitmix(kind << 40 ^ i));
+            let b = splitmix(a);
+            let want = format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                0x8000 | (b >> 48) & 0x3fff,
+                b & 0xffff_ffff_ffff
+            );
+            assert_eq!(uid(seed, kind, i), want);
+        }
+    }
 }

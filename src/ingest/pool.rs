@@ -3,9 +3,8 @@
 //! so the committing thread sees the same sequence whatever the number of threads.
 
 use super::readers::{map_lines, LinesOut};
-use super::run::{Mapper, Outcome, Pos, Prepared};
+use super::run::{Generated, Mapper, Outcome, Pos, Prepared};
 use crate::lake::LakeError;
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
@@ -14,7 +13,7 @@ pub(super) enum Job {
     /// Whole JSON lines (only an input's last may lack its newline).
     Lines(Vec<u8>),
     /// Records built in memory, the first one record `first` of its input.
-    Values { first: u64, values: Vec<Value> },
+    Values { first: u64, values: Vec<Generated> },
 }
 
 /// What a job produced.

@@ -235,7 +235,7 @@ fn trim_bom(b: &[u8]) -> &[u8] {
     b.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(b)
 }
 
-fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
+pub(super) fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
     if std::str::from_utf8(bytes).is_err() {
         return "invalid JSON: not UTF-8 text (binary data?)".into();
     }

@@ -6,6 +6,7 @@ use super::enrich::Enricher;
 use super::formats::{self, map_record, Format, Mapped};
 use super::normalize::{day_of, fnv64};
 use super::pool::{Done, Job, Pool};
+use super::readers::json_reason;
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
@@ -139,10 +140,28 @@ impl Mapper {
         }
     }
 
-    /// A record built in memory (the generator's): its text kept as `raw` only when asked.
-    pub(super) fn generated(&mut self, pos: Pos, v: &Value) -> Outcome {
-        let raw = if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
-        self.record(pos, v, &raw)
+    /// A record built in memory (the generator's): its text kept as `raw` only when asked. One
+    /// written as text takes the typed sign-in reader when it can, as a line of an export does.
+    pub(super) fn generated(&mut self, pos: Pos, g: &Generated) -> Outcome {
+        match g {
+            Generated::Value(v) => {
+                let raw =
+                    if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+                self.record(pos, v, &raw)
+            }
+            Generated::Line(line) => {
+                let raw = if self.keep_raw { line.as_str() } else { "" };
+                if matches!(self.format, Format::Auto | Format::Diagnostic) {
+                    if let Some(m) = formats::typed::diagnostic_signin(line) {
+                        return self.place(m, raw);
+                    }
+                }
+                match serde_json::from_str::<Value>(line) {
+                    Ok(v) => self.record(pos, &v, raw),
+                    Err(e) => Outcome::Reject { pos, reason: json_reason(&e, line.as_bytes()), raw: line.clone() },
+                }
+            }
+        }
     }
 
     pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Outcome {
@@ -372,8 +391,14 @@ pub struct RecordSink {
     handle: tokio::runtime::Handle,
     run_id: String,
     /// Records not yet handed to a mapping thread, and the index of the first.
-    pending: Vec<Value>,
+    pending: Vec<Generated>,
     first: u64,
+}
+
+/// A record handed to a [`RecordSink`]: a JSON tree, or one line of JSON text.
+pub(super) enum Generated {
+    Value(Value),
+    Line(String),
 }
 
 /// Records per batch handed to a mapping thread.
@@ -388,12 +413,21 @@ impl RecordSink {
 
     /// One record, as it would appear in an export.
     pub fn push(&mut self, v: Value) -> Result<(), IngestError> {
+        self.push_generated(Generated::Value(v))
+    }
+
+    /// One record as one line of JSON text (without its newline), as it would appear in an export.
+    pub fn push_line(&mut self, line: String) -> Result<(), IngestError> {
+        self.push_generated(Generated::Line(line))
+    }
+
+    fn push_generated(&mut self, g: Generated) -> Result<(), IngestError> {
         if self.run.pool.is_none() {
-            let o = self.run.mapper.generated(Pos::Record(self.run.summary.read), &v);
+            let o = self.run.mapper.generated(Pos::Record(self.run.summary.read), &g);
             self.run.commit("generator", o)?;
             return Ok(());
         }
-        self.pending.push(v);
+        self.pending.push(g);
         if self.pending.len() >= SINK_BATCH {
             self.send()?;
         }
