@@ -54,15 +54,20 @@ WITH candidates AS (
       AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 new_pairs AS (
-    SELECT service_principal_id, source_asn
+    SELECT service_principal_id, source_asn, min(ts) AS first_ts
     FROM candidates
     GROUP BY service_principal_id, source_asn
     HAVING min(ts) > $window_start
 ),
 ranked AS (
-    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.ts, c.id) AS rn
-    FROM candidates c
-    JOIN new_pairs n ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+    -- A new pair's oldest row is at its first time: only the rows at that time are ranked (by
+    -- id), not every row of the pair in the window. The new pairs come first: DataFusion plans
+    -- this as a semi join hashing its left input (with the candidates there, a 30-day hunt hashed
+    -- 10 days of sign-ins: 2.2 GB).
+    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.id) AS rn
+    FROM new_pairs n
+    JOIN candidates c ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+                     AND c.ts = n.first_ts
     WHERE c.ts > $window_start
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,

@@ -11,11 +11,12 @@ WITH candidates AS (
       AND day >= strftime($history_start, '%Y-%m-%d') AND day <= strftime($window_end, '%Y-%m-%d')
 ),
 new_pairs AS (
-    SELECT service_principal_id, source_asn FROM candidates GROUP BY service_principal_id, source_asn HAVING min(ts) > $window_start
+    SELECT service_principal_id, source_asn, min(ts) AS first_ts FROM candidates GROUP BY service_principal_id, source_asn HAVING min(ts) > $window_start
 ),
 ranked AS (
-    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.ts, c.id) AS rn
-    FROM candidates c JOIN new_pairs n ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.id) AS rn
+    FROM new_pairs n JOIN candidates c ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
+                                      AND c.ts = n.first_ts
     WHERE c.ts > $window_start
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
