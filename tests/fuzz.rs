@@ -207,11 +207,18 @@ fn time_ip_watchlist_and_rule_parsers_never_panic() {
 #[test]
 fn typed_sign_in_reader_agrees_with_the_general_path() {
     use wisp::ingest::formats::{map_record, typed::diagnostic_signin, Format};
-    let lines: Vec<String> = seeds()
+    let mut lines: Vec<String> = seeds()
         .iter()
         .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(str::to_string).collect::<Vec<_>>())
         .filter(|l| l.contains("SignInLogs"))
         .collect();
+    // The Event Hub sample's records, one per line: the diagnostic-settings form itself (so the
+    // test has lines the typed reader takes even where ../shared/fixtures is missing).
+    let gz = std::fs::read(repo().join("data/samples/eventhub-ServicePrincipalSignInLogs.json.gz")).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+    let envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+    lines.extend(envelope["records"].as_array().unwrap().iter().map(|r| r.to_string()));
     let check = |line: &str| -> bool {
         let Some(m) = diagnostic_signin(line) else { return false };
         let v: serde_json::Value = serde_json::from_str(line).expect("the typed reader took valid JSON");
