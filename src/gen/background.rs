@@ -2,8 +2,8 @@
 //! and the other events (Graph calls, O365 audit, Azure activity, Key Vault requests, directory
 //! changes, risk events, network alerts), with heavy-tailed activity per principal.
 
-use super::records::{activity, audit, graph_call, kv_request, net_alert, o365, risk, signin_line, AUDIT_OPS};
-use super::tenant::{uid, Principal, Rng, Tenant, RESERVED};
+use super::records::{activity, audit, graph_call, kv_request, net_alert, o365, risk, SignIn, AUDIT_OPS};
+use super::tenant::{uid, Rng, Tenant, RESERVED};
 use super::{GenError, Out, Scale};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -33,23 +33,12 @@ impl Day<'_> {
         self.out.emit(&self.name, v)
     }
 
-    /// A sign-in (see [`signin_line`]), written as text: no JSON tree is built for the
+    /// A sign-in (see [`SignIn::write`]), written as text: no JSON tree is built for the
     /// generator's most frequent record.
-    #[allow(clippy::too_many_arguments)]
-    fn emit_signin(
-        &mut self,
-        category: &str,
-        id: &str,
-        t: DateTime<Utc>,
-        p: &Principal,
-        ip: Option<&str>,
-        err: i64,
-        resource: &str,
-        user: bool,
-    ) -> Result<(), GenError> {
+    fn emit_signin(&mut self, s: SignIn) -> Result<(), GenError> {
         let mut line = String::with_capacity(1280);
-        signin_line(&mut line, category, id, t, p, ip, err, resource, user);
-        self.out.emit_line(&self.name, category, line)
+        s.write(&mut line);
+        self.out.emit_line(&self.name, s.category, line)
     }
 }
 
@@ -72,7 +61,19 @@ pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenErro
                 0
             };
             let id = day.nid(11);
-            day.emit_signin("ServicePrincipalSignInLogs", &id, ts, p, Some(&ip), err, "Microsoft Graph", false)?;
+            let category = "ServicePrincipalSignInLogs";
+            let ip = Some(ip.as_str());
+            let resource = "Microsoft Graph";
+            day.emit_signin(SignIn {
+                category,
+                id: &id,
+                t: ts,
+                principal: p,
+                ip,
+                error_code: err,
+                resource,
+                user: false,
+            })?;
         }
     }
     let mw: f64 = t.mis.iter().map(|p| p.weight).sum();
@@ -80,7 +81,18 @@ pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenErro
         for _ in 0..day.rng.count(s.signins_per_day * 0.15 * p.weight / mw) {
             let ts = day.at();
             let id = day.nid(12);
-            day.emit_signin("ManagedIdentitySignInLogs", &id, ts, p, None, 0, "Azure Key Vault", false)?;
+            let category = "ManagedIdentitySignInLogs";
+            let resource = "Azure Key Vault";
+            day.emit_signin(SignIn {
+                category,
+                id: &id,
+                t: ts,
+                principal: p,
+                ip: None,
+                error_code: 0,
+                resource,
+                user: false,
+            })?;
         }
     }
     let uw: f64 = t.users.iter().map(|p| p.weight).sum();
@@ -91,7 +103,17 @@ pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenErro
             let err = if day.rng.chance(0.03) { 50126 } else { 0 };
             let ip = p.homes[0].0.clone();
             let id = day.nid(13);
-            day.emit_signin(cat, &id, ts, p, Some(&ip), err, "Office 365 Exchange Online", true)?;
+            let (ip, resource) = (Some(ip.as_str()), "Office 365 Exchange Online");
+            day.emit_signin(SignIn {
+                category: cat,
+                id: &id,
+                t: ts,
+                principal: p,
+                ip,
+                error_code: err,
+                resource,
+                user: true,
+            })?;
         }
     }
     Ok(())

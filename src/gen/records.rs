@@ -51,96 +51,105 @@ fn push_json_str(buf: &mut String, s: &str) {
     }
 }
 
-/// A sign-in in diagnostic-settings form (`category`: the sign-in log), as parsed JSON.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn signin(
-    category: &str,
-    id: String,
-    t: DateTime<Utc>,
-    p: &Principal,
-    ip: Option<&str>,
-    err: i64,
-    resource: &str,
-    user: bool,
-) -> Value {
-    let mut line = String::new();
-    signin_line(&mut line, category, &id, t, p, ip, err, resource, user);
-    serde_json::from_str(&line).expect("the generator writes valid JSON")
+/// One generated sign-in in diagnostic-settings form: what varies from one to the next.
+pub(super) struct SignIn<'a> {
+    /// The sign-in log (`ServicePrincipalSignInLogs`, `SignInLogs`, …).
+    pub category: &'a str,
+    pub id: &'a str,
+    pub t: DateTime<Utc>,
+    pub principal: &'a Principal,
+    /// The caller's address (none for a managed identity's sign-in).
+    pub ip: Option<&'a str>,
+    pub error_code: i64,
+    /// The resource signed in to (its display name).
+    pub resource: &'a str,
+    /// A user's sign-in (user fields) rather than a workload's (service principal fields).
+    pub user: bool,
 }
 
-/// The same sign-in as one line of JSON text appended to `buf`, written directly (no JSON tree):
-/// the generator's hottest record, read back by ingest's typed sign-in reader.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn signin_line(
-    buf: &mut String,
-    category: &str,
-    id: &str,
-    t: DateTime<Utc>,
-    p: &Principal,
-    ip: Option<&str>,
-    err: i64,
-    resource: &str,
-    user: bool,
-) {
-    use std::fmt::Write;
-    let located = ip.is_some();
-    let ip = ip.unwrap_or("");
-    buf.push_str("{\"time\":\"");
-    push_iso(buf, t);
-    let _ = write!(
-        buf,
-        "\",\"resourceId\":\"/tenants/{TENANT}/providers/Microsoft.aadiam\",\"operationName\":\"Sign-in activity\",\"category\":"
-    );
-    push_json_str(buf, category);
-    let _ = write!(buf, ",\"tenantId\":\"{TENANT}\",\"resultType\":\"{err}\",\"callerIpAddress\":");
-    push_json_str(buf, ip);
-    buf.push_str(",\"properties\":{\"id\":");
-    push_json_str(buf, id);
-    buf.push_str(",\"createdDateTime\":\"");
-    push_iso(buf, t);
-    buf.push_str("\",\"appId\":");
-    push_json_str(buf, &p.app_id);
-    buf.push_str(",\"ipAddress\":");
-    push_json_str(buf, ip);
-    let _ = write!(buf, ",\"status\":{{\"errorCode\":{err},\"failureReason\":");
-    if err == 0 {
-        buf.push_str("null");
-    } else {
-        push_json_str(buf, aadsts(err));
+impl SignIn<'_> {
+    /// As parsed JSON (the scenarios' records): the tree of [`SignIn::write`]'s text.
+    pub(super) fn value(&self) -> Value {
+        let mut line = String::new();
+        self.write(&mut line);
+        serde_json::from_str(&line).expect("the generator writes valid JSON")
     }
-    buf.push_str("},\"correlationId\":\"");
-    push_uid(buf, t.timestamp_micros() as u64, 77, err as u64 ^ p.weight.to_bits());
-    buf.push_str("\",\"resourceDisplayName\":");
-    push_json_str(buf, resource);
-    let _ = write!(
-        buf,
-        ",\"resourceId\":\"00000003-0000-0000-c000-000000000000\",\"location\":{{\"city\":\"\",\"countryOrRegion\":\"{}\"}},\"isInteractive\":{}",
-        if located { "US" } else { "" },
-        category == "SignInLogs"
-    );
-    if user {
-        buf.push_str(",\"userId\":");
-        push_json_str(buf, &p.id);
-        buf.push_str(",\"userPrincipalName\":");
-        push_json_str(buf, &p.name);
-        buf.push_str(",\"appDisplayName\":\"Office 365 Exchange Online\"");
-    } else {
-        buf.push_str(",\"servicePrincipalId\":");
-        push_json_str(buf, &p.id);
-        buf.push_str(",\"servicePrincipalName\":");
-        push_json_str(buf, &p.name);
-        buf.push_str(",\"appOwnerTenantId\":");
-        push_json_str(buf, p.owner.unwrap_or(TENANT));
-        buf.push_str(",\"clientCredentialType\":\"clientSecret\",\"servicePrincipalCredentialKeyId\":\"");
-        push_uid(buf, 7, 8, p.weight.to_bits());
-        buf.push('"');
+
+    /// As one line of JSON text appended to `buf`, written directly (no JSON tree): the
+    /// generator's hottest record, read back by ingest's typed sign-in reader.
+    pub(super) fn write(&self, buf: &mut String) {
+        use std::fmt::Write;
+        let SignIn { category, id, t, principal: p, ip, error_code: err, resource, user } = *self;
+        let located = ip.is_some();
+        let ip = ip.unwrap_or("");
+        buf.push_str("{\"time\":\"");
+        push_iso(buf, t);
+        let _ = write!(
+            buf,
+            "\",\"resourceId\":\"/tenants/{TENANT}/providers/Microsoft.aadiam\",\"operationName\":\"Sign-in activity\",\"category\":"
+        );
+        push_json_str(buf, category);
+        let _ = write!(buf, ",\"tenantId\":\"{TENANT}\",\"resultType\":\"{err}\",\"callerIpAddress\":");
+        push_json_str(buf, ip);
+        buf.push_str(",\"properties\":{\"id\":");
+        push_json_str(buf, id);
+        buf.push_str(",\"createdDateTime\":\"");
+        push_iso(buf, t);
+        buf.push_str("\",\"appId\":");
+        push_json_str(buf, &p.app_id);
+        buf.push_str(",\"ipAddress\":");
+        push_json_str(buf, ip);
+        let _ = write!(buf, ",\"status\":{{\"errorCode\":{err},\"failureReason\":");
+        if err == 0 {
+            buf.push_str("null");
+        } else {
+            push_json_str(buf, aadsts(err));
+        }
+        buf.push_str("},\"correlationId\":\"");
+        push_uid(buf, t.timestamp_micros() as u64, 77, err as u64 ^ p.weight.to_bits());
+        buf.push_str("\",\"resourceDisplayName\":");
+        push_json_str(buf, resource);
+        let _ = write!(
+            buf,
+            ",\"resourceId\":\"00000003-0000-0000-c000-000000000000\",\"location\":{{\"city\":\"\",\"countryOrRegion\":\"{}\"}},\"isInteractive\":{}",
+            if located { "US" } else { "" },
+            category == "SignInLogs"
+        );
+        if user {
+            buf.push_str(",\"userId\":");
+            push_json_str(buf, &p.id);
+            buf.push_str(",\"userPrincipalName\":");
+            push_json_str(buf, &p.name);
+            buf.push_str(",\"appDisplayName\":\"Office 365 Exchange Online\"");
+        } else {
+            buf.push_str(",\"servicePrincipalId\":");
+            push_json_str(buf, &p.id);
+            buf.push_str(",\"servicePrincipalName\":");
+            push_json_str(buf, &p.name);
+            buf.push_str(",\"appOwnerTenantId\":");
+            push_json_str(buf, p.owner.unwrap_or(TENANT));
+            buf.push_str(",\"clientCredentialType\":\"clientSecret\",\"servicePrincipalCredentialKeyId\":\"");
+            push_uid(buf, 7, 8, p.weight.to_bits());
+            buf.push('"');
+        }
+        buf.push_str("}}");
     }
-    buf.push_str("}}");
 }
 
 /// A service principal's sign-in to Microsoft Graph from `ip` (the scenarios' usual shape).
 pub(super) fn sp_signin(id: String, t: DateTime<Utc>, p: &Principal, ip: &str, err: i64) -> Value {
-    signin("ServicePrincipalSignInLogs", id, t, p, Some(ip), err, "Microsoft Graph", false)
+    let category = "ServicePrincipalSignInLogs";
+    SignIn {
+        category,
+        id: &id,
+        t,
+        principal: p,
+        ip: Some(ip),
+        error_code: err,
+        resource: "Microsoft Graph",
+        user: false,
+    }
+    .value()
 }
 
 pub(super) fn aadsts(code: i64) -> &'static str {
@@ -379,11 +388,21 @@ mod tests {
             let user = k % 2 == 1;
             let id = uid(9, 9, k);
             let want = signin_tree(cat, id.clone(), t, &p, ip, err, "Microsoft Graph", user);
-            assert_eq!(signin(cat, id.clone(), t, &p, ip, err, "Microsoft Graph", user), want, "record {k}");
+            let s = SignIn {
+                category: cat,
+                id: &id,
+                t,
+                principal: &p,
+                ip,
+                error_code: err,
+                resource: "Microsoft Graph",
+                user,
+            };
+            assert_eq!(s.value(), want, "record {k}");
             assert_eq!(iso(t), t.format("%Y-%m-%dT%H:%M:%S%.6f0Z").to_string());
             // Appended, not overwritten.
             let mut buf = String::from("x");
-            signin_line(&mut buf, cat, &id, t, &p, ip, err, "Microsoft Graph", user);
+            s.write(&mut buf);
             assert_eq!(serde_json::from_str::<Value>(&buf[1..]).unwrap(), want);
             // Ingest's typed reader takes it (the generator's lake is then written at ingest's
             // speed), with the row the general path gives.

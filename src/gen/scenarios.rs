@@ -2,7 +2,7 @@
 //! earlier days; the attacks on the last day (`last0` is its start). Expectations are written once,
 //! on the last day. The order of records is part of the generator's output: keep it.
 
-use super::records::{audit, net_alert, o365, risk, signin, sp_signin};
+use super::records::{audit, net_alert, o365, risk, sp_signin, SignIn};
 use super::tenant::{attacker_nets, uid, Net, Principal, Tenant};
 use super::truth::{Check, Expect, Truth};
 use super::GenError;
@@ -216,16 +216,19 @@ fn signin_from_suspicious_source(c: &Ctx, emit: Emit, truth: &mut Truth) -> Resu
     let public = c.atk[3].ip(60);
     for (ip, tag) in [(public.clone(), "public"), ("10.20.30.40".to_string(), "private")] {
         emit(net_alert(c.h(16, 10), 4242, &ip, "ET TOR Known Tor Exit Node Traffic", 2_029_340))?;
-        emit(signin(
-            "SignInLogs",
-            c.sid(if tag == "public" { 61 } else { 63 }),
-            c.h(16, 20),
-            victim,
-            Some(&ip),
-            0,
-            "Office 365 Exchange Online",
-            true,
-        ))?;
+        let id = c.sid(if tag == "public" { 61 } else { 63 });
+        let resource = "Office 365 Exchange Online";
+        let s = SignIn {
+            category: "SignInLogs",
+            id: &id,
+            t: c.h(16, 20),
+            principal: victim,
+            ip: Some(&ip),
+            error_code: 0,
+            resource,
+            user: true,
+        };
+        emit(s.value())?;
         emit(o365(
             c.sid(if tag == "public" { 62 } else { 64 }),
             c.h(16, 30),

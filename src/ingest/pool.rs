@@ -26,8 +26,10 @@ fn work(mapper: &mut Mapper, job: Job) -> Done {
     match job {
         Job::Lines(chunk) => Done::Lines(map_lines(mapper, &chunk)),
         Job::Values { first, values } => {
-            let outcomes: Vec<Outcome> =
-                values.iter().enumerate().map(|(k, v)| mapper.generated(Pos::Record(first + k as u64), v)).collect();
+            let mut outcomes: Vec<Outcome> = Vec::with_capacity(values.len());
+            for (k, v) in values.iter().enumerate() {
+                mapper.generated(Pos::Record(first + k as u64), v, &mut outcomes);
+            }
             Done::Values(Prepared::new(outcomes))
         }
     }

@@ -99,7 +99,7 @@ pub(super) fn read_file(
         match serde_json::from_slice::<Value>(trim_bom(&all)) {
             Ok(v) => {
                 let raw = String::from_utf8_lossy(&all).trim().to_string();
-                run.value(&display, None, v, &raw)?;
+                run.value(&display, Pos::Record(0), v, &raw)?;
                 return Ok(Some(f.entry(head, f.size, 0, false)));
             }
             Err(err) if all.iter().filter(|&&b| b == b'\n').count() <= 1 => {
@@ -308,7 +308,6 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
     let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
-    let typed = matches!(mapper.format, Format::Auto | Format::Diagnostic);
     for line in chunk.split_inclusive(|&b| b == b'\n') {
         line_no += 1;
         let terminated = line.last() == Some(&b'\n');
@@ -319,26 +318,13 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
         }
         // A line checked once as UTF-8 is parsed without serde_json checking every string again;
         // one that is not UTF-8 goes through the byte parser (for its error, as before).
+        let pos = Pos::Line(line_no);
         let parsed = match std::str::from_utf8(text) {
-            Ok(t) => {
-                // The hottest shape (diagnostic-settings sign-ins) is read without a JSON tree
-                // when the typed reader is sure of it; otherwise the general path, as always.
-                if typed {
-                    if let Some(m) = formats::typed::diagnostic_signin(t) {
-                        outcomes.push(mapper.place(m, t.trim_end()));
-                        consumed += line.len() as u64;
-                        continue;
-                    }
-                }
-                serde_json::from_str::<Value>(t).map(|v| (v, t.trim_end()))
-            }
-            Err(_) => serde_json::from_slice::<Value>(text).map(|v| (v, "")),
+            Ok(t) => mapper.text(pos, t, &mut outcomes),
+            Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
         };
         match parsed {
-            Ok((v, raw)) => {
-                mapper.value(Some(line_no), v, raw, &mut outcomes);
-                consumed += line.len() as u64;
-            }
+            Ok(()) => consumed += line.len() as u64,
             Err(e) => {
                 let raw = String::from_utf8_lossy(text).trim_end().to_string();
                 outcomes.push(mapper.reject(Pos::Line(line_no), &json_reason(&e, text), &raw));

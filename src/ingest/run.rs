@@ -142,26 +142,36 @@ impl Mapper {
 
     /// A record built in memory (the generator's): its text kept as `raw` only when asked. One
     /// written as text takes the typed sign-in reader when it can, as a line of an export does.
-    pub(super) fn generated(&mut self, pos: Pos, g: &Generated) -> Outcome {
+    /// A generated record (the generator's `--as lake`), mapped as the same record in a file is.
+    pub(super) fn generated(&mut self, pos: Pos, g: &Generated, out: &mut Vec<Outcome>) {
         match g {
             Generated::Value(v) => {
                 let raw =
                     if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
-                self.record(pos, v, &raw)
+                out.push(self.record(pos, v, &raw))
             }
             Generated::Line(line) => {
-                let raw = if self.keep_raw { line.as_str() } else { "" };
-                if matches!(self.format, Format::Auto | Format::Diagnostic) {
-                    if let Some(m) = formats::typed::diagnostic_signin(line) {
-                        return self.place(m, raw);
-                    }
-                }
-                match serde_json::from_str::<Value>(line) {
-                    Ok(v) => self.record(pos, &v, raw),
-                    Err(e) => Outcome::Reject { pos, reason: json_reason(&e, line.as_bytes()), raw: line.clone() },
+                if let Err(e) = self.text(pos, line, out) {
+                    out.push(Outcome::Reject { pos, reason: json_reason(&e, line.as_bytes()), raw: line.clone() });
                 }
             }
         }
+    }
+
+    /// One JSON text (a line of an export, a generated record): the typed reader's row when it is
+    /// sure of the shape (diagnostic-settings sign-ins), else parsed and mapped, an envelope's
+    /// records each. The error is the parse's: the caller sets the text aside at `pos`.
+    pub(super) fn text(&mut self, pos: Pos, text: &str, out: &mut Vec<Outcome>) -> Result<(), serde_json::Error> {
+        let text = text.trim_end();
+        if matches!(self.format, Format::Auto | Format::Diagnostic) {
+            if let Some(m) = formats::typed::diagnostic_signin(text) {
+                out.push(self.place(m, text));
+                return Ok(());
+            }
+        }
+        let v = serde_json::from_str::<Value>(text)?;
+        self.value(pos, v, text, out);
+        Ok(())
     }
 
     pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Outcome {
@@ -187,20 +197,21 @@ impl Mapper {
         self.day.2.clone()
     }
 
-    /// A parsed JSON value that may be an envelope of records.
-    pub(super) fn value(&mut self, pos_line: Option<u64>, v: Value, raw: &str, out: &mut Vec<Outcome>) {
+    /// A parsed JSON value at `pos` that may be an envelope of records: the k-th record of an
+    /// envelope on line l is at `LineRecord(l, k)`; of one that is record r, at `Record(r + k)`.
+    pub(super) fn value(&mut self, pos: Pos, v: Value, raw: &str, out: &mut Vec<Outcome>) {
         if let Some(items) = formats::envelope::items(&v) {
             for (k, item) in items.iter().enumerate() {
-                let pos = match pos_line {
-                    Some(l) => Pos::LineRecord(l, k as u64),
-                    None => Pos::Record(k as u64),
+                let k = k as u64;
+                let pos = match pos {
+                    Pos::Line(l) | Pos::LineRecord(l, _) => Pos::LineRecord(l, k),
+                    Pos::Record(r) => Pos::Record(r + k),
                 };
                 let raw = serde_json::to_string(item).expect("Value serializes");
                 out.push(self.record(pos, item, &raw));
             }
             return;
         }
-        let pos = pos_line.map(Pos::Line).unwrap_or(Pos::Record(0));
         out.push(self.record(pos, &v, raw));
     }
 }
@@ -375,9 +386,9 @@ impl Run {
     }
 
     /// A parsed JSON value that may be an envelope of records.
-    pub(super) fn value(&mut self, file: &str, pos_line: Option<u64>, v: Value, raw: &str) -> Result<(), LakeError> {
+    pub(super) fn value(&mut self, file: &str, pos: Pos, v: Value, raw: &str) -> Result<(), LakeError> {
         let mut out = Vec::new();
-        self.mapper.value(pos_line, v, raw, &mut out);
+        self.mapper.value(pos, v, raw, &mut out);
         out.into_iter().try_for_each(|o| self.commit(file, o))
     }
 }
@@ -423,8 +434,9 @@ impl RecordSink {
 
     fn push_generated(&mut self, g: Generated) -> Result<(), IngestError> {
         if self.run.pool.is_none() {
-            let o = self.run.mapper.generated(Pos::Record(self.run.summary.read), &g);
-            self.run.commit("generator", o)?;
+            let mut out = Vec::with_capacity(1);
+            self.run.mapper.generated(Pos::Record(self.run.summary.read), &g, &mut out);
+            out.into_iter().try_for_each(|o| self.run.commit("generator", o))?;
             return Ok(());
         }
         self.pending.push(g);
