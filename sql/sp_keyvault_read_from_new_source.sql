@@ -53,8 +53,10 @@ known_asn AS (
     SELECT DISTINCT caller_object_id, vault, source_asn FROM reads WHERE ts <= $window_start AND source_asn IS NOT NULL
 ),
 in_window AS (
+    -- The new keys first: DataFusion then hashes the few new keys and streams the reads past them
+    -- (with the reads first it planned a semi join hashing every read of the history).
     SELECT r.*
-    FROM reads r JOIN new_terms n
+    FROM new_terms n JOIN reads r
       ON r.caller_object_id = n.caller_object_id AND r.vault = n.vault AND r.caller_ip = n.caller_ip
     WHERE r.ts > $window_start
 )

@@ -18,7 +18,7 @@ known_asn AS (
     SELECT DISTINCT caller_object_id, vault, source_asn FROM reads WHERE ts <= $window_start AND source_asn IS NOT NULL
 ),
 in_window AS (
-    SELECT r.* FROM reads r JOIN new_terms n USING (caller_object_id, vault, caller_ip) WHERE r.ts > $window_start
+    SELECT r.* FROM new_terms n JOIN reads r USING (caller_object_id, vault, caller_ip) WHERE r.ts > $window_start
 )
 SELECT min(w.ts) AS ts, w.caller_object_id, w.caller_object_id AS service_principal_id, max(w.caller_app_id) AS app_id,
        max(w.caller_upn) AS caller_upn, w.vault, max(w.resource_name) AS vault_name, w.caller_ip AS source_ip, w.caller_ip,
