@@ -98,7 +98,14 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     let mut cfg = session_config(opts.target_partitions);
     // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
     cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
-    let ctx = SessionContext::new_with_config_rt(cfg, rt);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(cfg)
+        .with_runtime_env(rt)
+        .with_default_features()
+        // Scans over many days skip the time test on the days inside the range (`lake::days`).
+        .with_physical_optimizer_rule(Arc::new(crate::lake::days::DayBounds))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     if let Some((base, store)) = &lake.remote {
         ctx.register_object_store(base, store.clone());
     }
@@ -222,7 +229,10 @@ pub fn listing_table(lake: &Lake, t: Table) -> Result<ListingTable, DataFusionEr
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)])
         .with_file_sort_order(vec![vec![col("ts").sort(true, false)]]);
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(t.schema());
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(t.schema())
+        .with_expr_adapter_factory(Arc::new(crate::lake::days::FoldingAdapterFactory));
     ListingTable::try_new(config)
 }
 

@@ -2,6 +2,7 @@
 //! records, and store URLs → `object_store`. Knows nothing of export formats.
 
 pub mod compact;
+pub mod days;
 pub mod fetch;
 pub mod location;
 pub mod lock;
