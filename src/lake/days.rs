@@ -20,6 +20,7 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, Literal};
 use datafusion::physical_expr::simplifier::PhysicalExprSimplifier;
@@ -47,8 +48,7 @@ impl PhysicalOptimizerRule for DayBounds {
             let Some(parquet) = source.downcast_ref::<ParquetSource>() else {
                 return Ok(Transformed::no(node));
             };
-            let (Some(filter), Some((ts, day))) = (source.filter(), columns(source.table_schema().table_schema()))
-            else {
+            let (Some(filter), Some((ts, day))) = (source.filter(), columns(source.table_schema())) else {
                 return Ok(Transformed::no(node));
             };
             let Some(filter) = with_day_bounds(&filter, &ts, &day) else { return Ok(Transformed::no(node)) };
@@ -68,12 +68,16 @@ impl PhysicalOptimizerRule for DayBounds {
     }
 }
 
-/// The table's `ts` (a timestamp) and `day` (a string partition column), as columns of its
-/// schema (file columns, then partition columns).
-fn columns(schema: &SchemaRef) -> Option<(Column, Column)> {
-    let (ts_idx, ts) = schema.column_with_name("ts")?;
-    let (day_idx, day) = schema.column_with_name("day")?;
-    (matches!(ts.data_type(), DataType::Timestamp(_, _)) && day.data_type() == &DataType::Utf8)
+/// The table's `ts` (a timestamp column of its files) and `day` (a string partition column: a
+/// folder `day=…`, as the lake's tables and the alert store have), as columns of its schema (file
+/// columns, then partition columns). None for any other table.
+fn columns(schema: &TableSchema) -> Option<(Column, Column)> {
+    let (ts_idx, ts) = schema.file_schema().column_with_name("ts")?;
+    let (part_idx, day) = schema.table_partition_cols().find("day")?;
+    let day_idx = schema.file_schema().fields().len() + part_idx;
+    (matches!(ts.data_type(), DataType::Timestamp(_, _))
+        && day.data_type() == &DataType::Utf8
+        && schema.table_schema().field(day_idx).name() == "day")
         .then(|| (Column::new("ts", ts_idx), Column::new("day", day_idx)))
 }
 
