@@ -140,9 +140,9 @@ impl Mapper {
         }
     }
 
-    /// A record built in memory (the generator's): its text kept as `raw` only when asked. One
-    /// written as text takes the typed sign-in reader when it can, as a line of an export does.
-    /// A generated record (the generator's `--as lake`), mapped as the same record in a file is.
+    /// A record built in memory (the generator's `--as lake`), mapped as the same record in a
+    /// file is: a tree's text kept as `raw` only when asked; one written as text goes through
+    /// [`Mapper::text`], as a line of an export does.
     pub(super) fn generated(&mut self, pos: Pos, g: &Generated, out: &mut Vec<Outcome>) {
         match g {
             Generated::Value(v) => {
@@ -152,7 +152,7 @@ impl Mapper {
             }
             Generated::Line(line) => {
                 if let Err(e) = self.text(pos, line, out) {
-                    out.push(Outcome::Reject { pos, reason: json_reason(&e, line.as_bytes()), raw: line.clone() });
+                    out.push(self.reject(pos, &json_reason(&e, line.as_bytes()), line));
                 }
             }
         }

@@ -14,7 +14,7 @@
 //!   `true OR …` / `false OR …` it leaves, so a file inside the range keeps no `ts` test (the
 //!   column is not read for the filter) and a file on its edge keeps exactly the original one.
 
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
@@ -130,18 +130,12 @@ fn day_test(c: &Arc<dyn PhysicalExpr>, ts: &Column, day: &Column) -> Option<Arc<
 /// A timestamp literal in microseconds (rounded down from nanoseconds: `day` tests only compare
 /// dates, and a time and its floor have one date).
 fn micros(v: &ScalarValue) -> Option<i64> {
-    let (v, unit) = match v {
-        ScalarValue::TimestampSecond(Some(v), _) => (*v, TimeUnit::Second),
-        ScalarValue::TimestampMillisecond(Some(v), _) => (*v, TimeUnit::Millisecond),
-        ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, TimeUnit::Microsecond),
-        ScalarValue::TimestampNanosecond(Some(v), _) => (*v, TimeUnit::Nanosecond),
-        _ => return None,
-    };
-    match unit {
-        TimeUnit::Second => v.checked_mul(1_000_000),
-        TimeUnit::Millisecond => v.checked_mul(1_000),
-        TimeUnit::Microsecond => Some(v),
-        TimeUnit::Nanosecond => Some(v.div_euclid(1_000)),
+    match v {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000)),
+        _ => None,
     }
 }
 
@@ -165,7 +159,8 @@ struct FoldingAdapter {
 impl PhysicalExprAdapter for FoldingAdapter {
     fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
         let expr = self.inner.rewrite(expr)?;
-        // Constant comparisons (the file's day against a date) become literals first.
+        // Constant comparisons (the file's day against a date) become literals first (once per
+        // file opened, not per row; the opener's own simplifier comes after this adapter).
         let expr = PhysicalExprSimplifier::new(&self.physical).simplify(expr)?;
         fold_boolean(expr)
     }
