@@ -575,3 +575,63 @@ async fn time_ranges_over_days_keep_exactly_their_rows() {
     let plan = query_text(&lake, &format!("EXPLAIN SELECT count(*) FROM signins WHERE {}", cases[0].0)).await;
     assert!(plan.contains("day@") && plan.contains("> 2026-11-01 OR ts@0 >"), "{plan}");
 }
+
+/// `lake::views`: scans decode strings as views, and every query still sees `Utf8` and returns
+/// what a scan without the rule returns, for the string predicates the scan evaluates itself
+/// (equality, IN, LIKE, IS NULL, functions) and a join's dynamic filter.
+#[tokio::test]
+async fn string_views_in_scans_change_no_result_and_no_type() {
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+    let dir = tmp("views");
+    let s = ingest_into(&dir, opts(vec![repo().join("data/samples").display().to_string()])).await;
+    assert!(s.written.values().sum::<u64>() > 0, "{s:?}");
+    let lake = wisp::lake::Lake::open(&dir.display().to_string()).unwrap();
+    let with = wisp::session::open(&lake, &Default::default()).await.unwrap();
+    let rules: Vec<_> =
+        with.state().physical_optimizers().iter().filter(|r| r.name() != "wisp_string_views").cloned().collect();
+    assert_eq!(rules.len() + 1, with.state().physical_optimizers().len(), "the session runs the rule");
+    let without = SessionContext::new_with_state(
+        SessionStateBuilder::new_from_existing(with.state()).with_physical_optimizer_rules(rules).build(),
+    );
+    let queries = [
+        "SELECT id, service_principal_id, source_ip, arrow_typeof(service_principal_name) AS t FROM signins \
+         WHERE category = 'ServicePrincipalSignInLogs' ORDER BY id",
+        "SELECT id, app_id FROM signins WHERE service_principal_name IN ('a', 'b') OR app_id LIKE '%0%' ORDER BY id",
+        "SELECT id FROM signins WHERE user_principal_name IS NULL AND lower(category) <> 'x' ORDER BY id",
+        "SELECT a.id, s.id AS signin FROM audit a JOIN signins s ON s.service_principal_id = a.target_id \
+         ORDER BY 1, 2",
+        "SELECT operation_name, count(*) AS n, min(source_ip) AS ip FROM audit GROUP BY 1 ORDER BY 1",
+    ];
+    for sql in queries {
+        let df = with.sql(sql).await.unwrap();
+        let schema = df.schema().as_arrow().clone();
+        let a = df.collect().await.unwrap();
+        let b = without.sql(sql).await.unwrap().collect().await.unwrap();
+        let text = |b: &[arrow::array::RecordBatch]| arrow::util::pretty::pretty_format_batches(b).unwrap().to_string();
+        assert_eq!(text(&a), text(&b), "{sql}");
+        assert!(a.iter().map(|b| b.num_rows()).sum::<usize>() > 0, "{sql} found nothing");
+        for f in a.iter().flat_map(|b| b.schema().fields().to_vec()).chain(schema.fields().to_vec()) {
+            assert_ne!(f.data_type(), &arrow::datatypes::DataType::Utf8View, "{sql}: {f}");
+        }
+        if sql.contains("arrow_typeof") {
+            assert!(text(&a).contains("| Utf8 "), "{}", text(&a));
+        }
+    }
+    // The scans read through the rule's reader factory.
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
+    use datafusion::datasource::source::DataSourceExec;
+    let plan = with.sql(queries[0]).await.unwrap().create_physical_plan().await.unwrap();
+    let mut factories = Vec::new();
+    plan.apply(|node| {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
+            let config = exec.data_source().downcast_ref::<FileScanConfig>().unwrap();
+            let parquet = config.file_source().downcast_ref::<ParquetSource>().unwrap();
+            factories.push(format!("{:?}", parquet.parquet_file_reader_factory()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    assert!(!factories.is_empty() && factories.iter().all(|f| f.contains("ViewReaderFactory")), "{factories:?}");
+}

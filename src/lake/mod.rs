@@ -9,6 +9,7 @@ pub mod lock;
 pub mod metered;
 pub mod rows;
 pub mod schema;
+pub mod views;
 pub mod writer;
 
 use object_store::local::LocalFileSystem;
