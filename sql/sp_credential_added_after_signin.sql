@@ -33,6 +33,12 @@ published, the change's result is not filtered: a refused attempt alerts too, an
 [params]
 signin_lookback = { duration = "3d" }
 
+[settings]
+# Every join's build side is small (the changes, one row per change): each is broadcast to the
+# partitions instead of hashing both sides into them. The planner cannot see the sizes after the
+# look-back's unnest, and the partitioned form costs a hash of every sign-in read twice over.
+"datafusion.optimizer.repartition_joins" = false
+
 [mitre]
 tactics = ["TA0003 Persistence"]
 techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]

@@ -105,6 +105,12 @@ pub struct RuleMeta {
     /// Typed parameters with defaults, reachable in SQL as `$name`.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
+    /// Query engine settings for this rule's queries only: DataFusion's `datafusion.optimizer.*`
+    /// and `datafusion.execution.*` options (a plan choice the statistics cannot make, such as
+    /// `"datafusion.optimizer.repartition_joins" = false` where every join's build side is a
+    /// handful of rows). Never the memory pool: that is the process's.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
 }
 
 fn default_max_alerts() -> usize {
@@ -287,6 +293,32 @@ impl Rule {
         if m.alert_key.is_empty() {
             return Err(self.invalid("alert_key must name at least one output column"));
         }
+        self.apply_settings(&mut datafusion::config::ConfigOptions::default())?;
+        Ok(())
+    }
+
+    /// Sets the rule's `[settings]` in `options`: only optimizer and execution options, each a
+    /// string, boolean or number DataFusion accepts for it.
+    pub(crate) fn apply_settings(&self, options: &mut datafusion::config::ConfigOptions) -> Result<(), RuleError> {
+        for (k, v) in &self.meta.settings {
+            if !(k.starts_with("datafusion.optimizer.") || k.starts_with("datafusion.execution.")) {
+                return Err(self.invalid(format!(
+                    "settings: '{k}' is not a datafusion.optimizer.* or datafusion.execution.* option"
+                )));
+            }
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(self.invalid(format!(
+                        "settings: '{k}' has an unsupported value {other:?} (use a string, boolean or number)"
+                    )))
+                }
+            };
+            options.set(k, &text).map_err(|e| self.invalid(format!("settings: '{k}' = {text}: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -361,5 +393,27 @@ mod tests {
         assert!(e.contains("sp_failed_signins") && e.contains("my/rules/failed.sql") && e.contains("lookback"), "{e}");
         let e = Rule::load_file(std::path::Path::new("/nonexistent/rule.sql")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read rule file /nonexistent/rule.sql"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn settings_hold_for_the_rules_queries_only_and_bad_ones_are_refused() {
+        let (f, text) = BUILTIN.iter().find(|(f, _)| f.ends_with("sp_failed_signins.sql")).unwrap();
+        let with = |settings: &str| text.replacen("*/", &format!("[settings]\n{settings}\n*/"), 1);
+        for (bad, says) in [
+            ("\"datafusion.optimizer.no_such_option\" = true", "no_such_option"),
+            ("\"datafusion.runtime.memory_limit\" = \"8G\"", "not a datafusion.optimizer.* or datafusion.execution.*"),
+            ("\"datafusion.optimizer.repartition_joins\" = \"maybe\"", "repartition_joins"),
+            ("\"datafusion.execution.batch_size\" = [1]", "unsupported value"),
+        ] {
+            let e = Rule::parse(f, &with(bad)).unwrap_err().to_string();
+            assert!(e.contains("sp_failed_signins") && e.contains(says), "{bad}: {e}");
+        }
+        let r = Rule::parse(f, &with("\"datafusion.execution.batch_size\" = 123")).unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.sql("CREATE TABLE signins (ts TIMESTAMP, x INT)").await.unwrap();
+        let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
+        let df = r.plan_section(&ctx, "SELECT * FROM signins", &w).await.unwrap();
+        assert_eq!(df.task_ctx().session_config().batch_size(), 123);
+        assert_eq!(ctx.state().config().batch_size(), 8192, "the session keeps its own settings");
     }
 }

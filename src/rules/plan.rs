@@ -64,7 +64,15 @@ impl Rule {
     /// Plans one of the rule's sections read-only with the parameters of `w` bound.
     pub async fn plan_section(&self, ctx: &SessionContext, sql: &str, w: &RunWindow) -> Result<DataFrame, RuleError> {
         let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
-        df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))
+        let df = df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))?;
+        if self.meta.settings.is_empty() {
+            return Ok(df);
+        }
+        // The rule's `[settings]` hold for this query only: the frame carries its own copy of
+        // the session's state, which optimizes and plans it.
+        let (mut state, plan) = df.into_parts();
+        self.apply_settings(state.config_mut().options_mut())?;
+        Ok(DataFrame::new(state, plan))
     }
 
     /// Plans the rule's main query read-only with its parameters bound.
