@@ -54,13 +54,12 @@ WITH activity AS (
     SELECT ts, day, 'azure.graphactivitylogs',
            -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
            -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
-           -- a segment with two digits or more), and numbers.
-           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(regexp_replace(
-               regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
-               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '{id}', 'g'),
-               '[^/(''=]*@[^/)'']*', '{id}', 'g'),
-               '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}', '/{id}', 'g'),
-               '/[0-9]+(/|$)', '/{id}${1}', 'g'),
+           -- a segment with two digits or more), and numbers. graph_path_template is exactly
+           -- this chain of regexp_replace, in one pass (its documentation gives the chain):
+           --   '^[a-zA-Z]+://[^/]+' → '', '[?#].*$' → '', GUIDs → '{id}' (g),
+           --   '[^/(''=]*@[^/)'']*' → '{id}' (g), '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}'
+           --   → '/{id}' (g), '/[0-9]+(/|$)' → '/{id}${1}' (g).
+           request_method || ' ' || graph_path_template(request_uri),
            coalesce(service_principal_id, app_id), service_principal_id, source_ip
     FROM graph_activity
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
@@ -129,13 +128,12 @@ WITH activity AS (
     SELECT ts, day, 'azure.graphactivitylogs',
            -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
            -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
-           -- a segment with two digits or more), and numbers.
-           request_method || ' ' || regexp_replace(regexp_replace(regexp_replace(regexp_replace(
-               regexp_replace(regexp_replace(request_uri, '^[a-zA-Z]+://[^/]+', ''), '[?#].*$', ''),
-               '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '{id}', 'g'),
-               '[^/(''=]*@[^/)'']*', '{id}', 'g'),
-               '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}', '/{id}', 'g'),
-               '/[0-9]+(/|$)', '/{id}${1}', 'g'),
+           -- a segment with two digits or more), and numbers. graph_path_template is exactly
+           -- this chain of regexp_replace, in one pass (its documentation gives the chain):
+           --   '^[a-zA-Z]+://[^/]+' → '', '[?#].*$' → '', GUIDs → '{id}' (g),
+           --   '[^/(''=]*@[^/)'']*' → '{id}' (g), '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}'
+           --   → '/{id}' (g), '/[0-9]+(/|$)' → '/{id}${1}' (g).
+           request_method || ' ' || graph_path_template(request_uri),
            coalesce(service_principal_id, app_id), service_principal_id, source_ip
     FROM graph_activity
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL

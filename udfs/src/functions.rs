@@ -39,7 +39,7 @@ impl<T> Hash for Shared<T> {
     }
 }
 
-fn is_string(t: &DataType) -> bool {
+pub(crate) fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
 }
 
@@ -72,7 +72,7 @@ fn arity(min: usize, max: Option<usize>) -> String {
 }
 
 /// Calls `f` for each value of a string array of any of the three string types.
-fn for_each_str(arr: &dyn Array, mut f: impl FnMut(Option<&str>)) -> Result<()> {
+pub(crate) fn for_each_str(arr: &dyn Array, mut f: impl FnMut(Option<&str>)) -> Result<()> {
     match arr.data_type() {
         DataType::Utf8 => arr.as_string::<i32>().iter().for_each(f),
         DataType::LargeUtf8 => arr.as_string::<i64>().iter().for_each(f),
@@ -95,11 +95,11 @@ fn plan_range_err(func: &str, e: RangeError) -> datafusion::error::DataFusionErr
 }
 
 /// All-scalar calls return a scalar; otherwise the arguments become arrays of `n` rows.
-fn all_scalar(args: &[ColumnarValue]) -> bool {
+pub(crate) fn all_scalar(args: &[ColumnarValue]) -> bool {
     args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)))
 }
 
-fn finish(arr: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+pub(crate) fn finish(arr: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     if scalar {
         Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
     } else {
@@ -743,5 +743,6 @@ pub fn all(asn: Option<Arc<AsnDb>>, geo: Option<Arc<GeoDb>>, lists: Arc<Watchlis
         ScalarUDF::new_from_impl(AsnLookup::new(asn.clone(), AsnOutput::Number)),
         ScalarUDF::new_from_impl(AsnLookup::new(asn, AsnOutput::Org)),
         ScalarUDF::new_from_impl(GeoLookup::new(geo)),
+        ScalarUDF::new_from_impl(crate::graph::GraphPathTemplate::new()),
     ]
 }

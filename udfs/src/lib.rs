@@ -15,9 +15,11 @@
 //! | `to_ip(s)` | normalized address text |
 //! | `asn(ip)`, `asn_number(ip)`, `asn_org(ip)` | ASN database lookups |
 //! | `geo(ip)` | City database lookup |
+//! | `graph_path_template(uri)` | a Graph request URI as its action: `/v1.0/users/{id}/messages` |
 
 pub mod db;
 pub mod functions;
+pub mod graph;
 pub mod ip;
 pub mod ranges;
 pub mod testdb;
