@@ -107,6 +107,31 @@ pub(crate) fn finish(arr: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     }
 }
 
+/// A function whose only state is its signature (user-defined coercion, immutable): the struct,
+/// `new` and `Default`.
+macro_rules! plain_udf {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        pub struct $name {
+            signature: Signature,
+        }
+
+        impl $name {
+            pub fn new() -> Self {
+                Self { signature: Signature::user_defined(Volatility::Immutable) }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+}
+pub(crate) use plain_udf;
+
 /// Per-row matcher: a set fixed for the batch, or one built per row from column arguments.
 enum Matcher {
     Fixed(Option<RangeSet>),
@@ -141,22 +166,7 @@ fn eval_membership(ip: &ColumnarValue, matcher: &Matcher, n: usize, scalar: bool
 // ---------------------------------------------------------------------------------------------
 // cidr_match(ip, cidr, ...)
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct CidrMatch {
-    signature: Signature,
-}
-
-impl CidrMatch {
-    pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl Default for CidrMatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+plain_udf!(CidrMatch);
 
 /// Parses a list of CIDR arguments into one set (`None` if any is NULL... all NULL gives `None`).
 fn cidrs_from_scalars<'a>(func: &str, vals: impl Iterator<Item = Option<&'a str>>) -> Result<Option<RangeSet>> {
@@ -357,22 +367,7 @@ impl ScalarUDFImpl for IpInRange {
 // ---------------------------------------------------------------------------------------------
 // ip_compare(a, b)
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct IpCompare {
-    signature: Signature,
-}
-
-impl IpCompare {
-    pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl Default for IpCompare {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+plain_udf!(IpCompare);
 
 impl ScalarUDFImpl for IpCompare {
     fn name(&self) -> &str {
@@ -410,22 +405,7 @@ impl ScalarUDFImpl for IpCompare {
 // ---------------------------------------------------------------------------------------------
 // is_private_ip(ip), to_ip(s)
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct IsPrivateIp {
-    signature: Signature,
-}
-
-impl IsPrivateIp {
-    pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl Default for IsPrivateIp {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+plain_udf!(IsPrivateIp);
 
 impl ScalarUDFImpl for IsPrivateIp {
     fn name(&self) -> &str {
@@ -447,22 +427,7 @@ impl ScalarUDFImpl for IsPrivateIp {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct ToIp {
-    signature: Signature,
-}
-
-impl ToIp {
-    pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl Default for ToIp {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+plain_udf!(ToIp);
 
 impl ScalarUDFImpl for ToIp {
     fn name(&self) -> &str {

@@ -21,30 +21,17 @@
 //! step's boundaries are ASCII characters, so working on bytes never splits a UTF-8 character.
 //! The tests compare the two on tens of thousands of generated URIs.
 
-use crate::functions::{all_scalar, finish, for_each_str, is_string};
+use crate::functions::{all_scalar, finish, for_each_str, is_string, plain_udf};
 use arrow::array::StringBuilder;
 use arrow::datatypes::DataType;
 use datafusion::common::{plan_err, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use std::sync::Arc;
 
-/// The SQL function: one string argument (any string type), a string (NULL for NULL).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct GraphPathTemplate {
-    signature: Signature,
-}
-
-impl GraphPathTemplate {
-    pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl Default for GraphPathTemplate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+plain_udf!(
+    /// The SQL function: one string argument (any string type), a string (NULL for NULL).
+    GraphPathTemplate
+);
 
 impl ScalarUDFImpl for GraphPathTemplate {
     fn name(&self) -> &str {
