@@ -107,15 +107,19 @@ pub fn retry_with_spilling_joins(df: DataFrame) -> DataFrame {
 /// joins hold their build side in memory and cannot spill; sort-merge joins sort both sides,
 /// which spills within the memory pool.
 pub fn spilling_joins(df: DataFrame) -> DataFrame {
-    let (state, plan) = df.into_parts();
-    let mut cfg = state.config().clone();
-    cfg.options_mut().optimizer.prefer_hash_join = false;
+    // The DataFrame's own copy of the session state, changed in place. Not rebuilt with
+    // `SessionStateBuilder::new_from_existing(..).with_config(..)`: with the session's config
+    // (`create_default_catalog_and_schema` on) the build registers a new, empty default catalog
+    // into the catalog list the session shares, and every query planned after it finds no table.
+    let (mut state, plan) = df.into_parts();
+    let opts = state.config_mut().options_mut();
+    opts.optimizer.prefer_hash_join = false;
     // Smaller batches: each sort holds less at once before it spills.
-    let batch = cfg.options().execution.batch_size.get().min(1024);
-    cfg = cfg.with_batch_size(batch);
+    if let Ok(smaller) = datafusion::config::ConfigNonZeroUsize::try_new(opts.execution.batch_size.get().min(1024)) {
+        opts.execution.batch_size = smaller;
+    }
     // Several sorts now share the pool: each keeps back less for merging its spill files.
-    cfg.options_mut().execution.sort_spill_reservation_bytes /= 4;
-    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(cfg).build();
+    opts.execution.sort_spill_reservation_bytes /= 4;
     DataFrame::new(state, plan)
 }
 
@@ -144,5 +148,22 @@ mod tests {
             arrow::util::pretty::pretty_format_batches(&a).unwrap().to_string(),
             arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string()
         );
+    }
+
+    /// The retry changes its own query only: the session keeps its tables and its settings (a
+    /// rebuilt state once replaced the shared default catalog, and the rules planned after a
+    /// retry in `wisp run` found no table).
+    #[tokio::test]
+    async fn a_retry_leaves_the_session_its_tables_and_settings() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE VIEW t AS SELECT value AS k FROM generate_series(1, 100)").await.unwrap();
+        let df = read_only_sql(&ctx, "SELECT count(*) FROM t a JOIN t b ON a.k = b.k").await.unwrap();
+        let (rows, _) = collect_with_stats(spilling_joins(df)).await.unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let again = read_only_sql(&ctx, "SELECT count(*) FROM t").await.expect("the session still has its table");
+        assert!(again.collect().await.is_ok());
+        let opts = ctx.state().config().options().clone();
+        assert!(opts.optimizer.prefer_hash_join);
+        assert_eq!(opts.execution.batch_size.get(), SessionContext::new().state().config().batch_size());
     }
 }
