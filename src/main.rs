@@ -14,24 +14,34 @@ unsafe extern "C" {
 /// the index against that default.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
-/// For the commands that write a lake (ingest, gen): freed memory stays mapped instead of going
-/// back to the system after mimalloc's 1 s delay. They free and reallocate buffers of tens of MB
-/// every few hundred ms, and each return to the system made the kernel zero the same pages again
-/// (on a medium day: 5-10% of the wall time, a third of the system time; BENCHMARKS.md). Peak
-/// RSS rises a little (about 60 MB there); the other commands keep the default.
-/// `MIMALLOC_PURGE_DELAY` still wins.
-fn tune_allocator() {
+/// Sets mimalloc's purge delay for the command, unless `MIMALLOC_PURGE_DELAY` is set.
+///
+/// The commands that write a lake (ingest, gen) never purge: freed memory stays mapped instead of
+/// going back to the system after mimalloc's 1 s delay. They free and reallocate buffers of tens
+/// of MB every few hundred ms, and each return to the system made the kernel zero the same pages
+/// again (on a medium day: 5-10% of the wall time, a third of the system time; BENCHMARKS.md).
+/// Peak RSS rises a little (about 60 MB there).
+///
+/// The commands that run many rules in one process (run, detect) purge after 100 ms: one rule's
+/// freed buffers otherwise stay mapped while the next rule allocates its own, and a 30-day
+/// catch-up of every rule on the large profile peaked at 4.38-5.29 GiB RSS with the 1 s default
+/// (115-117 s); 3.75 GiB with 100 ms (119.5 s); 3.38-3.69 GiB purging at once, but 131-168 s
+/// (BENCHMARKS.md). Single queries (sql, hunt, pivot, shell) keep the default.
+fn tune_allocator(purge_delay_ms: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain option store in the allocator this binary links.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_ms) };
     }
 }
 
 #[tokio::main]
 async fn main() {
     let cli = wisp::cli::parse();
-    if matches!(cli.command, wisp::cli::Command::Ingest(_) | wisp::cli::Command::Gen(_)) {
-        tune_allocator();
+    use wisp::cli::Command;
+    match cli.command {
+        Command::Ingest(_) | Command::Gen(_) => tune_allocator(-1),
+        Command::Run(_) | Command::Detect(_) => tune_allocator(100),
+        _ => {}
     }
     let code = match wisp::cli::run(cli).await {
         Ok(code) => code,
@@ -62,7 +72,9 @@ mod tests {
             1000,
             "mimalloc's option order changed"
         );
-        super::tune_allocator();
+        super::tune_allocator(-1);
         assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, -1);
+        super::tune_allocator(100);
+        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 100);
     }
 }
