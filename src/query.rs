@@ -103,24 +103,36 @@ pub fn retry_with_spilling_joins(df: DataFrame) -> DataFrame {
     spilling_joins(df)
 }
 
+/// The query with options of its own: `f` changes the DataFrame's own copy of the session's
+/// options, which optimize and plan it; the session keeps its own. Not rebuilt with
+/// `SessionStateBuilder::new_from_existing(..).with_config(..)`: with the session's config
+/// (`create_default_catalog_and_schema` on) the build registers a new, empty default catalog into
+/// the catalog list the session shares, and every query planned after it finds no table.
+pub fn with_own_options<E>(
+    df: DataFrame,
+    f: impl FnOnce(&mut datafusion::config::ConfigOptions) -> std::result::Result<(), E>,
+) -> std::result::Result<DataFrame, E> {
+    let (mut state, plan) = df.into_parts();
+    f(state.config_mut().options_mut())?;
+    Ok(DataFrame::new(state, plan))
+}
+
 /// The same query planned with sort-merge joins instead of hash joins. DataFusion 55's hash
 /// joins hold their build side in memory and cannot spill; sort-merge joins sort both sides,
 /// which spills within the memory pool.
 pub fn spilling_joins(df: DataFrame) -> DataFrame {
-    // The DataFrame's own copy of the session state, changed in place. Not rebuilt with
-    // `SessionStateBuilder::new_from_existing(..).with_config(..)`: with the session's config
-    // (`create_default_catalog_and_schema` on) the build registers a new, empty default catalog
-    // into the catalog list the session shares, and every query planned after it finds no table.
-    let (mut state, plan) = df.into_parts();
-    let opts = state.config_mut().options_mut();
-    opts.optimizer.prefer_hash_join = false;
-    // Smaller batches: each sort holds less at once before it spills.
-    if let Ok(smaller) = datafusion::config::ConfigNonZeroUsize::try_new(opts.execution.batch_size.get().min(1024)) {
-        opts.execution.batch_size = smaller;
-    }
-    // Several sorts now share the pool: each keeps back less for merging its spill files.
-    opts.execution.sort_spill_reservation_bytes /= 4;
-    DataFrame::new(state, plan)
+    let Ok(df) = with_own_options(df, |opts| {
+        opts.optimizer.prefer_hash_join = false;
+        // Smaller batches: each sort holds less at once before it spills.
+        if let Ok(smaller) = datafusion::config::ConfigNonZeroUsize::try_new(opts.execution.batch_size.get().min(1024))
+        {
+            opts.execution.batch_size = smaller;
+        }
+        // Several sorts now share the pool: each keeps back less for merging its spill files.
+        opts.execution.sort_spill_reservation_bytes /= 4;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    df
 }
 
 #[cfg(test)]

@@ -18,8 +18,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::FileSource;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, Literal};
@@ -39,24 +38,10 @@ pub struct DayBounds;
 
 impl PhysicalOptimizerRule for DayBounds {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(exec) = node.downcast_ref::<DataSourceExec>() else { return Ok(Transformed::no(node)) };
-            let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-                return Ok(Transformed::no(node));
-            };
-            let source = config.file_source();
-            let Some(parquet) = source.downcast_ref::<ParquetSource>() else {
-                return Ok(Transformed::no(node));
-            };
-            let (Some(filter), Some((ts, day))) = (source.filter(), columns(source.table_schema())) else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(filter) = with_day_bounds(&filter, &ts, &day) else { return Ok(Transformed::no(node)) };
-            let parquet: Arc<dyn FileSource> = Arc::new(parquet.with_predicate(filter));
-            let config = FileScanConfigBuilder::from(config.clone()).with_source(parquet).build();
-            Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
+        super::map_parquet_scans(plan, |parquet| {
+            let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
+            Some(parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?))
         })
-        .data()
     }
 
     fn name(&self) -> &str {

@@ -18,6 +18,34 @@ use object_store::ObjectStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Rewrites every Parquet scan of a physical plan: `f` returns the scan's new source, or `None`
+/// to keep it. The shared walk of the lake's physical optimizer rules (`days`, `views`).
+pub(crate) fn map_parquet_scans(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    f: impl Fn(
+        &datafusion::datasource::physical_plan::ParquetSource,
+    ) -> Option<datafusion::datasource::physical_plan::ParquetSource>,
+) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+    use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::physical_plan::ExecutionPlan;
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else { return Ok(Transformed::no(node)) };
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(parquet) = config.file_source().downcast_ref::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(parquet) = f(parquet) else { return Ok(Transformed::no(node)) };
+        let parquet: Arc<dyn FileSource> = Arc::new(parquet);
+        let config = FileScanConfigBuilder::from(config.clone()).with_source(parquet).build();
+        Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
+    })
+    .data()
+}
+
 pub use lock::{remove_staging, WriteLock};
 pub use schema::{Table, ALL_TABLES};
 pub use writer::{LakeWriter, RejectWriter};

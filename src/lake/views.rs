@@ -22,14 +22,10 @@
 
 use bytes::Bytes;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::Result;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{
-    FileScanConfig, FileScanConfigBuilder, FileSource, ParquetFileReaderFactory, ParquetSource,
-};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
@@ -48,21 +44,10 @@ pub struct StringViews;
 
 impl PhysicalOptimizerRule for StringViews {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(exec) = node.downcast_ref::<DataSourceExec>() else { return Ok(Transformed::no(node)) };
-            let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(parquet) = config.file_source().downcast_ref::<ParquetSource>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(inner) = parquet.parquet_file_reader_factory() else { return Ok(Transformed::no(node)) };
-            let factory = Arc::new(ViewReaderFactory { inner: inner.clone() });
-            let parquet: Arc<dyn FileSource> = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
-            let config = FileScanConfigBuilder::from(config.clone()).with_source(parquet).build();
-            Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
+        super::map_parquet_scans(plan, |parquet| {
+            let inner = parquet.parquet_file_reader_factory()?.clone();
+            Some(parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner })))
         })
-        .data()
     }
 
     fn name(&self) -> &str {

@@ -68,11 +68,8 @@ impl Rule {
         if self.meta.settings.is_empty() {
             return Ok(df);
         }
-        // The rule's `[settings]` hold for this query only: the frame carries its own copy of
-        // the session's state, which optimizes and plans it.
-        let (mut state, plan) = df.into_parts();
-        self.apply_settings(state.config_mut().options_mut())?;
-        Ok(DataFrame::new(state, plan))
+        // The rule's `[settings]` hold for this query only.
+        crate::query::with_own_options(df, |opts| self.apply_settings(opts))
     }
 
     /// Plans the rule's main query read-only with its parameters bound.
