@@ -21,16 +21,54 @@ pub struct Identity {
 }
 
 /// Resolves a service principal id, app id or display name (case-insensitive) to every id and
-/// name it is known by in the lake.
-pub async fn resolve(ctx: &SessionContext, needle: &str) -> Result<Identity> {
-    let sql = "SELECT DISTINCT sp_id, app_id, name FROM (
-        SELECT service_principal_id AS sp_id, app_id, service_principal_name AS name FROM signins
-        UNION ALL SELECT service_principal_id, app_id, service_principal_name FROM sp_risk_events
-        UNION ALL SELECT service_principal_id, app_id, NULL FROM graph_activity
-        UNION ALL SELECT initiated_by_sp_id, initiated_by_app_id, coalesce(initiated_by_sp_name, initiated_by_app_name) FROM audit
-    ) WHERE sp_id = $needle OR app_id = $needle OR lower(name) = lower($needle)";
-    let df =
-        crate::query::read_only_sql(ctx, sql).await?.with_param_values(vec![("needle", ScalarValue::from(needle))])?;
+/// name it is known by in the lake: first among the events of `[from, to]` (the days the timeline
+/// reads), and only when nothing there knows it, over the whole lake (a 30-day pivot on a large
+/// tenant otherwise read every day of every table twice).
+pub async fn resolve(
+    ctx: &SessionContext,
+    needle: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Identity> {
+    let found = resolve_in(ctx, needle, Some((from, to))).await?;
+    if !found.sp_ids.is_empty() || !found.app_ids.is_empty() {
+        return Ok(found);
+    }
+    resolve_in(ctx, needle, None).await.map(|mut id| {
+        if id.sp_ids.is_empty() && id.app_ids.is_empty() {
+            id.sp_ids.insert(needle.to_string());
+            id.app_ids.insert(needle.to_string());
+            id.names.insert(needle.to_string());
+        }
+        id
+    })
+}
+
+async fn resolve_in(
+    ctx: &SessionContext,
+    needle: &str,
+    window: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+) -> Result<Identity> {
+    let within = match window {
+        Some(_) => {
+            "ts >= $from AND ts <= $to AND day >= to_char($from, '%Y-%m-%d') AND day <= to_char($to, '%Y-%m-%d')"
+        }
+        None => "true",
+    };
+    let sql = format!(
+        "SELECT DISTINCT sp_id, app_id, name FROM (
+        SELECT service_principal_id AS sp_id, app_id, service_principal_name AS name FROM signins WHERE {within}
+        UNION ALL SELECT service_principal_id, app_id, service_principal_name FROM sp_risk_events WHERE {within}
+        UNION ALL SELECT service_principal_id, app_id, NULL FROM graph_activity WHERE {within}
+        UNION ALL SELECT initiated_by_sp_id, initiated_by_app_id, coalesce(initiated_by_sp_name, initiated_by_app_name) FROM audit WHERE {within}
+    ) WHERE sp_id = $needle OR app_id = $needle OR lower(name) = lower($needle)"
+    );
+    let mut params = vec![("needle", ScalarValue::from(needle))];
+    if let Some((from, to)) = window {
+        params.push(("from", crate::time::utc_ts(from)));
+        params.push(("to", crate::time::utc_ts(to)));
+    }
+    let df = crate::query::read_only_sql(ctx, &sql).await?.with_param_values(params)?;
     let mut id = Identity::default();
     for b in df.collect().await? {
         let col = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
@@ -51,11 +89,6 @@ pub async fn resolve(ctx: &SessionContext, needle: &str) -> Result<Identity> {
                 id.names.insert(n.value(r).to_string());
             }
         }
-    }
-    if id.sp_ids.is_empty() && id.app_ids.is_empty() {
-        id.sp_ids.insert(needle.to_string());
-        id.app_ids.insert(needle.to_string());
-        id.names.insert(needle.to_string());
     }
     Ok(id)
 }

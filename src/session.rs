@@ -63,6 +63,11 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
         .with_collect_statistics(true);
     cfg.options_mut().execution.parquet.pushdown_filters = true;
     cfg.options_mut().execution.parquet.reorder_filters = true;
+    // `VARCHAR`/`TEXT` in SQL mean `Utf8`, the type the lake declares, not `Utf8View`: a view
+    // column sorted or gathered keeps pointing into every batch it came from, and DataFusion
+    // charges each batch for all those buffers (a 30-day pivot's 11,284 rows were charged 331 MB
+    // and ran out of the pool; see `lake::views` for the same effect at the scan).
+    cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
     cfg
 }
 

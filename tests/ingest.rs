@@ -576,6 +576,39 @@ async fn time_ranges_over_days_keep_exactly_their_rows() {
     assert!(plan.contains("day@") && plan.contains("> 2026-11-01 OR ts@0 >"), "{plan}");
 }
 
+/// `VARCHAR` in SQL is `Utf8`, the lake's type, and so is every string column of a pivot's
+/// timeline (a `Utf8View` column gathered by a sort points into every batch it came from, and the
+/// sort is charged for all of them: a 30-day pivot on large ran out of the pool). The pivot
+/// resolves a name among the window's events, and over the whole lake when the window knows none.
+#[tokio::test]
+async fn sql_strings_and_the_pivot_timeline_are_utf8_and_names_resolve_outside_the_window() {
+    use arrow::datatypes::DataType;
+    let dir = tmp("pivot-types");
+    let s = ingest_into(&dir, opts(vec![repo().join("data/samples").display().to_string()])).await;
+    assert!(s.written.values().sum::<u64>() > 0, "{s:?}");
+    let lake = wisp::lake::Lake::open(&dir.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&lake, &Default::default()).await.unwrap();
+    let df = ctx.sql("SELECT CAST(1 AS VARCHAR) AS a, 'x' || CAST(2 AS TEXT) AS b").await.unwrap();
+    for f in df.schema().fields() {
+        assert_eq!(f.data_type(), &DataType::Utf8, "{f}");
+    }
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+    let (from, to) = (at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z"));
+    let id = wisp::pivot::resolve(&ctx, "PAYROLL-SYNC", from, to).await.unwrap();
+    assert!(id.sp_ids.contains("5f3e0000-aaaa-4bbb-8ccc-000000000001"), "{id:?}");
+    assert!(id.app_ids.contains("0a1b2c3d-1111-4111-8111-000000000001"), "{id:?}");
+    let before = wisp::pivot::resolve(&ctx, "payroll-sync", at("2020-01-01T00:00:00Z"), at("2020-01-02T00:00:00Z"));
+    assert_eq!(before.await.unwrap(), id, "an empty window falls back to the whole lake");
+    let df = wisp::pivot::timeline(&ctx, &id, from, to).await.unwrap();
+    let schema = df.schema().as_arrow().clone();
+    let batches = df.collect().await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert!(rows > 5, "{rows}");
+    for f in batches.iter().flat_map(|b| b.schema().fields().to_vec()).chain(schema.fields().to_vec()) {
+        assert_ne!(f.data_type(), &DataType::Utf8View, "{f}");
+    }
+}
+
 /// `lake::views`: scans decode strings as views, and every query still sees `Utf8` and returns
 /// what a scan without the rule returns, for the string predicates the scan evaluates itself
 /// (equality, IN, LIKE, IS NULL, functions) and a join's dynamic filter.

@@ -29,7 +29,7 @@ pub async fn run(a: PivotArgs) -> anyhow::Result<i32> {
     let PivotWhat::Sp { who, lake, time, out } = a.what;
     let w = time.flags().window("7d", chrono::Utc::now())?;
     let (_lake, ctx) = lake.open().await?;
-    let id = crate::pivot::resolve(&ctx, &who).await?;
+    let id = crate::pivot::resolve(&ctx, &who, w.start, w.end).await?;
     eprintln!("pivot on {who}: service principal ids {:?}, app ids {:?}, names {:?}", id.sp_ids, id.app_ids, id.names);
     let df = crate::pivot::timeline(&ctx, &id, w.start, w.end).await?;
     let (sink, tty) = out.sink()?;
