@@ -78,7 +78,7 @@ GROUP BY w.caller_object_id, w.vault, w.caller_ip
 -- interval (as this rule has it), a read belongs to exactly one run T: the one with
 -- T-1h < ts <= T. Its (principal, vault, address) is new to run T when the key's latest read in
 -- an earlier run's bucket is older than T-10d (or there is none); likewise the ASN is known when
--- its latest earlier read is at or after T-10d. The ordered window runs over hourly buckets.
+-- its latest earlier read is at or after T-10d.
 WITH reads AS (
     SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org,
            lower(resource_id) AS vault, resource_name, operation_name, status_code,
@@ -92,24 +92,27 @@ WITH reads AS (
       AND ts >= $range_start - $lookback - $history AND ts <= $range_end
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
 ),
-ip_buckets AS (
-    SELECT caller_object_id, vault, caller_ip, run_end_us, max(CAST(ts AS BIGINT)) AS last_us
-    FROM reads
-    GROUP BY caller_object_id, vault, caller_ip, run_end_us
-),
 new_runs AS (
-    SELECT caller_object_id, vault, caller_ip, run_end_us
-    FROM (SELECT *, lag(last_us) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY run_end_us) AS prev_us
-          FROM ip_buckets)
+    -- A run's first read of a key is the one whose previous read (in read order) is in an earlier
+    -- run's bucket; that previous read is the key's latest before the run. Any other read of the
+    -- run has its previous read within the hour, never older than the history. So the lag runs
+    -- over the reads themselves: one sort, no aggregation into (key, run) buckets first (on the
+    -- large profile nearly one bucket per read, and the aggregation spilled).
+    SELECT DISTINCT caller_object_id, vault, caller_ip, run_end_us
+    FROM (SELECT caller_object_id, vault, caller_ip, run_end_us,
+                 lag(CAST(ts AS BIGINT)) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY ts) AS prev_us
+          FROM reads)
     WHERE (prev_us IS NULL OR prev_us < run_end_us - $history_us)
       AND run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
 asn_runs AS (
-    SELECT caller_object_id, vault, source_asn, run_end_us,
-           lag(last_us) OVER (PARTITION BY caller_object_id, vault, source_asn ORDER BY run_end_us) AS prev_us
-    FROM (SELECT caller_object_id, vault, source_asn, run_end_us, max(CAST(ts AS BIGINT)) AS last_us
-          FROM reads WHERE source_asn IS NOT NULL
-          GROUP BY caller_object_id, vault, source_asn, run_end_us)
+    -- One row per (principal, vault, ASN) and run with reads: its first read, whose previous read
+    -- is in an earlier bucket (at or before the run's start, T - 1h) or absent.
+    SELECT caller_object_id, vault, source_asn, run_end_us, prev_us
+    FROM (SELECT caller_object_id, vault, source_asn, run_end_us,
+                 lag(CAST(ts AS BIGINT)) OVER (PARTITION BY caller_object_id, vault, source_asn ORDER BY ts) AS prev_us
+          FROM reads WHERE source_asn IS NOT NULL)
+    WHERE prev_us IS NULL OR prev_us <= run_end_us - $interval_us
 ),
 in_window AS (
     SELECT r.*

@@ -1598,6 +1598,10 @@ async fn resource_log_rules_backtests_equal_replaying_every_run() {
             }
         }
     }
+    // An ASN last read exactly on the end of the run before (its bucket is that run's), then a new
+    // address in the same ASN: the ASN is known to the run.
+    recs.push(kv_op("edge-1", t("2026-03-10T05:00:00Z"), "id-sp-edge", "45.0.1.1", "SecretGet", "KV-A"));
+    recs.push(kv_op("edge-2", t("2026-03-10T05:30:00Z"), "id-sp-edge", "45.0.1.2", "SecretGet", "KV-A"));
     let lake = lake_with(&recs).await;
     let c = ctx(&lake).await;
     let (from, to) = (t("2026-03-08T00:00:00Z"), t("2026-03-15T00:00:00Z"));
