@@ -78,7 +78,9 @@ judged AS (
     SELECT c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id,
            max(s.app_id) AS app_id,
            max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
-           array_agg(DISTINCT s.source_ip) AS signin_ips
+           -- Not DISTINCT: the alert's list is made distinct once; a DISTINCT list per call has
+           -- no vectorized accumulator (on large, 2.8 M calls: 27 s → 22 s for the backtest).
+           array_agg(s.source_ip) AS signin_ips
     FROM public_calls c
     JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
      AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
@@ -144,7 +146,9 @@ judged AS (
     SELECT c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us,
            max(s.app_id) AS app_id,
            max(CASE WHEN s.source_ip = c.caller_ip THEN 1 ELSE 0 END) AS seen,
-           array_agg(DISTINCT s.source_ip) AS signin_ips
+           -- Not DISTINCT: the alert's list is made distinct once; a DISTINCT list per call has
+           -- no vectorized accumulator (on large, 2.8 M calls: 27 s → 22 s for the backtest).
+           array_agg(s.source_ip) AS signin_ips
     FROM public_calls c
     JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
      AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
