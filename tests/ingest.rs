@@ -576,6 +576,15 @@ async fn time_ranges_over_days_keep_exactly_their_rows() {
     assert!(plan.contains("day@") && plan.contains("> 2026-11-01 OR ts@0 >"), "{plan}");
 }
 
+/// A session over a lake of `data/samples`, ingested into a fresh folder named `name`.
+async fn samples_session(name: &str) -> datafusion::prelude::SessionContext {
+    let dir = tmp(name);
+    let s = ingest_into(&dir, opts(vec![repo().join("data/samples").display().to_string()])).await;
+    assert!(s.written.values().sum::<u64>() > 0, "{s:?}");
+    let lake = wisp::lake::Lake::open(&dir.display().to_string()).unwrap();
+    wisp::session::open(&lake, &Default::default()).await.unwrap()
+}
+
 /// `VARCHAR` in SQL is `Utf8`, the lake's type, and so is every string column of a pivot's
 /// timeline (a `Utf8View` column gathered by a sort points into every batch it came from, and the
 /// sort is charged for all of them: a 30-day pivot on large ran out of the pool). The pivot
@@ -583,11 +592,7 @@ async fn time_ranges_over_days_keep_exactly_their_rows() {
 #[tokio::test]
 async fn sql_strings_and_the_pivot_timeline_are_utf8_and_names_resolve_outside_the_window() {
     use arrow::datatypes::DataType;
-    let dir = tmp("pivot-types");
-    let s = ingest_into(&dir, opts(vec![repo().join("data/samples").display().to_string()])).await;
-    assert!(s.written.values().sum::<u64>() > 0, "{s:?}");
-    let lake = wisp::lake::Lake::open(&dir.display().to_string()).unwrap();
-    let ctx = wisp::session::open(&lake, &Default::default()).await.unwrap();
+    let ctx = samples_session("pivot-types").await;
     let df = ctx.sql("SELECT CAST(1 AS VARCHAR) AS a, 'x' || CAST(2 AS TEXT) AS b").await.unwrap();
     for f in df.schema().fields() {
         assert_eq!(f.data_type(), &DataType::Utf8, "{f}");
@@ -616,11 +621,7 @@ async fn sql_strings_and_the_pivot_timeline_are_utf8_and_names_resolve_outside_t
 async fn string_views_in_scans_change_no_result_and_no_type() {
     use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
-    let dir = tmp("views");
-    let s = ingest_into(&dir, opts(vec![repo().join("data/samples").display().to_string()])).await;
-    assert!(s.written.values().sum::<u64>() > 0, "{s:?}");
-    let lake = wisp::lake::Lake::open(&dir.display().to_string()).unwrap();
-    let with = wisp::session::open(&lake, &Default::default()).await.unwrap();
+    let with = samples_session("views").await;
     let rules: Vec<_> =
         with.state().physical_optimizers().iter().filter(|r| r.name() != "wisp_string_views").cloned().collect();
     assert_eq!(rules.len() + 1, with.state().physical_optimizers().len(), "the session runs the rule");
