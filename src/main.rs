@@ -25,8 +25,10 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// The commands that run many rules in one process (run, detect) purge after 100 ms: one rule's
 /// freed buffers otherwise stay mapped while the next rule allocates its own, and a 30-day
 /// catch-up of every rule on the large profile peaked at 4.38-5.29 GiB RSS with the 1 s default
-/// (115-117 s); 3.75 GiB with 100 ms (119.5 s); 3.38-3.69 GiB purging at once, but 131-168 s
-/// (BENCHMARKS.md). Single queries (sql, hunt, pivot, shell) keep the default.
+/// (115-117 s); 3.07-3.81 GiB with 100 ms (120-130 s); 3.38-3.69 GiB purging at once, but
+/// 131-168 s. 10 ms was 5-10% slower and no lower on average (2.84-5.05 GiB): the peak depends on
+/// how concurrent rules overlap more than on the delay (BENCHMARKS.md, issue 16). Single queries
+/// (sql, hunt, pivot, shell) keep the default.
 fn tune_allocator(purge_delay_ms: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain option store in the allocator this binary links.
