@@ -12,6 +12,7 @@ pub mod detect;
 pub mod gen;
 pub mod ingest;
 pub mod lake;
+pub mod memory;
 pub mod output;
 pub mod pivot;
 pub mod query;

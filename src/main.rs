@@ -1,7 +1,7 @@
 /// Ingest and queries allocate many short-lived strings and buffers; mimalloc measured faster than
 /// the system allocator on them (BENCHMARKS.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: wisp::memory::Counting<mimalloc::MiMalloc> = wisp::memory::Counting(mimalloc::MiMalloc);
 
 unsafe extern "C" {
     #[cfg(test)]
@@ -45,6 +45,20 @@ async fn main() {
         Command::Run(_) | Command::Detect(_) => tune_allocator(100),
         _ => {}
     }
+    // `WISP_MEMORY_TRACE=FILE`: sample memory while the command runs (`wisp::memory`).
+    let watch = match std::env::var_os("WISP_MEMORY_TRACE") {
+        Some(path) if !path.is_empty() => {
+            wisp::memory::Counting::<mimalloc::MiMalloc>::enable();
+            match wisp::memory::Watch::start(std::path::Path::new(&path), std::time::Duration::from_millis(100)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("error: WISP_MEMORY_TRACE={}: {e}", std::path::Path::new(&path).display());
+                    std::process::exit(wisp::cli::EXIT_ERROR);
+                }
+            }
+        }
+        _ => None,
+    };
     let code = match wisp::cli::run(cli).await {
         Ok(code) => code,
         Err(e) if wisp::cli::is_broken_pipe(&e) => wisp::cli::EXIT_OK,
@@ -53,6 +67,13 @@ async fn main() {
             wisp::cli::EXIT_ERROR
         }
     };
+    if let Some(w) = watch {
+        let path = w.path().to_path_buf();
+        match w.finish() {
+            Ok(peak) => eprintln!("{}", wisp::memory::summary(&peak, &path)),
+            Err(e) => eprintln!("warning: the memory trace {}: {e}", path.display()),
+        }
+    }
     if std::env::var_os("WISP_STORE_STATS").is_some_and(|v| v != "0") {
         if let Some(line) = wisp::lake::metered::STATS.summary() {
             eprintln!("{line}");

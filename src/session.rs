@@ -8,7 +8,6 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{col, SessionConfig, SessionContext};
 use std::path::PathBuf;
@@ -74,7 +73,7 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
 /// The runtime of a session: the bounded memory pool (operators spill beyond it) and the spill
 /// folder. Sessions that run concurrently share one, so together they stay within the pool.
 pub fn runtime(opts: &SessionOptions) -> Result<Arc<RuntimeEnv>, SessionError> {
-    let mut rt = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)));
+    let mut rt = RuntimeEnvBuilder::new().with_memory_pool(crate::memory::pool(opts.memory_limit));
     if let Some(dir) = &opts.spill_dir {
         rt = rt.with_temp_file_path(dir.clone());
     }

@@ -21,7 +21,6 @@
 use super::{Lake, LakeError, Table, ALL_TABLES};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -323,10 +322,8 @@ pub async fn compact_day(
     let werr = |e: datafusion::error::DataFusionError| LakeError::Write { table: table.name(), msg: e.to_string() };
     let mut cfg = SessionConfig::new().with_target_partitions(files.len().min(512)).with_batch_size(2048);
     cfg.options_mut().optimizer.repartition_file_scans = false;
-    let rt = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
-        .build_arc()
-        .map_err(werr)?;
+    let rt =
+        RuntimeEnvBuilder::new().with_memory_pool(crate::memory::pool(opts.memory_limit)).build_arc().map_err(werr)?;
     let ctx = SessionContext::new_with_config_rt(cfg, rt);
     let url = ListingTableUrl::parse(format!("{}{}/day={}/", lake.url, table.name(), day)).map_err(werr)?;
     let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
