@@ -1,5 +1,6 @@
 /// Ingest and queries allocate many short-lived strings and buffers; mimalloc measured faster than
-/// the system allocator on them (BENCHMARKS.md).
+/// the system allocator on them (BENCHMARKS.md). It is mimalloc v2 (Cargo.toml says why), wrapped
+/// to count live heap bytes when `WISP_MEMORY_TRACE` asks (`wisp::memory`).
 #[global_allocator]
 static GLOBAL: wisp::memory::Counting<mimalloc::MiMalloc> = wisp::memory::Counting(mimalloc::MiMalloc);
 
@@ -9,26 +10,25 @@ unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
-/// `mi_option_purge_delay` in the mimalloc (v3) that libmimalloc-sys builds: how long freed memory
-/// stays mapped before it is returned to the system (1000 ms by default). The test below checks
-/// the index against that default.
+/// `mi_option_purge_delay` in the mimalloc (v2) that libmimalloc-sys builds: how long freed memory
+/// stays mapped before it is returned to the system (10 ms by default, times 10 for arenas). The
+/// test below checks the index against that default.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Sets mimalloc's purge delay for the command, unless `MIMALLOC_PURGE_DELAY` is set.
 ///
 /// The commands that write a lake (ingest, gen) never purge: freed memory stays mapped instead of
-/// going back to the system after mimalloc's 1 s delay. They free and reallocate buffers of tens
+/// going back to the system after mimalloc's purge delay. They free and reallocate buffers of tens
 /// of MB every few hundred ms, and each return to the system made the kernel zero the same pages
 /// again (on a medium day: 5-10% of the wall time, a third of the system time; BENCHMARKS.md).
 /// Peak RSS rises a little (about 60 MB there).
 ///
-/// The commands that run many rules in one process (run, detect) purge after 100 ms: one rule's
-/// freed buffers otherwise stay mapped while the next rule allocates its own, and a 30-day
-/// catch-up of every rule on the large profile peaked at 4.38-5.29 GiB RSS with the 1 s default
-/// (115-117 s); 3.07-3.81 GiB with 100 ms (120-130 s); 3.38-3.69 GiB purging at once, but
-/// 131-168 s. 10 ms was 5-10% slower and no lower on average (2.84-5.05 GiB): the peak depends on
-/// how concurrent rules overlap more than on the delay (BENCHMARKS.md, issue 16). Single queries
-/// (sql, hunt, pivot, shell) keep the default.
+/// The commands that run many rules in one process (run, detect) purge after 100 ms (1 s for
+/// arenas). What decided their peak RSS was the allocator's version, not the delay: a 30-day
+/// catch-up of every rule on the large profile holds at most 1.9 GiB live on the heap and peaked
+/// at 3.4-5.9 GiB under mimalloc v3 (whose default delay was 1 s; 100 ms, 10 ms or 0 did not bound
+/// it), 2.8-3.2 GiB under v2 with 100 ms in 106-114 s, 2.9 GiB with v2's default 10 ms in 134 s
+/// (BENCHMARKS.md, issue 16). Single queries (sql, hunt, pivot, shell) keep the default.
 fn tune_allocator(purge_delay_ms: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain option store in the allocator this binary links.
@@ -92,8 +92,8 @@ mod tests {
         // SAFETY: a plain option read.
         assert_eq!(
             unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) },
-            1000,
-            "mimalloc's option order changed"
+            10,
+            "mimalloc's option order or version changed"
         );
         super::tune_allocator(-1);
         assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, -1);
