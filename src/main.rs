@@ -17,18 +17,16 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Sets mimalloc's purge delay for the command, unless `MIMALLOC_PURGE_DELAY` is set.
 ///
-/// The commands that write a lake (ingest, gen) never purge: freed memory stays mapped instead of
-/// going back to the system after mimalloc's purge delay. They free and reallocate buffers of tens
-/// of MB every few hundred ms, and each return to the system made the kernel zero the same pages
-/// again (on a medium day: 5-10% of the wall time, a third of the system time; BENCHMARKS.md).
-/// Peak RSS rises a little (about 60 MB there).
-///
-/// The commands that run many rules in one process (run, detect) purge after 100 ms (1 s for
-/// arenas). What decided their peak RSS was the allocator's version, not the delay: a 30-day
-/// catch-up of every rule on the large profile holds at most 1.9 GiB live on the heap and peaked
-/// at 3.4-5.9 GiB under mimalloc v3 (whose default delay was 1 s; 100 ms, 10 ms or 0 did not bound
-/// it), 2.8-3.2 GiB under v2 with 100 ms in 106-114 s, 2.9 GiB with v2's default 10 ms in 134 s
-/// (BENCHMARKS.md, issue 16). Single queries (sql, hunt, pivot, shell) keep the default.
+/// The commands that write a lake (ingest, gen) and those that run many rules in one process
+/// (run, detect) purge after 100 ms (1 s for arenas); single queries (sql, hunt, pivot, shell)
+/// keep v2's default (10 ms). What decided the peak RSS of a 30-day catch-up of every rule on the
+/// large profile was the allocator's version, not the delay: at most 1.9 GiB live on the heap,
+/// 3.4-5.9 GiB RSS under mimalloc v3 (its 1 s default, 100 ms, 10 ms or 0 alike), 2.8-3.2 GiB
+/// under v2 with 100 ms in 106-114 s, 2.9 GiB with v2's 10 ms in 134 s. Ingest and gen used to
+/// never purge (under v3, returning memory made the kernel zero the same pages again, 5-10% of
+/// the wall time); under v2 a medium day ingests as fast with 100 ms, and never purging let
+/// `gen --profile large --days 30` reach 4.3 GiB in its compaction with 1.2 GiB live
+/// (BENCHMARKS.md, issue 16).
 fn tune_allocator(purge_delay_ms: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain option store in the allocator this binary links.
@@ -41,8 +39,7 @@ async fn main() {
     let cli = wisp::cli::parse();
     use wisp::cli::Command;
     match cli.command {
-        Command::Ingest(_) | Command::Gen(_) => tune_allocator(-1),
-        Command::Run(_) | Command::Detect(_) => tune_allocator(100),
+        Command::Ingest(_) | Command::Gen(_) | Command::Run(_) | Command::Detect(_) => tune_allocator(100),
         _ => {}
     }
     // `WISP_MEMORY_TRACE=FILE`: sample memory while the command runs (`wisp::memory`).
@@ -95,8 +92,6 @@ mod tests {
             10,
             "mimalloc's option order or version changed"
         );
-        super::tune_allocator(-1);
-        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, -1);
         super::tune_allocator(100);
         assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 100);
     }
