@@ -45,7 +45,7 @@ async fn main() {
     // `WISP_MEMORY_TRACE=FILE`: sample memory while the command runs (`wisp::memory`).
     let watch = match std::env::var_os("WISP_MEMORY_TRACE") {
         Some(path) if !path.is_empty() => {
-            wisp::memory::Counting::<mimalloc::MiMalloc>::enable();
+            wisp::memory::count_heap();
             match wisp::memory::Watch::start(std::path::Path::new(&path), std::time::Duration::from_millis(100)) {
                 Ok(w) => Some(w),
                 Err(e) => {

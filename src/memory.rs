@@ -71,16 +71,15 @@ fn by_operator(held: Vec<(String, usize)>, top: usize) -> Vec<(String, usize)> {
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
-/// A global allocator that, once [`Counting::enable`] is called, counts the bytes live on the
-/// heap (allocated and not yet freed). Until then it costs one relaxed load per call.
+/// A global allocator that, once [`count_heap`] is called, counts the bytes live on the heap
+/// (allocated and not yet freed). Until then it costs one relaxed load per call.
 pub struct Counting<A>(pub A);
 
-impl<A> Counting<A> {
-    /// Starts counting. Bytes allocated before are not known, so frees of them make the count
-    /// lower than the truth by at most what was live at this moment; call it first thing.
-    pub fn enable() {
-        COUNTING.store(true, Ordering::Relaxed);
-    }
+/// Starts counting live heap bytes in [`Counting`]. Bytes allocated before are not known, so frees
+/// of them make the count lower than the truth by at most what was live at this moment; call it
+/// first thing.
+pub fn count_heap() {
+    COUNTING.store(true, Ordering::Relaxed);
 }
 
 /// Bytes live on the heap since counting started, when it has.
@@ -88,32 +87,38 @@ pub fn heap_live() -> Option<usize> {
     COUNTING.load(Ordering::Relaxed).then(|| LIVE.load(Ordering::Relaxed).max(0) as usize)
 }
 
+/// Adds `delta` bytes to the live count when counting.
+#[inline]
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every call is forwarded to the wrapped allocator unchanged; the counter is a side effect.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { self.0.alloc(layout) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        if !p.is_null() {
+            count(layout.size() as isize);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { self.0.alloc_zeroed(layout) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        if !p.is_null() {
+            count(layout.size() as isize);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { self.0.dealloc(ptr, layout) };
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        }
+        count(-(layout.size() as isize));
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { self.0.realloc(ptr, layout, new_size) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        if !p.is_null() {
+            count(new_size as isize - layout.size() as isize);
         }
         p
     }
