@@ -547,3 +547,39 @@ fn pivot_shows_the_resource_log_actions_of_a_principal() {
     assert!(rl.iter().any(|r| r["action"].as_str().unwrap().contains("SecretGet on KV-PAYROLL")), "{out}");
     assert!(rl.iter().any(|r| r["action"].as_str().unwrap().contains("GetBlob on sapayroll")), "{out}");
 }
+
+#[test]
+fn compact_force_rewrites_compacted_days_in_the_current_layout() {
+    let lake = tmp("compact-force");
+    ingest_samples(&lake);
+    let signin_files = || -> Vec<String> { files_under(&lake.join("signins")) };
+    let before = signin_files();
+    let (rows_before, _) = lake_counts(&lake);
+    // One file per day: nothing to compact without --force.
+    let (code, _, err) = run(wisp().args(["compact", "--lake"]).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(signin_files(), before);
+    let (code, _, err) = run(wisp().args(["compact", "--table", "signins", "--force", "--lake"]).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    let after = signin_files();
+    assert!(after.iter().all(|f| wisp::lake::compact::is_compacted(f)), "{after:?}");
+    // A file per day, category and outcome: the samples' failed sign-ins got files of their own.
+    let sql =
+        "SELECT count(*) AS parts FROM (SELECT DISTINCT day, category, coalesce(error_code, 0) <> 0 FROM signins)";
+    let (code, out, err) = run(wisp().args(["sql", "--format", "csv", "--lake"]).arg(&lake).arg(sql));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("parts\n{}", after.len()), "{after:?}");
+    let (code, out, err) = run(wisp()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(&lake)
+        .arg("SELECT count(*) FROM signins WHERE error_code <> 0"));
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(out.lines().nth(1), Some("0"), "the samples hold failures");
+    assert!(after.len() > before.len(), "{before:?} → {after:?}");
+    assert_eq!(lake_counts(&lake).0, rows_before, "compaction changed rows");
+    // Forced again: the same layout, the same rows.
+    let (code, _, err) = run(wisp().args(["compact", "--table", "signins", "--force", "--lake"]).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(signin_files().len(), after.len());
+    assert_eq!(lake_counts(&lake).0, rows_before);
+}

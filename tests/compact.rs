@@ -103,9 +103,17 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
     for d in &done {
         assert!(d.files_before >= 2, "{d:?}");
         if d.table == "signins" {
-            // One file per category (a cluster column): rules of one category skip the others.
-            let b = query(&lake_dir, &format!("SELECT count(DISTINCT category) FROM signins WHERE day = '{}'", d.day))
-                .await;
+            // One file per category and outcome (failures apart): rules of one category skip the
+            // others, rules of failures skip the successes and the other way round.
+            let b = query(
+                &lake_dir,
+                &format!(
+                    "SELECT count(*) FROM (SELECT DISTINCT category, coalesce(error_code, 0) <> 0 FROM signins \
+                     WHERE day = '{}')",
+                    d.day
+                ),
+            )
+            .await;
             let n = b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
             assert_eq!(d.files_after as i64, n, "{d:?}");
         } else {
@@ -123,6 +131,7 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
     // The compacted files: sorted by ts, row groups within the bound, and as sources exactly the
     // runs of the files they replaced, each with the ts range of its rows in that day.
     let files_after = day_files(&lake_dir);
+    let mut failure_files = 0;
     for f in files_after.iter().filter(|f| compact::is_compacted(f)) {
         let path = object_store::path::Path::from(f.as_str());
         let md = compact::footer(&lake, &path).await.unwrap();
@@ -131,7 +140,8 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
         let got = compact::sources(f, &md).unwrap();
         let want = expected.get(dir).unwrap_or_else(|| panic!("{f}: no files before"));
         assert_eq!(&got, want, "{f}: sources");
-        // The file itself: sorted by ts; a sign-in file holds one category.
+        // The file itself: sorted by ts; a sign-in file holds one category, and failures only or
+        // none.
         let table = f.split('/').next().unwrap();
         let ctx = datafusion::prelude::SessionContext::new();
         let file = lake_dir.join(f).display().to_string();
@@ -153,8 +163,18 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
                 })
                 .collect();
             assert_eq!(cats.len(), 1, "{f}: {cats:?}");
+            let failed: std::collections::BTreeSet<bool> = b
+                .iter()
+                .flat_map(|b| {
+                    let e = b.column_by_name("error_code").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+                    (0..e.len()).map(|i| e.is_valid(i) && e.value(i) != 0).collect::<Vec<_>>()
+                })
+                .collect();
+            assert_eq!(failed.len(), 1, "{f}: failures and successes in one file");
+            failure_files += usize::from(failed.contains(&true));
         }
     }
+    assert!(failure_files > 0, "the tenant's failed sign-ins have files of their own");
     let others = |fs: &[String]| fs.iter().filter(|f| !f.starts_with("signins/")).count();
     assert!(others(&files_after) <= others(&files_before), "one file per day");
     assert!(files_after.iter().filter(|f| f.starts_with("signins/")).all(|f| compact::is_compacted(f)));

@@ -11,7 +11,8 @@ visible to `wisp run` (each file names the ingest runs it holds). Holds the lake
 
 Examples:
   wisp compact --lake ./lake                                  # every day with 2 or more files, not all compacted
-  wisp compact --lake ./lake --table signins --from 2026-11-01 --to 2026-11-30")]
+  wisp compact --lake ./lake --table signins --from 2026-11-01 --to 2026-11-30
+  wisp compact --lake ./lake --table signins --force          # every day again, in the current layout")]
 pub struct CompactArgs {
     /// The lake folder.
     #[arg(long, env = "WISP_LAKE")]
@@ -28,6 +29,10 @@ pub struct CompactArgs {
     /// Compact a day when it has at least this many files, one of them not compacted yet.
     #[arg(long, default_value_t = 2)]
     pub min_files: usize,
+    /// Rewrite every selected day, compacted already or not, even of one file: gives the days
+    /// of an older lake the current layout (sign-ins: a file per category, failures apart).
+    #[arg(long)]
+    pub force: bool,
     /// Memory pool of the merge in MiB (it spills beyond it).
     #[arg(long, default_value_t = 1024)]
     pub memory_mb: usize,
@@ -60,8 +65,8 @@ pub async fn run(a: CompactArgs) -> anyhow::Result<i32> {
     if removed > 0 {
         eprintln!("removed {removed} staging folder(s) of an interrupted compaction");
     }
-    let opts =
-        CompactOptions { tables, days, min_files: a.min_files.max(1), force: false, memory_limit: a.memory_mb << 20 };
+    let min_files = if a.force { 1 } else { a.min_files.max(1) };
+    let opts = CompactOptions { tables, days, min_files, force: a.force, memory_limit: a.memory_mb << 20 };
     compact_and_report(&lake, &opts, true).await?;
     Ok(EXIT_OK)
 }
