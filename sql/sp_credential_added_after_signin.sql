@@ -127,12 +127,14 @@ matched AS (
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
 ),
 prior AS (
-    -- One row per change: an aggregation (no sort of every matching sign-in).
+    -- One row per change: an aggregation (no sort of every matching sign-in). last_by(x, t, ip) is
+    -- last_value(x ORDER BY t, ip), vectorized (wisp's aggregate; DataFusion's ordered last_value
+    -- costs O(groups) per batch).
     SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
-           last_value(signin_ip ORDER BY signin_ts, signin_ip) AS source_ip,
-           last_value(service_principal_id ORDER BY signin_ts, signin_ip) AS service_principal_id,
-           last_value(service_principal_name ORDER BY signin_ts, signin_ip) AS service_principal_name,
-           last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
+           last_by(signin_ip, signin_ts, signin_ip) AS source_ip,
+           last_by(service_principal_id, signin_ts, signin_ip) AS service_principal_id,
+           last_by(service_principal_name, signin_ts, signin_ip) AS service_principal_name,
+           last_by(app_id, signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
     FROM matched
     -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
@@ -249,12 +251,14 @@ matched AS (
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
 ),
 prior AS (
-    -- One row per change: an aggregation (no sort of every matching sign-in).
+    -- One row per change: an aggregation (no sort of every matching sign-in). last_by(x, t, ip) is
+    -- last_value(x ORDER BY t, ip), vectorized (wisp's aggregate; DataFusion's ordered last_value
+    -- costs O(groups) per batch).
     SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
-           last_value(signin_ip ORDER BY signin_ts, signin_ip) AS source_ip,
-           last_value(service_principal_id ORDER BY signin_ts, signin_ip) AS service_principal_id,
-           last_value(service_principal_name ORDER BY signin_ts, signin_ip) AS service_principal_name,
-           last_value(app_id ORDER BY signin_ts, signin_ip) AS app_id,
+           last_by(signin_ip, signin_ts, signin_ip) AS source_ip,
+           last_by(service_principal_id, signin_ts, signin_ip) AS service_principal_id,
+           last_by(service_principal_name, signin_ts, signin_ip) AS service_principal_name,
+           last_by(app_id, signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
     FROM matched
     -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute

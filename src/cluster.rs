@@ -249,6 +249,9 @@ fn cluster_state(
     for f in udfs.functions() {
         ctx.register_udf(f);
     }
+    for f in udfs.aggregates() {
+        ctx.register_udaf(f);
+    }
     ctx.register_udf(loaded_udf(udfs));
     Ok(ctx.state())
 }

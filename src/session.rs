@@ -191,6 +191,9 @@ pub fn register_udfs(ctx: &SessionContext, udfs: &Udfs) -> Result<(), SessionErr
     for f in udfs.functions() {
         ctx.register_udf(f);
     }
+    for f in udfs.aggregates() {
+        ctx.register_udaf(f);
+    }
     Ok(())
 }
 

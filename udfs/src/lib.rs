@@ -16,7 +16,9 @@
 //! | `asn(ip)`, `asn_number(ip)`, `asn_org(ip)` | ASN database lookups |
 //! | `geo(ip)` | City database lookup |
 //! | `graph_path_template(uri)` | a Graph request URI as its action: `/v1.0/users/{id}/messages` |
+//! | `last_by(value, ts, tiebreak)` (aggregate) | `value` of the row with the greatest `(ts, tiebreak)`, nulls greatest: `last_value(value ORDER BY ts, tiebreak)`, vectorized |
 
+pub mod aggregates;
 pub mod db;
 pub mod functions;
 pub mod graph;
@@ -91,10 +93,18 @@ impl Udfs {
         functions::all(self.asn.clone(), self.geo.clone(), self.compiled.clone())
     }
 
+    /// Every aggregate function (they need no configuration).
+    pub fn aggregates(&self) -> Vec<datafusion::logical_expr::AggregateUDF> {
+        aggregates::all()
+    }
+
     /// Registers every function into `registry`.
     pub fn register(&self, registry: &mut dyn FunctionRegistry) -> Result<(), UdfError> {
         for f in self.functions() {
             registry.register_udf(Arc::new(f))?;
+        }
+        for f in self.aggregates() {
+            registry.register_udaf(Arc::new(f))?;
         }
         Ok(())
     }
