@@ -166,23 +166,25 @@ impl LastByGroups {
                 self.best[g] = r as u32;
             }
         }
-        for g in std::mem::take(&mut self.touched) {
+        let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let mut touched = std::mem::take(&mut self.touched);
+        for &g in &touched {
             let r = self.best[g] as usize;
             self.best[g] = u32::MAX;
-            let better =
-                !self.is_set[g] || cmp_key(key(r), (self.ts[g], self.tiebreak[g].as_deref())) == Ordering::Greater;
-            if better {
-                let (old_t, old_v) =
-                    (self.tiebreak[g].as_ref().map_or(0, String::len), self.value[g].as_ref().map_or(0, String::len));
-                self.is_set[g] = true;
-                self.ts[g] = key(r).0;
-                self.tiebreak[g] = key(r).1.map(str::to_string);
-                self.value[g] = opt(value.is_valid(r), value.value(r)).map(str::to_string);
-                let (new_t, new_v) =
-                    (self.tiebreak[g].as_ref().map_or(0, String::len), self.value[g].as_ref().map_or(0, String::len));
-                self.bytes = (self.bytes + new_t + new_v).saturating_sub(old_t + old_v);
+            let (t, b) = key(r);
+            if self.is_set[g] && cmp_key((t, b), (self.ts[g], self.tiebreak[g].as_deref())) != Ordering::Greater {
+                continue;
             }
+            let freed = len(&self.tiebreak[g]) + len(&self.value[g]);
+            self.is_set[g] = true;
+            self.ts[g] = t;
+            self.tiebreak[g] = b.map(str::to_string);
+            self.value[g] = opt(value.is_valid(r), value.value(r)).map(str::to_string);
+            self.bytes = (self.bytes + len(&self.tiebreak[g]) + len(&self.value[g])).saturating_sub(freed);
         }
+        // The list's allocation is kept for the next batch.
+        touched.clear();
+        self.touched = touched;
         Ok(())
     }
 
