@@ -38,10 +38,14 @@ pub struct DayBounds;
 
 impl PhysicalOptimizerRule for DayBounds {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        super::map_parquet_scans(plan, |parquet| {
-            let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
-            Some(parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?))
-        })
+        super::map_parquet_scans(
+            plan,
+            |parquet| {
+                let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
+                Some(parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?))
+            },
+            |_| None,
+        )
     }
 
     fn name(&self) -> &str {

@@ -9,6 +9,7 @@ pub mod lock;
 pub mod metered;
 pub mod rows;
 pub mod schema;
+mod view_filters;
 pub mod views;
 pub mod writer;
 
@@ -19,12 +20,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Rewrites every Parquet scan of a physical plan: `f` returns the scan's new source, or `None`
-/// to keep it. The shared walk of the lake's physical optimizer rules (`days`, `views`).
+/// to keep it, and `adapter` (given the scan's expression adapter) a new one, or `None` to keep
+/// it. The shared walk of the lake's physical optimizer rules (`days`, `views`).
 pub(crate) fn map_parquet_scans(
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     f: impl Fn(
         &datafusion::datasource::physical_plan::ParquetSource,
     ) -> Option<datafusion::datasource::physical_plan::ParquetSource>,
+    adapter: impl Fn(
+        Option<Arc<dyn datafusion::physical_expr_adapter::PhysicalExprAdapterFactory>>,
+    ) -> Option<Arc<dyn datafusion::physical_expr_adapter::PhysicalExprAdapterFactory>>,
 ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
     use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
@@ -40,7 +45,11 @@ pub(crate) fn map_parquet_scans(
         };
         let Some(parquet) = f(parquet) else { return Ok(Transformed::no(node)) };
         let parquet: Arc<dyn FileSource> = Arc::new(parquet);
-        let config = FileScanConfigBuilder::from(config.clone()).with_source(parquet).build();
+        let mut builder = FileScanConfigBuilder::from(config.clone()).with_source(parquet);
+        if let Some(adapter) = adapter(config.expr_adapter_factory.clone()) {
+            builder = builder.with_expr_adapter(Some(adapter));
+        }
+        let config = builder.build();
         Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
     })
     .data()

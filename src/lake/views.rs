@@ -17,9 +17,14 @@
 //! DataFusion counts each page once per batch that points into it: aggregations and sorts over
 //! 30 days ran out of the memory pool.)
 //!
+//! A join's filter pushed into the scan is filled in after that adaptation, and would cast every
+//! view of the scanned column back to `Utf8` to compare it: `lake::view_filters` compares the
+//! views with the filter's constants instead.
+//!
 //! The files and their schema do not change; other readers (DuckDB, pyarrow) see the same
 //! strings. A Ballista cluster plans its scans without this rule and reads `Utf8` as before.
 
+use super::view_filters::ViewFilterAdapterFactory;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Result;
@@ -44,10 +49,14 @@ pub struct StringViews;
 
 impl PhysicalOptimizerRule for StringViews {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        super::map_parquet_scans(plan, |parquet| {
-            let inner = parquet.parquet_file_reader_factory()?.clone();
-            Some(parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner })))
-        })
+        super::map_parquet_scans(
+            plan,
+            |parquet| {
+                let inner = parquet.parquet_file_reader_factory()?.clone();
+                Some(parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner })))
+            },
+            |adapter| Some(Arc::new(ViewFilterAdapterFactory::new(adapter)) as _),
+        )
     }
 
     fn name(&self) -> &str {
