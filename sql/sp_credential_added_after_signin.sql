@@ -107,22 +107,25 @@ s AS (
 -- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
 -- compares a per-file constant instead of truncating every row's timestamp.
 cd AS (
+    -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
+    -- epoch, computed once per change rather than for each of its pairs.
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
+           CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
            to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
     FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
            'service_principal_id' AS matched_by
     FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
     WHERE cd.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
     FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
     WHERE cd.target_type = 'Application'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
     FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
 ),
@@ -139,7 +142,7 @@ prior AS (
     FROM matched
     -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
     -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
-    WHERE signin_ts < ts AND signin_ts >= date_trunc('minute', ts) - $signin_lookback
+    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
     GROUP BY audit_id
 )
 SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
@@ -231,22 +234,25 @@ s AS (
 -- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
 -- compares a per-file constant instead of truncating every row's timestamp.
 cd AS (
+    -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
+    -- epoch, computed once per change rather than for each of its pairs.
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
+           CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
            to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
     FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
            'service_principal_id' AS matched_by
     FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
     WHERE cd.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
     FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
     WHERE cd.target_type = 'Application'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
     FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
 ),
@@ -263,7 +269,7 @@ prior AS (
     FROM matched
     -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
     -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
-    WHERE signin_ts < ts AND signin_ts >= date_trunc('minute', ts) - $signin_lookback
+    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
     GROUP BY audit_id
 )
 SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
