@@ -652,20 +652,23 @@ async fn string_views_in_scans_change_no_result_and_no_type() {
             assert!(text(&a).contains("| Utf8 "), "{}", text(&a));
         }
     }
-    // The scans read through the rule's reader factory.
+    // The scans read through the rule's reader factory, and adapt their predicates (the join's
+    // dynamic filter among them) with `lake::view_filters`' adapter.
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
     use datafusion::datasource::source::DataSourceExec;
-    let plan = with.sql(queries[0]).await.unwrap().create_physical_plan().await.unwrap();
-    let mut factories = Vec::new();
+    let plan = with.sql(queries[3]).await.unwrap().create_physical_plan().await.unwrap();
+    let (mut factories, mut adapters) = (Vec::new(), Vec::new());
     plan.apply(|node| {
         if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
             let config = exec.data_source().downcast_ref::<FileScanConfig>().unwrap();
             let parquet = config.file_source().downcast_ref::<ParquetSource>().unwrap();
             factories.push(format!("{:?}", parquet.parquet_file_reader_factory()));
+            adapters.push(format!("{:?}", config.expr_adapter_factory));
         }
         Ok(TreeNodeRecursion::Continue)
     })
     .unwrap();
-    assert!(!factories.is_empty() && factories.iter().all(|f| f.contains("ViewReaderFactory")), "{factories:?}");
+    assert!(factories.len() == 2 && factories.iter().all(|f| f.contains("ViewReaderFactory")), "{factories:?}");
+    assert!(adapters.iter().all(|a| a.contains("ViewFilterAdapterFactory")), "{adapters:?}");
 }
