@@ -10,7 +10,8 @@
 //! into the state. Rows equal in `(ts, tiebreak)` keep the first seen, as `last_value` does within
 //! a batch; which of them is first across partitions is, for both, the order rows arrive in.
 //!
-//! `value` and `tiebreak` are strings, `ts` a timestamp or an integer.
+//! `value` and `tiebreak` are each a string, a timestamp or an integer (the value is returned with
+//! its type), `ts` a timestamp or an integer.
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -48,6 +49,25 @@ fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
 }
 
+/// A timestamp or an integer: held as an `i64` (a timestamp's count of its unit).
+fn is_int_like(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, _)) || t.is_integer()
+}
+
+/// The type a value or tiebreak argument is taken as: strings as `Utf8`, timestamps as they are,
+/// integers as `Int64`; None for any other type.
+fn coerced(t: &DataType) -> Option<DataType> {
+    if is_string(t) {
+        Some(DataType::Utf8)
+    } else if matches!(t, DataType::Timestamp(_, _)) {
+        Some(t.clone())
+    } else if t.is_integer() {
+        Some(DataType::Int64)
+    } else {
+        None
+    }
+}
+
 impl AggregateUDFImpl for LastBy {
     fn name(&self) -> &str {
         "last_by"
@@ -59,69 +79,213 @@ impl AggregateUDFImpl for LastBy {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
-            [v, t, b]
-                if is_string(v)
-                    && is_string(b)
-                    && (matches!(t, DataType::Timestamp(_, _) | DataType::Null) || t.is_integer()) =>
-            {
-                Ok(vec![DataType::Utf8, DataType::Int64, DataType::Utf8])
+            [v, t, b] if (matches!(t, DataType::Timestamp(_, _) | DataType::Null) || t.is_integer()) => {
+                match (coerced(v), coerced(b)) {
+                    (Some(v), Some(b)) => Ok(vec![v, DataType::Int64, b]),
+                    _ => plan_err!(
+                        "last_by(value, ts, tiebreak) takes a string, timestamp or integer value, a timestamp or \
+                         integer time and a string, timestamp or integer tiebreak; got {arg_types:?}"
+                    ),
+                }
             }
             _ => plan_err!(
-                "last_by(value, ts, tiebreak) takes a string, a timestamp or integer and a string; got {arg_types:?}"
+                "last_by(value, ts, tiebreak) takes a string, timestamp or integer value, a timestamp or integer \
+                 time and a string, timestamp or integer tiebreak; got {arg_types:?}"
             ),
         }
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types.first().and_then(coerced).unwrap_or(DataType::Utf8))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let tiebreak = args.input_fields.get(2).and_then(|f| coerced(f.data_type())).unwrap_or(DataType::Utf8);
         Ok(vec![
-            Arc::new(Field::new(format!("{}[value]", args.name), DataType::Utf8, true)),
+            Arc::new(Field::new(format!("{}[value]", args.name), args.return_type().clone(), true)),
             Arc::new(Field::new(format!("{}[ts]", args.name), DataType::Int64, true)),
-            Arc::new(Field::new(format!("{}[tiebreak]", args.name), DataType::Utf8, true)),
+            Arc::new(Field::new(format!("{}[tiebreak]", args.name), tiebreak, true)),
             Arc::new(Field::new(format!("{}[is_set]", args.name), DataType::Boolean, true)),
         ])
     }
 
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(LastByAccumulator(LastByGroups::default())))
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(LastByAccumulator(LastByGroups::for_args(&args)?)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
         true
     }
 
-    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(LastByGroups::default()))
+    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(LastByGroups::for_args(&args)?))
+    }
+}
+
+/// One cell of a value or tiebreak column: a string or an `i64`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell<'a> {
+    S(Option<&'a str>),
+    I(Option<i64>),
+}
+
+/// Ascending with nulls greatest (a string and an integer never meet: a column has one kind).
+fn cmp_cell(a: Cell<'_>, b: Cell<'_>) -> Ordering {
+    match (a, b) {
+        (Cell::S(x), Cell::S(y)) => (x.is_none(), x).cmp(&(y.is_none(), y)),
+        (Cell::I(x), Cell::I(y)) => (x.is_none(), x).cmp(&(y.is_none(), y)),
+        _ => Ordering::Equal,
     }
 }
 
 /// `(ts, tiebreak)` ordered ascending with nulls greatest.
-fn cmp_key(a: (Option<i64>, Option<&str>), b: (Option<i64>, Option<&str>)) -> Ordering {
-    (a.0.is_none(), a.0).cmp(&(b.0.is_none(), b.0)).then_with(|| (a.1.is_none(), a.1).cmp(&(b.1.is_none(), b.1)))
+fn cmp_key(a: (Option<i64>, Cell<'_>), b: (Option<i64>, Cell<'_>)) -> Ordering {
+    (a.0.is_none(), a.0).cmp(&(b.0.is_none(), b.0)).then_with(|| cmp_cell(a.1, b.1))
 }
 
 fn opt<T>(valid: bool, v: T) -> Option<T> {
     valid.then_some(v)
 }
 
+/// A value or tiebreak column of a batch, read as strings or as `i64`s.
+enum Column {
+    S(StringArray),
+    I(Int64Array),
+}
+
+impl Column {
+    fn read(a: &ArrayRef, strings: bool, what: &str) -> Result<Self> {
+        if strings {
+            return Ok(Column::S(match a.data_type() {
+                DataType::Utf8 => a.as_string::<i32>().clone(),
+                DataType::Null => StringArray::new_null(a.len()),
+                t => return exec_err!("last_by: {what} must be Utf8 after coercion, got {t}"),
+            }));
+        }
+        Ok(Column::I(ints(a, what)?))
+    }
+
+    fn get(&self, r: usize) -> Cell<'_> {
+        match self {
+            Column::S(a) => Cell::S(opt(a.is_valid(r), a.value(r))),
+            Column::I(a) => Cell::I(opt(a.is_valid(r), a.value(r))),
+        }
+    }
+}
+
+/// Per group, an owned value or tiebreak.
+#[derive(Debug)]
+enum Store {
+    S(Vec<Option<String>>),
+    I(Vec<Option<i64>>),
+}
+
+impl Store {
+    fn new(strings: bool) -> Self {
+        if strings {
+            Store::S(Vec::new())
+        } else {
+            Store::I(Vec::new())
+        }
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            Store::S(v) => v.resize(n, None),
+            Store::I(v) => v.resize(n, None),
+        }
+    }
+
+    fn get(&self, g: usize) -> Cell<'_> {
+        match self {
+            Store::S(v) => Cell::S(v[g].as_deref()),
+            Store::I(v) => Cell::I(v[g]),
+        }
+    }
+
+    /// Sets group `g`'s cell; returns the string bytes freed and taken.
+    fn set(&mut self, g: usize, c: Cell<'_>) -> (usize, usize) {
+        match (self, c) {
+            (Store::S(v), Cell::S(x)) => {
+                let freed = v[g].as_ref().map_or(0, String::len);
+                v[g] = x.map(str::to_string);
+                (freed, x.map_or(0, str::len))
+            }
+            (Store::I(v), Cell::I(x)) => {
+                v[g] = x;
+                (0, 0)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Store::S(v) => v.iter().map(|s| s.as_ref().map_or(0, String::len)).sum(),
+            Store::I(_) => 0,
+        }
+    }
+
+    /// The first `n` groups' cells, removed.
+    fn take_front(&mut self, n: usize) -> Store {
+        fn rest<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+            let tail = v.split_off(n);
+            std::mem::replace(v, tail)
+        }
+        match self {
+            Store::S(v) => Store::S(rest(v, n)),
+            Store::I(v) => Store::I(rest(v, n)),
+        }
+    }
+
+    /// The cells as an array of `t` (strings as `Utf8`; `i64`s cast to `t`, e.g. a timestamp).
+    fn into_array(self, t: &DataType) -> Result<ArrayRef> {
+        Ok(match self {
+            Store::S(v) => Arc::new(StringArray::from(v)),
+            Store::I(v) => {
+                let a: ArrayRef = Arc::new(Int64Array::from(v));
+                if t == &DataType::Int64 {
+                    a
+                } else {
+                    arrow::compute::cast(&a, t)?
+                }
+            }
+        })
+    }
+
+    fn scalar(&self, g: usize, t: &DataType) -> Result<ScalarValue> {
+        match self.get(g) {
+            Cell::S(x) => Ok(ScalarValue::Utf8(x.map(str::to_string))),
+            Cell::I(x) => ScalarValue::Int64(x).cast_to(t),
+        }
+    }
+
+    fn capacity_bytes(&self) -> usize {
+        match self {
+            Store::S(v) => v.capacity() * 24,
+            Store::I(v) => v.capacity() * 16,
+        }
+    }
+}
+
 /// The states of the groups emitted: per group, whether it saw a row, and that row's key and value.
 struct Taken {
     is_set: Vec<bool>,
     ts: Vec<Option<i64>>,
-    tiebreak: Vec<Option<String>>,
-    value: Vec<Option<String>>,
+    tiebreak: Store,
+    value: Store,
 }
 
 /// Each group's best row so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LastByGroups {
+    /// The value's type (returned) and the tiebreak's (as the state holds it).
+    value_type: DataType,
+    tiebreak_type: DataType,
     is_set: Vec<bool>,
     ts: Vec<Option<i64>>,
-    tiebreak: Vec<Option<String>>,
-    value: Vec<Option<String>>,
+    tiebreak: Store,
+    value: Store,
     /// Per group, its best row in the batch being read (`u32::MAX`: none yet).
     best: Vec<u32>,
     touched: Vec<usize>,
@@ -129,12 +293,34 @@ struct LastByGroups {
 }
 
 impl LastByGroups {
+    fn new(value_type: DataType, tiebreak_type: DataType) -> Self {
+        LastByGroups {
+            value: Store::new(value_type == DataType::Utf8),
+            tiebreak: Store::new(tiebreak_type == DataType::Utf8),
+            value_type,
+            tiebreak_type,
+            is_set: Vec::new(),
+            ts: Vec::new(),
+            best: Vec::new(),
+            touched: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn for_args(args: &AccumulatorArgs) -> Result<Self> {
+        let tiebreak = match args.exprs.get(2) {
+            Some(e) => e.data_type(args.schema)?,
+            None => DataType::Utf8,
+        };
+        Ok(Self::new(args.return_type().clone(), coerced(&tiebreak).unwrap_or(DataType::Utf8)))
+    }
+
     fn resize(&mut self, n: usize) {
         if self.is_set.len() < n {
             self.is_set.resize(n, false);
             self.ts.resize(n, None);
-            self.tiebreak.resize(n, None);
-            self.value.resize(n, None);
+            self.tiebreak.resize(n);
+            self.value.resize(n);
             self.best.resize(n, u32::MAX);
         }
     }
@@ -142,9 +328,9 @@ impl LastByGroups {
     /// Folds rows `(value, ts, tiebreak)` into their groups; `keep` says which rows count.
     fn fold(
         &mut self,
-        value: &StringArray,
+        value: &Column,
         ts: &Int64Array,
-        tiebreak: &StringArray,
+        tiebreak: &Column,
         keep: impl Fn(usize) -> bool,
         group_indices: &[usize],
         total_num_groups: usize,
@@ -153,7 +339,7 @@ impl LastByGroups {
             return exec_err!("last_by: a batch of {} rows is too large", group_indices.len());
         }
         self.resize(total_num_groups);
-        let key = |r: usize| (opt(ts.is_valid(r), ts.value(r)), opt(tiebreak.is_valid(r), tiebreak.value(r)));
+        let key = |r: usize| (opt(ts.is_valid(r), ts.value(r)), tiebreak.get(r));
         for (r, &g) in group_indices.iter().enumerate() {
             if !keep(r) {
                 continue;
@@ -166,21 +352,19 @@ impl LastByGroups {
                 self.best[g] = r as u32;
             }
         }
-        let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let mut touched = std::mem::take(&mut self.touched);
         for &g in &touched {
             let r = self.best[g] as usize;
             self.best[g] = u32::MAX;
             let (t, b) = key(r);
-            if self.is_set[g] && cmp_key((t, b), (self.ts[g], self.tiebreak[g].as_deref())) != Ordering::Greater {
+            if self.is_set[g] && cmp_key((t, b), (self.ts[g], self.tiebreak.get(g))) != Ordering::Greater {
                 continue;
             }
-            let freed = len(&self.tiebreak[g]) + len(&self.value[g]);
             self.is_set[g] = true;
             self.ts[g] = t;
-            self.tiebreak[g] = b.map(str::to_string);
-            self.value[g] = opt(value.is_valid(r), value.value(r)).map(str::to_string);
-            self.bytes = (self.bytes + len(&self.tiebreak[g]) + len(&self.value[g])).saturating_sub(freed);
+            let (f1, a1) = self.tiebreak.set(g, b);
+            let (f2, a2) = self.value.set(g, value.get(r));
+            self.bytes = (self.bytes + a1 + a2).saturating_sub(f1 + f2);
         }
         // The list's allocation is kept for the next batch.
         touched.clear();
@@ -202,28 +386,32 @@ impl LastByGroups {
         let out = Taken {
             is_set: rest(&mut self.is_set, n),
             ts: rest(&mut self.ts, n),
-            tiebreak: rest(&mut self.tiebreak, n),
-            value: rest(&mut self.value, n),
+            tiebreak: self.tiebreak.take_front(n),
+            value: self.value.take_front(n),
         };
         self.best.truncate(self.is_set.len());
-        self.bytes = self.tiebreak.iter().chain(&self.value).map(|s| s.as_ref().map_or(0, String::len)).sum();
+        self.bytes = self.tiebreak.bytes() + self.value.bytes();
         out
     }
-}
 
-fn strings(a: &ArrayRef, what: &str) -> Result<StringArray> {
-    match a.data_type() {
-        DataType::Utf8 => Ok(a.as_string::<i32>().clone()),
-        DataType::Null => Ok(StringArray::new_null(a.len())),
-        t => exec_err!("last_by: {what} must be Utf8 after coercion, got {t}"),
+    fn columns(&self, values: &[ArrayRef]) -> Result<(Column, Int64Array, Column)> {
+        Ok((
+            Column::read(&values[0], self.value_type == DataType::Utf8, "value")?,
+            ints(&values[1], "ts")?,
+            Column::read(&values[2], self.tiebreak_type == DataType::Utf8, "tiebreak")?,
+        ))
     }
 }
 
-fn ints(a: &ArrayRef) -> Result<Int64Array> {
+/// An integer or timestamp array as `i64`s.
+fn ints(a: &ArrayRef, what: &str) -> Result<Int64Array> {
     match a.data_type() {
         DataType::Int64 => Ok(a.as_primitive::<arrow::datatypes::Int64Type>().clone()),
         DataType::Null => Ok(Int64Array::new_null(a.len())),
-        t => exec_err!("last_by: ts must be Int64 after coercion, got {t}"),
+        t if is_int_like(t) => {
+            Ok(arrow::compute::cast(a, &DataType::Int64)?.as_primitive::<arrow::datatypes::Int64Type>().clone())
+        }
+        t => exec_err!("last_by: {what} must be a timestamp or an integer after coercion, got {t}"),
     }
 }
 
@@ -239,26 +427,28 @@ impl GroupsAccumulator for LastByGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        let (v, t, b) = (strings(&values[0], "value")?, ints(&values[1])?, strings(&values[2], "tiebreak")?);
+        let (v, t, b) = self.columns(values)?;
         self.fold(&v, &t, &b, |r| filtered(opt_filter, r), group_indices, total_num_groups)
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
-        let (v, t, b) = (strings(&values[0], "value")?, ints(&values[1])?, strings(&values[2], "tiebreak")?);
+        let (v, t, b) = self.columns(values)?;
         let set = values[3].as_boolean();
         self.fold(&v, &t, &b, |r| set.is_valid(r) && set.value(r), group_indices, total_num_groups)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        Ok(Arc::new(StringArray::from(self.take(emit_to).value)))
+        let t = self.value_type.clone();
+        self.take(emit_to).value.into_array(&t)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let (vt, bt) = (self.value_type.clone(), self.tiebreak_type.clone());
         let t = self.take(emit_to);
         Ok(vec![
-            Arc::new(StringArray::from(t.value)),
+            t.value.into_array(&vt)?,
             Arc::new(Int64Array::from(t.ts)),
-            Arc::new(StringArray::from(t.tiebreak)),
+            t.tiebreak.into_array(&bt)?,
             Arc::new(BooleanArray::from(t.is_set)),
         ])
     }
@@ -272,7 +462,8 @@ impl GroupsAccumulator for LastByGroups {
         self.is_set.capacity()
             + self.best.capacity() * 4
             + self.ts.capacity() * 16
-            + (self.tiebreak.capacity() + self.value.capacity()) * 24
+            + self.tiebreak.capacity_bytes()
+            + self.value.capacity_bytes()
             + self.bytes
     }
 }
@@ -293,16 +484,16 @@ impl Accumulator for LastByAccumulator {
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         self.0.resize(1);
         Ok(vec![
-            ScalarValue::Utf8(self.0.value[0].clone()),
+            self.0.value.scalar(0, &self.0.value_type)?,
             ScalarValue::Int64(self.0.ts[0]),
-            ScalarValue::Utf8(self.0.tiebreak[0].clone()),
+            self.0.tiebreak.scalar(0, &self.0.tiebreak_type)?,
             ScalarValue::Boolean(Some(self.0.is_set[0])),
         ])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.0.resize(1);
-        Ok(ScalarValue::Utf8(self.0.value[0].clone()))
+        self.0.value.scalar(0, &self.0.value_type)
     }
 
     fn size(&self) -> usize {
@@ -341,7 +532,7 @@ mod tests {
         for (g, ts, tb, v) in &rows {
             let k: Key = (*ts, tb.clone());
             let e = best.entry(*g).or_insert_with(|| (k.clone(), Vec::new()));
-            match cmp_key((k.0, k.1.as_deref()), (e.0 .0, e.0 .1.as_deref())) {
+            match cmp_key((k.0, Cell::S(k.1.as_deref())), (e.0 .0, Cell::S(e.0 .1.as_deref()))) {
                 Ordering::Greater => *e = (k, vec![v.clone()]),
                 Ordering::Equal => e.1.push(v.clone()),
                 Ordering::Less => {}
@@ -385,7 +576,7 @@ mod tests {
         let none = ctx.sql("SELECT last_by(v, ts, tb) FROM t WHERE g < 0").await.unwrap().collect().await.unwrap();
         assert!(none[0].column(0).is_null(0));
         // Wrong argument types are refused at planning, naming the function.
-        let e = ctx.sql("SELECT last_by(g, ts, tb) FROM t").await.unwrap_err().to_string();
+        let e = ctx.sql("SELECT last_by(1.5, ts, tb) FROM t").await.unwrap_err().to_string();
         assert!(e.contains("last_by(value, ts, tiebreak)"), "{e}");
     }
 }
