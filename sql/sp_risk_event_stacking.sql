@@ -38,18 +38,19 @@ WITH in_window AS (
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 latest AS (
-    -- The version ranked first by last_updated DESC NULLS LAST, ts DESC: last_by(x, key, ts) is
-    -- last_value(x ORDER BY key, ts), vectorized (wisp's aggregate), with a null last_updated
-    -- keyed below every time the lake holds (1900 and after). All the row's columns come from
+    -- The version ranked first by last_updated DESC NULLS LAST, ts DESC: last_by(x, k, ts) is
+    -- last_value(x ORDER BY k, ts), vectorized (wisp's aggregate), k the last_updated with a null
+    -- one below every time the lake holds (1900 and after). All the row's columns come from
     -- the same version: the aggregate's accumulators see the rows in the same order.
-    SELECT last_by(r.ts, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS ts,
+    SELECT last_by(r.ts, r.k, r.ts) AS ts,
            r.service_principal_id,
-           last_by(r.service_principal_name, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS service_principal_name,
-           last_by(r.app_id, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS app_id,
-           last_by(r.risk_event_type, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS risk_event_type,
-           last_by(r.risk_level, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS risk_level
-    FROM sp_risk_events r
-    JOIN in_window w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id
+           last_by(r.service_principal_name, r.k, r.ts) AS service_principal_name,
+           last_by(r.app_id, r.k, r.ts) AS app_id,
+           last_by(r.risk_event_type, r.k, r.ts) AS risk_event_type,
+           last_by(r.risk_level, r.k, r.ts) AS risk_level
+    FROM (SELECT r.*, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807) AS k
+          FROM sp_risk_events r
+          JOIN in_window w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id) r
     GROUP BY r.id, r.service_principal_id
 ),
 risk AS (
@@ -124,18 +125,19 @@ WITH in_range AS (
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
 ),
 latest AS (
-    -- The version ranked first by last_updated DESC NULLS LAST, ts DESC: last_by(x, key, ts) is
-    -- last_value(x ORDER BY key, ts), vectorized (wisp's aggregate), with a null last_updated
-    -- keyed below every time the lake holds (1900 and after). All the row's columns come from
+    -- The version ranked first by last_updated DESC NULLS LAST, ts DESC: last_by(x, k, ts) is
+    -- last_value(x ORDER BY k, ts), vectorized (wisp's aggregate), k the last_updated with a null
+    -- one below every time the lake holds (1900 and after). All the row's columns come from
     -- the same version: the aggregate's accumulators see the rows in the same order.
-    SELECT last_by(r.ts, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS ts,
+    SELECT last_by(r.ts, r.k, r.ts) AS ts,
            r.service_principal_id,
-           last_by(r.service_principal_name, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS service_principal_name,
-           last_by(r.app_id, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS app_id,
-           last_by(r.risk_event_type, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS risk_event_type,
-           last_by(r.risk_level, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807), r.ts) AS risk_level
-    FROM sp_risk_events r
-    JOIN in_range w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id
+           last_by(r.service_principal_name, r.k, r.ts) AS service_principal_name,
+           last_by(r.app_id, r.k, r.ts) AS app_id,
+           last_by(r.risk_event_type, r.k, r.ts) AS risk_event_type,
+           last_by(r.risk_level, r.k, r.ts) AS risk_level
+    FROM (SELECT r.*, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807) AS k
+          FROM sp_risk_events r
+          JOIN in_range w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id) r
     GROUP BY r.id, r.service_principal_id
 ),
 risk AS (

@@ -78,21 +78,17 @@ impl AggregateUDFImpl for LastBy {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        match arg_types {
-            [v, t, b] if (matches!(t, DataType::Timestamp(_, _) | DataType::Null) || t.is_integer()) => {
-                match (coerced(v), coerced(b)) {
-                    (Some(v), Some(b)) => Ok(vec![v, DataType::Int64, b]),
-                    _ => plan_err!(
-                        "last_by(value, ts, tiebreak) takes a string, timestamp or integer value, a timestamp or \
-                         integer time and a string, timestamp or integer tiebreak; got {arg_types:?}"
-                    ),
+        if let [v, t, b] = arg_types {
+            if matches!(t, DataType::Timestamp(_, _) | DataType::Null) || t.is_integer() {
+                if let (Some(v), Some(b)) = (coerced(v), coerced(b)) {
+                    return Ok(vec![v, DataType::Int64, b]);
                 }
             }
-            _ => plan_err!(
-                "last_by(value, ts, tiebreak) takes a string, timestamp or integer value, a timestamp or integer \
-                 time and a string, timestamp or integer tiebreak; got {arg_types:?}"
-            ),
         }
+        plan_err!(
+            "last_by(value, ts, tiebreak) takes a string, timestamp or integer value, a timestamp or integer time \
+             and a string, timestamp or integer tiebreak; got {arg_types:?}"
+        )
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -228,10 +224,6 @@ impl Store {
 
     /// The first `n` groups' cells, removed.
     fn take_front(&mut self, n: usize) -> Store {
-        fn rest<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-            let tail = v.split_off(n);
-            std::mem::replace(v, tail)
-        }
         match self {
             Store::S(v) => Store::S(rest(v, n)),
             Store::I(v) => Store::I(rest(v, n)),
@@ -266,6 +258,12 @@ impl Store {
             Store::I(v) => v.capacity() * 16,
         }
     }
+}
+
+/// The first `n` elements of `v`, removed (the rest move to the front).
+fn rest<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+    let tail = v.split_off(n);
+    std::mem::replace(v, tail)
 }
 
 /// The states of the groups emitted: per group, whether it saw a row, and that row's key and value.
@@ -379,10 +377,6 @@ impl LastByGroups {
             EmitTo::All => self.is_set.len(),
             EmitTo::First(n) => n.min(self.is_set.len()),
         };
-        fn rest<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-            let tail = v.split_off(n);
-            std::mem::replace(v, tail)
-        }
         let out = Taken {
             is_set: rest(&mut self.is_set, n),
             ts: rest(&mut self.ts, n),
