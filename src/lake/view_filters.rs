@@ -1,4 +1,4 @@
-//! Join filters pushed into a lake scan compare the file's string views, not copies of them.
+//! Filters pushed into a lake scan compare the file's string views, not copies of them.
 //!
 //! A lake scan reads top-level strings as `Utf8View` while the table declares `Utf8`
 //! ([`super::views`]). DataFusion adapts each predicate to the file by casting the column back to
@@ -11,18 +11,27 @@
 //! [`ViewFilterAdapterFactory`] wraps the scan's expression adapter: after the usual adaptation
 //! it wraps each dynamic filter in a [`ViewDynamicFilter`], which evaluates the filter's current
 //! expression with the casts of view columns moved onto the constants of comparisons and `IN`
-//! lists — recomputed only when the filter changes. Results are the same: a view and its `Utf8`
-//! copy hold the same bytes, and comparisons and set membership look only at those bytes (and
-//! at nulls, which stay nulls). Everything else in the filter (the hash lookup of large build
-//! sides, whose hashes must be the join's own) keeps its cast. Statistics pruning still sees the
-//! filter as DataFusion wrote it (`snapshot` gives the inner filter's).
+//! lists — recomputed only when the filter changes. The static part of the predicate gets the
+//! same rewrite once per file, and also `IS [NOT] NULL` and `[NOT] [I]LIKE 'pattern'` on a cast
+//! view (DataFusion moves casts onto constants for comparisons only: a pushed-down
+//! `caller_ip IS NOT NULL` copied every address of the column to test it).
+//!
+//! Results are the same: a view and its `Utf8` copy hold the same bytes, and comparisons, set
+//! membership and patterns look only at those bytes (and at nulls, which stay nulls). Everything
+//! else keeps its cast (the hash lookup of large build sides, whose hashes must be the join's
+//! own; functions such as `lower`, whose result type would change). Statistics pruning sees a
+//! dynamic filter as DataFusion wrote it (`snapshot` gives the inner filter's) and the static
+//! predicate as rewritten, which it handles alike (null counts; a pattern's prefix bounds
+//! compared with the view column's statistics).
 
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Operator};
-use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, DynamicFilterPhysicalExpr, InListExpr, Literal};
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CastExpr, DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr, Literal,
+};
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
@@ -50,19 +59,26 @@ impl PhysicalExprAdapterFactory for ViewFilterAdapterFactory {
         logical_file_schema: SchemaRef,
         physical_file_schema: SchemaRef,
     ) -> Result<Arc<dyn PhysicalExprAdapter>> {
-        Ok(Arc::new(ViewFilterAdapter { inner: self.inner.create(logical_file_schema, physical_file_schema)? }))
+        let inner = self.inner.create(logical_file_schema, Arc::clone(&physical_file_schema))?;
+        Ok(Arc::new(ViewFilterAdapter { inner, physical_file_schema }))
     }
 }
 
 #[derive(Debug)]
 struct ViewFilterAdapter {
     inner: Arc<dyn PhysicalExprAdapter>,
+    /// The schema adapted expressions are evaluated against (the file's columns).
+    physical_file_schema: SchemaRef,
 }
 
 impl PhysicalExprAdapter for ViewFilterAdapter {
+    /// The usual adaptation; then the static parts compare views ([`compare_views`]: a pushed-down
+    /// `caller_ip IS NOT NULL` or `name LIKE 'x%'` no longer copies each string of the column to
+    /// test it), and each dynamic filter is wrapped to do the same whenever it changes.
     fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
-        self.inner
-            .rewrite(expr)?
+        let adapted = self.inner.rewrite(expr)?;
+        let schema = self.physical_file_schema.as_ref();
+        compare_views(adapted, schema)?
             .transform_down(|e| {
                 if e.downcast_ref::<ViewDynamicFilter>().is_some() {
                     Ok(Transformed::new(e, false, TreeNodeRecursion::Jump))
@@ -170,11 +186,31 @@ impl PhysicalExpr for ViewDynamicFilter {
     }
 }
 
-/// `expr` with every `CAST(view AS Utf8) <op> 'constant'` (either side) and
-/// `CAST(view AS Utf8) [NOT] IN ('constant', …)` comparing the view with `Utf8View` constants.
+/// `expr` with every `CAST(view AS Utf8) <op> 'constant'` (either side),
+/// `CAST(view AS Utf8) [NOT] IN ('constant', …)` and `CAST(view AS Utf8) [NOT] [I]LIKE 'pattern'`
+/// comparing the view with `Utf8View` constants, and `CAST(view AS Utf8) IS [NOT] NULL` testing the
+/// view. Dynamic filters are left as they are (see [`ViewDynamicFilter`]). Each rewritten node
+/// keeps its type (boolean) and its answer on every row, nulls included.
 pub(crate) fn compare_views(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Arc<dyn PhysicalExpr>> {
-    expr.transform_up(|e| {
-        if let Some(b) = e.downcast_ref::<BinaryExpr>() {
+    expr.transform_down(|e| {
+        // A dynamic filter changes after this rewrite: what it holds now is not what it will hold.
+        if e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some() || e.downcast_ref::<ViewDynamicFilter>().is_some() {
+            return Ok(Transformed::new(e, false, TreeNodeRecursion::Jump));
+        }
+        if let Some(n) = e.downcast_ref::<IsNullExpr>() {
+            if let Some(view) = view_under_cast(n.arg(), schema)? {
+                return Ok(Transformed::yes(Arc::new(IsNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
+            }
+        } else if let Some(n) = e.downcast_ref::<IsNotNullExpr>() {
+            if let Some(view) = view_under_cast(n.arg(), schema)? {
+                return Ok(Transformed::yes(Arc::new(IsNotNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
+            }
+        } else if let Some(l) = e.downcast_ref::<LikeExpr>() {
+            if let (Some(view), Some(p)) = (view_under_cast(l.expr(), schema)?, view_constant(l.pattern())) {
+                let like = LikeExpr::new(l.negated(), l.case_insensitive(), view, p);
+                return Ok(Transformed::yes(Arc::new(like) as Arc<dyn PhysicalExpr>));
+            }
+        } else if let Some(b) = e.downcast_ref::<BinaryExpr>() {
             if is_comparison(b.op()) {
                 if let (Some(view), Some(c)) = (view_under_cast(b.left(), schema)?, view_constant(b.right())) {
                     return Ok(Transformed::yes(Arc::new(BinaryExpr::new(view, *b.op(), c)) as Arc<dyn PhysicalExpr>));
@@ -319,6 +355,80 @@ mod tests {
             Arc::new(InListExpr::try_new_from_array(cast_id(&schema), values, true, &schema).unwrap());
         let views = compare_views(Arc::clone(&cast_form), &schema).unwrap();
         assert_eq!(eval(&views, &b), eval(&cast_form, &b));
+    }
+
+    /// `IS [NOT] NULL` and every kind of `LIKE` on the view answer as on its cast, nulls included.
+    #[test]
+    fn null_tests_and_likes_on_views_equal_the_cast_form() {
+        let b = batch();
+        let schema = b.schema();
+        let mut forms: Vec<Arc<dyn PhysicalExpr>> =
+            vec![Arc::new(IsNullExpr::new(cast_id(&schema))), Arc::new(IsNotNullExpr::new(cast_id(&schema)))];
+        for pattern in ["sp-%", "SP-0%", "%0003", "sp-_", "", "%", "sp-2"] {
+            for negated in [false, true] {
+                for case_insensitive in [false, true] {
+                    forms.push(Arc::new(LikeExpr::new(negated, case_insensitive, cast_id(&schema), lit(pattern))));
+                }
+            }
+        }
+        for cast_form in forms {
+            let views = compare_views(Arc::clone(&cast_form), &schema).unwrap();
+            assert_eq!(casts(&views), 0, "{views}");
+            assert_eq!(eval(&views, &b), eval(&cast_form, &b), "{cast_form}");
+        }
+        // Nested under AND / OR / NOT, as pushed-down filters are.
+        let nested: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(IsNotNullExpr::new(cast_id(&schema))),
+            Operator::Or,
+            Arc::new(BinaryExpr::new(
+                Arc::new(LikeExpr::new(false, false, cast_id(&schema), lit("sp-0%"))),
+                Operator::And,
+                Arc::new(IsNullExpr::new(cast_id(&schema))),
+            )),
+        ));
+        let views = compare_views(Arc::clone(&nested), &schema).unwrap();
+        assert_eq!(casts(&views), 0, "{views}");
+        assert_eq!(eval(&views, &b), eval(&nested, &b));
+    }
+
+    /// A dynamic filter is left to its wrapper: what it holds when the scan is adapted is not
+    /// what it holds later.
+    #[test]
+    fn dynamic_filters_are_not_rewritten_in_place() {
+        let b = batch();
+        let schema = b.schema();
+        let dynamic: Arc<dyn PhysicalExpr> = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![cast_id(&schema)],
+            Arc::new(BinaryExpr::new(cast_id(&schema), Operator::Eq, lit("sp-2"))),
+        ));
+        let out = compare_views(Arc::clone(&dynamic), &schema).unwrap();
+        assert!(Arc::ptr_eq(&out, &dynamic));
+        // The adapter rewrites the static part and wraps the dynamic one.
+        let pred: Arc<dyn PhysicalExpr> =
+            Arc::new(BinaryExpr::new(Arc::new(IsNotNullExpr::new(cast_id(&schema))), Operator::And, dynamic));
+        let adapter = ViewFilterAdapter {
+            inner: DefaultPhysicalExprAdapterFactory.create(Arc::clone(&schema), Arc::clone(&schema)).unwrap(),
+            physical_file_schema: Arc::clone(&schema),
+        };
+        let adapted = adapter.rewrite(Arc::clone(&pred)).unwrap();
+        let mut wrapped = 0;
+        adapted
+            .apply(|e| {
+                wrapped += usize::from(e.downcast_ref::<ViewDynamicFilter>().is_some());
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(wrapped, 1, "{adapted}");
+        assert!(adapted
+            .downcast_ref::<BinaryExpr>()
+            .unwrap()
+            .left()
+            .downcast_ref::<IsNotNullExpr>()
+            .unwrap()
+            .arg()
+            .downcast_ref::<CastExpr>()
+            .is_none());
+        assert_eq!(eval(&adapted, &b), eval(&pred, &b));
     }
 
     /// What is not a comparison of a view with a constant keeps its cast.
