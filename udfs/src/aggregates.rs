@@ -384,7 +384,9 @@ impl LastByGroups {
             value: self.value.take_front(n),
         };
         self.best.truncate(self.is_set.len());
-        self.bytes = self.tiebreak.bytes() + self.value.bytes();
+        // The emitted groups' strings, not the remaining ones: an aggregation that emits its
+        // groups a batch at a time (after spilling) would otherwise walk every group per batch.
+        self.bytes = self.bytes.saturating_sub(out.tiebreak.bytes() + out.value.bytes());
         out
     }
 
@@ -572,5 +574,33 @@ mod tests {
         // Wrong argument types are refused at planning, naming the function.
         let e = ctx.sql("SELECT last_by(1.5, ts, tb) FROM t").await.unwrap_err().to_string();
         assert!(e.contains("last_by(value, ts, tiebreak)"), "{e}");
+    }
+
+    /// The strings held, as `size` reports them, stay exact when groups are emitted a few at a
+    /// time (as after a spill) and rows keep replacing the best ones.
+    #[test]
+    fn held_bytes_stay_exact_through_partial_emits() {
+        let mut acc = LastByGroups::new(DataType::Utf8, DataType::Utf8);
+        let held = |a: &LastByGroups| a.tiebreak.bytes() + a.value.bytes();
+        let mut groups = 50;
+        for round in 0..5i64 {
+            let n = 200;
+            let values: ArrayRef = Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 7 != 0).then(|| "v".repeat((i * 13 % 29) as usize))),
+            ));
+            let ts: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| (i * 31 % 17) + round)));
+            let tb: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("10.0.{}", i % 5))));
+            let gi: Vec<usize> = (0..n as usize).map(|i| i * 7 % groups).collect();
+            acc.update_batch(&[values, ts, tb], &gi, None, groups).unwrap();
+            assert_eq!(acc.bytes, held(&acc), "round {round}");
+            let before = acc.is_set.len();
+            let state = acc.state(EmitTo::First(9)).unwrap();
+            assert_eq!(state[0].len(), 9);
+            assert_eq!(acc.is_set.len(), before - 9);
+            assert_eq!(acc.bytes, held(&acc), "round {round}, after emitting");
+            groups -= 9;
+        }
+        acc.evaluate(EmitTo::All).unwrap();
+        assert_eq!(acc.bytes, 0);
     }
 }
