@@ -93,6 +93,16 @@ c AS (
     WHERE trim(changes.operation_name) <> 'Update application'
        OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
 ),
+ct AS (
+    -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
+    -- DataFusion plans a CTE again at each use, and `c` decodes every change's targets (the key
+    -- lists) for the bare-"Update application" test; that test is applied once, where the
+    -- aggregated prior sign-ins meet `c` (a change it drops only costs its pairs).
+    SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, changes.target_type,
+           change_app.target_app_id
+    FROM changes
+    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+),
 s AS (
     SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
            source_ip AS signin_ip
@@ -112,7 +122,7 @@ cd AS (
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
            CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
            to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
-    FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
+    FROM (SELECT ct.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM ct)
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
@@ -219,6 +229,16 @@ c AS (
     WHERE trim(changes.operation_name) <> 'Update application'
        OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
 ),
+ct AS (
+    -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
+    -- DataFusion plans a CTE again at each use, and `c` decodes every change's targets (the key
+    -- lists) for the bare-"Update application" test; that test is applied once, where the
+    -- aggregated prior sign-ins meet `c` (a change it drops only costs its pairs).
+    SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, changes.target_type,
+           change_app.target_app_id
+    FROM changes
+    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+),
 s AS (
     SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
            source_ip AS signin_ip
@@ -239,7 +259,7 @@ cd AS (
     SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
            CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
            to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
-    FROM (SELECT c.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM c)
+    FROM (SELECT ct.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM ct)
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
