@@ -76,9 +76,10 @@ impl PhysicalExprAdapter for ViewFilterAdapter {
     /// `caller_ip IS NOT NULL` or `name LIKE 'x%'` no longer copies each string of the column to
     /// test it), and each dynamic filter is wrapped to do the same whenever it changes.
     fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
-        let adapted = self.inner.rewrite(expr)?;
         let schema = self.physical_file_schema.as_ref();
-        compare_views(adapted, schema)?
+        // One walk: dynamic filters wrapped (not entered), every other node rewritten in place.
+        self.inner
+            .rewrite(expr)?
             .transform_down(|e| {
                 if e.downcast_ref::<ViewDynamicFilter>().is_some() {
                     Ok(Transformed::new(e, false, TreeNodeRecursion::Jump))
@@ -86,7 +87,7 @@ impl PhysicalExprAdapter for ViewFilterAdapter {
                     let wrapped: Arc<dyn PhysicalExpr> = Arc::new(ViewDynamicFilter::new(e));
                     Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
                 } else {
-                    Ok(Transformed::no(e))
+                    compare_view(e, schema)
                 }
             })
             .data()
@@ -197,48 +198,53 @@ pub(crate) fn compare_views(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Res
         if e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some() || e.downcast_ref::<ViewDynamicFilter>().is_some() {
             return Ok(Transformed::new(e, false, TreeNodeRecursion::Jump));
         }
-        if let Some(n) = e.downcast_ref::<IsNullExpr>() {
-            if let Some(view) = view_under_cast(n.arg(), schema)? {
-                return Ok(Transformed::yes(Arc::new(IsNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
-            }
-        } else if let Some(n) = e.downcast_ref::<IsNotNullExpr>() {
-            if let Some(view) = view_under_cast(n.arg(), schema)? {
-                return Ok(Transformed::yes(Arc::new(IsNotNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
-            }
-        } else if let Some(l) = e.downcast_ref::<LikeExpr>() {
-            if let (Some(view), Some(p)) = (view_under_cast(l.expr(), schema)?, view_constant(l.pattern())) {
-                let like = LikeExpr::new(l.negated(), l.case_insensitive(), view, p);
-                return Ok(Transformed::yes(Arc::new(like) as Arc<dyn PhysicalExpr>));
-            }
-        } else if let Some(b) = e.downcast_ref::<BinaryExpr>() {
-            if is_comparison(b.op()) {
-                if let (Some(view), Some(c)) = (view_under_cast(b.left(), schema)?, view_constant(b.right())) {
-                    return Ok(Transformed::yes(Arc::new(BinaryExpr::new(view, *b.op(), c)) as Arc<dyn PhysicalExpr>));
-                }
-                if let (Some(c), Some(view)) = (view_constant(b.left()), view_under_cast(b.right(), schema)?) {
-                    return Ok(Transformed::yes(Arc::new(BinaryExpr::new(c, *b.op(), view)) as Arc<dyn PhysicalExpr>));
-                }
-            }
-        } else if let Some(list) = e.downcast_ref::<InListExpr>() {
-            if let Some(view) = view_under_cast(list.expr(), schema)? {
-                let values: Option<Vec<ScalarValue>> = list
-                    .list()
-                    .iter()
-                    .map(|c| match c.downcast_ref::<Literal>()?.value() {
-                        ScalarValue::Utf8(v) => Some(ScalarValue::Utf8View(v.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                if let Some(values) = values.filter(|v| !v.is_empty()) {
-                    let array = ScalarValue::iter_to_array(values)?;
-                    let rewritten = InListExpr::try_new_from_array(view, array, list.negated(), schema)?;
-                    return Ok(Transformed::yes(Arc::new(rewritten) as Arc<dyn PhysicalExpr>));
-                }
-            }
-        }
-        Ok(Transformed::no(e))
+        compare_view(e, schema)
     })
     .data()
+}
+
+/// One node of [`compare_views`]: rewritten when it is one of the forms named there.
+fn compare_view(e: Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+    if let Some(n) = e.downcast_ref::<IsNullExpr>() {
+        if let Some(view) = view_under_cast(n.arg(), schema)? {
+            return Ok(Transformed::yes(Arc::new(IsNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
+        }
+    } else if let Some(n) = e.downcast_ref::<IsNotNullExpr>() {
+        if let Some(view) = view_under_cast(n.arg(), schema)? {
+            return Ok(Transformed::yes(Arc::new(IsNotNullExpr::new(view)) as Arc<dyn PhysicalExpr>));
+        }
+    } else if let Some(l) = e.downcast_ref::<LikeExpr>() {
+        if let (Some(view), Some(p)) = (view_under_cast(l.expr(), schema)?, view_constant(l.pattern())) {
+            let like = LikeExpr::new(l.negated(), l.case_insensitive(), view, p);
+            return Ok(Transformed::yes(Arc::new(like) as Arc<dyn PhysicalExpr>));
+        }
+    } else if let Some(b) = e.downcast_ref::<BinaryExpr>() {
+        if is_comparison(b.op()) {
+            if let (Some(view), Some(c)) = (view_under_cast(b.left(), schema)?, view_constant(b.right())) {
+                return Ok(Transformed::yes(Arc::new(BinaryExpr::new(view, *b.op(), c)) as Arc<dyn PhysicalExpr>));
+            }
+            if let (Some(c), Some(view)) = (view_constant(b.left()), view_under_cast(b.right(), schema)?) {
+                return Ok(Transformed::yes(Arc::new(BinaryExpr::new(c, *b.op(), view)) as Arc<dyn PhysicalExpr>));
+            }
+        }
+    } else if let Some(list) = e.downcast_ref::<InListExpr>() {
+        if let Some(view) = view_under_cast(list.expr(), schema)? {
+            let values: Option<Vec<ScalarValue>> = list
+                .list()
+                .iter()
+                .map(|c| match c.downcast_ref::<Literal>()?.value() {
+                    ScalarValue::Utf8(v) => Some(ScalarValue::Utf8View(v.clone())),
+                    _ => None,
+                })
+                .collect();
+            if let Some(values) = values.filter(|v| !v.is_empty()) {
+                let array = ScalarValue::iter_to_array(values)?;
+                let rewritten = InListExpr::try_new_from_array(view, array, list.negated(), schema)?;
+                return Ok(Transformed::yes(Arc::new(rewritten) as Arc<dyn PhysicalExpr>));
+            }
+        }
+    }
+    Ok(Transformed::no(e))
 }
 
 fn is_comparison(op: &Operator) -> bool {

@@ -17,9 +17,9 @@
 //! DataFusion counts each page once per batch that points into it: aggregations and sorts over
 //! 30 days ran out of the memory pool.)
 //!
-//! A join's filter pushed into the scan is filled in after that adaptation, and would cast every
-//! view of the scanned column back to `Utf8` to compare it: `lake::view_filters` compares the
-//! views with the filter's constants instead.
+//! A filter pushed into the scan (the query's own, and a join's, filled in after that
+//! adaptation) would cast every view of the scanned column back to `Utf8` to test it:
+//! `lake::view_filters` compares the views with the filter's constants instead.
 //!
 //! The files and their schema do not change; other readers (DuckDB, pyarrow) see the same
 //! strings. A Ballista cluster plans its scans without this rule and reads `Utf8` as before.
