@@ -34,6 +34,8 @@ tactics = ["TA0003 Persistence"]
 techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH activity AS (
+    -- The events of the partial hours at the window's edges (before its first whole hour, from
+    -- the hour its end falls in); the whole hours come from the rollup (`rolled`).
     SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
            coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
            service_principal_id, source_ip
@@ -41,6 +43,8 @@ WITH activity AS (
     -- As the hunt: every sign-in with a service principal name (managed identities have one).
     WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
+      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+           OR ts >= date_trunc('hour', $window_end))
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'azure.auditlogs', operation_name,
@@ -49,6 +53,8 @@ WITH activity AS (
     FROM audit
     WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
+      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+           OR ts >= date_trunc('hour', $window_end))
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'azure.graphactivitylogs',
@@ -64,21 +70,52 @@ WITH activity AS (
     FROM graph_activity
     WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
+      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+           OR ts >= date_trunc('hour', $window_end))
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
     UNION ALL
     SELECT ts, day, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
     FROM o365_audit
     WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
       AND ts >= $window_start AND ts <= $window_end
+      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+           OR ts >= date_trunc('hour', $window_end))
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+),
+rolled AS (
+    -- The window's whole hours from `sp_activity_rollup` (src/rollups.rs; its source is this
+    -- rule's activity): the 'day' rows of whole UTC days, the 'hour' rows of the other whole
+    -- hours, and 'event' rows (days whose stored summary is stale or missing, one row per event)
+    -- of any whole hour. Each event counts once; sums of n and minima of first_ts are the events'.
+    SELECT grain, action, service_principal_name, day, source_ip, dataset, service_principal_id, n, first_ts
+    FROM sp_activity_rollup
+    WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND first_ts >= $window_start AND first_ts <= $window_end
+      AND bucket >= (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+      AND bucket < date_trunc('hour', $window_end)
+      AND ((grain = 'day' AND bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
+                          AND bucket < date_trunc('day', $window_end))
+           OR (grain = 'hour' AND NOT (bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
+                                       AND bucket < date_trunc('day', $window_end)))
+           OR grain = 'event')
 ),
 per_source AS (
     -- First a plain aggregation (no per-group lists) down to one row per source: the lists are
     -- built from its far fewer rows. `day` (the partition value) is the UTC date of ts, so
     -- grouping on it needs no per-row truncation.
+    -- A 'day' row is one already: a day of the window either is whole, and gives only its 'day'
+    -- rows (or its events, when its summary is stale), or is not, and gives none.
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, n, first_ts
+    FROM rolled WHERE grain = 'day'
+    UNION ALL
     SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id,
-           count(*) AS n, min(ts) AS first_ts
-    FROM activity
+           sum(n) AS n, min(first_ts) AS first_ts
+    FROM (SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id,
+                 CAST(1 AS BIGINT) AS n, ts AS first_ts
+          FROM activity
+          UNION ALL
+          SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, n, first_ts
+          FROM rolled WHERE grain <> 'day')
     GROUP BY action, service_principal_name, day, source_ip, dataset, service_principal_id
 ),
 per_ip AS (

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod output;
 pub mod pivot;
 pub mod query;
+pub mod rollups;
 pub mod rules;
 pub mod session;
 pub mod time;

@@ -143,6 +143,8 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     let udfs = load_udfs(&cfg)?;
     register_udfs(&ctx, &udfs)?;
     register_watchlist_tables(&ctx, &udfs)?;
+    // Rollups: stored summaries where still current, the events themselves elsewhere.
+    crate::rollups::register(&ctx, lake).await?;
     ctx.sql(
         "CREATE VIEW sp_risk_events_latest AS \
          SELECT * EXCLUDE (rn) FROM ( \

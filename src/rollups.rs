@@ -1,0 +1,323 @@
+//! Rollups: summaries of the lake written once (by compaction) and read by rules where the result
+//! is provably the same.
+//!
+//! A rollup is a source query (`sql/rollups/<name>.sql`: one row per event with `ts`, `day` and
+//! key columns) aggregated per key at two grains of each day: `grain` 'hour' (`bucket` = the
+//! hour's start) and 'day' (`bucket` = midnight), each row with `n` events, `first_ts` and
+//! `last_ts`. A day's rows are stored at `<lake>/_rollups/<name>/day=D/src=<fingerprint>/…parquet`,
+//! where the fingerprint hashes the rollup's definition and the exact files (path, size,
+//! modification time) its tables held for that day when it was computed. A session registers the
+//! view `<name>`: the stored rows of every day whose current files still give that fingerprint,
+//! and the source itself for every other day, one row per event (`grain` 'event', `bucket` = its
+//! hour, `n` = 1, `first_ts` = `last_ts` = `ts`) — a day ingested, compacted or re-enriched since
+//! is read raw, never from a stale summary. So a rule that takes, for whole days of its window,
+//! the 'day' rows; for the other whole hours, the 'hour' rows; and 'event' rows of every whole
+//! hour, counts each event exactly once; it reads the partial hours at its window's edges from
+//! the tables themselves.
+
+use crate::lake::{Lake, LakeError, Table};
+use crate::session::SessionError;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A rollup's definition.
+#[derive(Debug)]
+pub struct Rollup {
+    pub name: &'static str,
+    /// The tables its source reads (their files make the fingerprint).
+    pub tables: &'static [Table],
+    /// One row per event: `ts`, `day` and the key columns.
+    pub source: &'static str,
+    pub keys: &'static [&'static str],
+}
+
+/// Every rollup wisp maintains.
+pub const ROLLUPS: &[Rollup] = &[Rollup {
+    name: "sp_activity_rollup",
+    tables: &[Table::Signins, Table::Audit, Table::GraphActivity, Table::O365Audit],
+    source: include_str!("../sql/rollups/sp_activity_rollup.sql"),
+    keys: &["dataset", "action", "service_principal_name", "service_principal_id", "source_ip"],
+}];
+
+/// The folder of rollups under the lake root.
+pub const FOLDER: &str = "_rollups";
+
+/// What refreshing one day of a rollup did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RollupWrite {
+    pub rollup: &'static str,
+    pub day: String,
+    pub events: u64,
+    pub rows: u64,
+    pub seconds: f64,
+}
+
+fn store_err(url: &str, e: object_store::Error) -> LakeError {
+    LakeError::Store { url: url.to_string(), source: e }
+}
+
+fn is_day(d: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|x| x.format("%Y-%m-%d").to_string() == d)
+}
+
+impl Rollup {
+    /// The aggregation of one day of the source, as stored: per (hour, keys) and per (day, keys),
+    /// ordered by grain, bucket and keys (so a window's rows are a few row groups).
+    fn aggregate_sql(&self, day: &str) -> String {
+        let keys = self.keys.join(", ");
+        format!(
+            "WITH hours AS (SELECT date_trunc('hour', ts) AS bucket, {keys}, count(*) AS n, min(ts) AS first_ts, \
+                                   max(ts) AS last_ts \
+                            FROM ({}) AS source WHERE day = '{day}' GROUP BY date_trunc('hour', ts), {keys}) \
+             SELECT 'hour' AS grain, bucket, {keys}, n, first_ts, last_ts FROM hours \
+             UNION ALL \
+             SELECT 'day', date_trunc('day', bucket), {keys}, sum(n), min(first_ts), max(last_ts) FROM hours \
+             GROUP BY date_trunc('day', bucket), {keys} \
+             ORDER BY grain, bucket, {keys}",
+            self.source
+        )
+    }
+
+    /// Fingerprint of each day that any of the rollup's tables has files for: the definition
+    /// and every data file of the day (path, size, modification time).
+    pub async fn fingerprints(&self, lake: &Lake) -> Result<BTreeMap<String, String>, LakeError> {
+        let mut files: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let prefix = StorePath::from(t.name());
+            let mut list = lake.store.list(Some(&prefix));
+            while let Some(m) = list.next().await {
+                let m = m.map_err(|e| store_err(&lake.table_url(*t), e))?;
+                let path = m.location.as_ref();
+                // <table>/day=D/<file>.parquet only: not a compaction's staging folder.
+                let mut parts = path.split('/');
+                let (_, Some(dir), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Some(day) = dir.strip_prefix("day=").filter(|d| is_day(d)) else { continue };
+                if !name.ends_with(".parquet") {
+                    continue;
+                }
+                let per_table = files.entry(day.to_string()).or_insert_with(|| vec![Vec::new(); self.tables.len()]);
+                let modified = m.last_modified.timestamp_nanos_opt().unwrap_or_default();
+                per_table[i].push(format!("{path}\t{}\t{modified}", m.size));
+            }
+        }
+        Ok(files
+            .into_iter()
+            .map(|(day, mut per_table)| {
+                let mut h = Sha256::new();
+                h.update(format!("wisp rollup 1\n{}\n{}\n{}\n", self.name, self.keys.join(","), self.source));
+                for (t, list) in self.tables.iter().zip(per_table.iter_mut()) {
+                    list.sort();
+                    h.update(format!("{}\n{}\n", t.name(), list.join("\n")));
+                }
+                let hex: String = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+                (day, hex)
+            })
+            .collect())
+    }
+
+    /// The stored days: day → fingerprints with files (normally one).
+    pub async fn stored(&self, lake: &Lake) -> Result<BTreeMap<String, BTreeSet<String>>, LakeError> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let prefix = StorePath::from(format!("{FOLDER}/{}", self.name));
+        let mut list = lake.store.list(Some(&prefix));
+        while let Some(m) = list.next().await {
+            let m = m.map_err(|e| store_err(&format!("{}{FOLDER}/{}/", lake.url, self.name), e))?;
+            let path = m.location.as_ref();
+            let mut parts = path.rsplit('/');
+            let (Some(name), Some(src), Some(day)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Some(src), Some(day)) = (src.strip_prefix("src="), day.strip_prefix("day=")) else { continue };
+            if name.ends_with(".parquet") && is_day(day) {
+                out.entry(day.to_string()).or_default().insert(src.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn day_prefix(&self, day: &str) -> StorePath {
+        StorePath::from(format!("{FOLDER}/{}/day={day}", self.name))
+    }
+}
+
+/// Brings the rollups of the days in `days` (inclusive `YYYY-MM-DD` bounds; all when `None`) up
+/// to date: each day whose stored fingerprint differs from its files' is aggregated again and
+/// written (a new `src=` folder, complete before it is visible), then the day's other folders
+/// are removed; a day whose tables have no files loses its rollup. Readers never mix two
+/// versions of a day: the view names the one fingerprint it checked.
+pub async fn refresh(
+    lake: &Lake,
+    days: Option<&(String, String)>,
+    memory_limit: usize,
+) -> Result<Vec<RollupWrite>, SessionError> {
+    let mut out = Vec::new();
+    let in_range = |d: &str| days.is_none_or(|(lo, hi)| d >= lo.as_str() && d <= hi.as_str());
+    for r in ROLLUPS {
+        let current = r.fingerprints(lake).await?;
+        let stored = r.stored(lake).await?;
+        let mut ctx = None;
+        for (day, fp) in current.iter().filter(|(d, _)| in_range(d)) {
+            let have = stored.get(day);
+            if have.is_some_and(|s| s.len() == 1 && s.contains(fp)) {
+                continue;
+            }
+            if !have.is_some_and(|s| s.contains(fp)) {
+                if ctx.is_none() {
+                    let opts = crate::session::SessionOptions { memory_limit, ..Default::default() };
+                    ctx = Some(crate::session::open(lake, &opts).await?);
+                }
+                out.push(write_day(lake, ctx.as_ref().expect("opened above"), r, day, fp).await?);
+            }
+            remove_others(lake, r, day, Some(fp)).await?;
+        }
+        for day in stored.keys().filter(|d| in_range(d) && !current.contains_key(*d)) {
+            remove_others(lake, r, day, None).await?;
+        }
+    }
+    Ok(out)
+}
+
+async fn write_day(
+    lake: &Lake,
+    ctx: &SessionContext,
+    r: &Rollup,
+    day: &str,
+    fp: &str,
+) -> Result<RollupWrite, SessionError> {
+    use parquet::arrow::async_writer::AsyncArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let started = std::time::Instant::now();
+    let df = ctx.sql(&r.aggregate_sql(day)).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let path = r.day_prefix(day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let werr = |e: parquet::errors::ParquetError| LakeError::Write { table: "_rollups", msg: e.to_string() };
+    let w = object_store::buffered::BufWriter::new(lake.store.clone(), path.clone());
+    let mut w = AsyncArrowWriter::try_new(w, schema, Some(props)).map_err(werr)?;
+    let (mut rows, mut events, mut in_hours) = (0u64, 0u64, false);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        let grain = batch.column_by_name("grain").and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>());
+        let n = batch.column_by_name("n").and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
+        let (Some(grain), Some(n)) = (grain, n) else {
+            return Err(LakeError::Write {
+                table: "_rollups",
+                msg: format!("rollup {}: no grain or n column", r.name),
+            }
+            .into());
+        };
+        // The events, counted once: in the 'day' rows.
+        events +=
+            (0..batch.num_rows()).filter(|&i| grain.value(i) == "day").map(|i| n.value(i).max(0) as u64).sum::<u64>();
+        // The 'day' rows (first in the order) in row groups of their own: a window of whole
+        // days reads them without the hours' rows.
+        let hours = (0..batch.num_rows()).position(|i| grain.value(i) != "day").unwrap_or(batch.num_rows());
+        if hours > 0 {
+            w.write(&batch.slice(0, hours)).await.map_err(werr)?;
+        }
+        if hours < batch.num_rows() {
+            if !in_hours {
+                w.flush().await.map_err(werr)?;
+                in_hours = true;
+            }
+            w.write(&batch.slice(hours, batch.num_rows() - hours)).await.map_err(werr)?;
+        }
+    }
+    w.close().await.map_err(werr)?;
+    Ok(RollupWrite { rollup: r.name, day: day.to_string(), events, rows, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Removes a day's stored folders other than `keep`.
+async fn remove_others(lake: &Lake, r: &Rollup, day: &str, keep: Option<&str>) -> Result<(), LakeError> {
+    let prefix = r.day_prefix(day);
+    let keep = keep.map(|k| format!("{prefix}/src={k}/"));
+    let mut doomed = Vec::new();
+    let mut list = lake.store.list(Some(&prefix));
+    while let Some(m) = list.next().await {
+        let m = m.map_err(|e| store_err(&format!("{}{prefix}", lake.url), e))?;
+        if keep.as_ref().is_none_or(|k| !m.location.as_ref().starts_with(k.as_str())) {
+            doomed.push(m.location);
+        }
+    }
+    for p in doomed {
+        lake.store.delete(&p).await.map_err(|e| store_err(&format!("{}{p}", lake.url), e))?;
+    }
+    if let Some(root) = &lake.local_root {
+        // A local store leaves the emptied folders behind.
+        for e in std::fs::read_dir(root.join(prefix.as_ref())).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+        let _ = std::fs::remove_dir(root.join(prefix.as_ref()));
+    }
+    Ok(())
+}
+
+fn quoted(items: &[&String]) -> String {
+    items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+/// Registers each rollup's view in a session (after the tables and functions): the stored rows of
+/// the days still fingerprinted as stored, the source's events for every other day.
+pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionError> {
+    for r in ROLLUPS {
+        let stored = r.stored(lake).await?;
+        let mut valid: Vec<(&String, &String)> = Vec::new();
+        let current = if stored.is_empty() { BTreeMap::new() } else { r.fingerprints(lake).await? };
+        for (day, fp) in &current {
+            if stored.get(day).is_some_and(|s| s.contains(fp)) {
+                valid.push((day, fp));
+            }
+        }
+        let keys = r.keys.join(", ");
+        let raw_days = if valid.is_empty() {
+            "TRUE".to_string()
+        } else {
+            format!("day NOT IN ({})", quoted(&valid.iter().map(|(d, _)| *d).collect::<Vec<_>>()))
+        };
+        let raw = format!(
+            "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
+                    ts AS last_ts, day \
+             FROM ({}) AS source WHERE {raw_days}",
+            r.source
+        );
+        let sql = if valid.is_empty() {
+            raw
+        } else {
+            let table = format!("__rollup_{}", r.name);
+            // The stored files' schema is the aggregation's (planned, not run).
+            let planned = ctx.sql(&r.aggregate_sql("1970-01-01")).await?;
+            let schema = Schema::new(planned.schema().as_arrow().fields().clone());
+            let url = ListingTableUrl::parse(format!("{}{FOLDER}/{}/", lake.url, r.name))?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![
+                    ("day".to_string(), DataType::Utf8),
+                    ("src".to_string(), DataType::Utf8),
+                ]);
+            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::new(schema));
+            let _ = ctx.deregister_table(table.as_str())?;
+            ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+            format!(
+                "SELECT grain, bucket, {keys}, n, first_ts, last_ts, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
+                quoted(&valid.iter().map(|(_, f)| *f).collect::<Vec<_>>())
+            )
+        };
+        let _ = ctx.deregister_table(r.name)?;
+        ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Rollups (`src/rollups.rs`): a rule reading `sp_activity_rollup` gives exactly what it gives
+//! over the events alone — on windows of whole days, unaligned edges, a single hour and less —
+//! and a day whose files changed after its summary was written is read raw until the summary is
+//! written again.
+
+mod common;
+use chrono::{DateTime, Utc};
+use common::*;
+use wisp::gen::{generate, GenOptions, GenOutput, Profile};
+use wisp::lake::Lake;
+use wisp::rules::{self, Rule};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+const WINDOWS: [(&str, &str); 6] = [
+    ("2026-11-17T00:00:00Z", "2026-11-20T00:00:00Z"),
+    ("2026-11-17T07:13:00Z", "2026-11-19T21:47:00Z"),
+    ("2026-11-17T16:00:00Z", "2026-11-18T16:00:00Z"),
+    ("2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    ("2026-11-18T10:20:00Z", "2026-11-18T10:50:00Z"),
+    ("2026-11-18T00:00:00Z", "2026-11-19T00:00:00.000001Z"),
+];
+
+async fn hunt(lake: &std::path::Path) -> Vec<String> {
+    let l = Lake::open(&lake.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
+    let r: Rule =
+        rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == "sp_rare_action_multiple_ips").unwrap();
+    let mut out = Vec::new();
+    for (s, e) in WINDOWS {
+        let w = rules::RunWindow { start: t(s), end: t(e) };
+        let rows = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
+        out.push(arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string());
+    }
+    out
+}
+
+/// Rows of the view per grain, for the days given.
+async fn grains(lake: &std::path::Path) -> String {
+    query_text(lake, "SELECT day, grain, count(*) AS rows, sum(n) AS events FROM sp_activity_rollup GROUP BY day, grain ORDER BY day, grain").await
+}
+
+fn copy_without_rollups(lake: &std::path::Path) -> std::path::PathBuf {
+    let to = tmp("rollups-raw-copy");
+    let ok = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", lake.display())).arg(&to).status().unwrap();
+    assert!(ok.success());
+    std::fs::remove_dir_all(to.join(wisp::rollups::FOLDER)).unwrap();
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw() {
+    let out = tmp("rollups-gen");
+    let o = GenOptions {
+        profile: Profile::Small,
+        days: 3,
+        seed: 11,
+        output: GenOutput::Lake,
+        out: out.clone(),
+        end: t("2026-11-20T00:00:00Z"),
+        keep_raw: false,
+        gzip: true,
+        progress: false,
+        threads: 0,
+    };
+    let h = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || generate(&o, h)).await.unwrap().unwrap();
+    let lake_dir = out.join("lake");
+    let lake = Lake::open(&lake_dir.display().to_string()).unwrap();
+    let _ = std::fs::remove_dir_all(lake_dir.join(wisp::rollups::FOLDER));
+
+    // Without summaries the view is the events (one row each).
+    let raw = hunt(&lake_dir).await;
+    assert!(raw[0].lines().count() > 10, "the 3-day window finds rare actions: {}", raw[0]);
+    let g = grains(&lake_dir).await;
+    assert!(g.contains("| event |") && !g.contains("| hour  |") && !g.contains("| day   |"), "{g}");
+
+    // Summaries of every day: the same rows for every window, read from 'day' and 'hour' rows.
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap();
+    assert_eq!(written.iter().map(|w| w.day.as_str()).collect::<Vec<_>>(), ["2026-11-17", "2026-11-18", "2026-11-19"]);
+    let events: u64 = written.iter().map(|w| w.events).sum();
+    let g = grains(&lake_dir).await;
+    assert!(!g.contains("| event |") && g.contains("| hour  |") && g.contains("| day   |"), "{g}");
+    let all = query_text(&lake_dir, "SELECT sum(n) AS n FROM sp_activity_rollup WHERE grain = 'day'").await;
+    assert!(all.contains(&format!("| {events} ")), "{all} vs {events}");
+    let rolled = hunt(&lake_dir).await;
+    for (i, (a, b)) in raw.iter().zip(&rolled).enumerate() {
+        assert_eq!(a, b, "window {:?}", WINDOWS[i]);
+    }
+    // Nothing changed, nothing is written again.
+    assert!(wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap().is_empty());
+
+    // A late file for 2026-11-18 (an app signing in at 10:30 from two addresses, and at the
+    // day's last microsecond): that day is now stale and read raw; the others stay summarized.
+    let late = tmp("rollups-late");
+    let rec = |id: &str, ts: &str, ip: &str| {
+        serde_json::json!({"time": ts, "category": "ServicePrincipalSignInLogs", "tenantId": "tenant-1",
+            "properties": {"id": id, "createdDateTime": ts, "servicePrincipalId": "id-late", "servicePrincipalName": "late-app",
+            "appId": "app-late", "ipAddress": ip, "status": {"errorCode": 0}}})
+    };
+    let body = [
+        rec("late-1", "2026-11-18T10:30:00Z", "203.0.113.5"),
+        rec("late-2", "2026-11-18T10:40:00Z", "203.0.113.6"),
+        rec("late-3", "2026-11-18T23:59:59.999999Z", "203.0.113.7"),
+    ]
+    .iter()
+    .map(|r| format!("{r}\n"))
+    .collect::<String>();
+    std::fs::write(late.join("PT1H.json"), body).unwrap();
+    let s = ingest_into(&lake_dir, opts(vec![late.join("PT1H.json").display().to_string()])).await;
+    assert_eq!(s.written.get("signins").copied(), Some(3), "{s:?}");
+    let g = grains(&lake_dir).await;
+    assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
+    let stale = hunt(&lake_dir).await;
+    let expected = hunt(&copy_without_rollups(&lake_dir)).await;
+    assert_eq!(stale, expected);
+    assert!(stale[0].contains("late-app"), "{}", stale[0]);
+
+    // Written again: only the changed day, its old summary removed; still the same rows.
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap();
+    assert_eq!(written.iter().map(|w| w.day.as_str()).collect::<Vec<_>>(), ["2026-11-18"]);
+    let day = lake_dir.join(wisp::rollups::FOLDER).join("sp_activity_rollup/day=2026-11-18");
+    assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1, "one summary per day");
+    assert!(!grains(&lake_dir).await.contains("| event |"));
+    assert_eq!(hunt(&lake_dir).await, expected);
+}
