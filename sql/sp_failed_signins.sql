@@ -28,18 +28,47 @@ threshold = 1
 tactics = ["TA0006 Credential Access"]
 techniques = ["T1110 Brute Force", "T1078.004 Valid Accounts: Cloud Accounts"]
 */
+WITH edges AS (
+    -- The failures of the partial hours at the window's edges (before its first whole hour, from
+    -- the hour its end falls in), so only on its first and last day; the whole hours come from
+    -- the rollup (`rolled`).
+    -- `sp_failed_signin_rollup_events` is the rollup's source (sql/rollups/): the failed
+    -- service-principal sign-ins.
+    SELECT service_principal_name, source_ip, error_code, resource_display_name, service_principal_id, app_id,
+           failure_reason, CAST(1 AS BIGINT) AS n, ts AS first_ts, ts AS last_ts
+    FROM sp_failed_signin_rollup_events
+    WHERE ts >= $window_start AND ts <= $window_end
+      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+           OR ts >= date_trunc('hour', $window_end))
+      AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
+),
+rolled AS (
+    -- The window's whole hours from `sp_failed_signin_rollup` (src/rollups.rs; its source is
+    -- the failures this rule reads, its keys the columns grouped on or taken the minimum of): the
+    -- 'day' rows of whole UTC days, the 'hour' rows of the other whole hours, and 'event' rows
+    -- (days whose stored summary is stale or missing, one row per event) of any whole hour. Each
+    -- failure counts once; sums of n, minima and maxima are the failures'.
+    SELECT service_principal_name, source_ip, error_code, resource_display_name, service_principal_id, app_id,
+           failure_reason, n, first_ts, last_ts
+    FROM sp_failed_signin_rollup
+    WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND first_ts >= $window_start AND first_ts <= $window_end
+      AND bucket >= (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
+      AND bucket < date_trunc('hour', $window_end)
+      AND ((grain = 'day' AND bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
+                          AND bucket < date_trunc('day', $window_end))
+           OR (grain = 'hour' AND NOT (bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
+                                       AND bucket < date_trunc('day', $window_end)))
+           OR grain = 'event')
+),
 -- A plain aggregation per resource first (no per-group lists over every failed sign-in); the
 -- list of resources is built from its far fewer rows.
-WITH per_resource AS (
+per_resource AS (
     SELECT service_principal_name, source_ip, error_code, resource_display_name,
-           min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n,
+           min(first_ts) AS first_ts, max(last_ts) AS last_ts, sum(n) AS n,
            min(service_principal_id) AS service_principal_id, min(app_id) AS app_id,
            min(failure_reason) AS failure_reason
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs'
-      AND error_code <> 0
-      AND ts >= $window_start AND ts <= $window_end
-      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    FROM (SELECT * FROM edges UNION ALL SELECT * FROM rolled)
     GROUP BY service_principal_name, source_ip, error_code, resource_display_name
 )
 SELECT min(first_ts) AS ts,

@@ -35,52 +35,16 @@ techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH activity AS (
     -- The events of the partial hours at the window's edges (before its first whole hour, from
-    -- the hour its end falls in); the whole hours come from the rollup (`rolled`).
-    SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
-           coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
-           service_principal_id, source_ip
-    FROM signins
-    -- As the hunt: every sign-in with a service principal name (managed identities have one).
-    WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $window_start AND ts <= $window_end
+    -- the hour its end falls in), so only on the window's first and last day; the whole hours
+    -- come from the rollup (`rolled`). `sp_activity_rollup_events` is the rollup's source
+    -- (sql/rollups/sp_activity_rollup.sql: the hunt's four datasets, as published, and how
+    -- wisp names Graph actions), so edges and whole hours are the same events by construction.
+    SELECT ts, day, dataset, action, service_principal_name, service_principal_id, source_ip
+    FROM sp_activity_rollup_events
+    WHERE ts >= $window_start AND ts <= $window_end
       AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
            OR ts >= date_trunc('hour', $window_end))
-      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'azure.auditlogs', operation_name,
-           coalesce(initiated_by_app_name, initiated_by_sp_name, initiated_by_sp_id),
-           initiated_by_sp_id, source_ip
-    FROM audit
-    WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $window_start AND ts <= $window_end
-      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-           OR ts >= date_trunc('hour', $window_end))
-      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'azure.graphactivitylogs',
-           -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
-           -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
-           -- a segment with two digits or more), and numbers. graph_path_template is exactly
-           -- this chain of regexp_replace, in one pass (its documentation gives the chain):
-           --   '^[a-zA-Z]+://[^/]+' → '', '[?#].*$' → '', GUIDs → '{id}' (g),
-           --   '[^/(''=]*@[^/)'']*' → '{id}' (g), '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}'
-           --   → '/{id}' (g), '/[0-9]+(/|$)' → '/{id}${1}' (g).
-           request_method || ' ' || graph_path_template(request_uri),
-           coalesce(service_principal_id, app_id), service_principal_id, source_ip
-    FROM graph_activity
-    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $window_start AND ts <= $window_end
-      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-           OR ts >= date_trunc('hour', $window_end))
-      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
-    FROM o365_audit
-    WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
-      AND ts >= $window_start AND ts <= $window_end
-      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-           OR ts >= date_trunc('hour', $window_end))
-      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
 ),
 rolled AS (
     -- The window's whole hours from `sp_activity_rollup` (src/rollups.rs; its source is this
@@ -145,42 +109,10 @@ ORDER BY event_count ASC, action, service_principal_name, event_day
 -- for every run that holds it (and is in the range), and the rest is the single run's query
 -- grouped by run as well.
 WITH activity AS (
-    SELECT ts, day, 'azure.signinlogs' AS dataset, coalesce(operation_name, 'Sign-in activity') AS action,
-           coalesce(service_principal_name, app_display_name, service_principal_id) AS service_principal_name,
-           service_principal_id, source_ip
-    FROM signins
-    -- As the hunt: every sign-in with a service principal name (managed identities have one).
-    WHERE service_principal_name IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $range_start - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'azure.auditlogs', operation_name,
-           coalesce(initiated_by_app_name, initiated_by_sp_name, initiated_by_sp_id),
-           initiated_by_sp_id, source_ip
-    FROM audit
-    WHERE initiated_by_sp_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $range_start - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'azure.graphactivitylogs',
-           -- The path without host and query, its ids as {id}: GUIDs, UPNs and addresses
-           -- (users/alice@contoso.com, users('bob@x.org')), opaque base64 keys (message ids:
-           -- a segment with two digits or more), and numbers. graph_path_template is exactly
-           -- this chain of regexp_replace, in one pass (its documentation gives the chain):
-           --   '^[a-zA-Z]+://[^/]+' → '', '[?#].*$' → '', GUIDs → '{id}' (g),
-           --   '[^/(''=]*@[^/)'']*' → '{id}' (g), '/(?:[A-Za-z_=+-]*[0-9]){2}[A-Za-z0-9_=+-]{6,}'
-           --   → '/{id}' (g), '/[0-9]+(/|$)' → '/{id}${1}' (g).
-           request_method || ' ' || graph_path_template(request_uri),
-           coalesce(service_principal_id, app_id), service_principal_id, source_ip
-    FROM graph_activity
-    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL
-      AND ts >= $range_start - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-    UNION ALL
-    SELECT ts, day, 'o365.audit', operation, coalesce(user_id, app_id), app_id, source_ip
-    FROM o365_audit
-    WHERE extended_audit_event_category = 'ServicePrincipal' AND source_ip IS NOT NULL
-      AND ts >= $range_start - $lookback AND ts <= $range_end
+    -- The hunt's events (the rollup's source, sql/rollups/sp_activity_rollup.sql) of the range.
+    SELECT ts, day, dataset, action, service_principal_name, service_principal_id, source_ip
+    FROM sp_activity_rollup_events
+    WHERE ts >= $range_start - $lookback AND ts <= $range_end
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
 ),
 per_source_b AS (

@@ -13,7 +13,8 @@
 //! is read raw, never from a stale summary. So a rule that takes, for whole days of its window,
 //! the 'day' rows; for the other whole hours, the 'hour' rows; and 'event' rows of every whole
 //! hour, counts each event exactly once; it reads the partial hours at its window's edges from
-//! the tables themselves.
+//! the tables themselves — through the view `<name>_events`, the source, so that both are one
+//! definition.
 
 use crate::lake::{Lake, LakeError, Table};
 use crate::session::SessionError;
@@ -40,12 +41,28 @@ pub struct Rollup {
 }
 
 /// Every rollup wisp maintains.
-pub const ROLLUPS: &[Rollup] = &[Rollup {
-    name: "sp_activity_rollup",
-    tables: &[Table::Signins, Table::Audit, Table::GraphActivity, Table::O365Audit],
-    source: include_str!("../sql/rollups/sp_activity_rollup.sql"),
-    keys: &["dataset", "action", "service_principal_name", "service_principal_id", "source_ip"],
-}];
+pub const ROLLUPS: &[Rollup] = &[
+    Rollup {
+        name: "sp_activity_rollup",
+        tables: &[Table::Signins, Table::Audit, Table::GraphActivity, Table::O365Audit],
+        source: include_str!("../sql/rollups/sp_activity_rollup.sql"),
+        keys: &["dataset", "action", "service_principal_name", "service_principal_id", "source_ip"],
+    },
+    Rollup {
+        name: "sp_failed_signin_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_failed_signin_rollup.sql"),
+        keys: &[
+            "service_principal_name",
+            "source_ip",
+            "error_code",
+            "resource_display_name",
+            "service_principal_id",
+            "app_id",
+            "failure_reason",
+        ],
+    },
+];
 
 /// The folder of rollups under the lake root.
 pub const FOLDER: &str = "_rollups";
@@ -148,18 +165,26 @@ impl Rollup {
     }
 }
 
+/// How long a replaced version of a day stays beside its replacement: a session that checked the
+/// fingerprints before the replacement still finds the files its view names.
+pub const KEEP_REPLACED: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Brings the rollups of the days in `days` (inclusive `YYYY-MM-DD` bounds; all when `None`) up
-/// to date: each day whose stored fingerprint differs from its files' is aggregated again and
-/// written (a new `src=` folder, complete before it is visible), then the day's other folders
-/// are removed; a day whose tables have no files loses its rollup. Readers never mix two
+/// to date. Only days that have ended (UTC) are summarized: today's files change with every
+/// ingest, and rules read it from the tables. Each ended day whose stored fingerprint differs
+/// from its files' is aggregated again and written (a new `src=` folder, complete before it is
+/// visible); the day's other versions are removed once the current one is older than
+/// `keep_replaced`; a day whose tables have no files loses its rollup. Readers never mix two
 /// versions of a day: the view names the one fingerprint it checked.
 pub async fn refresh(
     lake: &Lake,
     days: Option<&(String, String)>,
     memory_limit: usize,
+    keep_replaced: std::time::Duration,
 ) -> Result<Vec<RollupWrite>, SessionError> {
     let mut out = Vec::new();
-    let in_range = |d: &str| days.is_none_or(|(lo, hi)| d >= lo.as_str() && d <= hi.as_str());
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let in_range = |d: &str| d < today.as_str() && days.is_none_or(|(lo, hi)| d >= lo.as_str() && d <= hi.as_str());
     for r in ROLLUPS {
         let current = r.fingerprints(lake).await?;
         let stored = r.stored(lake).await?;
@@ -176,10 +201,10 @@ pub async fn refresh(
                 }
                 out.push(write_day(lake, ctx.as_ref().expect("opened above"), r, day, fp).await?);
             }
-            remove_others(lake, r, day, Some(fp)).await?;
+            remove_others(lake, r, day, Some(fp), keep_replaced).await?;
         }
         for day in stored.keys().filter(|d| in_range(d) && !current.contains_key(*d)) {
-            remove_others(lake, r, day, None).await?;
+            remove_others(lake, r, day, None, keep_replaced).await?;
         }
     }
     Ok(out)
@@ -241,17 +266,29 @@ async fn write_day(
     Ok(RollupWrite { rollup: r.name, day: day.to_string(), events, rows, seconds: started.elapsed().as_secs_f64() })
 }
 
-/// Removes a day's stored folders other than `keep`.
-async fn remove_others(lake: &Lake, r: &Rollup, day: &str, keep: Option<&str>) -> Result<(), LakeError> {
+/// Removes a day's stored folders other than `keep`, once `keep` is older than `keep_replaced`.
+async fn remove_others(
+    lake: &Lake,
+    r: &Rollup,
+    day: &str,
+    keep: Option<&str>,
+    keep_replaced: std::time::Duration,
+) -> Result<(), LakeError> {
     let prefix = r.day_prefix(day);
     let keep = keep.map(|k| format!("{prefix}/src={k}/"));
-    let mut doomed = Vec::new();
+    let (mut doomed, mut kept_since) = (Vec::new(), None);
     let mut list = lake.store.list(Some(&prefix));
     while let Some(m) = list.next().await {
         let m = m.map_err(|e| store_err(&format!("{}{prefix}", lake.url), e))?;
         if keep.as_ref().is_none_or(|k| !m.location.as_ref().starts_with(k.as_str())) {
             doomed.push(m.location);
+        } else {
+            kept_since = Some(m.last_modified);
         }
+    }
+    let replaced_for = kept_since.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default());
+    if replaced_for.is_some_and(|d| d < keep_replaced) {
+        return Ok(());
     }
     for p in doomed {
         lake.store.delete(&p).await.map_err(|e| store_err(&format!("{}{p}", lake.url), e))?;
@@ -318,6 +355,10 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
         };
         let _ = ctx.deregister_table(r.name)?;
         ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
+        // The source itself, for the partial hours at a window's edges (and backtests).
+        let events = format!("{}_events", r.name);
+        let _ = ctx.deregister_table(events.as_str())?;
+        ctx.sql(&format!("CREATE VIEW {events} AS {}", r.source)).await?;
     }
     Ok(())
 }

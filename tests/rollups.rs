@@ -1,5 +1,5 @@
-//! Rollups (`src/rollups.rs`): a rule reading `sp_activity_rollup` gives exactly what it gives
-//! over the events alone — on windows of whole days, unaligned edges, a single hour and less —
+//! Rollups (`src/rollups.rs`): the rules reading rollups give exactly what they give over the
+//! events alone — on windows of whole days, unaligned edges, a single hour and less —
 //! and a day whose files changed after its summary was written is read raw until the summary is
 //! written again.
 
@@ -23,23 +23,44 @@ const WINDOWS: [(&str, &str); 6] = [
     ("2026-11-18T00:00:00Z", "2026-11-19T00:00:00.000001Z"),
 ];
 
+/// The rules that read rollups, each over every window: their rows, sorted (the failure rule's
+/// output has no order of its own).
 async fn hunt(lake: &std::path::Path) -> Vec<String> {
     let l = Lake::open(&lake.display().to_string()).unwrap();
     let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
-    let r: Rule =
-        rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == "sp_rare_action_multiple_ips").unwrap();
     let mut out = Vec::new();
-    for (s, e) in WINDOWS {
-        let w = rules::RunWindow { start: t(s), end: t(e) };
-        let rows = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
-        out.push(arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string());
+    for id in RULES {
+        let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap();
+        for (s, e) in WINDOWS {
+            let w = rules::RunWindow { start: t(s), end: t(e) };
+            let rows = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
+            let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort();
+            out.push(format!("{id} {s} {e}\n{}", lines.join("\n")));
+        }
     }
     out
 }
 
-/// Rows of the view per grain, for the days given.
+const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
+const RULES: [&str; 2] = ["sp_rare_action_multiple_ips", "sp_failed_signins"];
+const ROLLUPS: [&str; 2] = ["sp_activity_rollup", "sp_failed_signin_rollup"];
+
+/// Rows of each rollup's view per day and grain.
 async fn grains(lake: &std::path::Path) -> String {
-    query_text(lake, "SELECT day, grain, count(*) AS rows, sum(n) AS events FROM sp_activity_rollup GROUP BY day, grain ORDER BY day, grain").await
+    let mut out = String::new();
+    for r in ROLLUPS {
+        let sql = format!(
+            "SELECT '{r}' AS rollup, day, grain, count(*) AS rows, sum(n) AS events FROM {r} GROUP BY day, grain ORDER BY day, grain"
+        );
+        out += &query_text(lake, &sql).await;
+    }
+    out
+}
+
+fn days(w: &[wisp::rollups::RollupWrite], rollup: &str) -> Vec<String> {
+    w.iter().filter(|w| w.rollup == rollup).map(|w| w.day.clone()).collect()
 }
 
 fn copy_without_rollups(lake: &std::path::Path) -> std::path::PathBuf {
@@ -74,55 +95,72 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     // Without summaries the view is the events (one row each).
     let raw = hunt(&lake_dir).await;
     assert!(raw[0].lines().count() > 10, "the 3-day window finds rare actions: {}", raw[0]);
+    let failed = WINDOWS.len();
+    assert!(raw[failed].lines().count() > 10, "and failed sign-ins: {}", raw[failed]);
     let g = grains(&lake_dir).await;
     assert!(g.contains("| event |") && !g.contains("| hour  |") && !g.contains("| day   |"), "{g}");
 
     // Summaries of every day: the same rows for every window, read from 'day' and 'hour' rows.
-    let written = wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap();
-    assert_eq!(written.iter().map(|w| w.day.as_str()).collect::<Vec<_>>(), ["2026-11-17", "2026-11-18", "2026-11-19"]);
-    let events: u64 = written.iter().map(|w| w.events).sum();
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    for r in ROLLUPS {
+        assert_eq!(days(&written, r), ["2026-11-17", "2026-11-18", "2026-11-19"], "{r}");
+    }
+    let events: u64 = written.iter().filter(|w| w.rollup == ROLLUPS[0]).map(|w| w.events).sum();
     let g = grains(&lake_dir).await;
     assert!(!g.contains("| event |") && g.contains("| hour  |") && g.contains("| day   |"), "{g}");
     let all = query_text(&lake_dir, "SELECT sum(n) AS n FROM sp_activity_rollup WHERE grain = 'day'").await;
     assert!(all.contains(&format!("| {events} ")), "{all} vs {events}");
     let rolled = hunt(&lake_dir).await;
     for (i, (a, b)) in raw.iter().zip(&rolled).enumerate() {
-        assert_eq!(a, b, "window {:?}", WINDOWS[i]);
+        assert_eq!(a, b, "{}", i);
     }
     // Nothing changed, nothing is written again.
-    assert!(wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap().is_empty());
+    assert!(wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap().is_empty());
 
     // A late file for 2026-11-18 (an app signing in at 10:30 from two addresses, and at the
     // day's last microsecond): that day is now stale and read raw; the others stay summarized.
     let late = tmp("rollups-late");
-    let rec = |id: &str, ts: &str, ip: &str| {
+    let rec = |id: &str, ts: &str, ip: &str, code: i64| {
+        let sp = if code == 0 { "late-app" } else { "late-failing-app" };
         serde_json::json!({"time": ts, "category": "ServicePrincipalSignInLogs", "tenantId": "tenant-1",
-            "properties": {"id": id, "createdDateTime": ts, "servicePrincipalId": "id-late", "servicePrincipalName": "late-app",
-            "appId": "app-late", "ipAddress": ip, "status": {"errorCode": 0}}})
+            "properties": {"id": id, "createdDateTime": ts, "servicePrincipalId": format!("id-{sp}"), "servicePrincipalName": sp,
+            "appId": format!("app-{sp}"), "ipAddress": ip, "status": {"errorCode": code}, "resourceDisplayName": "Microsoft Graph"}})
     };
-    let body = [
-        rec("late-1", "2026-11-18T10:30:00Z", "203.0.113.5"),
-        rec("late-2", "2026-11-18T10:40:00Z", "203.0.113.6"),
-        rec("late-3", "2026-11-18T23:59:59.999999Z", "203.0.113.7"),
-    ]
-    .iter()
-    .map(|r| format!("{r}\n"))
-    .collect::<String>();
+    let mut recs = vec![
+        rec("late-1", "2026-11-18T10:30:00Z", "203.0.113.5", 0),
+        rec("late-2", "2026-11-18T10:40:00Z", "203.0.113.6", 0),
+        rec("late-3", "2026-11-18T23:59:59.999999Z", "203.0.113.7", 0),
+    ];
+    // Failures from one address across 10:15-10:44, past the failure rule's threshold.
+    for i in 0..30 {
+        recs.push(rec(&format!("late-f{i}"), &format!("2026-11-18T10:{:02}:00Z", 15 + i), "203.0.113.9", 7000215));
+    }
+    let body = recs.iter().map(|r| format!("{r}\n")).collect::<String>();
     std::fs::write(late.join("PT1H.json"), body).unwrap();
     let s = ingest_into(&lake_dir, opts(vec![late.join("PT1H.json").display().to_string()])).await;
-    assert_eq!(s.written.get("signins").copied(), Some(3), "{s:?}");
+    assert_eq!(s.written.get("signins").copied(), Some(33), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
     let stale = hunt(&lake_dir).await;
     let expected = hunt(&copy_without_rollups(&lake_dir)).await;
     assert_eq!(stale, expected);
     assert!(stale[0].contains("late-app"), "{}", stale[0]);
+    assert!(stale[failed].contains("203.0.113.9"), "{}", stale[failed]);
 
     // Written again: only the changed day, its old summary removed; still the same rows.
-    let written = wisp::rollups::refresh(&lake, None, 512 << 20).await.unwrap();
-    assert_eq!(written.iter().map(|w| w.day.as_str()).collect::<Vec<_>>(), ["2026-11-18"]);
-    let day = lake_dir.join(wisp::rollups::FOLDER).join("sp_activity_rollup/day=2026-11-18");
-    assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1, "one summary per day");
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    for r in ROLLUPS {
+        assert_eq!(days(&written, r), ["2026-11-18"], "{r}");
+        let day = lake_dir.join(wisp::rollups::FOLDER).join(r).join("day=2026-11-18");
+        assert_eq!(std::fs::read_dir(&day).unwrap().count(), 2, "the replaced summary stays a while");
+    }
     assert!(!grains(&lake_dir).await.contains("| event |"));
+    assert_eq!(hunt(&lake_dir).await, expected);
+    // Once the current summary is older than the grace period, the replaced one goes.
+    assert!(wisp::rollups::refresh(&lake, None, 512 << 20, std::time::Duration::ZERO).await.unwrap().is_empty());
+    for r in ROLLUPS {
+        let day = lake_dir.join(wisp::rollups::FOLDER).join(r).join("day=2026-11-18");
+        assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1, "one summary per day");
+    }
     assert_eq!(hunt(&lake_dir).await, expected);
 }

@@ -524,7 +524,7 @@ FROM ranked");
     let timed = pair.replace(r#""source_ip"]"#, r#""source_ip", "ts"]"#);
     assert!(rules::lint(&c, &[Rule::parse("timed.sql", &timed).unwrap()]).await[0].1.is_ok());
     // Rule SQL runs read-only.
-    let ddl = good.replace("WITH per_resource AS", "CREATE TABLE x AS WITH per_resource AS");
+    let ddl = good.replace("WITH edges AS", "CREATE TABLE x AS WITH edges AS");
     assert_ne!(ddl, good);
     let r = Rule::parse("ddl.sql", &ddl).unwrap();
     let w = rules::RunWindow { start: detected(), end: detected() };

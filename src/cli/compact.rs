@@ -7,9 +7,10 @@ use clap::Args;
 #[command(after_help = "Rewrites each selected day of a table that has several files into few files sorted by `ts`
 with 128 Ki-row row groups: short windows then read an hour, not the day. Atomic per day (readers
 see the old files or the new ones), lossless (the row counts are checked), and late data stays
-visible to `wisp run` (each file names the ingest runs it holds). Then the rollups of the days in
-range whose files changed (or that have none) are written again (`<lake>/_rollups/`; rules read a
-day's summary only while the day holds the files it was computed from). Holds the lake's write lock.
+visible to `wisp run` (each file names the ingest runs it holds). Then the rollups of the ended
+(UTC) days in range whose files changed (or that have none) are written again (`<lake>/_rollups/`;
+rules read a day's summary only while the day holds the files it was computed from; a replaced
+summary stays an hour for sessions opened before). Holds the lake's write lock.
 
 Examples:
   wisp compact --lake ./lake                                  # every day with 2 or more files, not all compacted
@@ -100,9 +101,10 @@ pub async fn compact_and_report(lake: &Lake, opts: &CompactOptions, each: bool) 
             started.elapsed().as_secs_f64()
         );
     }
-    // The rollups of the days in range follow their files (those unchanged are left as they are).
+    // The rollups of the ended days in range follow their files (those unchanged are left as they are).
     let started = std::time::Instant::now();
-    let written = crate::rollups::refresh(lake, opts.days.as_ref(), opts.memory_limit).await?;
+    let written =
+        crate::rollups::refresh(lake, opts.days.as_ref(), opts.memory_limit, crate::rollups::KEEP_REPLACED).await?;
     for w in written.iter().filter(|_| each) {
         eprintln!(
             "{}/{}/day={}: {} events → {} rows, {:.2}s",

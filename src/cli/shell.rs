@@ -55,6 +55,11 @@ pub async fn run(a: ShellArgs) -> anyhow::Result<i32> {
         let sql = std::mem::take(&mut buf);
         let _ = rl.add_history_entry(sql.trim());
         let started = std::time::Instant::now();
+        // The rollups' views name the summaries current now (a compaction may have run since).
+        if let Err(e) = crate::rollups::register(&ctx, &lake).await {
+            eprintln!("error: {e}");
+            continue;
+        }
         match crate::query::read_only_sql(&ctx, &sql).await {
             Ok(df) => match df.execute_stream().await {
                 Ok(stream) => {
