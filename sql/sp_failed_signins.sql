@@ -38,8 +38,7 @@ WITH edges AS (
            failure_reason, CAST(1 AS BIGINT) AS n, ts AS first_ts, ts AS last_ts
     FROM sp_failed_signin_rollup_events
     WHERE ts >= $window_start AND ts <= $window_end
-      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-           OR ts >= date_trunc('hour', $window_end))
+      AND (ts < $window_whole_hours_start OR ts >= $window_whole_hours_end)
       AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
 ),
 rolled AS (
@@ -52,13 +51,11 @@ rolled AS (
            failure_reason, n, first_ts, last_ts
     FROM sp_failed_signin_rollup
     WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      -- (Implied by the buckets; on 'event' rows it is the events' own ts bound, which prunes.)
       AND first_ts >= $window_start AND first_ts <= $window_end
-      AND bucket >= (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-      AND bucket < date_trunc('hour', $window_end)
-      AND ((grain = 'day' AND bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
-                          AND bucket < date_trunc('day', $window_end))
-           OR (grain = 'hour' AND NOT (bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
-                                       AND bucket < date_trunc('day', $window_end)))
+      AND bucket >= $window_whole_hours_start AND bucket < $window_whole_hours_end
+      AND ((grain = 'day' AND bucket >= $window_whole_days_start AND bucket < $window_whole_days_end)
+           OR (grain = 'hour' AND (bucket < $window_whole_days_start OR bucket >= $window_whole_days_end))
            OR grain = 'event')
 ),
 -- A plain aggregation per resource first (no per-group lists over every failed sign-in); the

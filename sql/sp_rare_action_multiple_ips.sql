@@ -42,8 +42,7 @@ WITH activity AS (
     SELECT ts, day, dataset, action, service_principal_name, service_principal_id, source_ip
     FROM sp_activity_rollup_events
     WHERE ts >= $window_start AND ts <= $window_end
-      AND (ts < (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-           OR ts >= date_trunc('hour', $window_end))
+      AND (ts < $window_whole_hours_start OR ts >= $window_whole_hours_end)
       AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
 ),
 rolled AS (
@@ -54,13 +53,11 @@ rolled AS (
     SELECT grain, action, service_principal_name, day, source_ip, dataset, service_principal_id, n, first_ts
     FROM sp_activity_rollup
     WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      -- (Implied by the buckets; on 'event' rows it is the events' own ts bound, which prunes.)
       AND first_ts >= $window_start AND first_ts <= $window_end
-      AND bucket >= (date_trunc('hour', $window_start) + CASE WHEN date_trunc('hour', $window_start) < $window_start THEN INTERVAL '1 hour' ELSE INTERVAL '0 hours' END)
-      AND bucket < date_trunc('hour', $window_end)
-      AND ((grain = 'day' AND bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
-                          AND bucket < date_trunc('day', $window_end))
-           OR (grain = 'hour' AND NOT (bucket >= (date_trunc('day', $window_start) + CASE WHEN date_trunc('day', $window_start) < $window_start THEN INTERVAL '1 day' ELSE INTERVAL '0 days' END)
-                                       AND bucket < date_trunc('day', $window_end)))
+      AND bucket >= $window_whole_hours_start AND bucket < $window_whole_hours_end
+      AND ((grain = 'day' AND bucket >= $window_whole_days_start AND bucket < $window_whole_days_end)
+           OR (grain = 'hour' AND (bucket < $window_whole_days_start OR bucket >= $window_whole_days_end))
            OR grain = 'event')
 ),
 per_source AS (

@@ -18,7 +18,7 @@
 
 use crate::lake::{Lake, LakeError, Table};
 use crate::session::SessionError;
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
@@ -85,6 +85,41 @@ fn is_day(d: &str) -> bool {
     chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|x| x.format("%Y-%m-%d").to_string() == d)
 }
 
+/// The data files of tables per day (`<table>/day=D/<file>.parquet`, not a compaction's staging
+/// folder), each as "path, size, modification time", sorted: what a fingerprint hashes. Listed
+/// once per table however many rollups read it.
+struct DayFiles(BTreeMap<Table, BTreeMap<String, Vec<String>>>);
+
+impl DayFiles {
+    async fn list(lake: &Lake, tables: &[Table]) -> Result<DayFiles, LakeError> {
+        let mut out: BTreeMap<Table, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for t in tables {
+            if out.contains_key(t) {
+                continue;
+            }
+            let per_day = out.entry(*t).or_default();
+            let prefix = StorePath::from(t.name());
+            let mut list = lake.store.list(Some(&prefix));
+            while let Some(m) = list.next().await {
+                let m = m.map_err(|e| store_err(&lake.table_url(*t), e))?;
+                let path = m.location.as_ref();
+                let mut parts = path.split('/');
+                let (_, Some(dir), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Some(day) = dir.strip_prefix("day=").filter(|d| is_day(d)) else { continue };
+                if !name.ends_with(".parquet") {
+                    continue;
+                }
+                let modified = m.last_modified.timestamp_nanos_opt().unwrap_or_default();
+                per_day.entry(day.to_string()).or_default().push(format!("{path}\t{}\t{modified}", m.size));
+            }
+            per_day.values_mut().for_each(|l| l.sort());
+        }
+        Ok(DayFiles(out))
+    }
+}
+
 impl Rollup {
     /// The aggregation of one day of the source, as stored: per (hour, keys) and per (day, keys),
     /// ordered by grain, bucket and keys (so a window's rows are a few row groups).
@@ -106,40 +141,24 @@ impl Rollup {
     /// Fingerprint of each day that any of the rollup's tables has files for: the definition
     /// and every data file of the day (path, size, modification time).
     pub async fn fingerprints(&self, lake: &Lake) -> Result<BTreeMap<String, String>, LakeError> {
-        let mut files: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
-        for (i, t) in self.tables.iter().enumerate() {
-            let prefix = StorePath::from(t.name());
-            let mut list = lake.store.list(Some(&prefix));
-            while let Some(m) = list.next().await {
-                let m = m.map_err(|e| store_err(&lake.table_url(*t), e))?;
-                let path = m.location.as_ref();
-                // <table>/day=D/<file>.parquet only: not a compaction's staging folder.
-                let mut parts = path.split('/');
-                let (_, Some(dir), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-                    continue;
-                };
-                let Some(day) = dir.strip_prefix("day=").filter(|d| is_day(d)) else { continue };
-                if !name.ends_with(".parquet") {
-                    continue;
-                }
-                let per_table = files.entry(day.to_string()).or_insert_with(|| vec![Vec::new(); self.tables.len()]);
-                let modified = m.last_modified.timestamp_nanos_opt().unwrap_or_default();
-                per_table[i].push(format!("{path}\t{}\t{modified}", m.size));
-            }
-        }
-        Ok(files
-            .into_iter()
-            .map(|(day, mut per_table)| {
+        Ok(self.fingerprints_of(&DayFiles::list(lake, self.tables).await?))
+    }
+
+    fn fingerprints_of(&self, files: &DayFiles) -> BTreeMap<String, String> {
+        let days: BTreeSet<&String> =
+            self.tables.iter().filter_map(|t| files.0.get(t)).flat_map(|per_day| per_day.keys()).collect();
+        days.into_iter()
+            .map(|day| {
                 let mut h = Sha256::new();
                 h.update(format!("wisp rollup 1\n{}\n{}\n{}\n", self.name, self.keys.join(","), self.source));
-                for (t, list) in self.tables.iter().zip(per_table.iter_mut()) {
-                    list.sort();
-                    h.update(format!("{}\n{}\n", t.name(), list.join("\n")));
+                for t in self.tables {
+                    let list = files.0.get(t).and_then(|per_day| per_day.get(day));
+                    h.update(format!("{}\n{}\n", t.name(), list.map(|l| l.join("\n")).unwrap_or_default()));
                 }
                 let hex: String = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
-                (day, hex)
+                (day.clone(), hex)
             })
-            .collect())
+            .collect()
     }
 
     /// The stored days: day → fingerprints with files (normally one).
@@ -158,6 +177,26 @@ impl Rollup {
             }
         }
         Ok(out)
+    }
+
+    /// The stored files' schema (`aggregate_sql`'s output), from the source's: `grain`, `bucket`
+    /// and the times typed as `ts`, the keys as the source types them, counts as BIGINT.
+    fn stored_schema(&self, source: &Schema) -> Result<SchemaRef, SessionError> {
+        let field = |name: &str| {
+            source.field_with_name(name).map(|f| f.data_type().clone()).map_err(|_| LakeError::Write {
+                table: "_rollups",
+                msg: format!("rollup {}: its source has no column {name}", self.name),
+            })
+        };
+        let ts = field("ts")?;
+        let mut fields = vec![Field::new("grain", DataType::Utf8, true), Field::new("bucket", ts.clone(), true)];
+        for k in self.keys {
+            fields.push(Field::new(*k, field(k)?, true));
+        }
+        fields.push(Field::new("n", DataType::Int64, true));
+        fields.push(Field::new("first_ts", ts.clone(), true));
+        fields.push(Field::new("last_ts", ts, true));
+        Ok(Arc::new(Schema::new(fields)))
     }
 
     fn day_prefix(&self, day: &str) -> StorePath {
@@ -185,10 +224,11 @@ pub async fn refresh(
     let mut out = Vec::new();
     let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
     let in_range = |d: &str| d < today.as_str() && days.is_none_or(|(lo, hi)| d >= lo.as_str() && d <= hi.as_str());
+    let files = DayFiles::list(lake, &all_tables()).await?;
+    let mut ctx = None;
     for r in ROLLUPS {
-        let current = r.fingerprints(lake).await?;
+        let current = r.fingerprints_of(&files);
         let stored = r.stored(lake).await?;
-        let mut ctx = None;
         for (day, fp) in current.iter().filter(|(d, _)| in_range(d)) {
             let have = stored.get(day);
             if have.is_some_and(|s| s.len() == 1 && s.contains(fp)) {
@@ -303,6 +343,11 @@ async fn remove_others(
     Ok(())
 }
 
+/// The tables any rollup reads.
+fn all_tables() -> Vec<Table> {
+    ROLLUPS.iter().flat_map(|r| r.tables.iter().copied()).collect()
+}
+
 fn quoted(items: &[&String]) -> String {
     items.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
@@ -310,10 +355,20 @@ fn quoted(items: &[&String]) -> String {
 /// Registers each rollup's view in a session (after the tables and functions): the stored rows of
 /// the days still fingerprinted as stored, the source's events for every other day.
 pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionError> {
+    // Listed only when some rollup has stored days, and then once per table.
+    let mut files = None;
     for r in ROLLUPS {
+        // The source itself: the partial hours at a window's edges (and backtests) read it, and
+        // its schema gives the stored files'.
+        let events = format!("{}_events", r.name);
+        let _ = ctx.deregister_table(events.as_str())?;
+        ctx.sql(&format!("CREATE VIEW {events} AS {}", r.source)).await?;
         let stored = r.stored(lake).await?;
         let mut valid: Vec<(&String, &String)> = Vec::new();
-        let current = if stored.is_empty() { BTreeMap::new() } else { r.fingerprints(lake).await? };
+        if !stored.is_empty() && files.is_none() {
+            files = Some(DayFiles::list(lake, &all_tables()).await?);
+        }
+        let current = files.as_ref().map(|f| r.fingerprints_of(f)).unwrap_or_default();
         for (day, fp) in &current {
             if stored.get(day).is_some_and(|s| s.contains(fp)) {
                 valid.push((day, fp));
@@ -328,16 +383,12 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
         let raw = format!(
             "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
                     ts AS last_ts, day \
-             FROM ({}) AS source WHERE {raw_days}",
-            r.source
+             FROM {events} WHERE {raw_days}"
         );
         let sql = if valid.is_empty() {
             raw
         } else {
             let table = format!("__rollup_{}", r.name);
-            // The stored files' schema is the aggregation's (planned, not run).
-            let planned = ctx.sql(&r.aggregate_sql("1970-01-01")).await?;
-            let schema = Schema::new(planned.schema().as_arrow().fields().clone());
             let url = ListingTableUrl::parse(format!("{}{FOLDER}/{}/", lake.url, r.name))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -345,7 +396,8 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
                     ("day".to_string(), DataType::Utf8),
                     ("src".to_string(), DataType::Utf8),
                 ]);
-            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::new(schema));
+            let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;
+            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
             let _ = ctx.deregister_table(table.as_str())?;
             ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
             format!(
@@ -355,10 +407,6 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
         };
         let _ = ctx.deregister_table(r.name)?;
         ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
-        // The source itself, for the partial hours at a window's edges (and backtests).
-        let events = format!("{}_events", r.name);
-        let _ = ctx.deregister_table(events.as_str())?;
-        ctx.sql(&format!("CREATE VIEW {events} AS {}", r.source)).await?;
     }
     Ok(())
 }

@@ -26,6 +26,22 @@ impl Rule {
         p.insert("window_start".to_string(), utc_ts(w.start));
         p.insert("window_end".to_string(), utc_ts(w.end));
         p.insert("history_start".to_string(), utc_ts(self.history_start(w)?));
+        // The window's whole hours and whole UTC days, for rules over rollups (src/rollups.rs):
+        // [start rounded up, end rounded down) — an end exactly on a boundary starts a partial
+        // period, since the window holds its end.
+        for (name, unit) in [("hours", 3_600_000_000i64), ("days", 86_400_000_000)] {
+            let (s, e) = (w.start.timestamp_micros(), w.end.timestamp_micros());
+            let (first, last) =
+                (s.div_euclid(unit) * unit + if s.rem_euclid(unit) > 0 { unit } else { 0 }, e.div_euclid(unit) * unit);
+            p.insert(
+                format!("window_whole_{name}_start"),
+                ScalarValue::TimestampMicrosecond(Some(first), Some("UTC".into())),
+            );
+            p.insert(
+                format!("window_whole_{name}_end"),
+                ScalarValue::TimestampMicrosecond(Some(last), Some("UTC".into())),
+            );
+        }
         let us = |d: chrono::Duration| ScalarValue::Int64(Some(micros(d)));
         for (name, field) in [("interval", "interval"), ("lookback", "lookback"), ("history", "history_window")] {
             let d = self.duration(field)?;
