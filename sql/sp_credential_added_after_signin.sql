@@ -34,10 +34,10 @@ published, the change's result is not filtered: a refused attempt alerts too, an
 signin_lookback = { duration = "3d" }
 
 [settings]
-# Every join's build side is small (the changes, one row per change): each is broadcast to the
-# partitions instead of hashing both sides into them. The planner cannot see the sizes after the
-# look-back's unnest, and the partitioned form costs a hash of every sign-in read twice over.
-"datafusion.optimizer.repartition_joins" = false
+# Each join's build side is the one written first (the changes, then their rows): the planner
+# would build on the rollup's rows, whose file statistics look small beside the estimates of the
+# joins above them.
+"datafusion.optimizer.join_reordering" = false
 
 [mitre]
 tactics = ["TA0003 Persistence"]
@@ -104,55 +104,91 @@ ct AS (
     LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
 ),
 s AS (
-    SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
-           source_ip AS signin_ip
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND ts >= date_trunc('minute', $window_start) - $signin_lookback AND ts <= $window_end
+    -- The prior sign-ins as rows of `sp_signin_rollup` (src/rollups.rs; its source is the
+    -- successful service-principal sign-ins, its keys the columns this rule reports): per key and
+    -- hour ('hour') or whole day ('day'), or one per event ('event': days without a current
+    -- summary). Not the 'times' rows (the events' times of each 'hour' row): see signins_before.
+    SELECT grain, day AS signin_day, bucket, service_principal_id, service_principal_name, app_id,
+           source_ip AS signin_ip, n, first_ts, last_ts
+    FROM sp_signin_rollup
+    WHERE grain <> 'times' AND last_ts >= date_trunc('minute', $window_start) - $signin_lookback AND first_ts <= $window_end
       AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d')
       AND day <= to_char($window_end, '%Y-%m-%d')
 ),
--- Each change against the UTC days its look-back can touch: joining on the day too keeps a long
--- window from pairing every change with every sign-in of its principal. The day is the sign-ins'
--- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
--- compares a per-file constant instead of truncating every row's timestamp.
+-- Each change against the UTC days its look-back can touch, and the grains to read each at: the
+-- 'day' rows of the days wholly inside the look-back, the 'hour' rows of the others, and the
+-- 'event' rows of any (a day has either a current summary or its events, never both). Joining on the day and grain too keeps a long window
+-- from pairing every change with every row of its principal; the day is the rollup's `day`
+-- partition value, so the join's dynamic filter compares a per-file constant.
 cd AS (
     -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
     -- epoch, computed once per change rather than for each of its pairs.
-    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
-           CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
-           to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
-    FROM (SELECT ct.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM ct)
+    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us, d,
+           unnest(CASE WHEN d_us >= lo_us AND d_us + 86400000000 <= CAST(ts AS BIGINT) THEN make_array('day', 'event')
+                       ELSE make_array('hour', 'event') END) AS g
+    FROM (SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us,
+                 to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
+          FROM (SELECT *, lo_us - lo_us % 86400000000
+                            + 86400000000 * unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS d_us
+                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct))
+          WHERE d_us <= CAST(ts AS BIGINT))
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
-           'service_principal_id' AS matched_by
-    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
+    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
-    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'app_id'
+    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'Application'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
-    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'display_name'
+    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
+),
+signins_before AS (
+    -- The sign-ins in each change's look-back: a row wholly inside it counts as its n sign-ins at
+    -- its last time (all a row's sign-ins share its key, so the last by time and address is its
+    -- last); a row straddling a bound (only an 'hour' row can: a 'day' row is read only for whole
+    -- days, an 'event' row is one instant) is taken event by event from the times of its 'times'
+    -- row, joined on its key and hour (only straddling rows have an hour to join on).
+    SELECT audit_id, signin_ip, service_principal_id, service_principal_name, app_id, matched_by, signin_ts,
+           CASE WHEN whole THEN n ELSE 1 END AS n
+    FROM (SELECT m.audit_id, m.ts, m.lo_us, m.n, m.whole, m.signin_ip, m.service_principal_id, m.service_principal_name,
+                 m.app_id, m.matched_by,
+                 unnest(CASE WHEN m.whole THEN make_array(m.last_ts) ELSE t.times END) AS signin_ts
+          FROM (SELECT *, CASE WHEN NOT whole THEN bucket END AS straddling_hour
+                FROM (SELECT *, CAST(first_ts AS BIGINT) >= lo_us AND last_ts < ts AS whole
+                      FROM matched
+                      WHERE CAST(last_ts AS BIGINT) >= lo_us AND first_ts < ts)) AS m
+          LEFT JOIN (SELECT day, bucket, service_principal_id, service_principal_name, app_id, source_ip, times
+                     FROM sp_signin_rollup
+                     WHERE grain = 'times' AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')) AS t
+            -- All of them IS NOT DISTINCT FROM, so that all are the hash join's keys (keys may be
+            -- null); a row that does not straddle has no hour and matches nothing.
+            ON (t.bucket IS NOT DISTINCT FROM m.straddling_hour) AND (t.day IS NOT DISTINCT FROM m.signin_day)
+           AND (t.service_principal_id IS NOT DISTINCT FROM m.service_principal_id)
+           AND (t.service_principal_name IS NOT DISTINCT FROM m.service_principal_name)
+           AND (t.app_id IS NOT DISTINCT FROM m.app_id) AND (t.source_ip IS NOT DISTINCT FROM m.signin_ip))
+    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
+    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
+    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
 ),
 prior AS (
     -- One row per change: an aggregation (no sort of every matching sign-in). last_by(x, t, ip) is
     -- last_value(x ORDER BY t, ip), vectorized (wisp's aggregate; DataFusion's ordered last_value
     -- costs O(groups) per batch).
-    SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
+    SELECT audit_id, max(signin_ts) AS last_signin, sum(n) AS prior_signins,
            last_by(signin_ip, signin_ts, signin_ip) AS source_ip,
            last_by(service_principal_id, signin_ts, signin_ip) AS service_principal_id,
            last_by(service_principal_name, signin_ts, signin_ip) AS service_principal_name,
            last_by(app_id, signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
-    FROM matched
-    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
-    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
-    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
+    FROM signins_before
     GROUP BY audit_id
 )
 SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,
@@ -240,56 +276,89 @@ ct AS (
     LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
 ),
 s AS (
-    SELECT ts AS signin_ts, day AS signin_day, service_principal_id, service_principal_name, app_id,
-           source_ip AS signin_ip
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      -- From a minute before the earliest change's look-back (the exact bound is in prior).
-      AND ts >= $range_start - $lookback - $signin_lookback - INTERVAL '1 minute' AND ts <= $range_end
+    -- The prior sign-ins as rows of `sp_signin_rollup`, as in the main query.
+    SELECT grain, day AS signin_day, bucket, service_principal_id, service_principal_name, app_id,
+           source_ip AS signin_ip, n, first_ts, last_ts
+    FROM sp_signin_rollup
+    -- From a minute before the earliest change's look-back (the exact bound is in prior).
+    WHERE grain <> 'times' AND last_ts >= $range_start - $lookback - $signin_lookback - INTERVAL '1 minute' AND first_ts <= $range_end
       AND day >= to_char($range_start - $lookback - $signin_lookback - INTERVAL '1 minute', '%Y-%m-%d')
       AND day <= to_char($range_end, '%Y-%m-%d')
 ),
--- Each change against the UTC days its look-back can touch: joining on the day too keeps a long
--- window from pairing every change with every sign-in of its principal. The day is the sign-ins'
--- `day` partition value (the UTC date of ts), so the join's dynamic filter on the sign-in scan
--- compares a per-file constant instead of truncating every row's timestamp.
+-- Each change against the UTC days its look-back can touch, and the grains to read each at: the
+-- 'day' rows of the days wholly inside the look-back, the 'hour' rows of the others, and the
+-- 'event' rows of any (a day has either a current summary or its events, never both). Joining on the day and grain too keeps a long window
+-- from pairing every change with every row of its principal; the day is the rollup's `day`
+-- partition value, so the join's dynamic filter compares a per-file constant.
 cd AS (
     -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
     -- epoch, computed once per change rather than for each of its pairs.
-    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name,
-           CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us,
-           to_char(to_timestamp_micros(CAST(date_trunc('minute', ts) AS BIGINT) - g * 86400000000), '%Y-%m-%d') AS d
-    FROM (SELECT ct.*, unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS g FROM ct)
+    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us, d,
+           unnest(CASE WHEN d_us >= lo_us AND d_us + 86400000000 <= CAST(ts AS BIGINT) THEN make_array('day', 'event')
+                       ELSE make_array('hour', 'event') END) AS g
+    FROM (SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us,
+                 to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
+          FROM (SELECT *, lo_us - lo_us % 86400000000
+                            + 86400000000 * unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS d_us
+                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct))
+          WHERE d_us <= CAST(ts AS BIGINT))
 ),
 matched AS (
     -- Only the columns the aggregation needs travel through the joins.
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id,
-           'service_principal_id' AS matched_by
-    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
+    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'ServicePrincipal'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'app_id'
-    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'app_id'
+    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'Application'
     UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_ts, s.signin_ip, s.service_principal_id, s.service_principal_name, s.app_id, 'display_name'
-    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d
+    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
+           s.service_principal_name, s.app_id, 'display_name'
+    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d AND s.grain = cd.g
     WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
+),
+signins_before AS (
+    -- The sign-ins in each change's look-back: a row wholly inside it counts as its n sign-ins at
+    -- its last time (all a row's sign-ins share its key, so the last by time and address is its
+    -- last); a row straddling a bound (only an 'hour' row can: a 'day' row is read only for whole
+    -- days, an 'event' row is one instant) is taken event by event from the times of its 'times'
+    -- row, joined on its key and hour (only straddling rows have an hour to join on).
+    SELECT audit_id, signin_ip, service_principal_id, service_principal_name, app_id, matched_by, signin_ts,
+           CASE WHEN whole THEN n ELSE 1 END AS n
+    FROM (SELECT m.audit_id, m.ts, m.lo_us, m.n, m.whole, m.signin_ip, m.service_principal_id, m.service_principal_name,
+                 m.app_id, m.matched_by,
+                 unnest(CASE WHEN m.whole THEN make_array(m.last_ts) ELSE t.times END) AS signin_ts
+          FROM (SELECT *, CASE WHEN NOT whole THEN bucket END AS straddling_hour
+                FROM (SELECT *, CAST(first_ts AS BIGINT) >= lo_us AND last_ts < ts AS whole
+                      FROM matched
+                      WHERE CAST(last_ts AS BIGINT) >= lo_us AND first_ts < ts)) AS m
+          LEFT JOIN (SELECT day, bucket, service_principal_id, service_principal_name, app_id, source_ip, times
+                     FROM sp_signin_rollup
+                     WHERE grain = 'times' AND day >= to_char($range_start - $lookback - $signin_lookback - INTERVAL '1 minute', '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')) AS t
+            -- All of them IS NOT DISTINCT FROM, so that all are the hash join's keys (keys may be
+            -- null); a row that does not straddle has no hour and matches nothing.
+            ON (t.bucket IS NOT DISTINCT FROM m.straddling_hour) AND (t.day IS NOT DISTINCT FROM m.signin_day)
+           AND (t.service_principal_id IS NOT DISTINCT FROM m.service_principal_id)
+           AND (t.service_principal_name IS NOT DISTINCT FROM m.service_principal_name)
+           AND (t.app_id IS NOT DISTINCT FROM m.app_id) AND (t.source_ip IS NOT DISTINCT FROM m.signin_ip))
+    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
+    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
+    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
 ),
 prior AS (
     -- One row per change: an aggregation (no sort of every matching sign-in). last_by(x, t, ip) is
     -- last_value(x ORDER BY t, ip), vectorized (wisp's aggregate; DataFusion's ordered last_value
     -- costs O(groups) per batch).
-    SELECT audit_id, max(signin_ts) AS last_signin, count(*) AS prior_signins,
+    SELECT audit_id, max(signin_ts) AS last_signin, sum(n) AS prior_signins,
            last_by(signin_ip, signin_ts, signin_ip) AS source_ip,
            last_by(service_principal_id, signin_ts, signin_ip) AS service_principal_id,
            last_by(service_principal_name, signin_ts, signin_ip) AS service_principal_name,
            last_by(app_id, signin_ts, signin_ip) AS app_id,
            min(matched_by) AS matched_by
-    FROM matched
-    -- The KQL's datetime_diff('minute', SignInTime, ModifiedCredTime) >= -4320 counts minute
-    -- boundaries: a sign-in qualifies from the start of the change's minute, three days back.
-    WHERE signin_ts < ts AND CAST(signin_ts AS BIGINT) >= lo_us
+    FROM signins_before
     GROUP BY audit_id
 )
 SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.initiated_by_upn, c.initiated_by_app_name,

@@ -14,7 +14,10 @@
 //! the 'day' rows; for the other whole hours, the 'hour' rows; and 'event' rows of every whole
 //! hour, counts each event exactly once; it reads the partial hours at its window's edges from
 //! the tables themselves — through the view `<name>_events`, the source, so that both are one
-//! definition.
+//! definition. A rollup with `times` also keeps, on each 'hour' row, its events' `ts`: a rule whose
+//! bounds fall inside hours for each of its rows (a look-back from every change) takes a row whole
+//! when `first_ts` and `last_ts` are within them and its events from `times` when it straddles one,
+//! with no read of the tables at all.
 
 use crate::lake::{Lake, LakeError, Table};
 use crate::session::SessionError;
@@ -38,6 +41,13 @@ pub struct Rollup {
     /// One row per event: `ts`, `day` and the key columns.
     pub source: &'static str,
     pub keys: &'static [&'static str],
+    /// Whether the rollup also stores, for each 'hour' row, a 'times' row: the same key, bucket
+    /// and measures, and `times`, the list of its events' `ts` (unordered), in row groups of
+    /// their own after the hours' (so reading 'day' and 'hour' rows does not read them). A rule
+    /// whose bounds fall inside hours (a look-back from each event) takes an 'hour' row whole when
+    /// its `first_ts` and `last_ts` are inside them and the events of its 'times' row one by one
+    /// when it straddles one. `times` is null on 'day' and 'hour' rows, `[ts]` on 'event' rows.
+    pub times: bool,
 }
 
 /// Every rollup wisp maintains.
@@ -47,6 +57,7 @@ pub const ROLLUPS: &[Rollup] = &[
         tables: &[Table::Signins, Table::Audit, Table::GraphActivity, Table::O365Audit],
         source: include_str!("../sql/rollups/sp_activity_rollup.sql"),
         keys: &["dataset", "action", "service_principal_name", "service_principal_id", "source_ip"],
+        times: false,
     },
     Rollup {
         name: "sp_failed_signin_rollup",
@@ -61,6 +72,14 @@ pub const ROLLUPS: &[Rollup] = &[
             "app_id",
             "failure_reason",
         ],
+        times: false,
+    },
+    Rollup {
+        name: "sp_signin_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_signin_rollup.sql"),
+        keys: &["service_principal_id", "app_id", "service_principal_name", "source_ip"],
+        times: true,
     },
 ];
 
@@ -122,20 +141,40 @@ impl DayFiles {
 
 impl Rollup {
     /// The aggregation of one day of the source, as stored: per (hour, keys) and per (day, keys),
-    /// ordered by grain, bucket and keys (so a window's rows are a few row groups).
+    /// and the 'times' rows when the rollup keeps them, ordered by grain, bucket and keys (so a
+    /// window's rows are a few row groups).
     fn aggregate_sql(&self, day: &str) -> String {
         let keys = self.keys.join(", ");
+        let (times_agg, no_times, times_rows) = if self.times {
+            (
+                ", array_agg(ts) AS times",
+                ", NULL",
+                format!("UNION ALL SELECT 'times', bucket, {keys}, n, first_ts, last_ts, times FROM hours "),
+            )
+        } else {
+            ("", "", String::new())
+        };
         format!(
             "WITH hours AS (SELECT date_trunc('hour', ts) AS bucket, {keys}, count(*) AS n, min(ts) AS first_ts, \
-                                   max(ts) AS last_ts \
+                                   max(ts) AS last_ts{times_agg} \
                             FROM ({}) AS source WHERE day = '{day}' GROUP BY date_trunc('hour', ts), {keys}) \
-             SELECT 'hour' AS grain, bucket, {keys}, n, first_ts, last_ts FROM hours \
+             SELECT 'hour' AS grain, bucket, {keys}, n, first_ts, last_ts{no_times} FROM hours \
              UNION ALL \
-             SELECT 'day', date_trunc('day', bucket), {keys}, sum(n), min(first_ts), max(last_ts) FROM hours \
+             SELECT 'day', date_trunc('day', bucket), {keys}, sum(n), min(first_ts), max(last_ts){no_times} FROM hours \
              GROUP BY date_trunc('day', bucket), {keys} \
+             {times_rows}\
              ORDER BY grain, bucket, {keys}",
-            self.source
+            self.source,
         )
+    }
+
+    /// The measures after the keys: `n`, `first_ts`, `last_ts` (and `times`).
+    fn measures(&self) -> &'static str {
+        if self.times {
+            "n, first_ts, last_ts, times"
+        } else {
+            "n, first_ts, last_ts"
+        }
     }
 
     /// Fingerprint of each day that any of the rollup's tables has files for: the definition
@@ -151,6 +190,9 @@ impl Rollup {
             .map(|day| {
                 let mut h = Sha256::new();
                 h.update(format!("wisp rollup 1\n{}\n{}\n{}\n", self.name, self.keys.join(","), self.source));
+                if self.times {
+                    h.update("times rows\n");
+                }
                 for t in self.tables {
                     let list = files.0.get(t).and_then(|per_day| per_day.get(day));
                     h.update(format!("{}\n{}\n", t.name(), list.map(|l| l.join("\n")).unwrap_or_default()));
@@ -195,7 +237,10 @@ impl Rollup {
         }
         fields.push(Field::new("n", DataType::Int64, true));
         fields.push(Field::new("first_ts", ts.clone(), true));
-        fields.push(Field::new("last_ts", ts, true));
+        fields.push(Field::new("last_ts", ts.clone(), true));
+        if self.times {
+            fields.push(Field::new("times", DataType::List(Arc::new(Field::new_list_field(ts, true))), true));
+        }
         Ok(Arc::new(Schema::new(fields)))
     }
 
@@ -262,7 +307,9 @@ async fn write_day(
     use parquet::file::properties::WriterProperties;
     let started = std::time::Instant::now();
     let df = ctx.sql(&r.aggregate_sql(day)).await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
+    // The stored schema (as `register` declares it): the aggregation's NULL `times` of 'day' and
+    // 'hour' rows is typed by the 'times' rows'.
+    let schema = r.stored_schema(ctx.sql(r.source).await?.schema().as_arrow())?;
     let mut stream = df.execute_stream().await?;
     let path = r.day_prefix(day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
     let props = WriterProperties::builder()
@@ -271,10 +318,18 @@ async fn write_day(
         .build();
     let werr = |e: parquet::errors::ParquetError| LakeError::Write { table: "_rollups", msg: e.to_string() };
     let w = object_store::buffered::BufWriter::new(lake.store.clone(), path.clone());
-    let mut w = AsyncArrowWriter::try_new(w, schema, Some(props)).map_err(werr)?;
-    let (mut rows, mut events, mut in_hours) = (0u64, 0u64, false);
+    let mut w = AsyncArrowWriter::try_new(w, schema.clone(), Some(props)).map_err(werr)?;
+    let (mut rows, mut events, mut in_grain) = (0u64, 0u64, None::<String>);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        let batch = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
+            .map_err(|e| LakeError::Write { table: "_rollups", msg: format!("rollup {}: {e}", r.name) })?;
         rows += batch.num_rows() as u64;
         let grain = batch.column_by_name("grain").and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>());
         let n = batch.column_by_name("n").and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
@@ -288,18 +343,19 @@ async fn write_day(
         // The events, counted once: in the 'day' rows.
         events +=
             (0..batch.num_rows()).filter(|&i| grain.value(i) == "day").map(|i| n.value(i).max(0) as u64).sum::<u64>();
-        // The 'day' rows (first in the order) in row groups of their own: a window of whole
-        // days reads them without the hours' rows.
-        let hours = (0..batch.num_rows()).position(|i| grain.value(i) != "day").unwrap_or(batch.num_rows());
-        if hours > 0 {
-            w.write(&batch.slice(0, hours)).await.map_err(werr)?;
-        }
-        if hours < batch.num_rows() {
-            if !in_hours {
+        // Each grain (in order: 'day', 'hour', 'times') in row groups of its own: a window of
+        // whole days reads the 'day' rows without the hours', and the 'times' lists are read only
+        // where a rule asks for them.
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let g = grain.value(start);
+            let end = (start..batch.num_rows()).find(|&i| grain.value(i) != g).unwrap_or(batch.num_rows());
+            if in_grain.as_deref().is_some_and(|cur| cur != g) {
                 w.flush().await.map_err(werr)?;
-                in_hours = true;
             }
-            w.write(&batch.slice(hours, batch.num_rows() - hours)).await.map_err(werr)?;
+            in_grain = Some(g.to_string());
+            w.write(&batch.slice(start, end - start)).await.map_err(werr)?;
+            start = end;
         }
     }
     w.close().await.map_err(werr)?;
@@ -380,9 +436,10 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
         } else {
             format!("day NOT IN ({})", quoted(&valid.iter().map(|(d, _)| *d).collect::<Vec<_>>()))
         };
+        let times = if r.times { ", make_array(ts) AS times" } else { "" };
         let raw = format!(
             "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
-                    ts AS last_ts, day \
+                    ts AS last_ts{times}, day \
              FROM {events} WHERE {raw_days}"
         );
         let sql = if valid.is_empty() {
@@ -401,7 +458,8 @@ pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionEr
             let _ = ctx.deregister_table(table.as_str())?;
             ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
             format!(
-                "SELECT grain, bucket, {keys}, n, first_ts, last_ts, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
+                "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
+                r.measures(),
                 quoted(&valid.iter().map(|(_, f)| *f).collect::<Vec<_>>())
             )
         };

@@ -38,14 +38,49 @@ async fn hunt(lake: &std::path::Path) -> Vec<String> {
             let mut lines: Vec<&str> = text.lines().collect();
             lines.sort();
             out.push(format!("{id} {s} {e}\n{}", lines.join("\n")));
+            if let Some(df) = r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| id == CREDENTIAL) {
+                let rows = df.collect().await.unwrap();
+                let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.sort();
+                out.push(format!("{id} backtest {s} {e}\n{}", lines.join("\n")));
+            }
         }
     }
     out
 }
 
+/// The credential rule's alerts over the first window, each checked against the sign-ins table
+/// directly (not through the rollup or its view): the number of successful sign-ins of the
+/// matched principal in the change's look-back (from its minute, three days back, to the change)
+/// and the last of them. Returns how many alerts were checked.
+async fn credential_alerts_match_signins(lake: &std::path::Path) -> usize {
+    let l = Lake::open(&lake.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
+    let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == CREDENTIAL).unwrap();
+    let w = rules::RunWindow { start: t(WINDOWS[0].0), end: t(WINDOWS[0].1) };
+    let alerts = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
+    let n: usize = alerts.iter().map(|b| b.num_rows()).sum();
+    let table = datafusion::datasource::MemTable::try_new(alerts[0].schema(), vec![alerts]).unwrap();
+    ctx.register_table("checked_alerts", std::sync::Arc::new(table)).unwrap();
+    let sql = "SELECT a.audit_id, a.matched_by, a.prior_signins, a.last_signin, count(s.ts) AS n, max(s.ts) AS last
+               FROM checked_alerts a LEFT JOIN signins s
+                 ON s.category = 'ServicePrincipalSignInLogs' AND s.error_code = 0
+                AND s.ts < a.ts AND s.ts >= date_trunc('minute', a.ts) - INTERVAL '3 days'
+                AND ((a.matched_by = 'service_principal_id' AND s.service_principal_id = a.target_id)
+                     OR (a.matched_by = 'app_id' AND s.app_id = a.app_id))
+               GROUP BY a.audit_id, a.matched_by, a.prior_signins, a.last_signin
+               HAVING count(s.ts) <> a.prior_signins OR max(s.ts) IS DISTINCT FROM a.last_signin";
+    let wrong = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&wrong).unwrap().to_string();
+    assert!(wrong.iter().all(|b| b.num_rows() == 0), "alerts whose look-back differs from the sign-ins:\n{text}");
+    n
+}
+
 const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
-const RULES: [&str; 2] = ["sp_rare_action_multiple_ips", "sp_failed_signins"];
-const ROLLUPS: [&str; 2] = ["sp_activity_rollup", "sp_failed_signin_rollup"];
+const CREDENTIAL: &str = "sp_credential_added_after_signin";
+const RULES: [&str; 3] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL];
+const ROLLUPS: [&str; 3] = ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup"];
 
 /// Rows of each rollup's view per day and grain.
 async fn grains(lake: &std::path::Path) -> String {
@@ -97,8 +132,16 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     assert!(raw[0].lines().count() > 10, "the 3-day window finds rare actions: {}", raw[0]);
     let failed = WINDOWS.len();
     assert!(raw[failed].lines().count() > 10, "and failed sign-ins: {}", raw[failed]);
+    // The credential rule's hunt and backtest of each window follow; over three days it finds
+    // changes whose look-back starts and ends inside hours (the straddling rows' times are read).
+    let credential = 2 * WINDOWS.len();
+    assert!(raw[credential].lines().count() > 6, "and credentials added: {}", raw[credential]);
+    assert!(raw[credential + 1].lines().count() > 6, "its backtest too: {}", raw[credential + 1]);
     let g = grains(&lake_dir).await;
-    assert!(g.contains("| event |") && !g.contains("| hour  |") && !g.contains("| day   |"), "{g}");
+    assert!(
+        g.contains("| event |") && !g.contains("| hour  |") && !g.contains("| day   |") && !g.contains("times"),
+        "{g}"
+    );
 
     // Summaries of every day: the same rows for every window, read from 'day' and 'hour' rows.
     let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
@@ -108,12 +151,14 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let events: u64 = written.iter().filter(|w| w.rollup == ROLLUPS[0]).map(|w| w.events).sum();
     let g = grains(&lake_dir).await;
     assert!(!g.contains("| event |") && g.contains("| hour  |") && g.contains("| day   |"), "{g}");
+    assert!(g.contains("sp_signin_rollup") && g.contains("| times |"), "{g}");
     let all = query_text(&lake_dir, "SELECT sum(n) AS n FROM sp_activity_rollup WHERE grain = 'day'").await;
     assert!(all.contains(&format!("| {events} ")), "{all} vs {events}");
     let rolled = hunt(&lake_dir).await;
     for (i, (a, b)) in raw.iter().zip(&rolled).enumerate() {
         assert_eq!(a, b, "{}", i);
     }
+    assert!(credential_alerts_match_signins(&lake_dir).await >= 3);
     // Nothing changed, nothing is written again.
     assert!(wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap().is_empty());
 
@@ -137,8 +182,19 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     }
     let body = recs.iter().map(|r| format!("{r}\n")).collect::<String>();
     std::fs::write(late.join("PT1H.json"), body).unwrap();
-    let s = ingest_into(&lake_dir, opts(vec![late.join("PT1H.json").display().to_string()])).await;
+    // And a credential added to the late app just after midnight: its look-back holds the late
+    // sign-ins, read as 'event' rows of the stale day.
+    let change = serde_json::json!({"time": "2026-11-19T00:00:00.5Z", "category": "AuditLogs",
+        "properties": {"id": "late-change", "activityDateTime": "2026-11-19T00:00:00.5Z",
+        "activityDisplayName": "Add service principal credentials", "result": "success",
+        "targetResources": [{"id": "id-late-app", "displayName": "late-app", "type": "ServicePrincipal",
+            "modifiedProperties": [{"displayName": "KeyDescription", "oldValue": "[]",
+                "newValue": "[\"[KeyIdentifier=k-late,KeyType=Password,KeyUsage=Verify,DisplayName=late]\"]"}]}]}});
+    std::fs::write(late.join("audit.json"), format!("{change}\n")).unwrap();
+    let files = ["PT1H.json", "audit.json"].map(|f| late.join(f).display().to_string()).to_vec();
+    let s = ingest_into(&lake_dir, opts(files)).await;
     assert_eq!(s.written.get("signins").copied(), Some(33), "{s:?}");
+    assert_eq!(s.written.get("audit").copied(), Some(1), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
     let stale = hunt(&lake_dir).await;
@@ -146,11 +202,16 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     assert_eq!(stale, expected);
     assert!(stale[0].contains("late-app"), "{}", stale[0]);
     assert!(stale[failed].contains("203.0.113.9"), "{}", stale[failed]);
+    let late_change = stale[credential].lines().find(|l| l.contains("late-change")).unwrap_or_default().to_string();
+    assert!(late_change.contains("203.0.113.7") && late_change.contains("| 3 "), "{}", stale[credential]);
+    assert!(credential_alerts_match_signins(&lake_dir).await >= 4);
 
-    // Written again: only the changed day, its old summary removed; still the same rows.
+    // Written again: only the changed days (the audit record changed 2026-11-19, which only the
+    // activity rollup reads), the old summaries removed later; still the same rows.
     let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
     for r in ROLLUPS {
-        assert_eq!(days(&written, r), ["2026-11-18"], "{r}");
+        let changed: &[&str] = if r == ROLLUPS[0] { &["2026-11-18", "2026-11-19"] } else { &["2026-11-18"] };
+        assert_eq!(days(&written, r), changed, "{r}");
         let day = lake_dir.join(wisp::rollups::FOLDER).join(r).join("day=2026-11-18");
         assert_eq!(std::fs::read_dir(&day).unwrap().count(), 2, "the replaced summary stays a while");
     }

@@ -6,7 +6,8 @@ use clap::Args;
 #[command(after_help = "Examples:
   wisp hunt sp_rare_action_multiple_ips --lake ./lake --last 30d
   wisp hunt sp_failed_signins --lake ./lake --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z --format csv
-  wisp hunt ./my-hunt.sql --lake ./lake --at 2026-11-20T00:00:00Z     # a rule file of your own, 30 days to --at")]
+  wisp hunt ./my-hunt.sql --lake ./lake --at 2026-11-20T00:00:00Z     # a rule file of your own, 30 days to --at
+  wisp hunt sp_failed_signins --lake ./lake --last 1d --analyze        # the executed plan, each operator's rows and time")]
 pub struct HuntArgs {
     /// A rule id or a rule file (.sql with a TOML header).
     pub rule: String,
@@ -16,6 +17,11 @@ pub struct HuntArgs {
     pub time: TimeArgs,
     #[command(flatten)]
     pub out: OutArgs,
+    /// Run the query and print its executed plan instead of its rows (EXPLAIN ANALYZE, with the
+    /// rule's parameters and `[settings]`): each operator's rows, time and, for scans, files,
+    /// row groups and bytes.
+    #[arg(long)]
+    pub analyze: bool,
 }
 
 pub async fn run(a: HuntArgs) -> anyhow::Result<i32> {
@@ -30,6 +36,7 @@ pub async fn run(a: HuntArgs) -> anyhow::Result<i32> {
     eprintln!("hunt {} over [{}, {}]", rule.meta.id, w.start.to_rfc3339(), w.end.to_rfc3339());
     let started = std::time::Instant::now();
     let df = rule.plan(&ctx, &w).await?;
+    let df = if a.analyze { df.explain(false, true)? } else { df };
     let (out, tty) = a.out.sink()?;
     let (n, scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
     eprintln!("{n} row(s), {scan} in {:.3}s", started.elapsed().as_secs_f64());
