@@ -67,19 +67,21 @@ key_props AS (
           FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
     WHERE mp['name'] = 'KeyDescription'
 ),
-added AS (
-    -- Each key of the new KeyDescription whose KeyIdentifier the old one does not hold.
-    SELECT audit_id, split_part(k, ',', 1) AS key_id,
-           regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
-           regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name
-    FROM (SELECT audit_id, old_keys, unnest(string_to_array(new_keys, 'KeyIdentifier=')) AS k FROM key_props)
-    WHERE k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0
-),
 keys AS (
-    SELECT audit_id, array_agg(key_id ORDER BY key_id) AS added_key_ids,
-           array_agg(key_type ORDER BY key_id) AS added_key_types,
-           array_agg(key_name ORDER BY key_id) AS added_key_names
-    FROM added
+    -- One row per change whose targets have a KeyDescription, with the keys it added: each key
+    -- of the new KeyDescription whose KeyIdentifier the old one does not hold (null when none).
+    -- One row per change even when the new value is empty (the appended NULL part), so `c` reads
+    -- both from here: key_props is read once.
+    SELECT audit_id, array_agg(key_id ORDER BY key_id) FILTER (WHERE is_added) AS added_key_ids,
+           array_agg(key_type ORDER BY key_id) FILTER (WHERE is_added) AS added_key_types,
+           array_agg(key_name ORDER BY key_id) FILTER (WHERE is_added) AS added_key_names
+    FROM (SELECT audit_id, split_part(k, ',', 1) AS key_id,
+                 regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
+                 regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name,
+                 k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0 AS is_added
+          FROM (SELECT audit_id, old_keys,
+                       unnest(array_append(string_to_array(new_keys, 'KeyIdentifier='), NULL)) AS k
+                FROM key_props))
     GROUP BY audit_id
 ),
 c AS (
@@ -90,8 +92,7 @@ c AS (
     LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
     LEFT JOIN keys ON changes.audit_id = keys.audit_id
     -- A bare "Update application" is a credential change only when a key changed.
-    WHERE trim(changes.operation_name) <> 'Update application'
-       OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
+    WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
 ),
 ct AS (
     -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
@@ -239,19 +240,21 @@ key_props AS (
           FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
     WHERE mp['name'] = 'KeyDescription'
 ),
-added AS (
-    -- Each key of the new KeyDescription whose KeyIdentifier the old one does not hold.
-    SELECT audit_id, split_part(k, ',', 1) AS key_id,
-           regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
-           regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name
-    FROM (SELECT audit_id, old_keys, unnest(string_to_array(new_keys, 'KeyIdentifier=')) AS k FROM key_props)
-    WHERE k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0
-),
 keys AS (
-    SELECT audit_id, array_agg(key_id ORDER BY key_id) AS added_key_ids,
-           array_agg(key_type ORDER BY key_id) AS added_key_types,
-           array_agg(key_name ORDER BY key_id) AS added_key_names
-    FROM added
+    -- One row per change whose targets have a KeyDescription, with the keys it added: each key
+    -- of the new KeyDescription whose KeyIdentifier the old one does not hold (null when none).
+    -- One row per change even when the new value is empty (the appended NULL part), so `c` reads
+    -- both from here: key_props is read once.
+    SELECT audit_id, array_agg(key_id ORDER BY key_id) FILTER (WHERE is_added) AS added_key_ids,
+           array_agg(key_type ORDER BY key_id) FILTER (WHERE is_added) AS added_key_types,
+           array_agg(key_name ORDER BY key_id) FILTER (WHERE is_added) AS added_key_names
+    FROM (SELECT audit_id, split_part(k, ',', 1) AS key_id,
+                 regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
+                 regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name,
+                 k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0 AS is_added
+          FROM (SELECT audit_id, old_keys,
+                       unnest(array_append(string_to_array(new_keys, 'KeyIdentifier='), NULL)) AS k
+                FROM key_props))
     GROUP BY audit_id
 ),
 c AS (
@@ -262,8 +265,7 @@ c AS (
     LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
     LEFT JOIN keys ON changes.audit_id = keys.audit_id
     -- A bare "Update application" is a credential change only when a key changed.
-    WHERE trim(changes.operation_name) <> 'Update application'
-       OR changes.audit_id IN (SELECT DISTINCT audit_id FROM key_props)
+    WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
 ),
 ct AS (
     -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
