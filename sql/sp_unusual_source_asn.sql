@@ -35,10 +35,36 @@ rule; a NULL AS organization is not excluded."""
 tactics = ["TA0001 Initial Access", "TA0005 Defense Evasion"]
 techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
 */
--- A pair alerts when its earliest candidate in [T-10d, T] is after T-65m. One aggregation over
--- the history finds those pairs (no sort of 10 days of sign-ins); only the window's rows of the
--- new pairs are ranked to report each pair's oldest row.
-WITH candidates AS (
+-- A pair alerts when its earliest candidate in [T-10d, T] is after T-65m: it has a candidate in
+-- the window and none in [T-10d, T-65m]. The history comes from the rollup `sp_asn_rollup`
+-- (src/rollups.rs; its source is exactly these candidates, its keys the pair), so the ten days of
+-- sign-ins are not read; only the window's candidates are, ranked per new pair to report its
+-- oldest row.
+WITH history AS (
+    -- The pairs with a candidate in [$history_start, $window_start]: 'day' rows of the days wholly
+    -- inside it, 'hour' rows of the other days' hours, 'event' rows of days without a current
+    -- summary. A row has a candidate in the range when its first is at or before the range's end
+    -- and its last at or after its start — exact for a row inside the range and for one reaching
+    -- past a single end of it; a row reaching past both is an hour row and a range shorter than
+    -- an hour (a window longer than the history less an hour), which reads the events instead.
+    SELECT service_principal_id, source_asn
+    FROM sp_asn_rollup
+    WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+      AND first_ts <= $window_start AND last_ts >= $history_start
+      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+      AND ((grain = 'day' AND bucket >= $history_start AND bucket + INTERVAL '1 day' <= $window_start)
+           OR (grain = 'hour' AND NOT (date_trunc('day', bucket) >= $history_start
+                                       AND date_trunc('day', bucket) + INTERVAL '1 day' <= $window_start))
+           OR grain = 'event')
+    UNION ALL
+    -- `sp_asn_rollup_events` is the rollup's source (sql/rollups/): these candidates, by event.
+    SELECT service_principal_id, source_asn
+    FROM sp_asn_rollup_events
+    WHERE ts >= $history_start AND ts <= $window_start
+      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+),
+candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id,
            app_display_name, correlation_id, country, city
@@ -50,25 +76,14 @@ WITH candidates AS (
       AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
       AND (app_owner_tenant_id IS NULL
            OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-      AND ts >= $history_start AND ts <= $window_end
-      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-),
-new_pairs AS (
-    SELECT service_principal_id, source_asn, min(ts) AS first_ts
-    FROM candidates
-    GROUP BY service_principal_id, source_asn
-    HAVING min(ts) > $window_start
+      AND ts > $window_start AND ts >= $history_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 ranked AS (
-    -- A new pair's oldest row is at its first time: only the rows at that time are ranked (by
-    -- id), not every row of the pair in the window. The new pairs come first: DataFusion plans
-    -- this as a semi join hashing its left input (with the candidates there, a 30-day hunt hashed
-    -- 10 days of sign-ins: 2.2 GB).
-    SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.id) AS rn
-    FROM new_pairs n
-    JOIN candidates c ON c.service_principal_id = n.service_principal_id AND c.source_asn = n.source_asn
-                     AND c.ts = n.first_ts
-    WHERE c.ts > $window_start
+    SELECT *, row_number() OVER (PARTITION BY service_principal_id, source_asn ORDER BY ts, id) AS rn
+    FROM candidates c
+    WHERE NOT EXISTS (SELECT 1 FROM history h
+                      WHERE h.service_principal_id = c.service_principal_id AND h.source_asn = c.source_asn)
 )
 SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn, source_as_org,
        resource_display_name, credential_key_id, app_display_name, correlation_id, country, city
@@ -84,7 +99,26 @@ WHERE rn = 1
 -- is less than an hour old, and the history window exceeds an hour plus the look-back), so the pairs
 -- are aggregated per hour first and the previous occurrence is the previous hour-bucket's last
 -- sighting: the ordered window runs over buckets, not over every sign-in.
-WITH candidates AS (
+WITH buckets AS (
+    -- The pairs' candidates per clock hour from the rollup `sp_asn_rollup` (src/rollups.rs; its
+    -- source is exactly these candidates): its 'hour' rows, and the 'event' rows of days without a
+    -- current summary grouped by hour. An hour row reaching past the range's start holds earlier
+    -- candidates too, which change only its first time, and that bucket cannot alert (its hour is
+    -- more than the history before every run's window); one reaching past the range's end has a
+    -- later last time, which is the previous occurrence only of buckets after the range, and those
+    -- do not alert either. So the alerts are those of the candidates in the range.
+    SELECT service_principal_id, source_asn, date_trunc('hour', first_ts) AS hour, min(first_ts) AS first_ts,
+           max(last_ts) AS last_ts
+    FROM sp_asn_rollup
+    WHERE grain IN ('hour', 'event')
+      AND first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
+      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
+      AND day <= to_char($range_end, '%Y-%m-%d')
+    GROUP BY service_principal_id, source_asn, date_trunc('hour', first_ts)
+),
+candidates AS (
+    -- The sign-ins themselves, only for the alerting buckets' first rows: those are after the
+    -- first run's window start (a bucket alerts in a run whose window holds its first time).
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id,
            app_display_name, correlation_id, country, city
@@ -96,14 +130,9 @@ WITH candidates AS (
       AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
       AND (app_owner_tenant_id IS NULL
            OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-      AND ts >= $range_start - $history - $lookback AND ts <= $range_end
-      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
+      AND ts > $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d')
       AND day <= to_char($range_end, '%Y-%m-%d')
-),
-buckets AS (
-    SELECT service_principal_id, source_asn, date_trunc('hour', ts) AS hour, min(ts) AS first_ts, max(ts) AS last_ts
-    FROM candidates
-    GROUP BY service_principal_id, source_asn, date_trunc('hour', ts)
 ),
 lagged AS (
     SELECT *, CAST(first_ts AS BIGINT) AS ts_us,

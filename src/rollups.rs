@@ -42,7 +42,7 @@ pub struct Rollup {
     pub source: &'static str,
     pub keys: &'static [&'static str],
     /// Whether the rollup also stores, for each 'hour' row, a 'times' row: the same key, bucket
-    /// and measures, and `times`, the list of its events' `ts` (unordered), in row groups of
+    /// and measures, and `times`, the list of its events' `ts` (sorted), in row groups of
     /// their own after the hours' (so reading 'day' and 'hour' rows does not read them). A rule
     /// whose bounds fall inside hours (a look-back from each event) takes an 'hour' row whole when
     /// its `first_ts` and `last_ts` are inside them and the events of its 'times' row one by one
@@ -80,6 +80,13 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_signin_rollup.sql"),
         keys: &["service_principal_id", "app_id", "service_principal_name", "source_ip"],
         times: true,
+    },
+    Rollup {
+        name: "sp_asn_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_asn_rollup.sql"),
+        keys: &["service_principal_id", "source_asn"],
+        times: false,
     },
 ];
 
@@ -147,7 +154,7 @@ impl Rollup {
         let keys = self.keys.join(", ");
         let (times_agg, no_times, times_rows) = if self.times {
             (
-                ", array_agg(ts) AS times",
+                ", array_agg(ts ORDER BY ts) AS times",
                 ", NULL",
                 format!("UNION ALL SELECT 'times', bucket, {keys}, n, first_ts, last_ts, times FROM hours "),
             )
@@ -191,7 +198,7 @@ impl Rollup {
                 let mut h = Sha256::new();
                 h.update(format!("wisp rollup 1\n{}\n{}\n{}\n", self.name, self.keys.join(","), self.source));
                 if self.times {
-                    h.update("times rows\n");
+                    h.update("times rows, sorted\n");
                 }
                 for t in self.tables {
                     let list = files.0.get(t).and_then(|per_day| per_day.get(day));
@@ -312,9 +319,13 @@ async fn write_day(
     let schema = r.stored_schema(ctx.sql(r.source).await?.schema().as_arrow())?;
     let mut stream = df.execute_stream().await?;
     let path = r.day_prefix(day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
+    // The 'times' lists are sorted: delta-encoded they take a few bits per sign-in.
+    let times = parquet::schema::types::ColumnPath::from(vec!["times".into(), "list".into(), "item".into()]);
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_max_row_group_row_count(Some(128 * 1024))
+        .set_column_dictionary_enabled(times.clone(), false)
+        .set_column_encoding(times, parquet::basic::Encoding::DELTA_BINARY_PACKED)
         .build();
     let werr = |e: parquet::errors::ParquetError| LakeError::Write { table: "_rollups", msg: e.to_string() };
     let w = object_store::buffered::BufWriter::new(lake.store.clone(), path.clone());

@@ -23,6 +23,17 @@ const WINDOWS: [(&str, &str); 6] = [
     ("2026-11-18T00:00:00Z", "2026-11-19T00:00:00.000001Z"),
 ];
 
+/// Windows of the ASN rule besides `WINDOWS`, whose history (the ten days before the window's
+/// end, up to its start) is two minutes long (an hour row can reach past both of its ends, so the
+/// events are read), twelve hours from 06:00 (a day row can reach past both ends, so hours are
+/// read), a day ending at midnight, or empty (a window longer than the history).
+const ASN_WINDOWS: [(&str, &str); 4] = [
+    ("2026-11-18T06:31:00Z", "2026-11-28T06:29:00Z"),
+    ("2026-11-18T18:00:00Z", "2026-11-28T06:00:00Z"),
+    ("2026-11-19T00:00:00Z", "2026-11-28T00:00:00Z"),
+    ("2026-11-16T00:00:00Z", "2026-11-27T00:00:00Z"),
+];
+
 /// The rules that read rollups, each over every window: their rows, sorted (the failure rule's
 /// output has no order of its own).
 async fn hunt(lake: &std::path::Path) -> Vec<String> {
@@ -31,14 +42,15 @@ async fn hunt(lake: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for id in RULES {
         let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap();
-        for (s, e) in WINDOWS {
+        let extra: &[(&str, &str)] = if id == ASN { &ASN_WINDOWS } else { &[] };
+        for &(s, e) in WINDOWS.iter().chain(extra) {
             let w = rules::RunWindow { start: t(s), end: t(e) };
             let rows = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
             let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
             let mut lines: Vec<&str> = text.lines().collect();
             lines.sort();
             out.push(format!("{id} {s} {e}\n{}", lines.join("\n")));
-            if let Some(df) = r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| id == CREDENTIAL) {
+            if let Some(df) = r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| id == CREDENTIAL || id == ASN) {
                 let rows = df.collect().await.unwrap();
                 let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
                 let mut lines: Vec<&str> = text.lines().collect();
@@ -79,8 +91,9 @@ async fn credential_alerts_match_signins(lake: &std::path::Path) -> usize {
 
 const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
 const CREDENTIAL: &str = "sp_credential_added_after_signin";
-const RULES: [&str; 3] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL];
-const ROLLUPS: [&str; 3] = ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup"];
+const ASN: &str = "sp_unusual_source_asn";
+const RULES: [&str; 4] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN];
+const ROLLUPS: [&str; 4] = ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup", "sp_asn_rollup"];
 
 /// Rows of each rollup's view per day and grain.
 async fn grains(lake: &std::path::Path) -> String {
@@ -137,6 +150,16 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let credential = 2 * WINDOWS.len();
     assert!(raw[credential].lines().count() > 6, "and credentials added: {}", raw[credential]);
     assert!(raw[credential + 1].lines().count() > 6, "its backtest too: {}", raw[credential + 1]);
+    // The ASN rule's hunt and backtest of each of its windows: over three days of a tenant whose
+    // history starts with them, pairs are new; so are some over the long windows.
+    let asn = 4 * WINDOWS.len();
+    assert_eq!(raw.len(), asn + 2 * (WINDOWS.len() + ASN_WINDOWS.len()));
+    assert!(raw[asn].lines().count() > 6, "pairs new to the ASN rule: {}", raw[asn]);
+    assert!(raw[asn + 1].lines().count() > 6, "its backtest too: {}", raw[asn + 1]);
+    for i in 0..ASN_WINDOWS.len() {
+        let at = asn + 2 * (WINDOWS.len() + i);
+        assert!(raw[at].lines().count() > 4, "{}", raw[at]);
+    }
     let g = grains(&lake_dir).await;
     assert!(
         g.contains("| event |") && !g.contains("| hour  |") && !g.contains("| day   |") && !g.contains("times"),
