@@ -38,7 +38,8 @@ pub struct Rollup {
     pub name: &'static str,
     /// The tables its source reads (their files make the fingerprint).
     pub tables: &'static [Table],
-    /// One row per event: `ts`, `day` and the key columns.
+    /// One row per event: `ts`, `day` and the key columns (and any other columns its rules read
+    /// through `<name>_events`; only the keys are summarized).
     pub source: &'static str,
     pub keys: &'static [&'static str],
     /// Whether the rollup also stores, for each 'hour' row, a 'times' row: the same key, bucket
