@@ -45,16 +45,38 @@ WITH failures AS (
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 known AS (
-    -- Where the principals signed in successfully in the history window: every principal's
-    -- sources, not only the failing principals' — a join with the failing principals is hashed
-    -- on the wrong side whenever the planner's estimates favour the successes (a 30-day hunt on
-    -- large hashed 19.6 M successes: 1.7 GB), and the grouping is small either way.
+    -- Where the principals signed in successfully in [$history_start, $window_end]: every
+    -- principal's sources, not only the failing principals' — a join with the failing principals
+    -- is hashed on the wrong side whenever the planner's estimates favour the successes (a 30-day
+    -- hunt on large hashed 19.6 M successes: 1.7 GB), and the grouping is small either way.
+    -- From the rollup `sp_signin_source_rollup` (src/rollups.rs; its source is exactly these
+    -- successes, its keys these three columns), so the ten days of sign-ins are not read: the
+    -- 'day' rows of the days wholly inside the range, the 'hour' rows of the other days, the
+    -- 'event' rows of days without a current summary. A row holds a success in the range when its
+    -- first is at or before the range's end and its last at or after its start — exact for a row
+    -- inside the range and for one reaching past a single end of it; a row reaching past both is
+    -- an hour row and a range shorter than an hour, which reads the events instead.
     SELECT service_principal_id, source_ip, source_asn
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IS NOT NULL
-      AND ts >= $history_start AND ts <= $window_end
-      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+    FROM (
+        SELECT service_principal_id, source_ip, source_asn
+        FROM sp_signin_source_rollup
+        WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+          AND first_ts <= $window_end AND last_ts >= $history_start
+          AND CAST($window_end AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+          -- The whole days are [the first midnight at or after the start, the last at or before the
+          -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
+          -- statistics, not decoded and tested.
+          AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_end - INTERVAL '1 day')
+               OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
+                                       OR bucket >= date_trunc('day', $window_end)))
+               OR grain = 'event')
+        UNION ALL
+        SELECT service_principal_id, source_ip, source_asn
+        FROM sp_signin_source_rollup_events
+        WHERE ts >= $history_start AND ts <= $window_end
+          AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+          AND CAST($window_end AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+    ) AS sources
     GROUP BY service_principal_id, source_ip, source_asn
 ),
 -- The failures and the known sources side by side, a source known to a failure when its
@@ -118,16 +140,32 @@ WITH in_range AS (
     WHERE run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
 success_buckets AS (
+    -- Each run's bucket of successes per source and its latest success (a bucket may come in more
+    -- than one row: the running maximum takes the largest), from the rollup
+    -- `sp_signin_source_rollup` (src/rollups.rs; its source is exactly these successes). A row of
+    -- the clock hour [H, H+1h) goes to the bucket of its first success's run, with its last
+    -- success: run H+1h's when its first is after H (all its successes are that run's), run H's
+    -- when its first is exactly H. In the latter case its successes after H (run H+1h's) count from
+    -- run H on, which changes no run's decision: run H knows the source by the success at H
+    -- already, and every later run sees both buckets. 'event' rows (days without a current
+    -- summary) are single successes, each in its run's bucket. A row reaching past the range's
+    -- start holds earlier successes too, which only lower a maximum that is too old for every run
+    -- either way; one reaching past its end goes to a bucket after every run. Exact when the
+    -- interval is the rollup's hour; any other interval reads the events.
     SELECT service_principal_id, source_ip, source_asn,
-           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS bucket_us,
-           max(CAST(ts AS BIGINT)) AS last_us
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs' AND error_code = 0
-      AND service_principal_id IS NOT NULL
+           ((CAST(first_ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS bucket_us,
+           CAST(last_ts AS BIGINT) AS last_us
+    FROM sp_signin_source_rollup
+    WHERE grain IN ('hour', 'event') AND $interval_us = 3600000000
+      AND first_ts <= $range_end AND last_ts >= $range_start - $lookback - $history
+      AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
+    SELECT service_principal_id, source_ip, source_asn,
+           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us, CAST(ts AS BIGINT)
+    FROM sp_signin_source_rollup_events
+    WHERE $interval_us <> 3600000000
       AND ts >= $range_start - $lookback - $history AND ts <= $range_end
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-    GROUP BY service_principal_id, source_ip, source_asn,
-             ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us
 ),
 side_by_side AS (
     SELECT ts, service_principal_id, service_principal_name, app_id, source_ip, source_asn, error_code,
@@ -140,21 +178,37 @@ side_by_side AS (
 judged AS (
     SELECT *,
            max(last_us) OVER (PARTITION BY service_principal_id, source_ip ORDER BY run_end_us, failure
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ip_last_us,
-           max(last_us) OVER (PARTITION BY service_principal_id, source_asn ORDER BY run_end_us, failure
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS asn_last_us
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ip_last_us
     FROM side_by_side
 ),
 novel AS (
-    SELECT *, (source_asn IS NOT NULL AND (asn_last_us IS NULL OR asn_last_us < run_end_us - $history_us)) AS new_asn
+    -- The failures from an address unknown to their run, numbered (to count each once below).
+    SELECT *, row_number() OVER () AS failure_no
     FROM judged
     WHERE failure AND (ip_last_us IS NULL OR ip_last_us < run_end_us - $history_us)
+),
+asn_judged AS (
+    -- Whether a novel failure's ASN is new to its run T: no bucket of the principal and ASN up to
+    -- T whose latest success is at or after T-10d — what a running maximum over the buckets up to
+    -- T tests, asked here of the few novel failures only (a second window over every bucket,
+    -- partitioned by ASN, sorted two million rows for 30 days of medium). A failure joined to k
+    -- such buckets comes k times: the aggregation counts failures by number. The buckets' times
+    -- are made nullable (`nullif` with a time no bucket has, which the optimizer cannot drop as
+    -- it drops a CASE): a sort-merge join (Ballista plans one) pads the unmatched failures' bucket
+    -- columns with nulls before its filter, and a column declared non-nullable fails the job.
+    SELECT n.*, (n.source_asn IS NOT NULL AND s.last_us IS NULL) AS new_asn
+    FROM novel n
+    LEFT JOIN (SELECT service_principal_id, source_asn, nullif(bucket_us, -1) AS bucket_us,
+                      nullif(last_us, -1) AS last_us
+               FROM success_buckets) s
+      ON s.service_principal_id = n.service_principal_id AND s.source_asn = n.source_asn
+     AND s.bucket_us <= n.run_end_us AND s.last_us >= n.run_end_us - $history_us
 )
 SELECT min(ts) AS ts, max(ts) AS last_failure,
        arrow_cast(run_end_us, 'Timestamp(Microsecond, Some("UTC"))') AS run_end, service_principal_id,
        max(service_principal_name) AS service_principal_name, max(app_id) AS app_id,
        min(source_ip) AS source_ip,
-       count(*) AS failures,
+       count(DISTINCT failure_no) AS failures,
        count(DISTINCT source_ip) AS distinct_ips,
        array_sort(array_agg(DISTINCT source_ip)) AS source_ips,
        array_sort(array_agg(DISTINCT source_asn) FILTER (WHERE source_asn IS NOT NULL)) AS source_asns,
@@ -163,7 +217,7 @@ SELECT min(ts) AS ts, max(ts) AS last_failure,
        bool_or(new_asn) AS from_new_asn,
        CASE WHEN bool_or(new_asn) THEN 'high' ELSE 'medium' END AS severity,
        run_end_us
-FROM novel
+FROM asn_judged
 GROUP BY service_principal_id, run_end_us
 
 -- @terms

@@ -52,9 +52,12 @@ WITH history AS (
     WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
       AND first_ts <= $window_start AND last_ts >= $history_start
       AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
-      AND ((grain = 'day' AND bucket >= $history_start AND bucket + INTERVAL '1 day' <= $window_start)
-           OR (grain = 'hour' AND NOT (date_trunc('day', bucket) >= $history_start
-                                       AND date_trunc('day', bucket) + INTERVAL '1 day' <= $window_start))
+      -- The whole days are [the first midnight at or after the start, the last at or before the
+      -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
+      -- statistics, not decoded and tested.
+      AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
+           OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
+                                   OR bucket >= date_trunc('day', $window_start)))
            OR grain = 'event')
     UNION ALL
     -- `sp_asn_rollup_events` is the rollup's source (sql/rollups/): these candidates, by event.

@@ -89,6 +89,13 @@ pub const ROLLUPS: &[Rollup] = &[
         keys: &["service_principal_id", "source_asn"],
         times: false,
     },
+    Rollup {
+        name: "sp_signin_source_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_signin_source_rollup.sql"),
+        keys: &["service_principal_id", "source_ip", "source_asn"],
+        times: false,
+    },
 ];
 
 /// The folder of rollups under the lake root.

@@ -50,7 +50,9 @@ async fn hunt(lake: &std::path::Path) -> Vec<String> {
             let mut lines: Vec<&str> = text.lines().collect();
             lines.sort();
             out.push(format!("{id} {s} {e}\n{}", lines.join("\n")));
-            if let Some(df) = r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| id == CREDENTIAL || id == ASN) {
+            if let Some(df) =
+                r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| [CREDENTIAL, ASN, FAILURES].contains(&id))
+            {
                 let rows = df.collect().await.unwrap();
                 let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
                 let mut lines: Vec<&str> = text.lines().collect();
@@ -92,8 +94,10 @@ async fn credential_alerts_match_signins(lake: &std::path::Path) -> usize {
 const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
 const CREDENTIAL: &str = "sp_credential_added_after_signin";
 const ASN: &str = "sp_unusual_source_asn";
-const RULES: [&str; 4] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN];
-const ROLLUPS: [&str; 4] = ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup", "sp_asn_rollup"];
+const FAILURES: &str = "sp_credential_failures_from_new_source";
+const RULES: [&str; 5] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES];
+const ROLLUPS: [&str; 5] =
+    ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup", "sp_asn_rollup", "sp_signin_source_rollup"];
 
 /// Rows of each rollup's view per day and grain.
 async fn grains(lake: &std::path::Path) -> String {
@@ -153,7 +157,11 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     // The ASN rule's hunt and backtest of each of its windows: over three days of a tenant whose
     // history starts with them, pairs are new; so are some over the long windows.
     let asn = 4 * WINDOWS.len();
-    assert_eq!(raw.len(), asn + 2 * (WINDOWS.len() + ASN_WINDOWS.len()));
+    // Then the credential-failure rule's hunt and backtest of each window.
+    let failures = asn + 2 * (WINDOWS.len() + ASN_WINDOWS.len());
+    assert_eq!(raw.len(), failures + 2 * WINDOWS.len());
+    assert!(raw[failures].lines().count() > 4, "credential failures from new sources: {}", raw[failures]);
+    assert!(raw[failures + 1].lines().count() > 4, "its backtest too: {}", raw[failures + 1]);
     assert!(raw[asn].lines().count() > 6, "pairs new to the ASN rule: {}", raw[asn]);
     assert!(raw[asn + 1].lines().count() > 6, "its backtest too: {}", raw[asn + 1]);
     for i in 0..ASN_WINDOWS.len() {
@@ -188,11 +196,13 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     // A late file for 2026-11-18 (an app signing in at 10:30 from two addresses, and at the
     // day's last microsecond): that day is now stale and read raw; the others stay summarized.
     let late = tmp("rollups-late");
-    let rec = |id: &str, ts: &str, ip: &str, code: i64| {
-        let sp = if code == 0 { "late-app" } else { "late-failing-app" };
+    let rec_of = |sp: &str, id: &str, ts: &str, ip: &str, code: i64| {
         serde_json::json!({"time": ts, "category": "ServicePrincipalSignInLogs", "tenantId": "tenant-1",
             "properties": {"id": id, "createdDateTime": ts, "servicePrincipalId": format!("id-{sp}"), "servicePrincipalName": sp,
             "appId": format!("app-{sp}"), "ipAddress": ip, "status": {"errorCode": code}, "resourceDisplayName": "Microsoft Graph"}})
+    };
+    let rec = |id: &str, ts: &str, ip: &str, code: i64| {
+        rec_of(if code == 0 { "late-app" } else { "late-failing-app" }, id, ts, ip, code)
     };
     let mut recs = vec![
         rec("late-1", "2026-11-18T10:30:00Z", "203.0.113.5", 0),
@@ -203,6 +213,14 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     for i in 0..30 {
         recs.push(rec(&format!("late-f{i}"), &format!("2026-11-18T10:{:02}:00Z", 15 + i), "203.0.113.9", 7000215));
     }
+    // The failing app signs in successfully from that address exactly at 11:00 (the end of the
+    // failures' run, so the address is known to it) and again at 11:20, in the same clock hour
+    // (whose summary row starts at 11:00 but reaches into the next run's bucket); two failures
+    // from another address at 10:50 are the run's only new source.
+    recs.push(rec_of("late-failing-app", "late-s1", "2026-11-18T11:00:00Z", "203.0.113.9", 0));
+    recs.push(rec_of("late-failing-app", "late-s2", "2026-11-18T11:20:00Z", "203.0.113.9", 0));
+    recs.push(rec("late-f30", "2026-11-18T10:50:00Z", "203.0.113.10", 7000215));
+    recs.push(rec("late-f31", "2026-11-18T10:55:00Z", "203.0.113.10", 7000215));
     let body = recs.iter().map(|r| format!("{r}\n")).collect::<String>();
     std::fs::write(late.join("PT1H.json"), body).unwrap();
     // And a credential added to the late app just after midnight: its look-back holds the late
@@ -216,7 +234,7 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     std::fs::write(late.join("audit.json"), format!("{change}\n")).unwrap();
     let files = ["PT1H.json", "audit.json"].map(|f| late.join(f).display().to_string()).to_vec();
     let s = ingest_into(&lake_dir, opts(files)).await;
-    assert_eq!(s.written.get("signins").copied(), Some(33), "{s:?}");
+    assert_eq!(s.written.get("signins").copied(), Some(37), "{s:?}");
     assert_eq!(s.written.get("audit").copied(), Some(1), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
@@ -228,6 +246,10 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let late_change = stale[credential].lines().find(|l| l.contains("late-change")).unwrap_or_default().to_string();
     assert!(late_change.contains("203.0.113.7") && late_change.contains("| 3 "), "{}", stale[credential]);
     assert!(credential_alerts_match_signins(&lake_dir).await >= 4);
+    for at in [failures, failures + 1] {
+        let late = stale[at].lines().find(|l| l.contains("late-failing-app")).unwrap_or_default().to_string();
+        assert!(late.contains("203.0.113.10") && !late.contains("203.0.113.9"), "{}", stale[at]);
+    }
 
     // Written again: only the changed days (the audit record changed 2026-11-19, which only the
     // activity rollup reads), the old summaries removed later; still the same rows.

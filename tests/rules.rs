@@ -637,6 +637,7 @@ async fn sp_credential_failures_from_new_source_backtest_and_state_equal_the_run
     let one = alerts::backtest(&c, &r, from, to, detected()).await.unwrap();
     let replay = alerts::backtest_replay(&c, &r, from, to, detected()).await.unwrap();
     assert!(replay.alerts.len() > 20, "the data should alert: {}", replay.alerts.len());
+    // Every reported column too (`keyed`): the failures counted once each, whatever joins judge them.
     assert_eq!(keyed(&one.alerts), keyed(&replay.alerts));
     // First-seen state, run by run.
     let mut ends = alerts::run_ends(&r, t("2026-03-11T00:00:00Z"), t("2026-03-13T00:00:00Z")).unwrap();
@@ -655,9 +656,11 @@ async fn sp_credential_failures_from_new_source_backtest_and_state_equal_the_run
     assert_eq!(used[ends.len() - 1], StateUse::Built);
 }
 
-/// Alerts as (id, window end, time, severity), sorted: what two forms of a rule must agree on.
-fn keyed(a: &[alerts::Alert]) -> Vec<(String, i64, i64, String)> {
-    let mut v: Vec<_> = a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone())).collect();
+/// Alerts as (id, window end, time, severity, every other column), sorted: what two forms of a
+/// rule must agree on.
+fn keyed(a: &[alerts::Alert]) -> Vec<(String, i64, i64, String, String)> {
+    let mut v: Vec<_> =
+        a.iter().map(|a| (a.alert_id.clone(), a.window_end, a.ts, a.severity.clone(), a.fields.clone())).collect();
     v.sort();
     v
 }
