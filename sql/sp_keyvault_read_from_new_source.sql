@@ -31,34 +31,48 @@ which address, and what else the token touched."""
 tactics = ["TA0006 Credential Access"]
 techniques = ["T1555.006 Credentials from Password Stores: Cloud Secrets Management Stores"]
 */
-WITH reads AS (
-    SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org,
-           lower(resource_id) AS vault, resource_name, operation_name, status_code, result_type
-    FROM resource_logs
-    WHERE lower(resource_provider) = 'microsoft.keyvault'
-      AND operation_name IN ('SecretGet', 'SecretList', 'SecretListVersions', 'SecretBackup', 'KeyGet', 'KeyList',
-                             'KeyListVersions', 'KeyDecrypt', 'KeyUnwrap', 'KeySign', 'KeyBackup', 'CertificateGet',
-                             'CertificateList', 'CertificateListVersions', 'CertificateBackup')
-      AND caller_object_id IS NOT NULL AND caller_ip IS NOT NULL
-      AND ts >= $history_start AND ts <= $window_end
-      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-),
-new_terms AS (
-    SELECT caller_object_id, vault, caller_ip
-    FROM reads
-    GROUP BY caller_object_id, vault, caller_ip
-    HAVING min(ts) > $window_start
-),
-known_asn AS (
-    SELECT DISTINCT caller_object_id, vault, source_asn FROM reads WHERE ts <= $window_start AND source_asn IS NOT NULL
+-- A (caller, vault, address) is new when it has a read in the window and none in
+-- [$history_start, $window_start]; its ASN is new when the caller read the vault from no address
+-- of that ASN in that range either. The history comes from the rollup `sp_keyvault_read_rollup`
+-- (src/rollups.rs; its source is exactly these reads, its keys the caller, vault, address and
+-- ASN), so the ten days of reads are not read; only the window's reads are, through the
+-- rollup's source `sp_keyvault_read_rollup_events` (one definition of a read for both).
+WITH history AS (
+    -- The keys with a read in [$history_start, $window_start]: 'day' rows of the days wholly
+    -- inside it, 'hour' rows of the other days' hours, 'event' rows of days without a current
+    -- summary. A row has a read in the range when its first is at or before the range's end and
+    -- its last at or after its start — exact for a row inside the range and for one reaching past
+    -- a single end of it; a row reaching past both is an hour row and a range shorter than an
+    -- hour, which reads the events instead. The whole days are [the first midnight at or after
+    -- the start, the last at or before the end): bounds on `bucket` itself, so the hour rows of
+    -- whole days are skipped by row-group statistics.
+    SELECT caller_object_id, vault, caller_ip, source_asn
+    FROM sp_keyvault_read_rollup
+    WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+      AND first_ts <= $window_start AND last_ts >= $history_start
+      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+      AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
+           OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
+                                   OR bucket >= date_trunc('day', $window_start)))
+           OR grain = 'event')
+    UNION ALL
+    SELECT caller_object_id, vault, caller_ip, source_asn
+    FROM sp_keyvault_read_rollup_events
+    WHERE ts >= $history_start AND ts <= $window_start
+      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
 ),
 in_window AS (
-    -- The new keys first: DataFusion then hashes the few new keys and streams the reads past them
-    -- (with the reads first it planned a semi join hashing every read of the history).
-    SELECT r.*
-    FROM new_terms n JOIN reads r
-      ON r.caller_object_id = n.caller_object_id AND r.vault = n.vault AND r.caller_ip = n.caller_ip
-    WHERE r.ts > $window_start
+    SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org, vault,
+           resource_name, operation_name, status_code
+    FROM sp_keyvault_read_rollup_events r
+    WHERE ts > $window_start AND ts >= $history_start AND ts <= $window_end
+      AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+      AND NOT EXISTS (SELECT 1 FROM history h
+                      WHERE h.caller_object_id = r.caller_object_id AND h.vault = r.vault AND h.caller_ip = r.caller_ip)
+),
+known_asn AS (
+    SELECT DISTINCT caller_object_id, vault, source_asn FROM history WHERE source_asn IS NOT NULL
 )
 SELECT min(w.ts) AS ts, w.caller_object_id, w.caller_object_id AS service_principal_id, max(w.caller_app_id) AS app_id,
        max(w.caller_upn) AS caller_upn,
@@ -76,63 +90,73 @@ GROUP BY w.caller_object_id, w.vault, w.caller_ip
 -- @backtest
 -- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
 -- interval (as this rule has it), a read belongs to exactly one run T: the one with
--- T-1h < ts <= T. Its (principal, vault, address) is new to run T when the key's latest read in
--- an earlier run's bucket is older than T-10d (or there is none); likewise the ASN is known when
--- its latest earlier read is at or after T-10d.
-WITH reads AS (
-    SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org,
-           lower(resource_id) AS vault, resource_name, operation_name, status_code,
-           ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
-    FROM resource_logs
-    WHERE lower(resource_provider) = 'microsoft.keyvault'
-      AND operation_name IN ('SecretGet', 'SecretList', 'SecretListVersions', 'SecretBackup', 'KeyGet', 'KeyList',
-                             'KeyListVersions', 'KeyDecrypt', 'KeyUnwrap', 'KeySign', 'KeyBackup', 'CertificateGet',
-                             'CertificateList', 'CertificateListVersions', 'CertificateBackup')
-      AND caller_object_id IS NOT NULL AND caller_ip IS NOT NULL
-      AND ts >= $range_start - $lookback - $history AND ts <= $range_end
+-- T-1h < ts <= T. Its (caller, vault, address) is new to run T when the key's latest read before
+-- the run's first is older than T-10d (or there is none): the gap before that first read is then
+-- more than 10d - 1h. The reads of a key come from the rollup `sp_keyvault_read_rollup` as spans,
+-- one per day ('day' rows) or per read ('event' rows: days without a current summary), in time
+-- order and apart; within a span reads are less than a day apart, so only a span's first read
+-- can start a new run, and its predecessor is the previous span's last read. So the new runs are
+-- the span starts' runs T whose previous span ends before T-10d: a window over a few spans per
+-- key and day, not over every read. (A run whose first read is a previous span's last, less than
+-- an hour before this span's first, is judged from that span: the run comes once, DISTINCT.)
+WITH spans AS (
+    -- A day's rows (one per ASN of the address) merged into one span.
+    SELECT caller_object_id, vault, caller_ip, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM sp_keyvault_read_rollup
+    WHERE grain IN ('day', 'event')
+      AND first_ts <= $range_end AND last_ts >= $range_start - $lookback - $history
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+    GROUP BY caller_object_id, vault, caller_ip, day, CASE WHEN grain = 'event' THEN first_ts END
 ),
 new_runs AS (
-    -- A run's first read of a key is the one whose previous read (in read order) is in an earlier
-    -- run's bucket; that previous read is the key's latest before the run. Any other read of the
-    -- run has its previous read within the hour, never older than the history. So the lag runs
-    -- over the reads themselves: one sort, no aggregation into (key, run) buckets first (on the
-    -- large profile nearly one bucket per read, and the aggregation spilled).
     SELECT DISTINCT caller_object_id, vault, caller_ip, run_end_us
-    FROM (SELECT caller_object_id, vault, caller_ip, run_end_us,
-                 lag(CAST(ts AS BIGINT)) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY ts) AS prev_us
-          FROM reads)
+    FROM (SELECT caller_object_id, vault, caller_ip,
+                 ((CAST(first_ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us,
+                 CAST(lag(last_ts) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY first_ts) AS BIGINT) AS prev_us
+          FROM spans)
     WHERE (prev_us IS NULL OR prev_us < run_end_us - $history_us)
       AND run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)
 ),
-asn_runs AS (
-    -- One row per (principal, vault, ASN) and run with reads: its first read, whose previous read
-    -- is in an earlier bucket (at or before the run's start, T - 1h) or absent.
-    SELECT caller_object_id, vault, source_asn, run_end_us, prev_us
-    FROM (SELECT caller_object_id, vault, source_asn, run_end_us,
-                 lag(CAST(ts AS BIGINT)) OVER (PARTITION BY caller_object_id, vault, source_asn ORDER BY ts) AS prev_us
-          FROM reads WHERE source_asn IS NOT NULL)
-    WHERE prev_us IS NULL OR prev_us <= run_end_us - $interval_us
-),
 in_window AS (
-    SELECT r.*
-    FROM reads r JOIN new_runs n
+    -- The new runs' reads (the rollup's source), numbered to count each once below.
+    SELECT r.*, row_number() OVER () AS read_no
+    FROM (SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org, vault,
+                 resource_name, operation_name, status_code,
+                 ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us
+          FROM sp_keyvault_read_rollup_events
+          WHERE ts > $range_start - $lookback AND ts <= $range_end
+            AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')) r
+    JOIN new_runs n
       ON r.caller_object_id = n.caller_object_id AND r.vault = n.vault AND r.caller_ip = n.caller_ip
      AND r.run_end_us = n.run_end_us
 ),
 judged AS (
-    SELECT w.*, CASE WHEN k.prev_us >= w.run_end_us - $history_us THEN k.source_asn END AS known_asn
+    -- The ASN is known to run T when the caller read the vault from it in [T-10d, T-1h] (an
+    -- earlier run's bucket within the history): a rollup row with its first at or before T-1h and
+    -- its last at or after T-10d — exact, as the range is longer than a day, so no row reaches
+    -- past both of its ends. A read joined to k such rows comes k times: the aggregation counts
+    -- reads by number. The rows' times are made nullable (`nullif` with a time none has): a
+    -- sort-merge join (Ballista plans one) pads unmatched reads' columns with nulls before its
+    -- filter, and a column declared non-nullable fails the job.
+    SELECT w.*, k.source_asn AS known_asn
     FROM in_window w
-    LEFT JOIN asn_runs k ON k.caller_object_id = w.caller_object_id AND k.vault = w.vault
-     AND k.source_asn = w.source_asn AND k.run_end_us = w.run_end_us
+    LEFT JOIN (SELECT caller_object_id, vault, source_asn, nullif(CAST(first_ts AS BIGINT), -1) AS first_us,
+                      nullif(CAST(last_ts AS BIGINT), -1) AS last_us
+               FROM sp_keyvault_read_rollup
+               WHERE grain IN ('day', 'event') AND source_asn IS NOT NULL
+                 AND first_ts <= $range_end AND last_ts >= $range_start - $lookback - $history
+                 AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d')
+                 AND day <= to_char($range_end, '%Y-%m-%d')) k
+      ON k.caller_object_id = w.caller_object_id AND k.vault = w.vault AND k.source_asn = w.source_asn
+     AND k.first_us <= w.run_end_us - $interval_us AND k.last_us >= w.run_end_us - $history_us
 )
 SELECT min(ts) AS ts, caller_object_id, caller_object_id AS service_principal_id, max(caller_app_id) AS app_id,
        max(caller_upn) AS caller_upn,
        vault, max(resource_name) AS vault_name, caller_ip AS source_ip, caller_ip,
        max(source_asn) AS source_asn, max(source_as_org) AS source_as_org,
-       count(*) AS reads, array_sort(array_agg(DISTINCT operation_name)) AS operations,
+       count(DISTINCT read_no) AS reads, array_sort(array_agg(DISTINCT operation_name)) AS operations,
        array_sort(array_agg(DISTINCT id)) AS objects,
-       sum(CASE WHEN coalesce(status_code, 200) >= 400 THEN 1 ELSE 0 END) AS failed_reads,
+       count(DISTINCT CASE WHEN coalesce(status_code, 200) >= 400 THEN read_no END) AS failed_reads,
        max(source_asn) IS NOT NULL AND max(known_asn) IS NULL AS new_asn,
        CASE WHEN max(source_asn) IS NOT NULL AND max(known_asn) IS NULL THEN 'high' ELSE 'medium' END AS severity,
        run_end_us

@@ -96,6 +96,13 @@ pub const ROLLUPS: &[Rollup] = &[
         keys: &["service_principal_id", "source_ip", "source_asn"],
         times: false,
     },
+    Rollup {
+        name: "sp_keyvault_read_rollup",
+        tables: &[Table::ResourceLogs],
+        source: include_str!("../sql/rollups/sp_keyvault_read_rollup.sql"),
+        keys: &["caller_object_id", "vault", "caller_ip", "source_asn"],
+        times: false,
+    },
 ];
 
 /// The folder of rollups under the lake root.

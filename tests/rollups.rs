@@ -51,7 +51,7 @@ async fn hunt(lake: &std::path::Path) -> Vec<String> {
             lines.sort();
             out.push(format!("{id} {s} {e}\n{}", lines.join("\n")));
             if let Some(df) =
-                r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| [CREDENTIAL, ASN, FAILURES].contains(&id))
+                r.plan_backtest(&ctx, &w).await.unwrap().filter(|_| [CREDENTIAL, ASN, FAILURES, KEYVAULT].contains(&id))
             {
                 let rows = df.collect().await.unwrap();
                 let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
@@ -95,9 +95,16 @@ const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
 const CREDENTIAL: &str = "sp_credential_added_after_signin";
 const ASN: &str = "sp_unusual_source_asn";
 const FAILURES: &str = "sp_credential_failures_from_new_source";
-const RULES: [&str; 5] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES];
-const ROLLUPS: [&str; 5] =
-    ["sp_activity_rollup", "sp_failed_signin_rollup", "sp_signin_rollup", "sp_asn_rollup", "sp_signin_source_rollup"];
+const KEYVAULT: &str = "sp_keyvault_read_from_new_source";
+const RULES: [&str; 6] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES, KEYVAULT];
+const ROLLUPS: [&str; 6] = [
+    "sp_activity_rollup",
+    "sp_failed_signin_rollup",
+    "sp_signin_rollup",
+    "sp_asn_rollup",
+    "sp_signin_source_rollup",
+    "sp_keyvault_read_rollup",
+];
 
 /// Rows of each rollup's view per day and grain.
 async fn grains(lake: &std::path::Path) -> String {
@@ -159,9 +166,13 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let asn = 4 * WINDOWS.len();
     // Then the credential-failure rule's hunt and backtest of each window.
     let failures = asn + 2 * (WINDOWS.len() + ASN_WINDOWS.len());
-    assert_eq!(raw.len(), failures + 2 * WINDOWS.len());
     assert!(raw[failures].lines().count() > 4, "credential failures from new sources: {}", raw[failures]);
     assert!(raw[failures + 1].lines().count() > 4, "its backtest too: {}", raw[failures + 1]);
+    // Then the Key Vault rule's.
+    let keyvault = failures + 2 * WINDOWS.len();
+    assert_eq!(raw.len(), keyvault + 2 * WINDOWS.len());
+    assert!(raw[keyvault].lines().count() > 4, "Key Vault reads from new addresses: {}", raw[keyvault]);
+    assert!(raw[keyvault + 1].lines().count() > 4, "its backtest too: {}", raw[keyvault + 1]);
     assert!(raw[asn].lines().count() > 6, "pairs new to the ASN rule: {}", raw[asn]);
     assert!(raw[asn + 1].lines().count() > 6, "its backtest too: {}", raw[asn + 1]);
     for i in 0..ASN_WINDOWS.len() {
@@ -232,10 +243,25 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
             "modifiedProperties": [{"displayName": "KeyDescription", "oldValue": "[]",
                 "newValue": "[\"[KeyIdentifier=k-late,KeyType=Password,KeyUsage=Verify,DisplayName=late]\"]"}]}]}});
     std::fs::write(late.join("audit.json"), format!("{change}\n")).unwrap();
-    let files = ["PT1H.json", "audit.json"].map(|f| late.join(f).display().to_string()).to_vec();
+    // And a caller reading a vault for the first time, from one address at 10:30 and 10:40 (one
+    // run) and from another exactly at 12:00 (a run's end): the Key Vault rollup's day is stale too.
+    let read = |ts: &str, ip: &str| {
+        serde_json::json!({"time": ts, "resourceId": "/SUBSCRIPTIONS/S-1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV-LATE",
+            "operationName": "SecretGet", "category": "AuditEvent", "resultType": "Success", "callerIpAddress": ip,
+            "identity": {"claim": {"http://schemas.microsoft.com/identity/claims/objectidentifier": "late-kv-caller"}},
+            "properties": {"id": "https://kv-late.vault.azure.net/secrets/s1", "httpStatusCode": 200}})
+    };
+    let reads = [
+        read("2026-11-18T10:30:00Z", "203.0.113.20"),
+        read("2026-11-18T10:40:00Z", "203.0.113.20"),
+        read("2026-11-18T12:00:00Z", "203.0.113.21"),
+    ];
+    std::fs::write(late.join("kv.json"), reads.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let files = ["PT1H.json", "audit.json", "kv.json"].map(|f| late.join(f).display().to_string()).to_vec();
     let s = ingest_into(&lake_dir, opts(files)).await;
     assert_eq!(s.written.get("signins").copied(), Some(37), "{s:?}");
     assert_eq!(s.written.get("audit").copied(), Some(1), "{s:?}");
+    assert_eq!(s.written.get("resource_logs").copied(), Some(3), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
     let stale = hunt(&lake_dir).await;
@@ -246,6 +272,9 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let late_change = stale[credential].lines().find(|l| l.contains("late-change")).unwrap_or_default().to_string();
     assert!(late_change.contains("203.0.113.7") && late_change.contains("| 3 "), "{}", stale[credential]);
     assert!(credential_alerts_match_signins(&lake_dir).await >= 4);
+    for at in [keyvault, keyvault + 1] {
+        assert!(stale[at].contains("late-kv-caller") && stale[at].contains("203.0.113.21"), "{}", stale[at]);
+    }
     for at in [failures, failures + 1] {
         let late = stale[at].lines().find(|l| l.contains("late-failing-app")).unwrap_or_default().to_string();
         assert!(late.contains("203.0.113.10") && !late.contains("203.0.113.9"), "{}", stale[at]);
