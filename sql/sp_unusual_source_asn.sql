@@ -157,17 +157,11 @@ WHERE rn = 1
 
 -- @terms
 -- First-seen state: the pairs (and their times) of the candidate sign-ins with
--- $range_start < ts <= $range_end. wisp keeps each pair's first and last sighting.
+-- $range_start < ts <= $range_end (through the rollup's source, sql/rollups/sp_asn_rollup.sql: one
+-- definition of the candidates for every section). wisp keeps each pair's first and last sighting.
 SELECT service_principal_id, source_asn, ts
-FROM signins
-WHERE category = 'ServicePrincipalSignInLogs'
-  AND error_code = 0
-  AND service_principal_id IS NOT NULL
-  AND source_asn IS NOT NULL
-  AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
-  AND (app_owner_tenant_id IS NULL
-       OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-  AND ts > $range_start AND ts <= $range_end
+FROM sp_asn_rollup_events
+WHERE ts > $range_start AND ts <= $range_end
   AND day >= to_char($range_start, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
 
 -- @stateful
@@ -177,15 +171,8 @@ WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id,
            app_display_name, correlation_id, country, city
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs'
-      AND error_code = 0
-      AND service_principal_id IS NOT NULL
-      AND source_asn IS NOT NULL
-      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
-      AND (app_owner_tenant_id IS NULL
-           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-      AND ts > $window_start AND ts <= $window_end
+    FROM sp_asn_rollup_events
+    WHERE ts > $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
 ranked AS (
@@ -209,15 +196,8 @@ WITH candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
            source_as_org, resource_display_name, credential_key_id,
            app_display_name, correlation_id, country, city
-    FROM signins
-    WHERE category = 'ServicePrincipalSignInLogs'
-      AND error_code = 0
-      AND service_principal_id IS NOT NULL
-      AND source_asn IS NOT NULL
-      AND (source_as_org IS NULL OR (source_as_org NOT LIKE '%MICROSOFT%' AND source_as_org NOT LIKE '%Microsoft%'))
-      AND (app_owner_tenant_id IS NULL
-           OR app_owner_tenant_id NOT IN ('72f988bf-86f1-41af-91ab-2d7cd011db47', 'f8cdef31-a31e-4b4a-93e4-5f571e91255a'))
-      AND ts > $range_start - $lookback AND ts <= $range_end
+    FROM sp_asn_rollup_events
+    WHERE ts > $range_start - $lookback AND ts <= $range_end
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
 ),
 sightings AS (

@@ -613,7 +613,9 @@ async fn sp_unusual_source_asn_first_seen_state_gives_the_stateless_alerts() {
     assert_eq!(files.len(), 2, "state.json and one terms file: {files:?}");
     // A changed definition of the terms is not trusted: the state is rebuilt.
     let mut r2 = r.clone();
-    r2.terms_sql = Some(r.terms_sql.clone().unwrap().replace("error_code = 0", "error_code = 0 AND 1 = 1"));
+    let terms = r.terms_sql.clone().unwrap();
+    r2.terms_sql = Some(terms.replace("AND ts <= $range_end", "AND ts <= $range_end AND 1 = 1"));
+    assert_ne!(r2.terms_sql.as_deref(), Some(terms.as_str()));
     let w = r.window_ending(t("2026-03-24T06:00:00Z")).unwrap();
     assert_eq!(state::run(&c, &lake, &r2, &w, detected()).await.unwrap().used, StateUse::Built);
 }

@@ -2,8 +2,8 @@
 -- service-principal sign-ins with an ASN, neither from Microsoft's networks nor of Microsoft's
 -- apps) per (principal id, ASN) and hour or day — the rule's history (was the pair seen in the
 -- ten days before its window) and its backtest's hourly buckets. This is its source: one row per
--- event, with `ts`, `day`, the keys and the columns the rule reports: the rule's hunt and
--- backtest read their candidates from it (`sp_asn_rollup_events`), so the summaries and the rows
+-- event, with `ts`, `day`, the keys and the columns the rule reports: every section of the
+-- rule reads its candidates from it (`sp_asn_rollup_events`), so the summaries and the rows
 -- reported are one definition. `src/rollups.rs` says how it is stored and read. Changing this
 -- text makes every stored day stale (the fingerprint hashes it).
 SELECT ts, day, service_principal_id, source_asn, id, service_principal_name, app_id, source_ip, source_as_org,

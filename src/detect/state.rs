@@ -78,9 +78,27 @@ fn folder(rule: &Rule) -> String {
     rule.meta.id.clone()
 }
 
+/// What the state's terms depend on: the terms query, the rule's term fields and time field, and
+/// the definition of every rollup view the query reads (`<rollup>` or `<rollup>_events`), so
+/// that a changed rollup source is not trusted any more than a changed query.
 fn fingerprint(rule: &Rule) -> String {
+    fingerprint_with(rule, crate::rollups::ROLLUPS)
+}
+
+fn fingerprint_with(rule: &Rule, rollups: &[crate::rollups::Rollup]) -> String {
     let mut h = Sha256::new();
-    h.update(rule.terms_sql.as_deref().unwrap_or("").as_bytes());
+    let terms = rule.terms_sql.as_deref().unwrap_or("");
+    h.update(terms.as_bytes());
+    let words: std::collections::BTreeSet<&str> =
+        terms.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    for r in rollups {
+        if words.contains(r.name) || words.contains(format!("{}_events", r.name).as_str()) {
+            h.update([0x1e]);
+            h.update(r.name.as_bytes());
+            h.update([0x1f]);
+            h.update(r.source.as_bytes());
+        }
+    }
     for f in &rule.meta.new_terms_fields {
         h.update([0x1f]);
         h.update(f.as_bytes());
@@ -310,4 +328,30 @@ async fn fold(
         let _ = dir.store.delete(&StorePath::from(format!("{folder}/{}", m.file))).await;
     }
     Ok((meta, scan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollups::Rollup;
+
+    fn rule(id: &str) -> Rule {
+        crate::rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap()
+    }
+
+    /// The state's fingerprint sees through the rollup views its terms read: a changed rollup
+    /// source rebuilds the state of the rules that read it, and only theirs.
+    #[test]
+    fn fingerprint_follows_the_rollup_views_the_terms_read() {
+        let asn = rule("sp_unusual_source_asn");
+        assert!(asn.terms_sql.as_deref().unwrap().contains("sp_asn_rollup_events"));
+        let changed = [Rollup { name: "sp_asn_rollup", tables: &[], source: "SELECT 1", keys: &[], times: false }];
+        assert_ne!(fingerprint(&asn), fingerprint_with(&asn, &changed));
+        assert_eq!(fingerprint_with(&asn, &changed), fingerprint_with(&asn, &changed));
+        // A rule whose terms read the tables does not depend on any rollup.
+        let failures = rule("sp_credential_failures_from_new_source");
+        assert!(!failures.terms_sql.as_deref().unwrap().contains("_rollup"));
+        assert_eq!(fingerprint(&failures), fingerprint_with(&failures, &changed));
+        assert_eq!(fingerprint(&failures), fingerprint_with(&failures, &[]));
+    }
 }
