@@ -46,21 +46,29 @@ WITH history AS (
     -- hour, which reads the events instead. The whole days are [the first midnight at or after
     -- the start, the last at or before the end): bounds on `bucket` itself, so the hour rows of
     -- whole days are skipped by row-group statistics.
+    -- Each key once: the anti join below hashes the window's rows, many per key, and every
+    -- history row probing a key walks all of them; ungrouped, the 'event' rows of days without a
+    -- summary (today's, in every scheduled run) probed them millions of times (17 s for one
+    -- window of medium with every day raw).
     SELECT caller_object_id, vault, caller_ip, source_asn
-    FROM sp_keyvault_read_rollup
-    WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
-      AND first_ts <= $window_start AND last_ts >= $history_start
-      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
-      AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
-           OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
-                                   OR bucket >= date_trunc('day', $window_start)))
-           OR grain = 'event')
-    UNION ALL
-    SELECT caller_object_id, vault, caller_ip, source_asn
-    FROM sp_keyvault_read_rollup_events
-    WHERE ts >= $history_start AND ts <= $window_start
-      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
-      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+    FROM (
+        SELECT caller_object_id, vault, caller_ip, source_asn
+        FROM sp_keyvault_read_rollup
+        WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+          AND first_ts <= $window_start AND last_ts >= $history_start
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+          AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
+               OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
+                                       OR bucket >= date_trunc('day', $window_start)))
+               OR grain = 'event')
+        UNION ALL
+        SELECT caller_object_id, vault, caller_ip, source_asn
+        FROM sp_keyvault_read_rollup_events
+        WHERE ts >= $history_start AND ts <= $window_start
+          AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+    ) AS h
+    GROUP BY caller_object_id, vault, caller_ip, source_asn
 ),
 in_window AS (
     SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org, vault,

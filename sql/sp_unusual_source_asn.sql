@@ -47,25 +47,33 @@ WITH history AS (
     -- and its last at or after its start — exact for a row inside the range and for one reaching
     -- past a single end of it; a row reaching past both is an hour row and a range shorter than
     -- an hour (a window longer than the history less an hour), which reads the events instead.
+    -- Each key once: the anti join below hashes the window's rows, many per key, and every
+    -- history row probing a key walks all of them; ungrouped, the 'event' rows of days without a
+    -- summary (today's, in every scheduled run) probed them millions of times (17 s for one
+    -- window of medium with every day raw).
     SELECT service_principal_id, source_asn
-    FROM sp_asn_rollup
-    WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
-      AND first_ts <= $window_start AND last_ts >= $history_start
-      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
-      -- The whole days are [the first midnight at or after the start, the last at or before the
-      -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
-      -- statistics, not decoded and tested.
-      AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
-           OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
-                                   OR bucket >= date_trunc('day', $window_start)))
-           OR grain = 'event')
-    UNION ALL
-    -- `sp_asn_rollup_events` is the rollup's source (sql/rollups/): these candidates, by event.
-    SELECT service_principal_id, source_asn
-    FROM sp_asn_rollup_events
-    WHERE ts >= $history_start AND ts <= $window_start
-      AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
-      AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+    FROM (
+        SELECT service_principal_id, source_asn
+        FROM sp_asn_rollup
+        WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+          AND first_ts <= $window_start AND last_ts >= $history_start
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+          -- The whole days are [the first midnight at or after the start, the last at or before the
+          -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
+          -- statistics, not decoded and tested.
+          AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
+               OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
+                                       OR bucket >= date_trunc('day', $window_start)))
+               OR grain = 'event')
+        UNION ALL
+        -- `sp_asn_rollup_events` is the rollup's source (sql/rollups/): these candidates, by event.
+        SELECT service_principal_id, source_asn
+        FROM sp_asn_rollup_events
+        WHERE ts >= $history_start AND ts <= $window_start
+          AND day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 3600000000
+    ) AS h
+    GROUP BY service_principal_id, source_asn
 ),
 candidates AS (
     SELECT ts, id, service_principal_id, service_principal_name, app_id, source_ip, source_asn,
