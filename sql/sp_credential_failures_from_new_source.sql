@@ -188,21 +188,28 @@ novel AS (
     WHERE failure AND (ip_last_us IS NULL OR ip_last_us < run_end_us - $history_us)
 ),
 asn_judged AS (
-    -- Whether a novel failure's ASN is new to its run T: no bucket of the principal and ASN up to
-    -- T whose latest success is at or after T-10d — what a running maximum over the buckets up to
-    -- T tests, asked here of the few novel failures only (a second window over every bucket,
-    -- partitioned by ASN, sorted two million rows for 30 days of medium). A failure joined to k
-    -- such buckets comes k times: the aggregation counts failures by number. The buckets' times
-    -- are made nullable (`nullif` with a time no bucket has, which the optimizer cannot drop as
-    -- it drops a CASE): a sort-merge join (Ballista plans one) pads the unmatched failures' bucket
-    -- columns with nulls before its filter, and a column declared non-nullable fails the job.
+    -- Whether a novel failure's ASN is new to its run T: no success of the principal from that ASN
+    -- in [T-10d, T] — what a running maximum over the buckets up to T tests, asked here of the few
+    -- novel failures only (a second window over every bucket, partitioned by ASN, sorted two
+    -- million rows for 30 days of medium). Read from the rollup's 'day' rows ('event' rows for
+    -- days without a current summary), not its hours: a row holds a success in the range when its
+    -- first is at or before T and its last at or after T-10d — exact, as the range is longer than
+    -- a day, so no row reaches past both of its ends. A failure joined to k such rows comes k
+    -- times: the aggregation counts failures by number. The rows' times are made nullable
+    -- (`nullif` with a time none has, which the optimizer cannot drop as it drops a CASE): a
+    -- sort-merge join (Ballista plans one) pads the unmatched failures' columns with nulls before
+    -- its filter, and a column declared non-nullable fails the job.
     SELECT n.*, (n.source_asn IS NOT NULL AND s.last_us IS NULL) AS new_asn
     FROM novel n
-    LEFT JOIN (SELECT service_principal_id, source_asn, nullif(bucket_us, -1) AS bucket_us,
-                      nullif(last_us, -1) AS last_us
-               FROM success_buckets) s
+    LEFT JOIN (SELECT service_principal_id, source_asn, nullif(CAST(first_ts AS BIGINT), -1) AS first_us,
+                      nullif(CAST(last_ts AS BIGINT), -1) AS last_us
+               FROM sp_signin_source_rollup
+               WHERE grain IN ('day', 'event') AND source_asn IS NOT NULL
+                 AND first_ts <= $range_end AND last_ts >= $range_start - $lookback - $history
+                 AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d')
+                 AND day <= to_char($range_end, '%Y-%m-%d')) s
       ON s.service_principal_id = n.service_principal_id AND s.source_asn = n.source_asn
-     AND s.bucket_us <= n.run_end_us AND s.last_us >= n.run_end_us - $history_us
+     AND s.first_us <= n.run_end_us AND s.last_us >= n.run_end_us - $history_us
 )
 SELECT min(ts) AS ts, max(ts) AS last_failure,
        arrow_cast(run_end_us, 'Timestamp(Microsecond, Some("UTC"))') AS run_end, service_principal_id,
