@@ -103,6 +103,13 @@ pub const ROLLUPS: &[Rollup] = &[
         keys: &["caller_object_id", "vault", "caller_ip", "source_asn"],
         times: false,
     },
+    Rollup {
+        name: "sp_signin_outcome_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_signin_outcome_rollup.sql"),
+        keys: &["service_principal_id", "source_ip", "country", "resource_display_name", "succeeded"],
+        times: false,
+    },
 ];
 
 /// The folder of rollups under the lake root.

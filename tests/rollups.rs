@@ -91,19 +91,63 @@ async fn credential_alerts_match_signins(lake: &std::path::Path) -> usize {
     n
 }
 
+/// The risk stacking rule's alerts over every window, each checked against the sign-ins table
+/// directly (not through the rollup or its view): the stacked principal's sign-ins in the
+/// window (its start excluded), successful ones and distinct addresses (no allowlist is loaded,
+/// so all count). Returns how many alerts with sign-ins were checked.
+async fn risk_alerts_match_signins(lake: &std::path::Path) -> usize {
+    let l = Lake::open(&lake.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
+    let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == RISK).unwrap();
+    let mut checked = 0;
+    for (i, &(s, e)) in WINDOWS.iter().enumerate() {
+        let w = rules::RunWindow { start: t(s), end: t(e) };
+        let alerts = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
+        if alerts.iter().all(|b| b.num_rows() == 0) {
+            continue;
+        }
+        let name = format!("risk_alerts_{i}");
+        let table = datafusion::datasource::MemTable::try_new(alerts[0].schema(), vec![alerts]).unwrap();
+        ctx.register_table(name.as_str(), std::sync::Arc::new(table)).unwrap();
+        let sql = format!(
+            "SELECT a.service_principal_id, a.signin_count, a.successful_signins, a.distinct_ips,
+                    count(s.ts) AS n, coalesce(sum(CASE WHEN s.error_code = 0 THEN 1 ELSE 0 END), 0) AS ok,
+                    count(DISTINCT s.source_ip) AS ips
+             FROM {name} a LEFT JOIN signins s
+               ON s.category = 'ServicePrincipalSignInLogs' AND s.service_principal_id = a.service_principal_id
+              AND s.ts > TIMESTAMP '{s}' AND s.ts <= TIMESTAMP '{e}'
+             GROUP BY a.service_principal_id, a.signin_count, a.successful_signins, a.distinct_ips"
+        );
+        let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        for b in &rows {
+            let col = |j: usize| arrow::compute::cast(b.column(j), &arrow::datatypes::DataType::Int64).unwrap();
+            let (got, want) = ((col(1), col(2), col(3)), (col(4), col(5), col(6)));
+            assert_eq!(got, want, "window {s} – {e}: alerts against the sign-ins:\n{text}");
+            let n = got.0.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            checked += n.iter().filter(|v| v.unwrap_or(0) > 0).count();
+        }
+    }
+    eprintln!("risk alerts with sign-ins checked: {checked}");
+    checked
+}
+
 const KEEP: std::time::Duration = wisp::rollups::KEEP_REPLACED;
 const CREDENTIAL: &str = "sp_credential_added_after_signin";
 const ASN: &str = "sp_unusual_source_asn";
 const FAILURES: &str = "sp_credential_failures_from_new_source";
 const KEYVAULT: &str = "sp_keyvault_read_from_new_source";
-const RULES: [&str; 6] = ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES, KEYVAULT];
-const ROLLUPS: [&str; 6] = [
+const RISK: &str = "sp_risk_event_stacking";
+const RULES: [&str; 7] =
+    ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES, KEYVAULT, RISK];
+const ROLLUPS: [&str; 7] = [
     "sp_activity_rollup",
     "sp_failed_signin_rollup",
     "sp_signin_rollup",
     "sp_asn_rollup",
     "sp_signin_source_rollup",
     "sp_keyvault_read_rollup",
+    "sp_signin_outcome_rollup",
 ];
 
 /// Rows of each rollup's view per day and grain.
@@ -170,7 +214,10 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     assert!(raw[failures + 1].lines().count() > 4, "its backtest too: {}", raw[failures + 1]);
     // Then the Key Vault rule's.
     let keyvault = failures + 2 * WINDOWS.len();
-    assert_eq!(raw.len(), keyvault + 2 * WINDOWS.len());
+    // Then the risk stacking hunt's.
+    let risk = keyvault + 2 * WINDOWS.len();
+    assert_eq!(raw.len(), risk + WINDOWS.len());
+    assert!(raw[risk].lines().count() > 4, "stacked risk with sign-ins: {}", raw[risk]);
     assert!(raw[keyvault].lines().count() > 4, "Key Vault reads from new addresses: {}", raw[keyvault]);
     assert!(raw[keyvault + 1].lines().count() > 4, "its backtest too: {}", raw[keyvault + 1]);
     assert!(raw[asn].lines().count() > 6, "pairs new to the ASN rule: {}", raw[asn]);
@@ -201,6 +248,7 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
         assert_eq!(a, b, "{}", i);
     }
     assert!(credential_alerts_match_signins(&lake_dir).await >= 3);
+    assert!(risk_alerts_match_signins(&lake_dir).await >= 2);
     // Nothing changed, nothing is written again.
     assert!(wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap().is_empty());
 
@@ -257,11 +305,27 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
         read("2026-11-18T12:00:00Z", "203.0.113.21"),
     ];
     std::fs::write(late.join("kv.json"), reads.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-    let files = ["PT1H.json", "audit.json", "kv.json"].map(|f| late.join(f).display().to_string()).to_vec();
+    // And two risk detections of the failing app at 10:30 and 10:35: stacked in the run ending
+    // 11:00, whose sign-ins are its 32 failures from 10:15 and its success exactly at 11:00 (the
+    // rollup's 11:00 hour row belongs to the next run), but not the one at 11:20.
+    let risk_event = |id: &str, ts: &str, kind: &str| {
+        serde_json::json!({"time": ts, "category": "ServicePrincipalRiskEvents", "properties": {"id": id,
+            "riskEventType": kind, "riskLevel": "medium", "riskState": "atRisk", "detectedDateTime": ts,
+            "lastUpdatedDateTime": ts, "servicePrincipalId": "id-late-failing-app",
+            "servicePrincipalDisplayName": "late-failing-app", "appId": "app-late-failing-app"}})
+    };
+    let risks = [
+        risk_event("late-risk-1", "2026-11-18T10:30:00Z", "leakedCredentials"),
+        risk_event("late-risk-2", "2026-11-18T10:35:00Z", "suspiciousSignins"),
+    ];
+    std::fs::write(late.join("risk.json"), risks.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let files =
+        ["PT1H.json", "audit.json", "kv.json", "risk.json"].map(|f| late.join(f).display().to_string()).to_vec();
     let s = ingest_into(&lake_dir, opts(files)).await;
     assert_eq!(s.written.get("signins").copied(), Some(37), "{s:?}");
     assert_eq!(s.written.get("audit").copied(), Some(1), "{s:?}");
     assert_eq!(s.written.get("resource_logs").copied(), Some(3), "{s:?}");
+    assert_eq!(s.written.get("sp_risk_events").copied(), Some(2), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
     let stale = hunt(&lake_dir).await;
@@ -272,9 +336,12 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let late_change = stale[credential].lines().find(|l| l.contains("late-change")).unwrap_or_default().to_string();
     assert!(late_change.contains("203.0.113.7") && late_change.contains("| 3 "), "{}", stale[credential]);
     assert!(credential_alerts_match_signins(&lake_dir).await >= 4);
+    assert!(risk_alerts_match_signins(&lake_dir).await >= 3);
     for at in [keyvault, keyvault + 1] {
         assert!(stale[at].contains("late-kv-caller") && stale[at].contains("203.0.113.21"), "{}", stale[at]);
     }
+    let late_risk = stale[risk + 3].lines().find(|l| l.contains("late-failing-app")).unwrap_or_default().to_string();
+    assert!(late_risk.contains("| 33 ") && late_risk.contains("[203.0.113.10, 203.0.113.9]"), "{}", stale[risk + 3]);
     for at in [failures, failures + 1] {
         let late = stale[at].lines().find(|l| l.contains("late-failing-app")).unwrap_or_default().to_string();
         assert!(late.contains("203.0.113.10") && !late.contains("203.0.113.9"), "{}", stale[at]);

@@ -19,10 +19,10 @@
 //! Results are the same: a view and its `Utf8` copy hold the same bytes, and comparisons, set
 //! membership and patterns look only at those bytes (and at nulls, which stay nulls). Everything
 //! else keeps its cast (the hash lookup of large build sides, whose hashes must be the join's
-//! own; functions such as `lower`, whose result type would change). Statistics pruning sees a
-//! dynamic filter as DataFusion wrote it (`snapshot` gives the inner filter's) and the static
-//! predicate as rewritten, which it handles alike (null counts; a pattern's prefix bounds
-//! compared with the view column's statistics).
+//! own; functions such as `lower`, whose result type would change). Pruning sees a dynamic
+//! filter's snapshot rewritten the same way as the static predicate, which it handles alike
+//! (null counts; a pattern's prefix bounds compared with the view column's statistics) — and only
+//! a bare column's `IN (…)` gives the literal guarantees that bloom filters are tested with.
 
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -84,7 +84,8 @@ impl PhysicalExprAdapter for ViewFilterAdapter {
                 if e.downcast_ref::<ViewDynamicFilter>().is_some() {
                     Ok(Transformed::new(e, false, TreeNodeRecursion::Jump))
                 } else if e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some() {
-                    let wrapped: Arc<dyn PhysicalExpr> = Arc::new(ViewDynamicFilter::new(e));
+                    let wrapped: Arc<dyn PhysicalExpr> =
+                        Arc::new(ViewDynamicFilter::new(e, Arc::clone(&self.physical_file_schema)));
                     Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
                 } else {
                     compare_view(e, schema)
@@ -100,12 +101,14 @@ type Rewritten = Option<(u64, SchemaRef, Arc<dyn PhysicalExpr>)>;
 /// A dynamic filter evaluated with the casts of view columns moved onto its constants.
 pub(crate) struct ViewDynamicFilter {
     inner: Arc<dyn PhysicalExpr>,
+    /// The file's schema, which statistics and bloom filters are read with.
+    file_schema: SchemaRef,
     current: Mutex<Rewritten>,
 }
 
 impl ViewDynamicFilter {
-    pub(crate) fn new(inner: Arc<dyn PhysicalExpr>) -> Self {
-        Self { inner, current: Mutex::new(None) }
+    pub(crate) fn new(inner: Arc<dyn PhysicalExpr>, file_schema: SchemaRef) -> Self {
+        Self { inner, file_schema, current: Mutex::new(None) }
     }
 
     /// The inner filter's expression as it is now, rewritten for `schema`.
@@ -173,17 +176,21 @@ impl PhysicalExpr for ViewDynamicFilter {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
         let inner = children.into_iter().next().unwrap_or_else(|| Arc::clone(&self.inner));
-        Ok(Arc::new(ViewDynamicFilter::new(inner)))
+        Ok(Arc::new(ViewDynamicFilter::new(inner, Arc::clone(&self.file_schema))))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inner.fmt_sql(f)
     }
 
-    /// The inner filter's snapshot, so that statistics pruning (which takes snapshots) sees the
-    /// expression DataFusion wrote, and no node of its own.
+    /// The inner filter's snapshot with the casts of view columns moved onto its constants, as
+    /// the static predicate has them, and no node of its own. Pruning takes snapshots: its
+    /// literal guarantees (what bloom filters are tested with) come only from a bare column
+    /// compared with constants — under DataFusion's `CAST(id AS Utf8) IN (…)` a join's key set
+    /// never reached the `id` bloom filters; min/max statistics read the view column alike.
     fn snapshot(&self) -> Result<Option<Arc<dyn PhysicalExpr>>> {
-        Ok(Some(self.inner.snapshot()?.unwrap_or_else(|| Arc::clone(&self.inner))))
+        let now = self.inner.snapshot()?.unwrap_or_else(|| Arc::clone(&self.inner));
+        Ok(Some(compare_views(now, &self.file_schema)?))
     }
 }
 
@@ -455,7 +462,8 @@ mod tests {
     }
 
     /// The wrapper follows its dynamic filter as the join updates it, and prunes with the
-    /// filter's own snapshot.
+    /// filter's snapshot comparing views: a bare column, so its key set is a literal guarantee
+    /// (what bloom filters are tested with).
     #[test]
     fn the_wrapper_follows_its_filter() {
         let b = batch();
@@ -463,7 +471,7 @@ mod tests {
         let id = cast_id(&schema);
         let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![Arc::clone(&id)], lit(true)));
         let wrapped: Arc<dyn PhysicalExpr> =
-            Arc::new(ViewDynamicFilter::new(Arc::clone(&dynamic) as Arc<dyn PhysicalExpr>));
+            Arc::new(ViewDynamicFilter::new(Arc::clone(&dynamic) as Arc<dyn PhysicalExpr>, Arc::clone(&schema)));
         assert_eq!(eval(&wrapped, &b).true_count(), 5);
         let update = |c: &str| -> Arc<dyn PhysicalExpr> {
             Arc::new(BinaryExpr::new(
@@ -484,7 +492,19 @@ mod tests {
         );
         let snapshot = wrapped.snapshot().unwrap().unwrap();
         assert!(snapshot.downcast_ref::<ViewDynamicFilter>().is_none());
-        assert_eq!(casts(&snapshot), 2, "{snapshot}");
+        assert_eq!(casts(&snapshot), 0, "{snapshot}");
+        assert_eq!(eval(&snapshot, &b), eval(&wrapped, &b));
+        // A join's key set (`id IN (…)`, as a hash join writes it) guarantees the literals.
+        let keys = Arc::new(datafusion::arrow::array::StringArray::from(vec!["sp-2", ""]));
+        let set: Arc<dyn PhysicalExpr> =
+            Arc::new(InListExpr::try_new_from_array(Arc::clone(&id), keys, false, &schema).unwrap());
+        dynamic.update(set).unwrap();
+        let snapshot = wrapped.snapshot().unwrap().unwrap();
+        assert_eq!(eval(&snapshot, &b), eval(&wrapped, &b));
+        let guarantees = datafusion::physical_expr::utils::LiteralGuarantee::analyze(&snapshot);
+        assert_eq!(guarantees.len(), 1, "{snapshot}");
+        assert_eq!(guarantees[0].column.name(), "id");
+        assert_eq!(guarantees[0].literals.len(), 2);
         // The evaluated form has none.
         assert_eq!(casts(&wrapped.downcast_ref::<ViewDynamicFilter>().unwrap().current(&schema).unwrap()), 0);
     }
