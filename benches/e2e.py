@@ -149,6 +149,8 @@ def main():
     ap.add_argument("--ingest-days", type=int, default=1, help="days of raw data generated for the ingest measurement")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for query timings")
     ap.add_argument("--only", action="append", default=[], help="re-measure only these rules, keeping the other results")
+    ap.add_argument("--label", choices=["window", "30d"], default=None,
+                    help="re-measure only the rules' own windows or only their 30 days, keeping the other results")
     a = ap.parse_args()
     work = a.work or f"/tmp/wisp-bench-{a.profile}"
     duckdb = ensure_duckdb()
@@ -197,16 +199,18 @@ def main():
 
     T = end - dt.timedelta(hours=8)  # a run end inside the last day
     path = os.path.join(ROOT, "benches", "results", f"{a.profile}.json")
-    if a.only and os.path.exists(path):
+    if (a.only or a.label) and os.path.exists(path):
         old = json.load(open(path))
         res["rules"] = old.get("rules", {})
         res["hourly"] = old.get("hourly", {})
     for rule, (keys, mode30) in RULES.items():
         if a.only and rule not in a.only:
             continue
-        r = {}
+        r = dict(res["rules"].get(rule, {})) if a.label else {}
         lookback_us = int(WINDOWS[rule].total_seconds() * 1e6)  # the rule's look-back (the ASN rule's is 65 min)
         for label, start, mode in [("window", T - WINDOWS[rule], "window"), ("30d", end - dt.timedelta(days=30), mode30)]:
+            if a.label and label != a.label:
+                continue
             stop = T if label == "window" else end
             if mode == "window":
                 # The rule's own window, without max_alerts (a hunt over [T - lookback, T]).

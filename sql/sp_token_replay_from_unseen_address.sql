@@ -53,6 +53,34 @@ public_calls AS (
     WHERE NOT coalesce(is_private_ip(caller_ip), false)
       AND coalesce(as_org, '') NOT ILIKE '%microsoft%'
 ),
+si_rows AS (
+    -- The successful sign-ins with an address in [$window_start - $surrounding, $window_end +
+    -- $surrounding], from the rollup `sp_signin_address_rollup` (src/rollups.rs; its source is
+    -- exactly these sign-ins, its keys principal, address and app): the 'hour' rows (and the
+    -- 'event' rows of days without a current summary) of the range's whole hours, each with its
+    -- first and last sign-in, and the sign-ins themselves in the partial hours at its ends. A
+    -- bucket of `si` below is a whole number of hours when `surrounding` is (3 hours unless
+    -- changed), so an hour row falls in one bucket and the bucket's first, last and app are the
+    -- sign-ins'; any other `surrounding` reads the sign-ins alone.
+    SELECT service_principal_id, source_ip, app_id, ts AS first_ts, ts AS last_ts
+    FROM sp_signin_address_rollup_events
+    WHERE ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
+      AND (ts < date_trunc('hour', $window_start - $surrounding - INTERVAL '1 microsecond') + INTERVAL '1 hour'
+           OR ts >= date_trunc('hour', $window_end + $surrounding)
+           OR $surrounding_us % 3600000000 <> 0)
+      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
+      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
+    UNION ALL
+    SELECT service_principal_id, source_ip, app_id, first_ts, last_ts
+    FROM sp_signin_address_rollup
+    WHERE grain IN ('hour', 'event') AND $surrounding_us % 3600000000 = 0
+      AND bucket >= date_trunc('hour', $window_start - $surrounding - INTERVAL '1 microsecond') + INTERVAL '1 hour'
+      AND bucket < date_trunc('hour', $window_end + $surrounding)
+      -- (Implied by the buckets; on 'event' rows it is the events' own ts bound, which prunes.)
+      AND first_ts >= $window_start - $surrounding AND first_ts <= $window_end + $surrounding
+      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
+      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
+),
 si AS (
     -- The sign-ins per principal, address and `surrounding`-long time bucket, with the first and
     -- last of them: a call at t has a sign-in of a bucket within `surrounding` of it exactly when
@@ -60,15 +88,10 @@ si AS (
     -- span, so it cannot straddle both its ends), and only the buckets next to the call's can.
     -- Joining on (principal, bucket) keeps a long window from pairing every call with every
     -- sign-in of its principal.
-    SELECT service_principal_id, source_ip, max(app_id) AS app_id, min(ts) AS first_ts, max(ts) AS last_ts,
-           CAST(ts AS BIGINT) / $surrounding_us AS b
-    FROM signins
-    WHERE service_principal_id IS NOT NULL AND source_ip IS NOT NULL AND error_code = 0
-      AND category IN ('ServicePrincipalSignInLogs', 'ManagedIdentitySignInLogs')
-      AND ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
-      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
-      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
-    GROUP BY service_principal_id, source_ip, CAST(ts AS BIGINT) / $surrounding_us
+    SELECT service_principal_id, source_ip, max(app_id) AS app_id, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           CAST(first_ts AS BIGINT) / $surrounding_us AS b
+    FROM si_rows
+    GROUP BY service_principal_id, source_ip, CAST(first_ts AS BIGINT) / $surrounding_us
 ),
 si_near AS (
     SELECT service_principal_id, source_ip, app_id, first_ts, last_ts, unnest(make_array(b - 1, b, b + 1)) AS nb FROM si

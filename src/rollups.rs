@@ -110,6 +110,13 @@ pub const ROLLUPS: &[Rollup] = &[
         keys: &["service_principal_id", "source_ip", "country", "resource_display_name", "succeeded"],
         times: false,
     },
+    Rollup {
+        name: "sp_signin_address_rollup",
+        tables: &[Table::Signins],
+        source: include_str!("../sql/rollups/sp_signin_address_rollup.sql"),
+        keys: &["service_principal_id", "source_ip", "app_id"],
+        times: false,
+    },
 ];
 
 /// The folder of rollups under the lake root.

@@ -138,9 +138,10 @@ const ASN: &str = "sp_unusual_source_asn";
 const FAILURES: &str = "sp_credential_failures_from_new_source";
 const KEYVAULT: &str = "sp_keyvault_read_from_new_source";
 const RISK: &str = "sp_risk_event_stacking";
-const RULES: [&str; 7] =
-    ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES, KEYVAULT, RISK];
-const ROLLUPS: [&str; 7] = [
+const TOKEN: &str = "sp_token_replay_from_unseen_address";
+const RULES: [&str; 8] =
+    ["sp_rare_action_multiple_ips", "sp_failed_signins", CREDENTIAL, ASN, FAILURES, KEYVAULT, RISK, TOKEN];
+const ROLLUPS: [&str; 8] = [
     "sp_activity_rollup",
     "sp_failed_signin_rollup",
     "sp_signin_rollup",
@@ -148,6 +149,7 @@ const ROLLUPS: [&str; 7] = [
     "sp_signin_source_rollup",
     "sp_keyvault_read_rollup",
     "sp_signin_outcome_rollup",
+    "sp_signin_address_rollup",
 ];
 
 /// Rows of each rollup's view per day and grain.
@@ -216,7 +218,10 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     let keyvault = failures + 2 * WINDOWS.len();
     // Then the risk stacking hunt's.
     let risk = keyvault + 2 * WINDOWS.len();
-    assert_eq!(raw.len(), risk + WINDOWS.len());
+    // Then the token replay hunt's.
+    let token = risk + WINDOWS.len();
+    assert_eq!(raw.len(), token + WINDOWS.len());
+    assert!(raw[token].lines().count() > 4, "calls from addresses no nearby sign-in used: {}", raw[token]);
     assert!(raw[risk].lines().count() > 4, "stacked risk with sign-ins: {}", raw[risk]);
     assert!(raw[keyvault].lines().count() > 4, "Key Vault reads from new addresses: {}", raw[keyvault]);
     assert!(raw[keyvault + 1].lines().count() > 4, "its backtest too: {}", raw[keyvault + 1]);
