@@ -128,7 +128,6 @@ async fn risk_alerts_match_signins(lake: &std::path::Path) -> usize {
             checked += n.iter().filter(|v| v.unwrap_or(0) > 0).count();
         }
     }
-    eprintln!("risk alerts with sign-ins checked: {checked}");
     checked
 }
 

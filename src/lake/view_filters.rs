@@ -189,8 +189,7 @@ impl PhysicalExpr for ViewDynamicFilter {
     /// compared with constants — under DataFusion's `CAST(id AS Utf8) IN (…)` a join's key set
     /// never reached the `id` bloom filters; min/max statistics read the view column alike.
     fn snapshot(&self) -> Result<Option<Arc<dyn PhysicalExpr>>> {
-        let now = self.inner.snapshot()?.unwrap_or_else(|| Arc::clone(&self.inner));
-        Ok(Some(compare_views(now, &self.file_schema)?))
+        Ok(Some(self.current(&self.file_schema)?))
     }
 }
 
