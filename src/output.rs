@@ -56,7 +56,7 @@ pub async fn write_df(
     out: Box<dyn Write + Send>,
     to_terminal: bool,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
-    let (plan, stream, first) = match start(df.clone()).await {
+    let (plan, planning, stream, first) = match start(df.clone()).await {
         Err(e) if crate::query::out_of_memory(&e) => start(crate::query::retry_with_spilling_joins(df)).await?,
         r => r?,
     };
@@ -70,19 +70,28 @@ pub async fn write_df(
         sink.write(&batch?)?;
     }
     let n = sink.finish()?;
-    Ok((n, crate::query::ScanStats::of(&plan)))
+    let mut scan = crate::query::ScanStats::of(&plan);
+    scan.planning_us = planning.as_micros() as u64;
+    Ok((n, scan))
 }
 
-type Started =
-    (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, SendableRecordBatchStream, Option<RecordBatch>);
+type Started = (
+    std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    std::time::Duration,
+    SendableRecordBatchStream,
+    Option<RecordBatch>,
+);
 
-/// Plans and starts a query, up to its first batch (where a hash join's build side has run).
+/// Plans and starts a query, up to its first batch (where a hash join's build side has run);
+/// also returns how long the planning took.
 async fn start(df: datafusion::dataframe::DataFrame) -> Result<Started, datafusion::error::DataFusionError> {
     let task = std::sync::Arc::new(df.task_ctx());
+    let planning = std::time::Instant::now();
     let plan = df.create_physical_plan().await?;
+    let planning = planning.elapsed();
     let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let first = stream.next().await.transpose()?;
-    Ok((plan, stream, first))
+    Ok((plan, planning, stream, first))
 }
 
 /// Writes batches already in memory.

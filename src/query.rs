@@ -29,6 +29,11 @@ pub struct ScanStats {
     /// The query ran on a cluster (`--engine ballista://`): its scans' metrics stay there.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub on_cluster: bool,
+    /// Time spent planning (logical optimization and physical planning, which lists the files
+    /// and reads their footers for statistics), in µs; 0 where not measured. Not serialized:
+    /// summaries stay the same from run to run.
+    #[serde(skip)]
+    pub planning_us: u64,
 }
 
 impl ScanStats {
@@ -64,6 +69,7 @@ impl ScanStats {
         self.bytes += o.bytes;
         self.files += o.files;
         self.on_cluster |= o.on_cluster;
+        self.planning_us += o.planning_us;
     }
 }
 

@@ -81,9 +81,19 @@ fn sql_is_read_only_and_formats_work() {
         .arg("SELECT id, source_ip FROM signins WHERE id = 'g-sp-0001'"));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), r#"{"id":"g-sp-0001","source_ip":"185.220.101.45"}"#);
-    let (code, out, _) =
+    let (code, out, err) =
         run(wisp().args(["sql", "--format", "csv", "--lake"]).arg(&lake).arg("SELECT count(*) AS n FROM signins"));
     assert_eq!((code, out.trim()), (0, "n\n9"));
+    // The summary says how long the query took and how much of it was planning.
+    let summary = err.lines().last().unwrap_or_default();
+    let secs = |after: &str| -> f64 {
+        let rest =
+            &summary[summary.find(after).unwrap_or_else(|| panic!("no '{after}' in {summary:?}")) + after.len()..];
+        rest[..rest.find('s').unwrap()].parse().unwrap_or_else(|e| panic!("{e}: {summary:?}"))
+    };
+    let (total, planning) = (secs(" in "), secs("(planning "));
+    assert!(summary.starts_with("1 row(s), read ") && summary.ends_with("s)"), "{summary}");
+    assert!(planning > 0.0 && planning <= total, "{summary}");
     let (code, out, err) = run(wisp()
         .args(["detect", "--rule", "sp_failed_signins", "--at", "2026-11-21T00:00:00Z", "--format", "jsonl", "--lake"])
         .arg(&lake));

@@ -19,8 +19,14 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<i32> {
     let (_lake, ctx) = a.lake.open().await?;
     let started = std::time::Instant::now();
     let df = crate::query::read_only_sql(&ctx, &a.query).await?;
+    let parsed = started.elapsed();
     let (out, tty) = a.out.sink()?;
-    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
-    eprintln!("{n} row(s), {scan} in {:.3}s", started.elapsed().as_secs_f64());
+    let (n, mut scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
+    scan.planning_us += parsed.as_micros() as u64;
+    eprintln!(
+        "{n} row(s), {scan} in {:.3}s (planning {:.3}s)",
+        started.elapsed().as_secs_f64(),
+        scan.planning_us as f64 / 1e6
+    );
     Ok(EXIT_OK)
 }
