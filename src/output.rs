@@ -94,6 +94,16 @@ async fn start(df: datafusion::dataframe::DataFrame) -> Result<Started, datafusi
     Ok((plan, planning, stream, first))
 }
 
+/// The summary a query command prints on stderr once its rows are written: rows, what it read,
+/// its time since `started` (planning included) and how much of it was planning.
+pub fn summary(rows: u64, scan: &crate::query::ScanStats, started: std::time::Instant) -> String {
+    format!(
+        "{rows} row(s), {scan} in {:.3}s (planning {:.3}s)",
+        started.elapsed().as_secs_f64(),
+        scan.planning_us as f64 / 1e6
+    )
+}
+
 /// Writes batches already in memory.
 pub fn write_batches(
     batches: &[RecordBatch],

@@ -23,10 +23,6 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<i32> {
     let (out, tty) = a.out.sink()?;
     let (n, mut scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
     scan.planning_us += parsed.as_micros() as u64;
-    eprintln!(
-        "{n} row(s), {scan} in {:.3}s (planning {:.3}s)",
-        started.elapsed().as_secs_f64(),
-        scan.planning_us as f64 / 1e6
-    );
+    eprintln!("{}", crate::output::summary(n, &scan, started));
     Ok(EXIT_OK)
 }
