@@ -47,15 +47,18 @@ pub async fn write_stream(
     sink.finish()
 }
 
-/// Plans, runs and writes a query as it streams; returns the rows written and what the query read.
-/// A query whose hash join runs out of the memory pool before its first row runs again with
-/// joins that spill (`query::spilling_joins`).
+/// Plans, runs and writes a query as it streams; returns the rows written and what the query read,
+/// with its planning time: from `started` (when the command began planning: SQL to plan) to here,
+/// plus the physical planning. A query whose hash join runs out of the memory pool before its first
+/// row runs again with joins that spill (`query::spilling_joins`).
 pub async fn write_df(
     df: datafusion::dataframe::DataFrame,
     format: OutputFormat,
     out: Box<dyn Write + Send>,
     to_terminal: bool,
+    started: std::time::Instant,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
+    let planned = started.elapsed();
     let (plan, planning, stream, first) = match start(df.clone()).await {
         Err(e) if crate::query::out_of_memory(&e) => start(crate::query::retry_with_spilling_joins(df)).await?,
         r => r?,
@@ -71,7 +74,7 @@ pub async fn write_df(
     }
     let n = sink.finish()?;
     let mut scan = crate::query::ScanStats::of(&plan);
-    scan.planning_us = planning.as_micros() as u64;
+    scan.planning_us = (planned + planning).as_micros() as u64;
     Ok((n, scan))
 }
 

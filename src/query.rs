@@ -29,8 +29,8 @@ pub struct ScanStats {
     /// The query ran on a cluster (`--engine ballista://`): its scans' metrics stay there.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub on_cluster: bool,
-    /// Time spent planning (logical optimization and physical planning, which lists the files
-    /// and reads their footers for statistics), in µs; 0 where not measured. Not serialized:
+    /// Time spent planning (SQL to plan, optimization and physical planning, which lists the
+    /// files and reads their footers for statistics), in µs; 0 where not measured. Not serialized:
     /// summaries stay the same from run to run.
     #[serde(skip)]
     pub planning_us: u64,

@@ -36,7 +36,7 @@ pub async fn run(a: ExplainArgs) -> anyhow::Result<i32> {
         None => eprintln!("the alert names no principal, application or address to find evidence by"),
         Some(df) => {
             let (out, tty) = a.out.sink()?;
-            let (n, _) = crate::output::write_df(df, a.out.format, out, tty).await?;
+            let (n, _) = crate::output::write_df(df, a.out.format, out, tty, std::time::Instant::now()).await?;
             eprintln!("{n} evidence row(s) from {} in the alert's window", rule.meta.tables.join(", "));
         }
     }

@@ -36,11 +36,9 @@ pub async fn run(a: HuntArgs) -> anyhow::Result<i32> {
     eprintln!("hunt {} over [{}, {}]", rule.meta.id, w.start.to_rfc3339(), w.end.to_rfc3339());
     let started = std::time::Instant::now();
     let df = rule.plan(&ctx, &w).await?;
-    let parsed = started.elapsed();
     let df = if a.analyze { df.explain(false, true)? } else { df };
     let (out, tty) = a.out.sink()?;
-    let (n, mut scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
-    scan.planning_us += parsed.as_micros() as u64;
+    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty, started).await?;
     eprintln!("{}", crate::output::summary(n, &scan, started));
     Ok(EXIT_OK)
 }

@@ -19,10 +19,8 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<i32> {
     let (_lake, ctx) = a.lake.open().await?;
     let started = std::time::Instant::now();
     let df = crate::query::read_only_sql(&ctx, &a.query).await?;
-    let parsed = started.elapsed();
     let (out, tty) = a.out.sink()?;
-    let (n, mut scan) = crate::output::write_df(df, a.out.format, out, tty).await?;
-    scan.planning_us += parsed.as_micros() as u64;
+    let (n, scan) = crate::output::write_df(df, a.out.format, out, tty, started).await?;
     eprintln!("{}", crate::output::summary(n, &scan, started));
     Ok(EXIT_OK)
 }
