@@ -1,5 +1,6 @@
 //! Enrichment at ingest: ASN and geo of a row's source address.
 
+use crate::lake::rows::CompactRow;
 use crate::lake::Table;
 use serde_json::Value;
 use std::sync::Arc;
@@ -59,6 +60,35 @@ impl Enricher {
                     row[c_i] = g.country_iso.map(Value::String).unwrap_or(Value::Null);
                     if row[city_i].is_null() {
                         row[city_i] = g.city.map(Value::String).unwrap_or(Value::Null);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Enricher {
+    /// [`Enricher::apply`] to a compact row.
+    pub(super) fn apply_compact(&mut self, table: Table, row: &mut CompactRow) {
+        let cols = EnrichCols::of(table);
+        let (Some(ip_i), true) = (cols.ip, self.asn.is_some() || self.geo.is_some()) else {
+            return;
+        };
+        let Some(ip) = row.str(ip_i).and_then(wisp_udfs::ip::parse_ip) else {
+            return;
+        };
+        if let (Some(asn_i), Some(org_i)) = (cols.asn, cols.as_org) {
+            if let Some(hit) = self.lookup_asn(ip) {
+                row.set_int(asn_i, hit.number);
+                row.set_opt_str(org_i, hit.organization.as_deref());
+            }
+        }
+        if let (Some(c_i), Some(city_i)) = (cols.country, cols.city) {
+            if row.is_null(c_i) {
+                if let Some(g) = self.lookup_geo(ip) {
+                    row.set_opt_str(c_i, g.country_iso.as_deref());
+                    if row.is_null(city_i) {
+                        row.set_opt_str(city_i, g.city.as_deref());
                     }
                 }
             }

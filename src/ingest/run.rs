@@ -10,7 +10,7 @@ use super::readers::json_reason;
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::rows::rows_to_batch;
+use crate::lake::rows::{compact_rows_to_batch, rows_to_batch, CompactRow};
 use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
 use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
@@ -55,8 +55,38 @@ impl Pos {
 /// computed), or a rejection. Mapping runs on any thread; [`Run::commit`] takes outcomes in input
 /// order, so the lake and the counts are the same whatever the number of threads.
 pub(super) enum Outcome {
-    Row { table: Table, day: Arc<str>, key: i64, row: Vec<Value>, bytes: usize },
+    Row { table: Table, day: Arc<str>, key: i64, row: Row, bytes: usize },
     Reject { pos: Pos, reason: String, raw: String },
+}
+
+/// A mapped row: `Value`s in the table's column order, or the compact row of a typed reader.
+pub(super) enum Row {
+    Values(Vec<Value>),
+    Compact(CompactRow),
+}
+
+impl Row {
+    pub(super) fn into_values(self) -> Vec<Value> {
+        match self {
+            Row::Values(v) => v,
+            Row::Compact(c) => c.to_values(),
+        }
+    }
+}
+
+/// The rows of one (table, day), as `Value`s or, when each is compact, as compact rows.
+fn rows_batch(table: Table, rows: Vec<Row>) -> Result<RecordBatch, LakeError> {
+    if rows.iter().all(|r| matches!(r, Row::Compact(_))) {
+        let compact: Vec<CompactRow> = rows
+            .into_iter()
+            .map(|r| match r {
+                Row::Compact(c) => c,
+                Row::Values(_) => unreachable!("all compact"),
+            })
+            .collect();
+        return compact_rows_to_batch(table, &compact);
+    }
+    rows_to_batch(table, &rows.into_iter().map(Row::into_values).collect::<Vec<_>>())
 }
 
 /// The rows of one (table, day) from one chunk of input, converted to Arrow on the thread that
@@ -79,7 +109,7 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) fn new(outcomes: Vec<Outcome>) -> Result<Prepared, LakeError> {
         // (table, day, keys, rows), in order of first appearance.
-        type Rows = (Table, Arc<str>, Vec<i64>, Vec<Vec<Value>>);
+        type Rows = (Table, Arc<str>, Vec<i64>, Vec<Row>);
         let mut groups: Vec<Rows> = Vec::new();
         let mut rejects = Vec::new();
         for o in outcomes {
@@ -100,7 +130,7 @@ impl Prepared {
         }
         let groups = groups
             .into_iter()
-            .map(|(table, day, keys, rows)| Ok(Group { table, day, keys, batch: rows_to_batch(table, &rows)? }))
+            .map(|(table, day, keys, rows)| Ok(Group { table, day, keys, batch: rows_batch(table, rows)? }))
             .collect::<Result<_, LakeError>>()?;
         Ok(Prepared { groups, rejects })
     }
@@ -164,8 +194,8 @@ impl Mapper {
     pub(super) fn text(&mut self, pos: Pos, text: &str, out: &mut Vec<Outcome>) -> Result<(), serde_json::Error> {
         let text = text.trim_end();
         if matches!(self.format, Format::Auto | Format::Diagnostic) {
-            if let Some(m) = formats::typed::diagnostic_signin(text) {
-                out.push(self.place(m, text));
+            if let Some(m) = formats::typed::diagnostic_signin_compact(text) {
+                out.push(self.place_compact(m, text));
                 return Ok(());
             }
         }
@@ -185,7 +215,23 @@ impl Mapper {
         row[2] = if self.keep_raw { Value::String(raw.to_string()) } else { Value::Null };
         row[3] = Value::from(key);
         self.enricher.apply(table, &mut row);
-        Outcome::Row { table, day: self.day_of(ts), key, row, bytes: raw.len() + 256 }
+        Outcome::Row { table, day: self.day_of(ts), key, row: Row::Values(row), bytes: raw.len() + 256 }
+    }
+
+    /// [`Mapper::place`] for a sign-in the typed reader read: the same row, kept compact.
+    fn place_compact(&mut self, m: formats::typed::CompactSignin, raw: &str) -> Outcome {
+        let formats::typed::CompactSignin { ts, id, mut row } = m;
+        let table = Table::Signins;
+        let key = match &id {
+            Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
+            None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
+        };
+        row.set_int(0, ts);
+        row.set_int(1, self.now_us);
+        row.set_opt_str(2, self.keep_raw.then_some(raw));
+        row.set_int(3, key);
+        self.enricher.apply_compact(table, &mut row);
+        Outcome::Row { table, day: self.day_of(ts), key, row: Row::Compact(row), bytes: raw.len() + 256 }
     }
 
     /// The day folder of a time (the last one is kept: records come mostly in time order).
@@ -326,7 +372,7 @@ impl Run {
         }
         match o {
             Outcome::Row { table, day, key, row, bytes } => {
-                if self.writer.push(table, &day, key, row, bytes)? {
+                if self.writer.push(table, &day, key, row.into_values(), bytes)? {
                     *self.summary.written.entry(table.name().to_string()).or_default() += 1;
                 } else {
                     self.summary.duplicates += 1;
@@ -475,5 +521,40 @@ impl RecordSink {
             self.commit(done)?;
         }
         self.run.finish(&self.lake, &self.handle, &self.run_id, &[], Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line the typed reader takes becomes the outcome the general path makes of it: the same
+    /// table, day, key and bytes, and a compact row whose values are the general row (the raw line
+    /// kept or left out, the ingest time, the key).
+    #[test]
+    fn a_compact_sign_in_is_placed_as_the_general_path_places_it() {
+        let line = r#"{"time":"2026-11-19T10:56:07.5528720Z","category":"ServicePrincipalSignInLogs","operationName":"Sign-in activity","callerIpAddress":"11.4.120.85","resultType":"0","tenantId":"t-1","properties":{"id":"id-1","createdDateTime":"2026-11-19T10:56:07.5528720Z","servicePrincipalId":"sp-1","appId":"app-1","ipAddress":"11.4.120.85","status":{"errorCode":7000215,"failureReason":"bad secret"},"isInteractive":false,"autonomousSystemNumber":8075}}"#;
+        let no_id = line.replace(r#""id":"id-1","#, "");
+        for keep_raw in [true, false] {
+            for text in [line, no_id.as_str()] {
+                let mut m = Mapper::new(Enricher::new(None, None), Format::Auto, keep_raw, 1_700_000_000_000_000);
+                let mut typed = Vec::new();
+                m.text(Pos::Line(1), text, &mut typed).unwrap();
+                let mut general = Vec::new();
+                m.value(Pos::Line(1), serde_json::from_str(text).unwrap(), text, &mut general);
+                let (
+                    [Outcome::Row { table: t1, day: d1, key: k1, row: r1 @ Row::Compact(_), bytes: b1 }],
+                    [Outcome::Row { table: t2, day: d2, key: k2, row: r2 @ Row::Values(_), bytes: b2 }],
+                ) = (&mut typed[..], &mut general[..])
+                else {
+                    panic!("expected one compact row and one row of values");
+                };
+                assert_eq!((*t1, d1.as_ref(), *k1, *b1), (*t2, d2.as_ref(), *k2, *b2));
+                let r1 = std::mem::replace(r1, Row::Values(Vec::new())).into_values();
+                let r2 = std::mem::replace(r2, Row::Values(Vec::new())).into_values();
+                assert_eq!(r1, r2, "keep_raw {keep_raw}: {text}");
+                assert_eq!(r1[2].as_str(), keep_raw.then_some(text));
+            }
+        }
     }
 }

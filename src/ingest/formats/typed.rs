@@ -10,11 +10,11 @@
 //! on every record the typed one accepts.
 
 use super::entra::canonical_signin_category;
-use super::{Mapped, RowB};
+use super::Mapped;
 use crate::ingest::normalize::{folded_hash, parse_time};
+use crate::lake::rows::CompactRow;
 use crate::lake::Table;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -55,8 +55,13 @@ impl<'a> Scalar<'a> {
         })
     }
 
-    fn value(&self) -> Result<Value, Unsure> {
-        Ok(self.text()?.map(Value::String).unwrap_or(Value::Null))
+    /// [`Scalar::text`] borrowed where it can be.
+    fn text_cow(&self) -> Result<Option<Cow<'_, str>>, Unsure> {
+        Ok(match self {
+            Scalar::Str(s) if !s.is_empty() => Some(Cow::Borrowed(s.as_ref())),
+            Scalar::Str(_) | Scalar::Absent | Scalar::Null => None,
+            other => other.text()?.map(Cow::Owned),
+        })
     }
 
     /// `normalize::as_i64`.
@@ -81,12 +86,12 @@ impl<'a> Scalar<'a> {
     }
 
     /// `normalize::b`.
-    fn boolean(&self) -> Value {
+    fn boolean(&self) -> Option<bool> {
         match self {
-            Scalar::Bool(b) => Value::Bool(*b),
-            Scalar::Str(s) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
-            Scalar::Str(s) if s.eq_ignore_ascii_case("false") => Value::Bool(false),
-            _ => Value::Null,
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Scalar::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
         }
     }
 }
@@ -390,11 +395,93 @@ fn top_names() -> &'static [u64] {
 /// The row of a diagnostic-settings sign-in line, as `map_record` would make it, or `None` when
 /// the record should take the general path.
 pub fn diagnostic_signin(line: &str) -> Option<Mapped> {
-    let top: Top = serde_json::from_str(line).ok()?;
-    signin_row(&top).ok()
+    let m = diagnostic_signin_compact(line)?;
+    Some(Mapped { table: Table::Signins, ts: m.ts, dedup_id: m.id, row: m.row.to_values(), ingested_at: None })
 }
 
-fn signin_row(top: &Top) -> Result<Mapped, Unsure> {
+/// A sign-in read by the typed reader: its time, its id and its row (`ts`, `ingested_at`, `raw`
+/// and `_key` left null for the caller, as in [`Mapped`]).
+pub struct CompactSignin {
+    pub ts: i64,
+    pub id: Option<String>,
+    pub row: CompactRow,
+}
+
+/// [`diagnostic_signin`]'s row as a [`CompactRow`] (no `Value` built), with room for `extra` more
+/// bytes of text (the raw line the caller adds).
+pub fn diagnostic_signin_compact(line: &str) -> Option<CompactSignin> {
+    let top: Top = serde_json::from_str(line).ok()?;
+    signin_row(&top, line.len()).ok()
+}
+
+/// The sign-in table's columns the typed reader sets, found once.
+struct Cols {
+    category: usize,
+    id: usize,
+    tenant_id: usize,
+    correlation_id: usize,
+    unique_token_id: usize,
+    service_principal_id: usize,
+    service_principal_name: usize,
+    app_id: usize,
+    app_display_name: usize,
+    app_owner_tenant_id: usize,
+    user_id: usize,
+    user_principal_name: usize,
+    resource_id: usize,
+    resource_display_name: usize,
+    resource_tenant_id: usize,
+    home_tenant_id: usize,
+    source_ip: usize,
+    source_asn: usize,
+    country: usize,
+    city: usize,
+    error_code: usize,
+    failure_reason: usize,
+    client_credential_type: usize,
+    credential_key_id: usize,
+    user_agent: usize,
+    is_interactive: usize,
+    operation_name: usize,
+}
+
+fn cols() -> &'static Cols {
+    static COLS: OnceLock<Cols> = OnceLock::new();
+    COLS.get_or_init(|| {
+        let c = |n: &str| Table::Signins.col(n).unwrap_or_else(|| panic!("signins has no column {n}"));
+        Cols {
+            category: c("category"),
+            id: c("id"),
+            tenant_id: c("tenant_id"),
+            correlation_id: c("correlation_id"),
+            unique_token_id: c("unique_token_id"),
+            service_principal_id: c("service_principal_id"),
+            service_principal_name: c("service_principal_name"),
+            app_id: c("app_id"),
+            app_display_name: c("app_display_name"),
+            app_owner_tenant_id: c("app_owner_tenant_id"),
+            user_id: c("user_id"),
+            user_principal_name: c("user_principal_name"),
+            resource_id: c("resource_id"),
+            resource_display_name: c("resource_display_name"),
+            resource_tenant_id: c("resource_tenant_id"),
+            home_tenant_id: c("home_tenant_id"),
+            source_ip: c("source_ip"),
+            source_asn: c("source_asn"),
+            country: c("country"),
+            city: c("city"),
+            error_code: c("error_code"),
+            failure_reason: c("failure_reason"),
+            client_credential_type: c("client_credential_type"),
+            credential_key_id: c("credential_key_id"),
+            user_agent: c("user_agent"),
+            is_interactive: c("is_interactive"),
+            operation_name: c("operation_name"),
+        }
+    })
+}
+
+fn signin_row(top: &Top, extra: usize) -> Result<CompactSignin, Unsure> {
     // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
     if matches!(top.time, Scalar::Absent) || matches!(top.category, Scalar::Absent) {
         return Err(Unsure);
@@ -405,37 +492,44 @@ fn signin_row(top: &Top) -> Result<Mapped, Unsure> {
     if !super::entra::SIGNIN_CATEGORIES.contains(&canonical.as_str()) {
         return Err(Unsure);
     }
-    let mut r = RowB::new(Table::Signins);
-    r.set("category", Value::String(canonical));
+    let c = cols();
+    // The properties' text is at most the line's; `extra` is room for the raw line itself.
+    let mut r = CompactRow::new(Table::Signins, extra + extra / 2);
+    r.set_str(c.category, &canonical);
     let id = q.id.text()?;
-    r.set("id", id.clone().map(Value::String).unwrap_or(Value::Null));
-    let or_env = |v: Value, env: &Scalar| -> Result<Value, Unsure> {
-        if v.is_null() {
-            env.value()
-        } else {
-            Ok(v)
+    r.set_opt_str(c.id, id.as_deref());
+    // A property, else the envelope's field of that name.
+    let or_env = |r: &mut CompactRow, i: usize, v: &Scalar, env: &Scalar| -> Result<(), Unsure> {
+        match v.text_cow()? {
+            Some(t) => r.set_str(i, &t),
+            None => r.set_opt_str(i, env.text_cow()?.as_deref()),
         }
+        Ok(())
     };
-    r.set("tenant_id", or_env(first(&[&q.tenant_id, &q.resource_tenant_id]).value()?, &top.tenant_id)?);
-    r.set("correlation_id", or_env(q.correlation_id.value()?, &top.correlation_id)?);
-    r.set("unique_token_id", q.unique_token_id.value()?);
-    r.set("service_principal_id", q.service_principal_id.value()?);
-    r.set("service_principal_name", q.service_principal_name.value()?);
-    r.set("app_id", q.app_id.value()?);
-    r.set("app_display_name", q.app_display_name.value()?);
-    r.set("app_owner_tenant_id", q.app_owner_tenant_id.value()?);
-    r.set("user_id", q.user_id.value()?);
-    r.set("user_principal_name", q.user_principal_name.value()?);
-    r.set("resource_id", first(&[&q.resource_identity, &q.resource_id]).value()?);
-    r.set("resource_display_name", q.resource_display_name.value()?);
-    r.set("resource_tenant_id", q.resource_tenant_id.value()?);
-    r.set("home_tenant_id", q.home_tenant_id.value()?);
-    let ip = match q.ip_address.text()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
+    or_env(&mut r, c.tenant_id, first(&[&q.tenant_id, &q.resource_tenant_id]), &top.tenant_id)?;
+    or_env(&mut r, c.correlation_id, &q.correlation_id, &top.correlation_id)?;
+    let text = |r: &mut CompactRow, i: usize, v: &Scalar| -> Result<(), Unsure> {
+        r.set_opt_str(i, v.text_cow()?.as_deref());
+        Ok(())
+    };
+    text(&mut r, c.unique_token_id, &q.unique_token_id)?;
+    text(&mut r, c.service_principal_id, &q.service_principal_id)?;
+    text(&mut r, c.service_principal_name, &q.service_principal_name)?;
+    text(&mut r, c.app_id, &q.app_id)?;
+    text(&mut r, c.app_display_name, &q.app_display_name)?;
+    text(&mut r, c.app_owner_tenant_id, &q.app_owner_tenant_id)?;
+    text(&mut r, c.user_id, &q.user_id)?;
+    text(&mut r, c.user_principal_name, &q.user_principal_name)?;
+    text(&mut r, c.resource_id, first(&[&q.resource_identity, &q.resource_id]))?;
+    text(&mut r, c.resource_display_name, &q.resource_display_name)?;
+    text(&mut r, c.resource_tenant_id, &q.resource_tenant_id)?;
+    text(&mut r, c.home_tenant_id, &q.home_tenant_id)?;
+    let ip = match q.ip_address.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
         Some(ip) => Some(ip),
-        None => top.caller_ip.text()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
+        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
     };
-    r.set("source_ip", ip.map(Value::String).unwrap_or(Value::Null));
-    r.set("source_asn", q.asn.int().map(Value::from).unwrap_or(Value::Null));
+    r.set_opt_str(c.source_ip, ip.as_deref());
+    r.set_opt_int(c.source_asn, q.asn.int());
     // `nested(["location", "locationDetails"])`: the first present and non-null; not an object →
     // no country or city.
     let loc = match (&q.location, &q.location_details) {
@@ -443,8 +537,10 @@ fn signin_row(top: &Top) -> Result<Mapped, Unsure> {
         (None | Some(Nested::Null), Some(Nested::Object(l))) => Some(l),
         _ => None,
     };
-    r.set("country", loc.map_or(Ok(Value::Null), |l| l.country.value())?);
-    r.set("city", loc.map_or(Ok(Value::Null), |l| l.city.value())?);
+    if let Some(l) = loc {
+        text(&mut r, c.country, &l.country)?;
+        text(&mut r, c.city, &l.city)?;
+    }
     // `status.errorCode`, else `resultType`: the first non-null as an integer, else the envelope's.
     let status = match &q.status {
         Some(Nested::Object(s)) => Some(s),
@@ -454,21 +550,20 @@ fn signin_row(top: &Top) -> Result<Mapped, Unsure> {
     let code =
         first(&[status.map_or(&no, |s| &s.error_code), &q.result_type]).int().or_else(|| match &top.result_type {
             Scalar::Absent | Scalar::Null => None,
-            s => s.text().ok().flatten().and_then(|t| t.trim().parse().ok()),
+            s => s.text_cow().ok().flatten().and_then(|t| t.trim().parse().ok()),
         });
-    r.set("error_code", code.map(Value::from).unwrap_or(Value::Null));
-    r.set("failure_reason", first(&[status.map_or(&no, |s| &s.failure_reason), &q.result_description]).value()?);
-    r.set("client_credential_type", q.client_credential_type.value()?);
-    r.set("credential_key_id", q.credential_key_id.value()?);
-    r.set("user_agent", q.user_agent.value()?);
-    r.set("is_interactive", q.is_interactive.boolean());
-    let op = top.operation_name.text()?.unwrap_or_else(|| "Sign-in activity".into());
-    r.set("operation_name", Value::String(op));
+    r.set_opt_int(c.error_code, code);
+    text(&mut r, c.failure_reason, first(&[status.map_or(&no, |s| &s.failure_reason), &q.result_description]))?;
+    text(&mut r, c.client_credential_type, &q.client_credential_type)?;
+    text(&mut r, c.credential_key_id, &q.credential_key_id)?;
+    text(&mut r, c.user_agent, &q.user_agent)?;
+    r.set_opt_bool(c.is_interactive, q.is_interactive.boolean());
+    r.set_str(c.operation_name, top.operation_name.text_cow()?.as_deref().unwrap_or("Sign-in activity"));
     let ts = first(&[&q.created, &q.created_at]).time().or_else(|| top.time.time()).ok_or(Unsure)?;
     if !crate::time::in_range(ts) {
         return Err(Unsure);
     }
-    Ok(Mapped { table: Table::Signins, ts, dedup_id: id, row: r.vals, ingested_at: None })
+    Ok(CompactSignin { ts, id, row: r })
 }
 
 #[cfg(test)]
@@ -476,6 +571,7 @@ mod tests {
     use super::*;
     use crate::ingest::formats::{map_record, Format};
     use serde_json::json;
+    use serde_json::Value;
 
     /// The typed path either declines or gives exactly the general path's row. Returns whether it
     /// took the line.
