@@ -310,8 +310,11 @@ impl Run {
             n => n,
         };
         let pool = (threads > 1).then(|| Pool::start((0..threads).map(|_| mapper.fork()).collect()));
+        // Encoding a file takes about a third of an ingest's CPU: with one thread per core
+        // mapping, one encoding thread would leave cores idle while files wait for it.
+        let encoders = if threads > 1 { threads.div_ceil(2).max(2) } else { 1 };
         let run = Run {
-            writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone()),
+            writer: LakeWriter::new(lake.clone(), run_id.clone(), handle.clone(), encoders),
             rejects: RejectWriter::new(
                 lake.clone(),
                 run_id.clone(),

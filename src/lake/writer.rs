@@ -105,57 +105,89 @@ pub struct LakeWriter {
     clock: u64,
     buffers: HashMap<(Table, String), DayBuf>,
     buffered: usize,
-    /// The thread that sorts, encodes and stores flushed buffers (None once it has stopped).
+    /// The threads that sort, encode and store flushed buffers (None once they have stopped).
     encoder: Option<Encoder>,
     /// (table, day)s flushed since the encoder was last waited for.
     unsettled: HashSet<(Table, String)>,
     lake: Lake,
 }
 
-/// What the encoder thread is asked.
-enum Job {
-    /// Sort these batches by `ts`, encode them as one Parquet file and store it at `path`.
-    Write { table: Table, path: StorePath, batches: Vec<RecordBatch> },
-    /// Answer once every file asked before is stored.
-    Barrier(std::sync::mpsc::Sender<()>),
+/// What an encoder thread is asked: sort these batches by `ts`, encode them as one Parquet file
+/// and store it at `path`.
+struct Job {
+    table: Table,
+    path: StorePath,
+    batches: Vec<RecordBatch>,
 }
 
-/// Encoding and storing run on their own thread, one file at a time, while the ingest goes on;
-/// at most one flushed buffer waits for it.
+/// Files asked of the encoder threads and not yet stored (or failed), and whether one failed.
+#[derive(Default)]
+struct Pending {
+    count: std::sync::Mutex<(usize, bool)>,
+    settled: std::sync::Condvar,
+}
+
+/// Encoding and storing run on their own threads (one file each at a time) while the ingest goes
+/// on; at most one flushed buffer waits for a free thread.
 struct Encoder {
     jobs: std::sync::mpsc::SyncSender<Job>,
-    thread: std::thread::JoinHandle<Result<WriteStats, LakeError>>,
+    threads: Vec<std::thread::JoinHandle<Result<WriteStats, LakeError>>>,
+    pending: std::sync::Arc<Pending>,
 }
 
 impl Encoder {
-    fn start(lake: Lake, handle: Handle) -> Encoder {
+    fn start(lake: Lake, handle: Handle, threads: usize) -> Encoder {
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1);
-        let thread = std::thread::Builder::new()
-            .name("wisp-encode".into())
-            .spawn(move || {
-                let mut stats = WriteStats::default();
-                for job in rx {
-                    match job {
-                        Job::Write { table, path, batches } => {
-                            let n = write_file(&lake, &handle, table, &path, batches)?;
-                            *stats.rows_written.entry(table.name()).or_default() += n;
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let pending = std::sync::Arc::new(Pending::default());
+        let threads = (0..threads.max(1))
+            .map(|k| {
+                let (lake, handle, rx, pending) = (lake.clone(), handle.clone(), rx.clone(), pending.clone());
+                std::thread::Builder::new()
+                    .name(format!("wisp-encode-{k}"))
+                    .spawn(move || {
+                        let mut stats = WriteStats::default();
+                        loop {
+                            // The lock is held only while waiting for the next job.
+                            let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(Job { table, path, batches }) = job else { return Ok(stats) };
+                            let written = write_file(&lake, &handle, table, &path, batches);
+                            {
+                                let mut c = pending.count.lock().unwrap_or_else(|p| p.into_inner());
+                                c.0 -= 1;
+                                c.1 |= written.is_err();
+                                pending.settled.notify_all();
+                            }
+                            *stats.rows_written.entry(table.name()).or_default() += written?;
                             stats.files.push(path.to_string());
                         }
-                        Job::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-                Ok(stats)
+                    })
+                    .expect("an encoder thread starts")
             })
-            .expect("the encoder thread starts");
-        Encoder { jobs, thread }
+            .collect();
+        Encoder { jobs, threads, pending }
     }
 
-    /// Waits for the thread: its counts, or the error that stopped it.
+    /// Waits for the threads: their counts together, or the first error that stopped one.
     fn join(self) -> Result<WriteStats, LakeError> {
         drop(self.jobs);
-        self.thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        let mut all = WriteStats::default();
+        let mut first_err = None;
+        for t in self.threads {
+            match t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                Ok(stats) => {
+                    all.files.extend(stats.files);
+                    for (t, n) in stats.rows_written {
+                        *all.rows_written.entry(t).or_default() += n;
+                    }
+                }
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
     }
 }
 
@@ -231,10 +263,11 @@ fn ingest_props() -> WriterProperties {
 }
 
 impl LakeWriter {
-    /// A writer for one ingest run; must be used from a blocking context inside a Tokio runtime.
-    pub fn new(lake: Lake, run_id: String, handle: Handle) -> Self {
+    /// A writer for one ingest run, with `encoders` threads encoding files; must be used from a
+    /// blocking context inside a Tokio runtime.
+    pub fn new(lake: Lake, run_id: String, handle: Handle, encoders: usize) -> Self {
         LakeWriter {
-            encoder: Some(Encoder::start(lake.clone(), handle.clone())),
+            encoder: Some(Encoder::start(lake.clone(), handle.clone(), encoders)),
             lake,
             handle,
             run_id,
@@ -412,30 +445,43 @@ impl LakeWriter {
         self.seq += 1;
         let path = StorePath::from(format!("{}/day={}/{}-{:05}.parquet", table.name(), day, self.run_id, self.seq));
         self.unsettled.insert(id.clone());
-        self.send(Job::Write { table: *table, path, batches })
+        self.send(Job { table: *table, path, batches })
     }
 
-    /// Hands a job to the encoder thread; when it has stopped, its error.
+    /// Hands a job to the encoder threads; when they have stopped, their error.
     fn send(&mut self, job: Job) -> Result<(), LakeError> {
         let enc = self.encoder.as_ref().ok_or_else(|| LakeError::Write {
             table: "(any)",
             msg: "the Parquet encoder stopped after an earlier error".into(),
         })?;
+        enc.pending.count.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
         if enc.jobs.send(job).is_ok() {
             return Ok(());
         }
-        let enc = self.encoder.take().expect("checked above");
+        self.stopped()
+    }
+
+    /// The encoder threads' error, once one has failed (they are waited for).
+    fn stopped(&mut self) -> Result<(), LakeError> {
+        let enc = self.encoder.take().expect("running");
         enc.join()?;
         Err(LakeError::Write { table: "(any)", msg: "the Parquet encoder stopped".into() })
     }
 
     /// Waits until every file flushed so far is stored.
     fn barrier(&mut self) -> Result<(), LakeError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.send(Job::Barrier(tx))?;
-        if rx.recv().is_err() {
-            // The encoder stopped before answering: its error.
-            self.send(Job::Barrier(std::sync::mpsc::channel().0))?;
+        let Some(enc) = self.encoder.as_ref() else {
+            return Err(LakeError::Write { table: "(any)", msg: "the Parquet encoder stopped".into() });
+        };
+        let failed = {
+            let mut c = enc.pending.count.lock().unwrap_or_else(|p| p.into_inner());
+            while c.0 > 0 && !c.1 {
+                c = enc.pending.settled.wait(c).unwrap_or_else(|p| p.into_inner());
+            }
+            c.1
+        };
+        if failed {
+            return self.stopped();
         }
         Ok(())
     }
