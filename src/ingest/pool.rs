@@ -24,7 +24,7 @@ pub(super) enum Done {
 
 fn work(mapper: &mut Mapper, job: Job) -> Done {
     match job {
-        Job::Lines(chunk) => Done::Lines(map_lines(mapper, &chunk)),
+        Job::Lines(chunk) => Done::Lines(map_lines(mapper, chunk)),
         Job::Values { first, values } => {
             let mut outcomes: Vec<Outcome> = Vec::with_capacity(values.len());
             for (k, v) in values.iter().enumerate() {

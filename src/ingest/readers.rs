@@ -22,6 +22,9 @@ impl From<LakeError> for FileError {
     }
 }
 
+/// The read buffer of an input file.
+const READ_BUF: usize = 64 << 10;
+
 /// Reads one file, finding its shape (CSV, a JSON array, one JSON document, JSON lines) from its
 /// first non-blank line. Returns `None` when the manifest shows it unchanged.
 pub(super) fn read_file(
@@ -48,10 +51,13 @@ pub(super) fn read_file(
     }
     run.summary.bytes += f.size - start.0;
     let counted = CountingReader { inner: f.open(start.0).map_err(FileError::Read)?, n: 0, bar: bar.clone() };
+    // A small buffer: chunks of lines are read past it straight into their own buffers (a read
+    // at least as large as the buffer skips it); only the tail of a chunk's last line and the
+    // first lines go through it.
     let mut reader: Box<dyn BufRead> = if f.gzip {
-        Box::new(std::io::BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(counted)))
+        Box::new(std::io::BufReader::with_capacity(READ_BUF, flate2::read::MultiGzDecoder::new(counted)))
     } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 20, counted))
+        Box::new(std::io::BufReader::with_capacity(READ_BUF, counted))
     };
     let display = f.display.clone();
     let mut first = Vec::new();
@@ -258,18 +264,24 @@ fn json_lines(
 ) -> Result<(u64, u64), FileError> {
     let mut consumed = 0u64;
     let mut carry = first;
+    // Chunk buffers come back from the mapping threads and are read into again: fresh ones of a
+    // few MB each would be pages the kernel zeroes for every chunk.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
-        let (chunk, err) = read_chunk(reader, std::mem::take(&mut carry), run.chunk_bytes);
+        let mut buf = spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.append(&mut carry);
+        let (chunk, err) = read_chunk(reader, buf, run.chunk_bytes);
         let done = chunk.is_empty() || err.is_some();
         if !chunk.is_empty() {
             // On one thread a chunk is mapped here; with a pool, the oldest result comes back
             // once enough chunks are in flight.
             let ready = match run.pool.as_mut() {
-                None => Some(map_lines(&mut run.mapper, &chunk)),
+                None => Some(map_lines(&mut run.mapper, chunk)),
                 Some(pool) => pool.submit(Job::Lines(chunk)).map(lines_of),
             };
             if let Some(out) = ready {
-                commit_lines(run, file, out, &mut line_no, &mut consumed)?;
+                spare.push(commit_lines(run, file, out, &mut line_no, &mut consumed)?);
             }
         }
         if done {
@@ -300,15 +312,17 @@ pub(super) struct LinesOut {
     lines: u64,
     /// Bytes consumed (all but an unterminated, unparsable last line).
     consumed: u64,
+    /// The chunk's buffer, to read the next chunk into.
+    chunk: Vec<u8>,
 }
 
 /// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
 /// numbered from 1 (the committing thread adds the lines before the chunk).
-pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
+pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
     let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
-    for line in chunk.split_inclusive(|&b| b == b'\n') {
+    for line in lines_of_chunk(&chunk) {
         line_no += 1;
         let terminated = line.last() == Some(&b'\n');
         let text = trim_bom(line.trim_ascii_end());
@@ -336,7 +350,22 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: &[u8]) -> LinesOut {
             }
         }
     }
-    LinesOut { prepared: Prepared::new(outcomes), lines: line_no, consumed }
+    LinesOut { prepared: Prepared::new(outcomes), lines: line_no, consumed, chunk }
+}
+
+/// The lines of a chunk, each with its `\n` (the last without, if the chunk does not end with
+/// one): `split_inclusive` found with `memchr` rather than byte by byte.
+fn lines_of_chunk(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= chunk.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i + 1);
+        let line = &chunk[start..end];
+        start = end;
+        Some(line)
+    })
 }
 
 /// Reads about `size` bytes of whole lines after `buf`'s. A read error keeps the whole lines read
@@ -364,11 +393,12 @@ fn commit_lines(
     out: LinesOut,
     line_no: &mut u64,
     consumed: &mut u64,
-) -> Result<(), LakeError> {
+) -> Result<Vec<u8>, LakeError> {
     let before = *line_no;
     *line_no += out.lines;
     *consumed += out.consumed;
-    run.commit_prepared(file, out.prepared?, before)
+    run.commit_prepared(file, out.prepared?, before)?;
+    Ok(out.chunk)
 }
 
 /// CSV with a header row: Log Analytics exports (`Type` column) or network alerts.
@@ -448,6 +478,16 @@ impl<R: Read> Read for CountingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::ArraySplitter;
+
+    /// The chunk's lines are `split_inclusive`'s: empty lines, a last line without `\n`, `\r\n`.
+    #[test]
+    fn lines_of_a_chunk_are_split_inclusive() {
+        for chunk in ["", "\n", "a", "a\n", "a\nb", "a\n\nb\n", "\n\n", "{\"x\":1}\r\n{}\n  \nlast"] {
+            let got: Vec<&[u8]> = super::lines_of_chunk(chunk.as_bytes()).collect();
+            let want: Vec<&[u8]> = chunk.as_bytes().split_inclusive(|&b| b == b'\n').collect();
+            assert_eq!(got, want, "{chunk:?}");
+        }
+    }
 
     /// Splits `input` fed in chunks of `size` bytes: the elements, and whether the array closed.
     fn split(input: &[u8], size: usize) -> (Vec<String>, bool) {
