@@ -672,3 +672,40 @@ async fn string_views_in_scans_change_no_result_and_no_type() {
     assert!(factories.len() == 2 && factories.iter().all(|f| f.contains("ViewReaderFactory")), "{factories:?}");
     assert!(adapters.iter().all(|a| a.contains("ViewFilterAdapterFactory")), "{adapters:?}");
 }
+
+/// A file that cannot be stored (every day's folder of `signins` is a file) fails the
+/// ingest with the store's error, whatever the number of mapping and encoding threads, whether
+/// the failure is met at a flush or while a reopened day waits for its files; it never hangs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_cannot_be_stored_fails_the_ingest_whatever_the_threads() {
+    let dir = tmp("store-fail-in");
+    let line = |day: u32, id: &str| {
+        format!(
+            r#"{{"time":"2026-01-{day:02}T03:04:05Z","category":"ServicePrincipalSignInLogs","properties":{{"id":"{id}","servicePrincipalId":"sp","ipAddress":"1.2.3.4","status":{{"errorCode":0}}}}}}"#
+        )
+    };
+    // Days of sign-ins, then the first day again: the writer keeps 48 days open, so the first is
+    // flushed, forgotten and reopened, waiting for the files written of it.
+    let mut lines: Vec<String> = (0..60).map(|d| line(1 + d % 28, &format!("id-{d}"))).collect();
+    lines.extend((0..60).map(|d| line(1 + d % 28, &format!("feb-{d}")).replace("2026-01-", "2026-02-")));
+    lines.push(line(1, "again"));
+    std::fs::write(dir.join("PT1H.json"), lines.join("\n")).unwrap();
+    for threads in [1, 2, 4] {
+        let lake_dir = tmp("store-fail-lake");
+        // Listing a day finds no Parquet file there; storing one in it fails.
+        std::fs::create_dir_all(lake_dir.join("signins")).unwrap();
+        for m in 1..=2 {
+            for d in 1..=28 {
+                std::fs::write(lake_dir.join(format!("signins/day=2026-{m:02}-{d:02}")), "not a folder").unwrap();
+            }
+        }
+        let lake = wisp::lake::Lake::open(&lake_dir.display().to_string()).unwrap();
+        let mut o = opts(vec![dir.display().to_string()]);
+        o.threads = threads;
+        let res = tokio::time::timeout(std::time::Duration::from_secs(120), wisp::ingest::ingest(&lake, &o))
+            .await
+            .unwrap_or_else(|_| panic!("the ingest hung with {threads} threads"));
+        let err = res.expect_err("nothing could be stored").to_string();
+        assert!(err.contains("signins"), "{threads} threads: {err}");
+    }
+}
