@@ -208,13 +208,19 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
     }
     let schema = table.schema();
     let n = rows.len();
+    // Each column's bytes of text, in one pass over the rows.
+    let mut bytes = vec![0usize; schema.fields().len()];
+    for r in rows {
+        for (b, c) in bytes.iter_mut().zip(&r.cells) {
+            if let Cell::Str(s, e) = c {
+                *b += (e - s) as usize;
+            }
+        }
+    }
     let mut builders = Vec::with_capacity(schema.fields().len());
     for (i, f) in schema.fields().iter().enumerate() {
         builders.push(match f.data_type() {
-            DataType::Utf8 => {
-                let bytes = rows.iter().map(|r| r.str(i).map_or(0, str::len)).sum();
-                B::Str(StringBuilder::with_capacity(n, bytes))
-            }
+            DataType::Utf8 => B::Str(StringBuilder::with_capacity(n, bytes[i])),
             DataType::Int64 => B::I64(Int64Builder::with_capacity(n)),
             ty @ DataType::Timestamp(TimeUnit::Microsecond, _) => {
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
