@@ -39,27 +39,27 @@ impl Enricher {
     }
 
     /// Fills `source_asn`/`source_as_org` from the ASN database, and `country`/`city` from the
-    /// geo database when the log has none.
-    pub(super) fn apply(&mut self, table: Table, row: &mut [Value]) {
+    /// geo database when the log has none; a row of `Value`s or a compact row alike.
+    pub(super) fn apply<R: EnrichRow + ?Sized>(&mut self, table: Table, row: &mut R) {
         let cols = EnrichCols::of(table);
         let (Some(ip_i), true) = (cols.ip, self.asn.is_some() || self.geo.is_some()) else {
             return;
         };
-        let Some(ip) = row[ip_i].as_str().and_then(wisp_udfs::ip::parse_ip) else {
+        let Some(ip) = row.text(ip_i).and_then(wisp_udfs::ip::parse_ip) else {
             return;
         };
         if let (Some(asn_i), Some(org_i)) = (cols.asn, cols.as_org) {
             if let Some(hit) = self.lookup_asn(ip) {
-                row[asn_i] = Value::from(hit.number);
-                row[org_i] = hit.organization.map(|o| Value::String(o.to_string())).unwrap_or(Value::Null);
+                row.put_int(asn_i, hit.number);
+                row.put_text(org_i, hit.organization.as_deref());
             }
         }
         if let (Some(c_i), Some(city_i)) = (cols.country, cols.city) {
-            if row[c_i].is_null() {
+            if row.null(c_i) {
                 if let Some(g) = self.lookup_geo(ip) {
-                    row[c_i] = g.country_iso.map(Value::String).unwrap_or(Value::Null);
-                    if row[city_i].is_null() {
-                        row[city_i] = g.city.map(Value::String).unwrap_or(Value::Null);
+                    row.put_text(c_i, g.country_iso.as_deref());
+                    if row.null(city_i) {
+                        row.put_text(city_i, g.city.as_deref());
                     }
                 }
             }
@@ -67,32 +67,42 @@ impl Enricher {
     }
 }
 
-impl Enricher {
-    /// [`Enricher::apply`] to a compact row.
-    pub(super) fn apply_compact(&mut self, table: Table, row: &mut CompactRow) {
-        let cols = EnrichCols::of(table);
-        let (Some(ip_i), true) = (cols.ip, self.asn.is_some() || self.geo.is_some()) else {
-            return;
-        };
-        let Some(ip) = row.str(ip_i).and_then(wisp_udfs::ip::parse_ip) else {
-            return;
-        };
-        if let (Some(asn_i), Some(org_i)) = (cols.asn, cols.as_org) {
-            if let Some(hit) = self.lookup_asn(ip) {
-                row.set_int(asn_i, hit.number);
-                row.set_opt_str(org_i, hit.organization.as_deref());
-            }
-        }
-        if let (Some(c_i), Some(city_i)) = (cols.country, cols.city) {
-            if row.is_null(c_i) {
-                if let Some(g) = self.lookup_geo(ip) {
-                    row.set_opt_str(c_i, g.country_iso.as_deref());
-                    if row.is_null(city_i) {
-                        row.set_opt_str(city_i, g.city.as_deref());
-                    }
-                }
-            }
-        }
+/// What enrichment reads and writes of a row, by column index.
+pub(super) trait EnrichRow {
+    fn text(&self, i: usize) -> Option<&str>;
+    fn null(&self, i: usize) -> bool;
+    fn put_int(&mut self, i: usize, v: i64);
+    /// Text, or null for `None`.
+    fn put_text(&mut self, i: usize, v: Option<&str>);
+}
+
+impl EnrichRow for [Value] {
+    fn text(&self, i: usize) -> Option<&str> {
+        self[i].as_str()
+    }
+    fn null(&self, i: usize) -> bool {
+        self[i].is_null()
+    }
+    fn put_int(&mut self, i: usize, v: i64) {
+        self[i] = Value::from(v);
+    }
+    fn put_text(&mut self, i: usize, v: Option<&str>) {
+        self[i] = v.map_or(Value::Null, |s| Value::String(s.to_string()));
+    }
+}
+
+impl EnrichRow for CompactRow {
+    fn text(&self, i: usize) -> Option<&str> {
+        self.str(i)
+    }
+    fn null(&self, i: usize) -> bool {
+        self.is_null(i)
+    }
+    fn put_int(&mut self, i: usize, v: i64) {
+        self.set_int(i, v);
+    }
+    fn put_text(&mut self, i: usize, v: Option<&str>) {
+        self.set_opt_str(i, v);
     }
 }
 

@@ -77,16 +77,19 @@ impl Row {
 /// The rows of one (table, day), as `Value`s or, when each is compact, as compact rows.
 fn rows_batch(table: Table, rows: Vec<Row>) -> Result<RecordBatch, LakeError> {
     if rows.iter().all(|r| matches!(r, Row::Compact(_))) {
-        let compact: Vec<CompactRow> = rows
-            .into_iter()
-            .map(|r| match r {
-                Row::Compact(c) => c,
-                Row::Values(_) => unreachable!("all compact"),
-            })
-            .collect();
+        let compact: Vec<CompactRow> =
+            rows.into_iter().filter_map(|r| if let Row::Compact(c) = r { Some(c) } else { None }).collect();
         return compact_rows_to_batch(table, &compact);
     }
     rows_to_batch(table, &rows.into_iter().map(Row::into_values).collect::<Vec<_>>())
+}
+
+/// A record's de-duplication key: its table and id, or its whole text when it has no id.
+fn key_of(table: Table, id: Option<&str>, raw: &str) -> i64 {
+    match id {
+        Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
+        None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
+    }
 }
 
 /// The rows of one (table, day) from one chunk of input, converted to Arrow on the thread that
@@ -206,15 +209,12 @@ impl Mapper {
 
     pub(super) fn place(&mut self, m: Mapped, raw: &str) -> Outcome {
         let Mapped { table, ts, dedup_id, mut row, ingested_at } = m;
-        let key = match &dedup_id {
-            Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
-            None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
-        };
+        let key = key_of(table, dedup_id.as_deref(), raw);
         row[0] = Value::from(ts);
         row[1] = Value::from(ingested_at.unwrap_or(self.now_us));
         row[2] = if self.keep_raw { Value::String(raw.to_string()) } else { Value::Null };
         row[3] = Value::from(key);
-        self.enricher.apply(table, &mut row);
+        self.enricher.apply(table, &mut row[..]);
         Outcome::Row { table, day: self.day_of(ts), key, row: Row::Values(row), bytes: raw.len() + 256 }
     }
 
@@ -222,15 +222,12 @@ impl Mapper {
     fn place_compact(&mut self, m: formats::typed::CompactSignin, raw: &str) -> Outcome {
         let formats::typed::CompactSignin { ts, id, mut row } = m;
         let table = Table::Signins;
-        let key = match &id {
-            Some(id) => fnv64(&[table.name().as_bytes(), id.as_bytes()]),
-            None => fnv64(&[table.name().as_bytes(), b"raw", raw.as_bytes()]),
-        };
+        let key = key_of(table, id.as_deref(), raw);
         row.set_int(0, ts);
         row.set_int(1, self.now_us);
         row.set_opt_str(2, self.keep_raw.then_some(raw));
         row.set_int(3, key);
-        self.enricher.apply_compact(table, &mut row);
+        self.enricher.apply(table, &mut row);
         Outcome::Row { table, day: self.day_of(ts), key, row: Row::Compact(row), bytes: raw.len() + 256 }
     }
 
