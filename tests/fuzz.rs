@@ -201,16 +201,16 @@ fn time_ip_watchlist_and_rule_parsers_never_panic() {
     }
 }
 
-/// The typed reader of diagnostic-settings sign-ins (`formats::typed`) either declines a line or
+/// The typed reader of diagnostic-settings sign-ins and Graph activity (`formats::typed`) either declines a line or
 /// maps it exactly as the general path does: over every line of the real fixtures and our samples,
 /// and over mutations of them (flipped bytes, a letter's case changed in a key or value).
 #[test]
-fn typed_sign_in_reader_agrees_with_the_general_path() {
-    use wisp::ingest::formats::{map_record, typed::diagnostic_signin, Format};
+fn typed_reader_agrees_with_the_general_path() {
+    use wisp::ingest::formats::{map_record, typed::diagnostic, Format};
     let mut lines: Vec<String> = seeds()
         .iter()
         .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l.contains("SignInLogs"))
+        .filter(|l| l.contains("SignInLogs") || l.contains("MicrosoftGraphActivityLogs"))
         .collect();
     // The Event Hub sample's records, one per line: the diagnostic-settings form itself (so the
     // test has lines the typed reader takes even where ../shared/fixtures is missing).
@@ -219,8 +219,13 @@ fn typed_sign_in_reader_agrees_with_the_general_path() {
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
     let envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
     lines.extend(envelope["records"].as_array().unwrap().iter().map(|r| r.to_string()));
+    // A Graph call as diagnostic settings write it (lists as lists, as text, null).
+    lines.push(
+        r#"{"time":"2026-11-19T10:56:07.5528720Z","resourceId":"/TENANTS/T-1/PROVIDERS/MICROSOFT.AADIAM","operationName":"Microsoft Graph Activity","operationVersion":"v1.0","category":"MicrosoftGraphActivityLogs","tenantId":"t-1","resultSignature":"200","durationMs":12,"callerIpAddress":"2a02:cf40::6fc6","correlationId":"r-1","Level":4,"location":"West Europe","properties":{"timeGenerated":"2026-11-19T10:56:07.1234567Z","location":"West Europe","requestId":"r-1","operationId":"r-1","clientRequestId":"c-1","apiVersion":"v1.0","requestMethod":"GET","responseStatusCode":200,"tenantId":"t-1","durationMs":462,"responseSizeBytes":364,"signInActivityId":"s-1","roles":["Mail.Read","User.Read.All",""],"scopes":null,"wids":"w-1 w-2","ipAddress":"2a02:cf40:0::6fc6","userAgent":"python-requests/2.31","requestUri":"https://graph.microsoft.com/v1.0/users/u-1/messages?$top=1","appId":"app-1","servicePrincipalId":"sp-1","userId":null,"clientAuthMethod":"2","tokenIssuedAt":"2026-11-19T10:51:07Z","identityProvider":"https://sts.windows.net/t-1/"}}"#
+            .to_string(),
+    );
     let check = |line: &str| -> bool {
-        let Some(m) = diagnostic_signin(line) else { return false };
+        let Some(m) = diagnostic(line) else { return false };
         let v: serde_json::Value = serde_json::from_str(line).expect("the typed reader took valid JSON");
         let g = map_record(&v, Format::Auto).unwrap_or_else(|e| panic!("general path rejects ({e}): {line}"));
         assert_eq!(
@@ -230,12 +235,17 @@ fn typed_sign_in_reader_agrees_with_the_general_path() {
         );
         true
     };
-    // Every diagnostic-settings sign-in line of the seeds (the others are ECS, Log Analytics, CSV
-    // or expected outputs) takes the typed path.
+    // Every diagnostic-settings sign-in and Graph activity line of the seeds (the others are ECS,
+    // Log Analytics, CSV or expected outputs) takes the typed path.
     let diagnostic = lines.iter().filter(|l| l.trim_start().starts_with('{') && l.contains("\"properties\"")).count();
     let took = lines.iter().filter(|l| check(l)).count();
-    eprintln!("typed reader took {took} of {} sign-in lines ({diagnostic} in diagnostic-settings form)", lines.len());
+    let graph = lines.iter().filter(|l| l.contains("MicrosoftGraphActivityLogs") && check(l)).count();
+    eprintln!(
+        "typed reader took {took} of {} sign-in and Graph lines ({diagnostic} in diagnostic-settings form, {graph} Graph)",
+        lines.len()
+    );
     assert!(took > 0 && took >= diagnostic.saturating_sub(2), "the typed reader declined real records");
+    assert!(graph > 0, "the typed reader took no Graph call");
     let mut r = rng();
     for _ in 0..cases() * 20 {
         let mut b = lines[below(&mut r, lines.len())].clone().into_bytes();

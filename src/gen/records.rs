@@ -406,7 +406,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<Value>(&buf[1..]).unwrap(), want);
             // Ingest's typed reader takes it (the generator's lake is then written at ingest's
             // speed), with the row the general path gives.
-            let typed = crate::ingest::formats::typed::diagnostic_signin(&buf[1..]);
+            let typed = crate::ingest::formats::typed::diagnostic(&buf[1..]);
             let general = crate::ingest::formats::map_record(&want, crate::ingest::formats::Format::Auto);
             let general = general.unwrap_or_else(|e| panic!("record {k}: {e:?}"));
             match typed {

@@ -181,6 +181,15 @@ impl Mapper {
             Generated::Value(v) => {
                 let raw =
                     if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+                // A tree of a category the typed reader reads (Graph calls), whose text is made
+                // anyway: read as that text, as the line of an export would be.
+                let typed = self.keep_raw
+                    && matches!(self.format, Format::Auto | Format::Diagnostic)
+                    && v.get("category").and_then(Value::as_str).is_some_and(formats::typed::reads_category);
+                if let Some(m) = typed.then(|| formats::typed::diagnostic_compact(&raw)).flatten() {
+                    out.push(self.place_compact(m, &raw));
+                    return;
+                }
                 out.push(self.record(pos, v, &raw))
             }
             Generated::Line(line) => {
@@ -192,12 +201,12 @@ impl Mapper {
     }
 
     /// One JSON text (a line of an export, a generated record): the typed reader's row when it is
-    /// sure of the shape (diagnostic-settings sign-ins), else parsed and mapped, an envelope's
+    /// sure of the shape (diagnostic-settings sign-ins and Graph calls), else parsed and mapped, an envelope's
     /// records each. The error is the parse's: the caller sets the text aside at `pos`.
     pub(super) fn text(&mut self, pos: Pos, text: &str, out: &mut Vec<Outcome>) -> Result<(), serde_json::Error> {
         let text = text.trim_end();
         if matches!(self.format, Format::Auto | Format::Diagnostic) {
-            if let Some(m) = formats::typed::diagnostic_signin_compact(text) {
+            if let Some(m) = formats::typed::diagnostic_compact(text) {
                 out.push(self.place_compact(m, text));
                 return Ok(());
             }
@@ -218,10 +227,9 @@ impl Mapper {
         Outcome::Row { table, day: self.day_of(ts), key, row: Row::Values(row), bytes: raw.len() + 256 }
     }
 
-    /// [`Mapper::place`] for a sign-in the typed reader read: the same row, kept compact.
-    fn place_compact(&mut self, m: formats::typed::CompactSignin, raw: &str) -> Outcome {
-        let formats::typed::CompactSignin { ts, id, mut row } = m;
-        let table = Table::Signins;
+    /// [`Mapper::place`] for a record the typed reader read: the same row, kept compact.
+    fn place_compact(&mut self, m: formats::typed::CompactMapped, raw: &str) -> Outcome {
+        let formats::typed::CompactMapped { table, ts, id, mut row } = m;
         let key = key_of(table, id.as_deref(), raw);
         row.set_int(0, ts);
         row.set_int(1, self.now_us);
@@ -532,11 +540,12 @@ mod tests {
     /// table, day, key and bytes, and a compact row whose values are the general row (the raw line
     /// kept or left out, the ingest time, the key).
     #[test]
-    fn a_compact_sign_in_is_placed_as_the_general_path_places_it() {
+    fn a_compact_row_is_placed_as_the_general_path_places_it() {
         let line = r#"{"time":"2026-11-19T10:56:07.5528720Z","category":"ServicePrincipalSignInLogs","operationName":"Sign-in activity","callerIpAddress":"11.4.120.85","resultType":"0","tenantId":"t-1","properties":{"id":"id-1","createdDateTime":"2026-11-19T10:56:07.5528720Z","servicePrincipalId":"sp-1","appId":"app-1","ipAddress":"11.4.120.85","status":{"errorCode":7000215,"failureReason":"bad secret"},"isInteractive":false,"autonomousSystemNumber":8075}}"#;
         let no_id = line.replace(r#""id":"id-1","#, "");
+        let graph = r#"{"time":"2026-11-19T10:56:07.5528720Z","category":"MicrosoftGraphActivityLogs","callerIpAddress":"11.4.120.85","tenantId":"t-1","properties":{"requestId":"r-1","timeGenerated":"2026-11-19T10:56:07Z","servicePrincipalId":"sp-1","appId":"app-1","ipAddress":"11.4.120.85","requestMethod":"GET","roles":["a","b"],"responseStatusCode":200,"clientAuthMethod":"2","responseSizeBytes":364}}"#;
         for keep_raw in [true, false] {
-            for text in [line, no_id.as_str()] {
+            for text in [line, no_id.as_str(), graph] {
                 let mut m = Mapper::new(Enricher::new(None, None), Format::Auto, keep_raw, 1_700_000_000_000_000);
                 let mut typed = Vec::new();
                 m.text(Pos::Line(1), text, &mut typed).unwrap();
@@ -555,6 +564,34 @@ mod tests {
                 assert_eq!(r1, r2, "keep_raw {keep_raw}: {text}");
                 assert_eq!(r1[2].as_str(), keep_raw.then_some(text));
             }
+        }
+    }
+
+    /// A generated Graph call (a tree) is read as its text by the typed reader, to the row the
+    /// general path makes of the tree; a tree of another category stays on the general path.
+    #[test]
+    fn a_generated_graph_call_takes_the_typed_reader() {
+        let graph: Value = serde_json::json!({"time": "2026-11-19T10:56:07Z", "category": "MicrosoftGraphActivityLogs",
+            "callerIpAddress": "11.4.120.85", "properties": {"requestId": "r-1", "servicePrincipalId": "sp-1",
+            "roles": ["a", "b"], "responseStatusCode": 200, "timeGenerated": "2026-11-19T10:56:07Z"}});
+        let mut audit = graph.clone();
+        audit["category"] = Value::from("AuditLogs");
+        audit["properties"] = serde_json::json!({"id": "a-1", "activityDisplayName": "Add service principal"});
+        for (v, compact) in [(graph, true), (audit, false)] {
+            let mut m = Mapper::new(Enricher::new(None, None), Format::Auto, true, 1_700_000_000_000_000);
+            let mut out = Vec::new();
+            m.generated(Pos::Line(1), &Generated::Value(v.clone()), &mut out);
+            let raw = serde_json::to_string(&v).unwrap();
+            let general = m.record(Pos::Line(1), &v, &raw);
+            let ([Outcome::Row { key: k1, row: r1, .. }], Outcome::Row { key: k2, row: r2, .. }) =
+                (&mut out[..], general)
+            else {
+                panic!("expected rows");
+            };
+            assert_eq!(matches!(r1, Row::Compact(_)), compact);
+            assert_eq!(*k1, k2);
+            let r1 = std::mem::replace(r1, Row::Values(Vec::new())).into_values();
+            assert_eq!(r1, r2.into_values());
         }
     }
 }

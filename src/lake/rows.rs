@@ -197,12 +197,13 @@ impl CompactRow {
 
 /// The batch [`rows_to_batch`] makes of the rows' [`CompactRow::to_values`], built straight from
 /// the cells when every cell is of its column's plain type (text in Utf8, integers in Int64 or
-/// timestamp columns, booleans in Boolean), else through the values.
+/// timestamp columns or within range in Int32, booleans in Boolean), else through the values.
 pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<RecordBatch, LakeError> {
-    use arrow::array::{BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+    use arrow::array::{BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
     enum B {
         Str(StringBuilder),
         I64(Int64Builder),
+        I32(Int32Builder),
         Ts(TimestampMicrosecondBuilder),
         Bool(BooleanBuilder),
     }
@@ -222,6 +223,7 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
         builders.push(match f.data_type() {
             DataType::Utf8 => B::Str(StringBuilder::with_capacity(n, bytes[i])),
             DataType::Int64 => B::I64(Int64Builder::with_capacity(n)),
+            DataType::Int32 => B::I32(Int32Builder::with_capacity(n)),
             ty @ DataType::Timestamp(TimeUnit::Microsecond, _) => {
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
             }
@@ -236,6 +238,8 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
                 (B::Str(b), Cell::Str(s, e)) => b.append_value(&r.text[s as usize..e as usize]),
                 (B::I64(b), Cell::Null) => b.append_null(),
                 (B::I64(b), Cell::Int(v)) => b.append_value(v),
+                (B::I32(b), Cell::Null) => b.append_null(),
+                (B::I32(b), Cell::Int(v)) if i32::try_from(v).is_ok() => b.append_value(v as i32),
                 (B::Ts(b), Cell::Null) => b.append_null(),
                 (B::Ts(b), Cell::Int(v)) => b.append_value(v),
                 (B::Bool(b), Cell::Null) => b.append_null(),
@@ -250,6 +254,7 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
             match b {
                 B::Str(mut b) => Arc::new(b.finish()),
                 B::I64(mut b) => Arc::new(b.finish()),
+                B::I32(mut b) => Arc::new(b.finish()),
                 B::Ts(mut b) => Arc::new(b.finish()),
                 B::Bool(mut b) => Arc::new(b.finish()),
             }
@@ -300,5 +305,22 @@ mod tests {
             compact_rows_to_batch(t, &rows).map_err(|e| e.to_string()),
             rows_to_batch(t, &values).map_err(|e| e.to_string())
         );
+        // Int32 columns: in range directly; out of range through the values (as before).
+        let g = Table::GraphActivity;
+        let code = g.col("response_status_code").unwrap();
+        for v in [Some(200), None, Some(i64::from(i32::MAX) + 1)] {
+            let mut a = CompactRow::new(g, 0);
+            a.set_int(0, 1_700_000_000_000_000);
+            a.set_int(1, 1_700_000_000_000_001);
+            a.set_int(3, 1);
+            a.set_opt_int(code, v);
+            let rows = vec![a];
+            let values: Vec<Vec<Value>> = rows.iter().map(CompactRow::to_values).collect();
+            assert_eq!(
+                compact_rows_to_batch(g, &rows).map_err(|e| e.to_string()),
+                rows_to_batch(g, &values).map_err(|e| e.to_string()),
+                "{v:?}"
+            );
+        }
     }
 }

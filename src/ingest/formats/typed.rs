@@ -1,6 +1,9 @@
-//! A typed reader for the hottest record shape: a sign-in in diagnostic-settings form (storage
-//! account JSON lines, `{"time", "category": "…SignInLogs", "properties": {…}, …}`), read straight
-//! from the line's text into a row, without a `serde_json::Value` tree or lenient lookups.
+//! A typed reader for the hottest record shapes: sign-ins and Graph activity in diagnostic-settings
+//! form (storage account JSON lines, `{"time", "category": "…SignInLogs" or
+//! "MicrosoftGraphActivityLogs", "properties": {…}, …}`), read straight from the line's text into a
+//! row, without a `serde_json::Value` tree or lenient lookups. The category must come before the
+//! properties (it does in Azure's exports): it says how they are read; any other category stops
+//! the reader at once.
 //!
 //! It maps a record exactly as [`super::entra::from_diagnostic`] does, or not at all: anything it
 //! is not sure of (a key that differs from the expected one only in case or underscores, a string
@@ -310,6 +313,182 @@ props! {
     created_at = "created_at",
 }
 
+/// `roles`, `scopes`, `wids` of a Graph call: a list of scalars or one scalar (`join_list`).
+#[derive(Default)]
+enum ListOr<'a> {
+    #[default]
+    Absent,
+    One(Scalar<'a>),
+    List(Vec<Scalar<'a>>),
+}
+
+impl<'de> de::Deserialize<'de> for ListOr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListOr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON scalar or a list of them")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(ListOr::List(out))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::Str(Cow::Borrowed(s))))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::Str(Cow::Owned(s.to_string()))))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::Str(Cow::Owned(s))))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::I64(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(ListOr::One(match i64::try_from(n) {
+                    Ok(n) => Scalar::I64(n),
+                    Err(_) => Scalar::U64(n),
+                }))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::F64(f)))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::Bool(b)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ListOr::One(Scalar::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ListOr<'_> {
+    /// `join_list(get(…))`: a list's items as text joined by spaces (an empty list is empty
+    /// text), a scalar as [`Scalar::text`], null or absent → None.
+    fn joined(&self) -> Result<Option<Cow<'_, str>>, Unsure> {
+        match self {
+            ListOr::Absent => Ok(None),
+            ListOr::One(s) => s.text_cow(),
+            ListOr::List(items) => {
+                let mut out = String::new();
+                for item in items {
+                    if let Some(t) = item.text_cow()? {
+                        if !out.is_empty() {
+                            out.push(' ');
+                        }
+                        out.push_str(&t);
+                    }
+                }
+                Ok(Some(Cow::Owned(out)))
+            }
+        }
+    }
+}
+
+/// The Graph activity properties `entra::graph_activity` reads, by their exact names.
+#[derive(Default)]
+struct GraphProps<'a> {
+    request_id: Scalar<'a>,
+    id: Scalar<'a>,
+    operation_id: Scalar<'a>,
+    tenant_id: Scalar<'a>,
+    app_id: Scalar<'a>,
+    service_principal_id: Scalar<'a>,
+    user_id: Scalar<'a>,
+    ip_address: Scalar<'a>,
+    request_method: Scalar<'a>,
+    request_uri: Scalar<'a>,
+    sign_in_activity_id: Scalar<'a>,
+    roles: ListOr<'a>,
+    scopes: ListOr<'a>,
+    wids: ListOr<'a>,
+    user_agent: Scalar<'a>,
+    response_size_bytes: Scalar<'a>,
+    duration_ms: Scalar<'a>,
+    response_status_code: Scalar<'a>,
+    client_auth_method: Scalar<'a>,
+    time_generated: Scalar<'a>,
+}
+
+/// Every name the general path looks up in Graph activity properties, as [`folded`] hashes.
+fn graph_names() -> &'static [u64] {
+    static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        folded(&[
+            "requestId",
+            "id",
+            "operationId",
+            "tenantId",
+            "appId",
+            "servicePrincipalId",
+            "userId",
+            "ipAddress",
+            "requestMethod",
+            "requestUri",
+            "signInActivityId",
+            "roles",
+            "scopes",
+            "wids",
+            "userAgent",
+            "responseSizeBytes",
+            "durationMs",
+            "responseStatusCode",
+            "clientAuthMethod",
+            "timeGenerated",
+            "time_generated",
+        ])
+    })
+}
+
+impl<'de> de::Deserialize<'de> for GraphProps<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GraphProps<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Graph activity properties object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = GraphProps::default();
+                while let Some(k) = map.next_key::<&'de str>()? {
+                    match k {
+                        "requestId" => out.request_id = map.next_value()?,
+                        "id" => out.id = map.next_value()?,
+                        "operationId" => out.operation_id = map.next_value()?,
+                        "tenantId" => out.tenant_id = map.next_value()?,
+                        "appId" => out.app_id = map.next_value()?,
+                        "servicePrincipalId" => out.service_principal_id = map.next_value()?,
+                        "userId" => out.user_id = map.next_value()?,
+                        "ipAddress" => out.ip_address = map.next_value()?,
+                        "requestMethod" => out.request_method = map.next_value()?,
+                        "requestUri" => out.request_uri = map.next_value()?,
+                        "signInActivityId" => out.sign_in_activity_id = map.next_value()?,
+                        "roles" => out.roles = map.next_value()?,
+                        "scopes" => out.scopes = map.next_value()?,
+                        "wids" => out.wids = map.next_value()?,
+                        "userAgent" => out.user_agent = map.next_value()?,
+                        "responseSizeBytes" => out.response_size_bytes = map.next_value()?,
+                        "durationMs" => out.duration_ms = map.next_value()?,
+                        "responseStatusCode" => out.response_status_code = map.next_value()?,
+                        "clientAuthMethod" => out.client_auth_method = map.next_value()?,
+                        "timeGenerated" => out.time_generated = map.next_value()?,
+                        _ => unknown(&mut map, k, graph_names())?,
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// The envelope's fields `from_diagnostic` reads, and what makes a record something else.
 #[derive(Default)]
 struct Top<'a> {
@@ -320,7 +499,40 @@ struct Top<'a> {
     operation_name: Scalar<'a>,
     result_type: Scalar<'a>,
     correlation_id: Scalar<'a>,
-    properties: Option<Props<'a>>,
+    properties: Option<PropsOf<'a>>,
+}
+
+/// The properties of a record whose category the typed reader knows.
+enum PropsOf<'a> {
+    Signin(Box<Props<'a>>),
+    Graph(Box<GraphProps<'a>>),
+}
+
+/// Whether the typed reader reads records of this diagnostic-settings category.
+pub fn reads_category(category: &str) -> bool {
+    kind_of_str(category).is_some()
+}
+
+/// The kinds of record the typed reader reads, by their diagnostic-settings category.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Signin,
+    Graph,
+}
+
+fn kind_of(category: &Scalar) -> Option<Kind> {
+    let Scalar::Str(c) = category else { return None };
+    kind_of_str(c)
+}
+
+fn kind_of_str(c: &str) -> Option<Kind> {
+    if super::entra::SIGNIN_CATEGORIES.iter().any(|k| k.eq_ignore_ascii_case(c)) {
+        Some(Kind::Signin)
+    } else if c.eq_ignore_ascii_case("MicrosoftGraphActivityLogs") {
+        Some(Kind::Graph)
+    } else {
+        None
+    }
 }
 
 /// Keys that make a record another format or an envelope (`formats::detect`, `envelope::items`).
@@ -351,13 +563,28 @@ impl<'de> de::Deserialize<'de> for Top<'de> {
                 while let Some(k) = map.next_key::<&'de str>()? {
                     match k {
                         "time" => out.time = map.next_value()?,
-                        "category" => out.category = map.next_value()?,
+                        // Another category: the general path reads it, and the typed reader stops
+                        // here rather than read the rest of the line for nothing.
+                        "category" => {
+                            out.category = map.next_value()?;
+                            if kind_of(&out.category).is_none() {
+                                return Err(de::Error::custom("a category the typed reader does not read"));
+                            }
+                        }
                         "callerIpAddress" => out.caller_ip = map.next_value()?,
                         "tenantId" => out.tenant_id = map.next_value()?,
                         "operationName" => out.operation_name = map.next_value()?,
                         "resultType" => out.result_type = map.next_value()?,
                         "correlationId" => out.correlation_id = map.next_value()?,
-                        "properties" => out.properties = Some(map.next_value()?),
+                        // The properties are read as their category says: it must come first (as
+                        // it does in Azure's exports), else the general path reads the record.
+                        "properties" => {
+                            out.properties = Some(match kind_of(&out.category) {
+                                Some(Kind::Signin) => PropsOf::Signin(map.next_value()?),
+                                Some(Kind::Graph) => PropsOf::Graph(map.next_value()?),
+                                None => return Err(de::Error::custom("properties before the category")),
+                            })
+                        }
                         // Read by the general path only for other categories.
                         "resourceId" | "workflowId" => {
                             map.next_value::<IgnoredAny>()?;
@@ -392,26 +619,37 @@ fn top_names() -> &'static [u64] {
     })
 }
 
-/// The row of a diagnostic-settings sign-in line, as `map_record` would make it, or `None` when
-/// the record should take the general path.
-pub fn diagnostic_signin(line: &str) -> Option<Mapped> {
-    let m = diagnostic_signin_compact(line)?;
-    Some(Mapped { table: Table::Signins, ts: m.ts, dedup_id: m.id, row: m.row.to_values(), ingested_at: None })
+/// The row of a diagnostic-settings sign-in or Graph activity line, as `map_record` would make
+/// it, or `None` when the record should take the general path.
+pub fn diagnostic(line: &str) -> Option<Mapped> {
+    let m = diagnostic_compact(line)?;
+    Some(Mapped { table: m.table, ts: m.ts, dedup_id: m.id, row: m.row.to_values(), ingested_at: None })
 }
 
-/// A sign-in read by the typed reader: its time, its id and its row (`ts`, `ingested_at`, `raw`
+/// A record read by the typed reader: its table, time, id and row (`ts`, `ingested_at`, `raw`
 /// and `_key` left null for the caller, as in [`Mapped`]).
-pub struct CompactSignin {
+pub struct CompactMapped {
+    pub table: Table,
     pub ts: i64,
     pub id: Option<String>,
     pub row: CompactRow,
 }
 
-/// [`diagnostic_signin`]'s row as a [`CompactRow`] (no `Value` built), with room for `extra` more
-/// bytes of text (the raw line the caller adds).
-pub fn diagnostic_signin_compact(line: &str) -> Option<CompactSignin> {
+/// [`diagnostic`]'s row as a [`CompactRow`] (no `Value` built), with room for the raw line that
+/// the caller adds.
+pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
     let top: Top = serde_json::from_str(line).ok()?;
-    signin_row(&top, line.len()).ok()
+    // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
+    if matches!(top.time, Scalar::Absent) {
+        return None;
+    }
+    // The category that chose how the properties were read is still the record's (a duplicate
+    // key may have changed it).
+    match (&top.properties, kind_of(&top.category)?) {
+        (Some(PropsOf::Signin(q)), Kind::Signin) => signin_row(&top, q, line.len()).ok(),
+        (Some(PropsOf::Graph(q)), Kind::Graph) => graph_row(&top, q, line.len()).ok(),
+        _ => None,
+    }
 }
 
 /// The sign-in table's columns the typed reader sets, found once.
@@ -481,17 +719,9 @@ fn cols() -> &'static Cols {
     })
 }
 
-fn signin_row(top: &Top, extra: usize) -> Result<CompactSignin, Unsure> {
-    // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
-    if matches!(top.time, Scalar::Absent) || matches!(top.category, Scalar::Absent) {
-        return Err(Unsure);
-    }
-    let Some(q) = &top.properties else { return Err(Unsure) };
+fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsure> {
     let Scalar::Str(category) = &top.category else { return Err(Unsure) };
     let canonical = canonical_signin_category(category);
-    if !super::entra::SIGNIN_CATEGORIES.contains(&canonical.as_str()) {
-        return Err(Unsure);
-    }
     let c = cols();
     // The properties' text is at most the line's; `extra` is room for the raw line itself.
     let mut r = CompactRow::new(Table::Signins, extra + extra / 2);
@@ -563,7 +793,99 @@ fn signin_row(top: &Top, extra: usize) -> Result<CompactSignin, Unsure> {
     if !crate::time::in_range(ts) {
         return Err(Unsure);
     }
-    Ok(CompactSignin { ts, id, row: r })
+    Ok(CompactMapped { table: Table::Signins, ts, id, row: r })
+}
+
+/// The Graph activity table's columns the typed reader sets, found once.
+struct GraphCols {
+    id: usize,
+    operation_id: usize,
+    tenant_id: usize,
+    app_id: usize,
+    service_principal_id: usize,
+    user_id: usize,
+    source_ip: usize,
+    request_method: usize,
+    request_uri: usize,
+    sign_in_activity_id: usize,
+    roles: usize,
+    scopes: usize,
+    wids: usize,
+    user_agent: usize,
+    response_size_bytes: usize,
+    duration_ms: usize,
+    response_status_code: usize,
+    client_auth_method: usize,
+}
+
+fn graph_cols() -> &'static GraphCols {
+    static COLS: OnceLock<GraphCols> = OnceLock::new();
+    COLS.get_or_init(|| {
+        let t = Table::GraphActivity;
+        let c = |n: &str| t.col(n).unwrap_or_else(|| panic!("graph_activity has no column {n}"));
+        GraphCols {
+            id: c("id"),
+            operation_id: c("operation_id"),
+            tenant_id: c("tenant_id"),
+            app_id: c("app_id"),
+            service_principal_id: c("service_principal_id"),
+            user_id: c("user_id"),
+            source_ip: c("source_ip"),
+            request_method: c("request_method"),
+            request_uri: c("request_uri"),
+            sign_in_activity_id: c("sign_in_activity_id"),
+            roles: c("roles"),
+            scopes: c("scopes"),
+            wids: c("wids"),
+            user_agent: c("user_agent"),
+            response_size_bytes: c("response_size_bytes"),
+            duration_ms: c("duration_ms"),
+            response_status_code: c("response_status_code"),
+            client_auth_method: c("client_auth_method"),
+        }
+    })
+}
+
+/// `entra::graph_activity` over the typed properties.
+fn graph_row(top: &Top, q: &GraphProps, extra: usize) -> Result<CompactMapped, Unsure> {
+    let c = graph_cols();
+    let mut r = CompactRow::new(Table::GraphActivity, extra + extra / 2);
+    let id = first(&[&q.request_id, &q.id]).text()?;
+    r.set_opt_str(c.id, id.as_deref());
+    let text = |r: &mut CompactRow, i: usize, v: &Scalar| -> Result<(), Unsure> {
+        r.set_opt_str(i, v.text_cow()?.as_deref());
+        Ok(())
+    };
+    text(&mut r, c.operation_id, &q.operation_id)?;
+    match q.tenant_id.text_cow()? {
+        Some(t) => r.set_str(c.tenant_id, &t),
+        None => r.set_opt_str(c.tenant_id, top.tenant_id.text_cow()?.as_deref()),
+    }
+    text(&mut r, c.app_id, &q.app_id)?;
+    text(&mut r, c.service_principal_id, &q.service_principal_id)?;
+    text(&mut r, c.user_id, &q.user_id)?;
+    // No ECS address in diagnostic settings: the property, else the caller's.
+    let ip = match q.ip_address.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
+        Some(ip) => Some(ip),
+        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
+    };
+    r.set_opt_str(c.source_ip, ip.as_deref());
+    text(&mut r, c.request_method, &q.request_method)?;
+    text(&mut r, c.request_uri, &q.request_uri)?;
+    text(&mut r, c.sign_in_activity_id, &q.sign_in_activity_id)?;
+    r.set_opt_str(c.roles, q.roles.joined()?.as_deref());
+    r.set_opt_str(c.scopes, q.scopes.joined()?.as_deref());
+    r.set_opt_str(c.wids, q.wids.joined()?.as_deref());
+    text(&mut r, c.user_agent, &q.user_agent)?;
+    r.set_opt_int(c.response_size_bytes, q.response_size_bytes.int());
+    r.set_opt_int(c.duration_ms, q.duration_ms.int());
+    r.set_opt_int(c.response_status_code, q.response_status_code.int());
+    r.set_opt_int(c.client_auth_method, q.client_auth_method.int());
+    let ts = q.time_generated.time().or_else(|| top.time.time()).ok_or(Unsure)?;
+    if !crate::time::in_range(ts) {
+        return Err(Unsure);
+    }
+    Ok(CompactMapped { table: Table::GraphActivity, ts, id, row: r })
 }
 
 #[cfg(test)]
@@ -576,7 +898,7 @@ mod tests {
     /// The typed path either declines or gives exactly the general path's row. Returns whether it
     /// took the line.
     fn agrees(line: &str) -> bool {
-        let typed = diagnostic_signin(line);
+        let typed = diagnostic(line);
         let Some(m) = typed else { return false };
         let v: Value = serde_json::from_str(line).expect("the typed path took valid JSON");
         let g = map_record(&v, Format::Auto)
@@ -732,5 +1054,104 @@ mod tests {
         // Most variants stay typed (the test would pass vacuously otherwise).
         assert!(took > lines.len() / 2, "typed path took {took} of {}", lines.len());
         assert!(agrees(&base().to_string()));
+    }
+
+    fn graph_base() -> Value {
+        json!({
+            "time": "2026-11-19T10:56:07.5528720Z", "category": "MicrosoftGraphActivityLogs",
+            "operationName": "Microsoft Graph Activity", "callerIpAddress": "11.4.120.85", "tenantId": "t-1",
+            "correlationId": "r-1", "durationMs": 9, "Level": 4, "resultSignature": "200",
+            "resourceId": "/TENANTS/T-1/PROVIDERS/MICROSOFT.AADIAM",
+            "properties": {
+                "requestId": "r-1", "operationId": "r-1", "timeGenerated": "2026-11-19T10:56:07.1234567Z",
+                "tenantId": "t-1", "appId": "app-1", "servicePrincipalId": "sp-1", "userId": null,
+                "ipAddress": "11.4.120.85", "requestMethod": "GET",
+                "requestUri": "https://graph.microsoft.com/v1.0/users", "signInActivityId": "s-1",
+                "roles": "User.Read.All Mail.Read", "scopes": null, "wids": ["w-1", "w-2"],
+                "userAgent": "python-requests/2.31", "responseSizeBytes": 364, "durationMs": 462,
+                "responseStatusCode": 200, "clientAuthMethod": "1", "apiVersion": "v1.0"
+            }
+        })
+    }
+
+    #[test]
+    fn typed_graph_calls_equal_the_general_path() {
+        let mut lines = vec![graph_base().to_string()];
+        let scalars = [
+            json!(null),
+            json!(""),
+            json!(42),
+            json!(-7),
+            json!(4_000_000_000i64),
+            json!(18446744073709551615u64),
+            json!(1.5),
+            json!(true),
+            json!(" 7 "),
+            json!("a\"b\\c\u{e9}"),
+            json!({}),
+            json!([]),
+            json!(["a", "", null, 7, true]),
+            json!(["a", 1.5]),
+            json!(["a", {"b": 1}]),
+            json!("2026-11-19T10:00:00Z"),
+            json!("::ffff:10.0.0.1"),
+        ];
+        let prop_keys: Vec<String> = graph_base()["properties"].as_object().unwrap().keys().cloned().collect();
+        for key in prop_keys.iter().map(String::as_str).chain(["id", "time_generated"]) {
+            for v in &scalars {
+                let mut r = graph_base();
+                r["properties"][key] = v.clone();
+                lines.push(r.to_string());
+            }
+            for other in [key.to_ascii_uppercase(), key.to_ascii_lowercase(), format!("_{key}")] {
+                let mut r = graph_base();
+                let p = r["properties"].as_object_mut().unwrap();
+                if let Some(v) = p.remove(key) {
+                    p.insert(other, v);
+                }
+                lines.push(r.to_string());
+            }
+            let mut r = graph_base();
+            r["properties"].as_object_mut().unwrap().remove(key);
+            lines.push(r.to_string());
+        }
+        for key in ["time", "category", "callerIpAddress", "tenantId", "properties"] {
+            for v in &scalars {
+                let mut r = graph_base();
+                r[key] = v.clone();
+                lines.push(r.to_string());
+            }
+            let mut r = graph_base();
+            r.as_object_mut().unwrap().remove(key);
+            lines.push(r.to_string());
+        }
+        // No request id nor time in the properties: the id and the envelope's time.
+        let mut r = graph_base();
+        let p = r["properties"].as_object_mut().unwrap();
+        p.remove("requestId");
+        p.remove("timeGenerated");
+        p.insert("id".into(), json!("i-1"));
+        lines.push(r.to_string());
+        let b = graph_base().to_string();
+        // The category's case, a sign-in's properties under Graph's category, and the category
+        // after the properties (declined: the general path reads it).
+        lines.push(b.replace("MicrosoftGraphActivityLogs", "microsoftgraphactivitylogs"));
+        let no_category = b.replace("\"category\":\"MicrosoftGraphActivityLogs\",", "");
+        let trimmed = &no_category[..no_category.len() - 1];
+        lines.push(format!("{trimmed},\"category\":\"MicrosoftGraphActivityLogs\"}}"));
+        lines.push(b.replacen("\"properties\":{", "\"properties\":{\"requestId\":\"first\",", 1));
+        let mut took = 0;
+        for line in &lines {
+            if agrees(line) {
+                took += 1;
+            }
+        }
+        assert!(took > lines.len() / 2, "typed path took {took} of {}", lines.len());
+        assert!(agrees(&b));
+        let last = lines.len() - 2;
+        assert!(diagnostic(&lines[last]).is_none(), "the category after the properties");
+        // Other categories stop the typed reader at their category.
+        let audit = b.replace("MicrosoftGraphActivityLogs", "AuditLogs");
+        assert!(diagnostic(&audit).is_none());
     }
 }
