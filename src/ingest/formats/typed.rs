@@ -230,38 +230,37 @@ nested_object!(Location, ["countryOrRegion", "city"], |a| {
     Location { country, city }
 });
 
-/// The sign-in properties `entra::signin` reads, by their exact names, and the visitor that fills
-/// them.
-macro_rules! props {
-    ($($field:ident = $key:literal),* $(,)?) => {
+/// A properties object the typed reader reads: the struct of its fields (each read from the key of
+/// that exact name), the [`folded`] hashes of every name the general path looks up in it (`$names`:
+/// the keys, and `$extra` — flat dotted names), and the visitor that fills it, any other key read
+/// as [`unknown`].
+macro_rules! typed_props {
+    ($name:ident, $names:ident, $what:literal, extra: [$($extra:literal),*],
+     { $($field:ident : $ty:ty = $key:literal),* $(,)? }) => {
         #[derive(Default)]
-        struct Props<'a> {
-            $($field: Scalar<'a>,)*
-            status: Option<Nested<Status<'a>>>,
-            location: Option<Nested<Location<'a>>>,
-            location_details: Option<Nested<Location<'a>>>,
+        struct $name<'a> {
+            $($field: $ty,)*
         }
 
-        /// The scalar properties' names.
-        const PROPS: &[&str] = &[$($key),*];
+        fn $names() -> &'static [u64] {
+            static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
+            NAMES.get_or_init(|| folded(&[$($key,)* $($extra),*]))
+        }
 
-        impl<'de> de::Deserialize<'de> for Props<'de> {
+        impl<'de> de::Deserialize<'de> for $name<'de> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
                 impl<'de> Visitor<'de> for V {
-                    type Value = Props<'de>;
+                    type Value = $name<'de>;
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a properties object")
+                        f.write_str($what)
                     }
                     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                        let mut out = Props::default();
+                        let mut out = $name::default();
                         while let Some(k) = map.next_key::<&'de str>()? {
                             match k {
                                 $($key => out.$field = map.next_value()?,)*
-                                "status" => out.status = Some(map.next_value()?),
-                                "location" => out.location = Some(map.next_value()?),
-                                "locationDetails" => out.location_details = Some(map.next_value()?),
-                                _ => unknown(&mut map, k, props_names())?,
+                                _ => unknown(&mut map, k, $names())?,
                             }
                         }
                         Ok(out)
@@ -273,45 +272,39 @@ macro_rules! props {
     };
 }
 
-/// Every name the general path looks up in sign-in properties (flat dotted ones included), as
-/// [`folded`] hashes.
-fn props_names() -> &'static [u64] {
-    static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut names = PROPS.to_vec();
-        names.extend(["status", "location", "locationDetails", "status.errorCode", "status.failureReason"]);
-        folded(&names)
-    })
-}
-
-props! {
-    id = "id",
-    tenant_id = "tenantId",
-    resource_tenant_id = "resourceTenantId",
-    correlation_id = "correlationId",
-    unique_token_id = "uniqueTokenIdentifier",
-    service_principal_id = "servicePrincipalId",
-    service_principal_name = "servicePrincipalName",
-    app_id = "appId",
-    app_display_name = "appDisplayName",
-    app_owner_tenant_id = "appOwnerTenantId",
-    user_id = "userId",
-    user_principal_name = "userPrincipalName",
-    resource_identity = "resourceIdentity",
-    resource_id = "resourceId",
-    resource_display_name = "resourceDisplayName",
-    home_tenant_id = "homeTenantId",
-    ip_address = "ipAddress",
-    asn = "autonomousSystemNumber",
-    result_type = "resultType",
-    result_description = "resultDescription",
-    client_credential_type = "clientCredentialType",
-    credential_key_id = "servicePrincipalCredentialKeyId",
-    user_agent = "userAgent",
-    is_interactive = "isInteractive",
-    created = "createdDateTime",
-    created_at = "created_at",
-}
+// The sign-in properties `entra::signin` reads (`status.errorCode` and `status.failureReason` are
+// looked up flat too). A nested object null and one absent are read alike.
+typed_props!(Props, props_names, "a sign-in properties object", extra: ["status.errorCode", "status.failureReason"], {
+    id: Scalar<'a> = "id",
+    tenant_id: Scalar<'a> = "tenantId",
+    resource_tenant_id: Scalar<'a> = "resourceTenantId",
+    correlation_id: Scalar<'a> = "correlationId",
+    unique_token_id: Scalar<'a> = "uniqueTokenIdentifier",
+    service_principal_id: Scalar<'a> = "servicePrincipalId",
+    service_principal_name: Scalar<'a> = "servicePrincipalName",
+    app_id: Scalar<'a> = "appId",
+    app_display_name: Scalar<'a> = "appDisplayName",
+    app_owner_tenant_id: Scalar<'a> = "appOwnerTenantId",
+    user_id: Scalar<'a> = "userId",
+    user_principal_name: Scalar<'a> = "userPrincipalName",
+    resource_identity: Scalar<'a> = "resourceIdentity",
+    resource_id: Scalar<'a> = "resourceId",
+    resource_display_name: Scalar<'a> = "resourceDisplayName",
+    home_tenant_id: Scalar<'a> = "homeTenantId",
+    ip_address: Scalar<'a> = "ipAddress",
+    asn: Scalar<'a> = "autonomousSystemNumber",
+    result_type: Scalar<'a> = "resultType",
+    result_description: Scalar<'a> = "resultDescription",
+    client_credential_type: Scalar<'a> = "clientCredentialType",
+    credential_key_id: Scalar<'a> = "servicePrincipalCredentialKeyId",
+    user_agent: Scalar<'a> = "userAgent",
+    is_interactive: Scalar<'a> = "isInteractive",
+    created: Scalar<'a> = "createdDateTime",
+    created_at: Scalar<'a> = "created_at",
+    status: Option<Nested<Status<'a>>> = "status",
+    location: Option<Nested<Location<'a>>> = "location",
+    location_details: Option<Nested<Location<'a>>> = "locationDetails",
+});
 
 /// `roles`, `scopes`, `wids` of a Graph call: a list of scalars or one scalar (`join_list`).
 #[derive(Default)]
@@ -392,102 +385,30 @@ impl ListOr<'_> {
     }
 }
 
-/// The Graph activity properties `entra::graph_activity` reads, by their exact names.
-#[derive(Default)]
-struct GraphProps<'a> {
-    request_id: Scalar<'a>,
-    id: Scalar<'a>,
-    operation_id: Scalar<'a>,
-    tenant_id: Scalar<'a>,
-    app_id: Scalar<'a>,
-    service_principal_id: Scalar<'a>,
-    user_id: Scalar<'a>,
-    ip_address: Scalar<'a>,
-    request_method: Scalar<'a>,
-    request_uri: Scalar<'a>,
-    sign_in_activity_id: Scalar<'a>,
-    roles: ListOr<'a>,
-    scopes: ListOr<'a>,
-    wids: ListOr<'a>,
-    user_agent: Scalar<'a>,
-    response_size_bytes: Scalar<'a>,
-    duration_ms: Scalar<'a>,
-    response_status_code: Scalar<'a>,
-    client_auth_method: Scalar<'a>,
-    time_generated: Scalar<'a>,
-}
-
-/// Every name the general path looks up in Graph activity properties, as [`folded`] hashes.
-fn graph_names() -> &'static [u64] {
-    static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        folded(&[
-            "requestId",
-            "id",
-            "operationId",
-            "tenantId",
-            "appId",
-            "servicePrincipalId",
-            "userId",
-            "ipAddress",
-            "requestMethod",
-            "requestUri",
-            "signInActivityId",
-            "roles",
-            "scopes",
-            "wids",
-            "userAgent",
-            "responseSizeBytes",
-            "durationMs",
-            "responseStatusCode",
-            "clientAuthMethod",
-            "timeGenerated",
-            "time_generated",
-        ])
-    })
-}
-
-impl<'de> de::Deserialize<'de> for GraphProps<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = GraphProps<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a Graph activity properties object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = GraphProps::default();
-                while let Some(k) = map.next_key::<&'de str>()? {
-                    match k {
-                        "requestId" => out.request_id = map.next_value()?,
-                        "id" => out.id = map.next_value()?,
-                        "operationId" => out.operation_id = map.next_value()?,
-                        "tenantId" => out.tenant_id = map.next_value()?,
-                        "appId" => out.app_id = map.next_value()?,
-                        "servicePrincipalId" => out.service_principal_id = map.next_value()?,
-                        "userId" => out.user_id = map.next_value()?,
-                        "ipAddress" => out.ip_address = map.next_value()?,
-                        "requestMethod" => out.request_method = map.next_value()?,
-                        "requestUri" => out.request_uri = map.next_value()?,
-                        "signInActivityId" => out.sign_in_activity_id = map.next_value()?,
-                        "roles" => out.roles = map.next_value()?,
-                        "scopes" => out.scopes = map.next_value()?,
-                        "wids" => out.wids = map.next_value()?,
-                        "userAgent" => out.user_agent = map.next_value()?,
-                        "responseSizeBytes" => out.response_size_bytes = map.next_value()?,
-                        "durationMs" => out.duration_ms = map.next_value()?,
-                        "responseStatusCode" => out.response_status_code = map.next_value()?,
-                        "clientAuthMethod" => out.client_auth_method = map.next_value()?,
-                        "timeGenerated" => out.time_generated = map.next_value()?,
-                        _ => unknown(&mut map, k, graph_names())?,
-                    }
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+// The Graph activity properties `entra::graph_activity` reads (`time_generated` is the name it
+// tries after `timeGenerated`: folded alike, so only listed).
+typed_props!(GraphProps, graph_names, "a Graph activity properties object", extra: ["time_generated"], {
+    request_id: Scalar<'a> = "requestId",
+    id: Scalar<'a> = "id",
+    operation_id: Scalar<'a> = "operationId",
+    tenant_id: Scalar<'a> = "tenantId",
+    app_id: Scalar<'a> = "appId",
+    service_principal_id: Scalar<'a> = "servicePrincipalId",
+    user_id: Scalar<'a> = "userId",
+    ip_address: Scalar<'a> = "ipAddress",
+    request_method: Scalar<'a> = "requestMethod",
+    request_uri: Scalar<'a> = "requestUri",
+    sign_in_activity_id: Scalar<'a> = "signInActivityId",
+    roles: ListOr<'a> = "roles",
+    scopes: ListOr<'a> = "scopes",
+    wids: ListOr<'a> = "wids",
+    user_agent: Scalar<'a> = "userAgent",
+    response_size_bytes: Scalar<'a> = "responseSizeBytes",
+    duration_ms: Scalar<'a> = "durationMs",
+    response_status_code: Scalar<'a> = "responseStatusCode",
+    client_auth_method: Scalar<'a> = "clientAuthMethod",
+    time_generated: Scalar<'a> = "timeGenerated",
+});
 
 /// The envelope's fields `from_diagnostic` reads, and what makes a record something else.
 #[derive(Default)]
