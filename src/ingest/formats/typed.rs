@@ -832,6 +832,42 @@ mod tests {
         true
     }
 
+    /// Variants of `base` for each key — of its properties, or of the record itself when
+    /// `in_properties` is false: the key set to each scalar, renamed (another case, a leading
+    /// underscore) and removed.
+    fn variants<'a>(
+        base: &Value,
+        in_properties: bool,
+        keys: impl IntoIterator<Item = &'a str>,
+        scalars: &[Value],
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        let with = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+            let mut r = base.clone();
+            let o = if in_properties { &mut r["properties"] } else { &mut r };
+            edit(o.as_object_mut().expect("an object"));
+            r.to_string()
+        };
+        for key in keys {
+            for v in scalars {
+                lines.push(with(&|o| {
+                    o.insert(key.to_string(), v.clone());
+                }));
+            }
+            for other in [key.to_ascii_uppercase(), key.to_ascii_lowercase(), format!("_{key}")] {
+                lines.push(with(&|o| {
+                    if let Some(v) = o.remove(key) {
+                        o.insert(other.clone(), v);
+                    }
+                }));
+            }
+            lines.push(with(&|o| {
+                o.remove(key);
+            }));
+        }
+        lines
+    }
+
     fn base() -> Value {
         json!({
             "time": "2026-11-19T10:56:07.5528720Z", "category": "ServicePrincipalSignInLogs",
@@ -883,26 +919,8 @@ mod tests {
             "userAgent",
             "resourceIdentity",
         ];
-        for key in prop_keys.iter().map(String::as_str).chain(extra) {
-            for v in &scalars {
-                let mut r = base();
-                r["properties"][key] = v.clone();
-                lines.push(r.to_string());
-            }
-            // The key in another case or with underscores, and removed.
-            for other in [key.to_ascii_uppercase(), key.to_ascii_lowercase(), format!("_{key}")] {
-                let mut r = base();
-                let p = r["properties"].as_object_mut().unwrap();
-                if let Some(v) = p.remove(key) {
-                    p.insert(other, v);
-                }
-                lines.push(r.to_string());
-            }
-            let mut r = base();
-            r["properties"].as_object_mut().unwrap().remove(key);
-            lines.push(r.to_string());
-        }
-        for key in [
+        lines.extend(variants(&base(), true, prop_keys.iter().map(String::as_str).chain(extra), &scalars));
+        let top = [
             "time",
             "category",
             "operationName",
@@ -911,20 +929,8 @@ mod tests {
             "tenantId",
             "correlationId",
             "properties",
-        ] {
-            for v in &scalars {
-                let mut r = base();
-                r[key] = v.clone();
-                lines.push(r.to_string());
-            }
-            let mut r = base();
-            r.as_object_mut().unwrap().remove(key);
-            lines.push(r.to_string());
-            let mut r = base();
-            let v = r.as_object_mut().unwrap().remove(key).unwrap();
-            r[key.to_ascii_uppercase()] = v;
-            lines.push(r.to_string());
-        }
+        ];
+        lines.extend(variants(&base(), false, top, &scalars));
         for (k, v) in [
             ("status", json!({"ErrorCode": 5})),
             ("status", json!({"errorCode": null, "failureReason": "x"})),
@@ -1018,34 +1024,10 @@ mod tests {
             json!("::ffff:10.0.0.1"),
         ];
         let prop_keys: Vec<String> = graph_base()["properties"].as_object().unwrap().keys().cloned().collect();
-        for key in prop_keys.iter().map(String::as_str).chain(["id", "time_generated"]) {
-            for v in &scalars {
-                let mut r = graph_base();
-                r["properties"][key] = v.clone();
-                lines.push(r.to_string());
-            }
-            for other in [key.to_ascii_uppercase(), key.to_ascii_lowercase(), format!("_{key}")] {
-                let mut r = graph_base();
-                let p = r["properties"].as_object_mut().unwrap();
-                if let Some(v) = p.remove(key) {
-                    p.insert(other, v);
-                }
-                lines.push(r.to_string());
-            }
-            let mut r = graph_base();
-            r["properties"].as_object_mut().unwrap().remove(key);
-            lines.push(r.to_string());
-        }
-        for key in ["time", "category", "callerIpAddress", "tenantId", "properties"] {
-            for v in &scalars {
-                let mut r = graph_base();
-                r[key] = v.clone();
-                lines.push(r.to_string());
-            }
-            let mut r = graph_base();
-            r.as_object_mut().unwrap().remove(key);
-            lines.push(r.to_string());
-        }
+        let props = prop_keys.iter().map(String::as_str).chain(["id", "time_generated"]);
+        lines.extend(variants(&graph_base(), true, props, &scalars));
+        let top = ["time", "category", "callerIpAddress", "tenantId", "properties"];
+        lines.extend(variants(&graph_base(), false, top, &scalars));
         // No request id nor time in the properties: the id and the envelope's time.
         let mut r = graph_base();
         let p = r["properties"].as_object_mut().unwrap();
