@@ -235,7 +235,10 @@ fn cluster_state(
 ) -> datafusion::error::Result<datafusion::execution::SessionState> {
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::execution::SessionStateBuilder;
-    let rt = RuntimeEnvBuilder::new().with_object_store_registry(stores).build_arc()?;
+    let rt = RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .with_cache_manager(crate::session::caches())
+        .build_arc()?;
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(cfg)

@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{col, SessionConfig, SessionContext};
 use std::path::PathBuf;
@@ -70,10 +71,20 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     cfg
 }
 
+/// The caches of every runtime that plans lake queries: no list-files cache. DataFusion keeps a
+/// table's listing for the runtime's life by default, so a shell, the rules of one `wisp run` tick
+/// (which share a runtime) or a cluster's scheduler would not see files ingested since their first
+/// query, and after a compaction would name files no longer there. The footer and statistics
+/// caches stay: they check each file's size and time.
+pub fn caches() -> CacheManagerConfig {
+    CacheManagerConfig::default().with_list_files_cache_limit(0)
+}
+
 /// The runtime of a session: the bounded memory pool (operators spill beyond it) and the spill
 /// folder. Sessions that run concurrently share one, so together they stay within the pool.
 pub fn runtime(opts: &SessionOptions) -> Result<Arc<RuntimeEnv>, SessionError> {
-    let mut rt = RuntimeEnvBuilder::new().with_memory_pool(crate::memory::pool(opts.memory_limit));
+    let mut rt =
+        RuntimeEnvBuilder::new().with_memory_pool(crate::memory::pool(opts.memory_limit)).with_cache_manager(caches());
     if let Some(dir) = &opts.spill_dir {
         rt = rt.with_temp_file_path(dir.clone());
     }

@@ -193,6 +193,61 @@ fn shell_reads_statements_from_stdin() {
     assert!(std::fs::read_to_string(&hist).unwrap().contains("SELECT count(*)"));
 }
 
+/// A shell open while an ingest and a compaction run sees the lake as it is at each statement:
+/// DataFusion's default list-files cache (kept for the runtime's life) would answer the second
+/// statement from the first one's listing — the new rows missing, the compacted-away files named.
+#[test]
+fn a_shell_sees_what_was_ingested_and_compacted_since_it_opened() {
+    use std::io::{BufRead, Write};
+    let lake = tmp("shell-live");
+    let samples = repo().join("data/samples");
+    let ingest = |file: &str| {
+        let (code, _, err) = run(wisp()
+            .args(["ingest", "--no-progress", "--compact-after", "0", "--lake"])
+            .arg(&lake)
+            .arg(samples.join(file)));
+        assert_eq!(code, 0, "{err}");
+    };
+    ingest("graph-signins.json");
+    let mut child = wisp()
+        .args(["shell", "--format", "csv", "--history"])
+        .arg(lake.join("history"))
+        .arg("--lake")
+        .arg(&lake)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut count = |stdin: &mut std::process::ChildStdin| -> String {
+        stdin.write_all(b"SELECT count(*) AS n FROM signins;\n").unwrap();
+        stdin.flush().unwrap();
+        let mut header = String::new();
+        out.read_line(&mut header).unwrap();
+        assert_eq!(header.trim(), "n");
+        let mut n = String::new();
+        out.read_line(&mut n).unwrap();
+        n.trim().to_string()
+    };
+    let first = count(&mut stdin);
+    ingest("la-AADServicePrincipalSignInLogs.json");
+    let second = count(&mut stdin);
+    let (code, _, err) = run(wisp().args(["compact", "--force", "--lake"]).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    let third = count(&mut stdin);
+    stdin.write_all(b"\\q\n").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("error"), "{err}");
+    let (first, second): (u64, u64) = (first.parse().unwrap(), second.parse().unwrap());
+    assert!(first > 0 && second > first, "the rows ingested since the shell opened: {first} then {second}");
+    assert_eq!(third, second.to_string(), "the compacted lake's rows");
+}
+
 #[test]
 fn read_only_commands_refuse_a_missing_lake_and_misused_flags() {
     let missing = tmp("no-lake-parent").join("lakee");
