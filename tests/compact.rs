@@ -28,6 +28,26 @@ fn day_files(lake_dir: &std::path::Path) -> Vec<String> {
     files_under(lake_dir).into_iter().filter(|f| f.ends_with(".parquet") && !f.starts_with("_")).collect()
 }
 
+/// A sign-in file's columns of unique values (times, keys, ids, the raw record) are written without
+/// a dictionary, its repeating ones (category, principal) with one.
+async fn dictionaries_where_values_repeat(lake_dir: &std::path::Path, file: &str) {
+    let lake = Lake::open_existing(&lake_dir.display().to_string()).unwrap();
+    let md = compact::footer(&lake, &object_store::path::Path::from(file)).await.unwrap();
+    for rg in md.row_groups() {
+        for c in rg.columns() {
+            let name = c.column_path().string();
+            let dict = c.dictionary_page_offset().is_some();
+            match name.as_str() {
+                "ts" | "_key" | "id" | "raw" | "correlation_id" | "unique_token_id" => {
+                    assert!(!dict, "{file}: {name} has a dictionary")
+                }
+                "category" | "service_principal_id" | "app_id" => assert!(dict, "{file}: {name} has no dictionary"),
+                _ => {}
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
     // Two days of a generated tenant, ingested in three runs: every day of every busy table then
@@ -81,6 +101,9 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
         for (dir, runs) in by {
             expected.insert(dir, runs.into_iter().map(|(run, (lo, hi))| compact::Source { run, lo, hi }).collect());
         }
+    }
+    for f in files_before.iter().filter(|f| f.starts_with("signins/")) {
+        dictionaries_where_values_repeat(&lake_dir, f).await;
     }
     let multi = files_before.iter().filter(|f| f.starts_with("signins/")).count();
     assert!(multi > signin_days.len(), "several files per sign-in day: {files_before:?}");
@@ -136,6 +159,9 @@ async fn compaction_is_lossless_sorted_atomic_and_names_its_sources() {
         let path = object_store::path::Path::from(f.as_str());
         let md = compact::footer(&lake, &path).await.unwrap();
         assert!(md.row_groups().iter().all(|rg| rg.num_rows() as usize <= compact::ROW_GROUP_ROWS));
+        if f.starts_with("signins/") {
+            dictionaries_where_values_repeat(&lake_dir, f).await;
+        }
         let dir = f.rsplit_once('/').unwrap().0;
         let got = compact::sources(f, &md).unwrap();
         let want = expected.get(dir).unwrap_or_else(|| panic!("{f}: no files before"));

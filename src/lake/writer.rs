@@ -245,15 +245,31 @@ impl Drop for LakeWriter {
     }
 }
 
+/// Columns whose values are (nearly) all different, in every table that has them: event times and
+/// keys, record and request ids, the raw record. A dictionary of them only costs: every value
+/// hashed into it and each file's first megabyte of them written twice (dictionary and indices).
+const UNIQUE_COLUMNS: [&str; 9] = [
+    "ts",
+    "_key",
+    "id",
+    "raw",
+    "correlation_id",
+    "operation_id",
+    "request_id",
+    "unique_token_id",
+    "sign_in_activity_id",
+];
+
 /// The lake's Parquet settings: zstd, page statistics, sorted by `ts` (the first column), a bloom
-/// filter on `id`.
+/// filter on `id`, no dictionary for the columns of unique values.
 pub(crate) fn props_builder() -> WriterPropertiesBuilder {
-    WriterProperties::builder()
+    let b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1_000_000))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
-        .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
+        .set_column_bloom_filter_enabled(ColumnPath::from("id"), true);
+    UNIQUE_COLUMNS.iter().fold(b, |b, c| b.set_column_dictionary_enabled(ColumnPath::from(*c), false))
 }
 
 /// Files written by an ingest: zstd level 1, about twice as fast to encode as level 3 for a few
