@@ -161,22 +161,28 @@ fn pivot_fills_audit_caller_ip_from_the_matching_signin() {
     assert_eq!(rows[2]["ip_from"], "latest earlier sign-in");
 }
 
+/// `wisp shell` over `lake` with CSV results, its history in the lake's folder, all three streams
+/// piped.
+fn spawn_shell(lake: &std::path::Path) -> std::process::Child {
+    wisp()
+        .args(["shell", "--format", "csv", "--history"])
+        .arg(lake.join("history"))
+        .arg("--lake")
+        .arg(lake)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn shell_reads_statements_from_stdin() {
     use std::io::Write;
     let lake = tmp("shell");
     ingest_samples(&lake);
     let hist = lake.join("history");
-    let mut child = wisp()
-        .args(["shell", "--format", "csv", "--history"])
-        .arg(&hist)
-        .arg("--lake")
-        .arg(&lake)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_shell(&lake);
     child
         .stdin
         .take()
@@ -209,16 +215,7 @@ fn a_shell_sees_what_was_ingested_and_compacted_since_it_opened() {
         assert_eq!(code, 0, "{err}");
     };
     ingest("graph-signins.json");
-    let mut child = wisp()
-        .args(["shell", "--format", "csv", "--history"])
-        .arg(lake.join("history"))
-        .arg("--lake")
-        .arg(&lake)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_shell(&lake);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut count = |stdin: &mut std::process::ChildStdin| -> String {
