@@ -104,6 +104,40 @@ fn first<'s, 'a>(options: &[&'s Scalar<'a>]) -> &'s Scalar<'a> {
     options.iter().find(|s| s.is_some()).copied().unwrap_or(&Scalar::Absent)
 }
 
+/// A text column from a property (NULL when absent or null).
+fn text(r: &mut CompactRow, i: usize, v: &Scalar) -> Result<(), Unsure> {
+    r.set_opt_str(i, v.text_cow()?.as_deref());
+    Ok(())
+}
+
+/// A property, else the envelope's field of that name.
+fn or_env(r: &mut CompactRow, i: usize, v: &Scalar, env: &Scalar) -> Result<(), Unsure> {
+    match v.text_cow()? {
+        Some(t) => r.set_str(i, &t),
+        None => r.set_opt_str(i, env.text_cow()?.as_deref()),
+    }
+    Ok(())
+}
+
+/// The property's address, else the caller's (no ECS address in diagnostic settings), normalized.
+fn address(ip: &Scalar, top: &Top) -> Result<Option<String>, Unsure> {
+    Ok(match ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
+        Some(ip) => Some(ip),
+        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
+    })
+}
+
+/// The event's time: its own, else the envelope's; one outside the accepted range is left to the
+/// general path.
+fn event_time(own: &Scalar, top: &Top) -> Result<i64, Unsure> {
+    let ts = own.time().or_else(|| top.time.time()).ok_or(Unsure)?;
+    if crate::time::in_range(ts) {
+        Ok(ts)
+    } else {
+        Err(Unsure)
+    }
+}
+
 impl<'de> de::Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -573,71 +607,58 @@ pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
     }
 }
 
-/// The sign-in table's columns the typed reader sets, found once.
-struct Cols {
-    category: usize,
-    id: usize,
-    tenant_id: usize,
-    correlation_id: usize,
-    unique_token_id: usize,
-    service_principal_id: usize,
-    service_principal_name: usize,
-    app_id: usize,
-    app_display_name: usize,
-    app_owner_tenant_id: usize,
-    user_id: usize,
-    user_principal_name: usize,
-    resource_id: usize,
-    resource_display_name: usize,
-    resource_tenant_id: usize,
-    home_tenant_id: usize,
-    source_ip: usize,
-    source_asn: usize,
-    country: usize,
-    city: usize,
-    error_code: usize,
-    failure_reason: usize,
-    client_credential_type: usize,
-    credential_key_id: usize,
-    user_agent: usize,
-    is_interactive: usize,
-    operation_name: usize,
+/// A struct of a table's column indexes, each field named as its column, and the function that
+/// finds them once (a column missing from the table's schema is a bug: it panics on first use).
+macro_rules! column_indexes {
+    ($(#[$m:meta])* $name:ident, $get:ident, $table:expr, [$($col:ident),* $(,)?]) => {
+        $(#[$m])*
+        struct $name {
+            $($col: usize),*
+        }
+
+        fn $get() -> &'static $name {
+            static COLS: OnceLock<$name> = OnceLock::new();
+            COLS.get_or_init(|| {
+                let t: Table = $table;
+                let c = |n: &str| t.col(n).unwrap_or_else(|| panic!("{} has no column {n}", t.name()));
+                $name { $($col: c(stringify!($col))),* }
+            })
+        }
+    };
 }
 
-fn cols() -> &'static Cols {
-    static COLS: OnceLock<Cols> = OnceLock::new();
-    COLS.get_or_init(|| {
-        let c = |n: &str| Table::Signins.col(n).unwrap_or_else(|| panic!("signins has no column {n}"));
-        Cols {
-            category: c("category"),
-            id: c("id"),
-            tenant_id: c("tenant_id"),
-            correlation_id: c("correlation_id"),
-            unique_token_id: c("unique_token_id"),
-            service_principal_id: c("service_principal_id"),
-            service_principal_name: c("service_principal_name"),
-            app_id: c("app_id"),
-            app_display_name: c("app_display_name"),
-            app_owner_tenant_id: c("app_owner_tenant_id"),
-            user_id: c("user_id"),
-            user_principal_name: c("user_principal_name"),
-            resource_id: c("resource_id"),
-            resource_display_name: c("resource_display_name"),
-            resource_tenant_id: c("resource_tenant_id"),
-            home_tenant_id: c("home_tenant_id"),
-            source_ip: c("source_ip"),
-            source_asn: c("source_asn"),
-            country: c("country"),
-            city: c("city"),
-            error_code: c("error_code"),
-            failure_reason: c("failure_reason"),
-            client_credential_type: c("client_credential_type"),
-            credential_key_id: c("credential_key_id"),
-            user_agent: c("user_agent"),
-            is_interactive: c("is_interactive"),
-            operation_name: c("operation_name"),
-        }
-    })
+column_indexes! {
+    /// The sign-in table's columns the typed reader sets, found once.
+    Cols, cols, Table::Signins,
+    [
+        category,
+        id,
+        tenant_id,
+        correlation_id,
+        unique_token_id,
+        service_principal_id,
+        service_principal_name,
+        app_id,
+        app_display_name,
+        app_owner_tenant_id,
+        user_id,
+        user_principal_name,
+        resource_id,
+        resource_display_name,
+        resource_tenant_id,
+        home_tenant_id,
+        source_ip,
+        source_asn,
+        country,
+        city,
+        error_code,
+        failure_reason,
+        client_credential_type,
+        credential_key_id,
+        user_agent,
+        is_interactive,
+        operation_name,
+    ]
 }
 
 fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsure> {
@@ -649,20 +670,8 @@ fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsur
     r.set_str(c.category, &canonical);
     let id = q.id.text()?;
     r.set_opt_str(c.id, id.as_deref());
-    // A property, else the envelope's field of that name.
-    let or_env = |r: &mut CompactRow, i: usize, v: &Scalar, env: &Scalar| -> Result<(), Unsure> {
-        match v.text_cow()? {
-            Some(t) => r.set_str(i, &t),
-            None => r.set_opt_str(i, env.text_cow()?.as_deref()),
-        }
-        Ok(())
-    };
     or_env(&mut r, c.tenant_id, first(&[&q.tenant_id, &q.resource_tenant_id]), &top.tenant_id)?;
     or_env(&mut r, c.correlation_id, &q.correlation_id, &top.correlation_id)?;
-    let text = |r: &mut CompactRow, i: usize, v: &Scalar| -> Result<(), Unsure> {
-        r.set_opt_str(i, v.text_cow()?.as_deref());
-        Ok(())
-    };
     text(&mut r, c.unique_token_id, &q.unique_token_id)?;
     text(&mut r, c.service_principal_id, &q.service_principal_id)?;
     text(&mut r, c.service_principal_name, &q.service_principal_name)?;
@@ -675,11 +684,7 @@ fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsur
     text(&mut r, c.resource_display_name, &q.resource_display_name)?;
     text(&mut r, c.resource_tenant_id, &q.resource_tenant_id)?;
     text(&mut r, c.home_tenant_id, &q.home_tenant_id)?;
-    let ip = match q.ip_address.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
-        Some(ip) => Some(ip),
-        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
-    };
-    r.set_opt_str(c.source_ip, ip.as_deref());
+    r.set_opt_str(c.source_ip, address(&q.ip_address, top)?.as_deref());
     r.set_opt_int(c.source_asn, q.asn.int());
     // `nested(["location", "locationDetails"])`: the first present and non-null; not an object →
     // no country or city.
@@ -710,61 +715,33 @@ fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsur
     text(&mut r, c.user_agent, &q.user_agent)?;
     r.set_opt_bool(c.is_interactive, q.is_interactive.boolean());
     r.set_str(c.operation_name, top.operation_name.text_cow()?.as_deref().unwrap_or("Sign-in activity"));
-    let ts = first(&[&q.created, &q.created_at]).time().or_else(|| top.time.time()).ok_or(Unsure)?;
-    if !crate::time::in_range(ts) {
-        return Err(Unsure);
-    }
+    let ts = event_time(first(&[&q.created, &q.created_at]), top)?;
     Ok(CompactMapped { table: Table::Signins, ts, id, row: r })
 }
 
-/// The Graph activity table's columns the typed reader sets, found once.
-struct GraphCols {
-    id: usize,
-    operation_id: usize,
-    tenant_id: usize,
-    app_id: usize,
-    service_principal_id: usize,
-    user_id: usize,
-    source_ip: usize,
-    request_method: usize,
-    request_uri: usize,
-    sign_in_activity_id: usize,
-    roles: usize,
-    scopes: usize,
-    wids: usize,
-    user_agent: usize,
-    response_size_bytes: usize,
-    duration_ms: usize,
-    response_status_code: usize,
-    client_auth_method: usize,
-}
-
-fn graph_cols() -> &'static GraphCols {
-    static COLS: OnceLock<GraphCols> = OnceLock::new();
-    COLS.get_or_init(|| {
-        let t = Table::GraphActivity;
-        let c = |n: &str| t.col(n).unwrap_or_else(|| panic!("graph_activity has no column {n}"));
-        GraphCols {
-            id: c("id"),
-            operation_id: c("operation_id"),
-            tenant_id: c("tenant_id"),
-            app_id: c("app_id"),
-            service_principal_id: c("service_principal_id"),
-            user_id: c("user_id"),
-            source_ip: c("source_ip"),
-            request_method: c("request_method"),
-            request_uri: c("request_uri"),
-            sign_in_activity_id: c("sign_in_activity_id"),
-            roles: c("roles"),
-            scopes: c("scopes"),
-            wids: c("wids"),
-            user_agent: c("user_agent"),
-            response_size_bytes: c("response_size_bytes"),
-            duration_ms: c("duration_ms"),
-            response_status_code: c("response_status_code"),
-            client_auth_method: c("client_auth_method"),
-        }
-    })
+column_indexes! {
+    /// The Graph activity table's columns the typed reader sets, found once.
+    GraphCols, graph_cols, Table::GraphActivity,
+    [
+        id,
+        operation_id,
+        tenant_id,
+        app_id,
+        service_principal_id,
+        user_id,
+        source_ip,
+        request_method,
+        request_uri,
+        sign_in_activity_id,
+        roles,
+        scopes,
+        wids,
+        user_agent,
+        response_size_bytes,
+        duration_ms,
+        response_status_code,
+        client_auth_method,
+    ]
 }
 
 /// `entra::graph_activity` over the typed properties.
@@ -773,24 +750,12 @@ fn graph_row(top: &Top, q: &GraphProps, extra: usize) -> Result<CompactMapped, U
     let mut r = CompactRow::new(Table::GraphActivity, extra + extra / 2);
     let id = first(&[&q.request_id, &q.id]).text()?;
     r.set_opt_str(c.id, id.as_deref());
-    let text = |r: &mut CompactRow, i: usize, v: &Scalar| -> Result<(), Unsure> {
-        r.set_opt_str(i, v.text_cow()?.as_deref());
-        Ok(())
-    };
     text(&mut r, c.operation_id, &q.operation_id)?;
-    match q.tenant_id.text_cow()? {
-        Some(t) => r.set_str(c.tenant_id, &t),
-        None => r.set_opt_str(c.tenant_id, top.tenant_id.text_cow()?.as_deref()),
-    }
+    or_env(&mut r, c.tenant_id, &q.tenant_id, &top.tenant_id)?;
     text(&mut r, c.app_id, &q.app_id)?;
     text(&mut r, c.service_principal_id, &q.service_principal_id)?;
     text(&mut r, c.user_id, &q.user_id)?;
-    // No ECS address in diagnostic settings: the property, else the caller's.
-    let ip = match q.ip_address.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
-        Some(ip) => Some(ip),
-        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
-    };
-    r.set_opt_str(c.source_ip, ip.as_deref());
+    r.set_opt_str(c.source_ip, address(&q.ip_address, top)?.as_deref());
     text(&mut r, c.request_method, &q.request_method)?;
     text(&mut r, c.request_uri, &q.request_uri)?;
     text(&mut r, c.sign_in_activity_id, &q.sign_in_activity_id)?;
@@ -802,10 +767,7 @@ fn graph_row(top: &Top, q: &GraphProps, extra: usize) -> Result<CompactMapped, U
     r.set_opt_int(c.duration_ms, q.duration_ms.int());
     r.set_opt_int(c.response_status_code, q.response_status_code.int());
     r.set_opt_int(c.client_auth_method, q.client_auth_method.int());
-    let ts = q.time_generated.time().or_else(|| top.time.time()).ok_or(Unsure)?;
-    if !crate::time::in_range(ts) {
-        return Err(Unsure);
-    }
+    let ts = event_time(&q.time_generated, top)?;
     Ok(CompactMapped { table: Table::GraphActivity, ts, id, row: r })
 }
 
