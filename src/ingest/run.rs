@@ -201,8 +201,8 @@ impl Mapper {
     }
 
     /// One JSON text (a line of an export, a generated record): the typed reader's row when it is
-    /// sure of the shape (diagnostic-settings sign-ins and Graph calls), else parsed and mapped, an envelope's
-    /// records each. The error is the parse's: the caller sets the text aside at `pos`.
+    /// sure of the shape (diagnostic-settings sign-ins and Graph calls), else parsed and mapped,
+    /// an envelope's records each. The error is the parse's: the caller sets the text aside at `pos`.
     pub(super) fn text(&mut self, pos: Pos, text: &str, out: &mut Vec<Outcome>) -> Result<(), serde_json::Error> {
         let text = text.trim_end();
         if matches!(self.format, Format::Auto | Format::Diagnostic) {
