@@ -21,6 +21,8 @@ def rules():
     """The built-in rules (sql/*.sql): id and whether it has a one-pass backtest."""
     out = []
     for f in sorted(os.listdir(os.path.join(ROOT, "sql"))):
+        if not f.endswith(".sql"):
+            continue  # sql/rollups/ holds the rollups' definitions, not rules
         text = open(os.path.join(ROOT, "sql", f)).read()
         rid = re.search(r'^id = "([a-z0-9_]+)"', text, re.M).group(1)
         out.append({"id": rid, "one_pass_backtest": "\n-- @backtest" in text})
@@ -49,6 +51,10 @@ def main():
     ap.add_argument("--name", default="large")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--only", action="append", default=[], help="measure only these rules, keeping the others' results")
+    ap.add_argument("--scheduled", action="store_true",
+                    help="also the scheduled forms: every rule's hourly run at the end (`wisp detect --at`) and a "
+                         "30-day catch-up of every rule in one process (`wisp run --once --max-catch-up 30d`, "
+                         "its state in a temporary folder)")
     a = ap.parse_args()
     end = dt.datetime.fromisoformat(a.end.replace("Z", "+00:00"))
     start = end - dt.timedelta(days=30)
@@ -71,6 +77,18 @@ def main():
             x.update({"rule": rid, "form": form})
             res["runs"].append(x)
             print(rid, form, {k: v for k, v in x.items() if k != "error"}, file=sys.stderr, flush=True)
+    if a.scheduled:
+        import tempfile
+        with tempfile.TemporaryDirectory() as state:
+            for form, cmd in [
+                ("hourly run", [WISP, "detect", "--at", iso(end), "--lake", a.lake, "--format", "jsonl", "-o", "/dev/null"]),
+                ("30-day catch-up", [WISP, "run", "--once", "--lake", a.lake, "--state", state, "--since", iso(start),
+                                     "--until", iso(end), "--max-catch-up", "30d", "--sink", f"jsonl:{state}/alerts.jsonl"]),
+            ]:
+                x = timed(cmd, a.timeout)
+                x.update({"rule": "(every rule)", "form": form})
+                res["runs"] = [y for y in res["runs"] if (y["rule"], y["form"]) != ("(every rule)", form)] + [x]
+                print(form, {k: v for k, v in x.items() if k != "error"}, file=sys.stderr, flush=True)
     res["runs"].sort(key=lambda x: (x["rule"], x["form"]))
     json.dump(res, open(path, "w"), indent=2)
     print("| rule | form | exit | seconds | max RSS MiB | within 4 GiB |")
