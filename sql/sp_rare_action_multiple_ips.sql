@@ -105,12 +105,35 @@ ORDER BY event_count ASC, action, service_principal_name, event_day
 -- own). The first aggregation is grouped by b and that count too, each of its rows is repeated
 -- for every run that holds it (and is in the range), and the rest is the single run's query
 -- grouped by run as well.
+-- On the rule's own grid (interval and look-back one day) every run's window is a whole UTC day
+-- and its end, and the first aggregation of a summarized day comes from the rollup
+-- `sp_activity_rollup` (src/rollups.rs) instead of the events: day D's 'day' rows are all its
+-- events, in the run ending at D + 1d; its events exactly at midnight are in the run ending at D
+-- too (their day alone), and are read from the events — only they are (`ts = to_timestamp(day)`:
+-- row-group statistics skip the rest), and only on the days whose day rows show one. Days without
+-- a current summary give their events as 'event' rows, which go through the grid as events do.
 WITH activity AS (
-    -- The hunt's events (the rollup's source, sql/rollups/sp_activity_rollup.sql) of the range.
+    -- Off the daily grid, the hunt's events of the range (the rollup's source,
+    -- sql/rollups/sp_activity_rollup.sql); on it, the 'event' rows of days without a summary.
     SELECT ts, day, dataset, action, service_principal_name, service_principal_id, source_ip
     FROM sp_activity_rollup_events
     WHERE ts >= $range_start - $lookback AND ts <= $range_end
       AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+      AND ($interval_us <> 86400000000 OR $lookback_us <> 86400000000)
+    UNION ALL
+    SELECT first_ts, day, dataset, action, service_principal_name, service_principal_id, source_ip
+    FROM sp_activity_rollup
+    WHERE grain = 'event' AND first_ts >= $range_start - $lookback AND first_ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+      AND $interval_us = 86400000000 AND $lookback_us = 86400000000
+),
+summarized AS (
+    -- On the daily grid, the 'day' rows of the range's summarized days.
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, bucket, n, first_ts
+    FROM sp_activity_rollup
+    WHERE grain = 'day'
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+      AND $interval_us = 86400000000 AND $lookback_us = 86400000000
 ),
 per_source_b AS (
     SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id, b, extra_runs,
@@ -118,6 +141,22 @@ per_source_b AS (
     FROM (SELECT *, (CAST(ts AS BIGINT) + $lookback_us - b) / $interval_us AS extra_runs
           FROM (SELECT *, ((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS b FROM activity))
     GROUP BY action, service_principal_name, day, source_ip, dataset, service_principal_id, b, extra_runs
+    UNION ALL
+    -- A summarized day, in the run ending at the next midnight.
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id,
+           CAST(bucket AS BIGINT) + $interval_us AS b, CAST(0 AS BIGINT) AS extra_runs, n, first_ts
+    FROM summarized
+    UNION ALL
+    -- Its events exactly at its midnight, also in the run ending then (a day with one has a day
+    -- row starting then).
+    SELECT action, service_principal_name, day, source_ip, dataset, service_principal_id,
+           CAST(ts AS BIGINT) AS b, CAST(0 AS BIGINT) AS extra_runs, count(*) AS n, min(ts) AS first_ts
+    FROM sp_activity_rollup_events
+    WHERE ts = to_timestamp(day)
+      AND ts >= $range_start - $lookback AND ts <= $range_end
+      AND day >= to_char($range_start - $lookback, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
+      AND day IN (SELECT day FROM summarized WHERE first_ts = to_timestamp(day))
+    GROUP BY action, service_principal_name, day, source_ip, dataset, service_principal_id, ts
 ),
 per_source AS (
     SELECT * FROM (
