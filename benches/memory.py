@@ -9,7 +9,7 @@ settings; records exit code, seconds, max RSS and whether DataFusion reported "R
 exhausted". Writes benches/results/memory-<name>.json and prints a Markdown table. A run that
 aborts for memory, or exceeds the 4 GiB RSS bar, is marked.
 """
-import argparse, datetime as dt, json, os, platform, re, subprocess, sys, time
+import argparse, datetime as dt, json, os, platform, re, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
@@ -78,7 +78,6 @@ def main():
             res["runs"].append(x)
             print(rid, form, {k: v for k, v in x.items() if k != "error"}, file=sys.stderr, flush=True)
     if a.scheduled:
-        import tempfile
         with tempfile.TemporaryDirectory() as state:
             for form, cmd in [
                 ("hourly run", [WISP, "detect", "--at", iso(end), "--lake", a.lake, "--format", "jsonl", "-o", "/dev/null"]),

@@ -98,8 +98,9 @@ new_pairs AS (
 ranked AS (
     -- The oldest row of each new pair: of its candidates at its first time, the least id. The
     -- pairs are the join's build side (first), so their keys reach the candidates' scan and the
-    -- other candidates' columns are not decoded. The times are compared as integers: a join that
-    -- runs out of memory runs again as a sort-merge join, which cannot compare timestamps.
+    -- other candidates' columns are not decoded. The times are compared as integers, which every
+    -- join compares (a join that runs out of memory runs again sort-merge, whose semi and anti
+    -- forms cannot compare times with a zone in DataFusion 55).
     SELECT c.*, row_number() OVER (PARTITION BY c.service_principal_id, c.source_asn ORDER BY c.ts, c.id) AS rn
     FROM new_pairs n
     JOIN candidates c
