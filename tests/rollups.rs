@@ -40,14 +40,13 @@ async fn hunt(lake: &std::path::Path) -> Vec<String> {
     hunt_with(lake, false).await
 }
 
-/// The plan with every equi-join a sort-merge join, as the out-of-memory retry
-/// (`query::spilling_joins`) and Ballista plan them, also those with a small build side; and
+/// The plan of the out-of-memory retry (`query::spilling_joins`, sort-merge joins as Ballista
+/// plans them too), with every equi-join sort-merge, also those with a small build side; and
 /// small batches, so the joins compare keys across batches as they do on a large lake (DataFusion
 /// 55's semi and anti sort-merge joins then fail on a key that is a time with a zone, which a
 /// tiny lake in one batch does not show).
 fn sort_merge(df: datafusion::dataframe::DataFrame) -> datafusion::dataframe::DataFrame {
-    wisp::query::with_own_options(df, |o| {
-        o.optimizer.prefer_hash_join = false;
+    wisp::query::with_own_options(wisp::query::spilling_joins(df), |o| {
         o.optimizer.hash_join_single_partition_threshold = 0;
         o.optimizer.hash_join_single_partition_threshold_rows = 0;
         o.execution.batch_size = datafusion::config::ConfigNonZeroUsize::try_new(64).unwrap();
