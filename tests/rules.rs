@@ -1848,3 +1848,33 @@ async fn daily_hunts_backtests_equal_replaying_every_run() {
         }
     }
 }
+
+/// The enrichment warning probes the range's last day first and the whole range only when that
+/// day has no enriched sign-in: sign-ins enriched only on an earlier day of the range still count
+/// (no warning), a range whose sign-ins are all unenriched warns, and a range without sign-ins
+/// does not.
+#[tokio::test]
+async fn enrichment_warning_looks_past_the_ranges_last_day() {
+    // 45.0.1.x is in the test ASN table; 99.9.9.9 is not, so its sign-ins have no ASN.
+    let lake = lake_with(&[
+        sp_signin("e1", t("2026-03-01T10:00:00Z"), "enr", "45.0.1.7", 0, None),
+        sp_signin("u1", t("2026-03-03T10:00:00Z"), "enr", "99.9.9.9", 0, None),
+        sp_signin("u2", t("2026-03-03T11:00:00Z"), "enr", "99.9.9.9", 0, None),
+    ])
+    .await;
+    let c = ctx(&lake).await;
+    let r = rule("sp_unusual_source_asn");
+    let warn = |from: &str, to: &str| {
+        let (c, r) = (&c, &r);
+        let (from, to) = (t(from), t(to));
+        async move { alerts::enrichment_warnings(c, r, from, to).await.unwrap() }
+    };
+    assert!(warn("2026-03-01T00:00:00Z", "2026-03-04T00:00:00Z").await.is_empty(), "enriched on the first day");
+    let w = warn("2026-03-02T00:00:00Z", "2026-03-04T00:00:00Z").await;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("needs asn enrichment") && w[0].contains("--asn-db"), "{w:?}");
+    // Only the last day's: the same.
+    assert_eq!(warn("2026-03-03T00:00:00Z", "2026-03-03T12:00:00Z").await.len(), 1);
+    assert!(warn("2026-03-05T00:00:00Z", "2026-03-09T00:00:00Z").await.is_empty(), "no sign-ins, no warning");
+    assert!(warn("2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z").await.is_empty(), "a range within a day");
+}

@@ -124,7 +124,10 @@ pub fn select(all: Vec<Rule>, ids: &[String], max_alerts: Option<usize>) -> Resu
 /// Warnings for a rule whose `requires` enrichment the lake lacks over `[from, to]`: sign-ins
 /// with an address but no ASN organization (or no country) mean the rule silently changes meaning
 /// (sp_unusual_source_asn cannot exclude Microsoft's networks), so every run says so with the fix.
-/// Two `LIMIT 1` probes: cheap when the enrichment is there.
+/// `LIMIT 1` probes, cheap when the enrichment is there: first an enriched sign-in in the range's
+/// last day — planning a probe over the whole range reads the footer of every sign-in file in it
+/// (0.2–0.3 s for 30 days of the medium profile, in every backtest of such a rule) — and only
+/// when there is none, the whole range: any enriched sign-in, then any sign-in with an address.
 pub async fn enrichment_warnings(
     ctx: &SessionContext,
     rule: &Rule,
@@ -143,17 +146,19 @@ pub async fn enrichment_warnings(
                  AND day >= to_char($from, '%Y-%m-%d') AND day <= to_char($to, '%Y-%m-%d') LIMIT 1"
             )
         };
-        let params = vec![("from", crate::time::utc_ts(from)), ("to", crate::time::utc_ts(to))];
-        let any = |sql: String| {
-            let params = params.clone();
-            async move {
-                let df = crate::query::read_only_sql(ctx, &sql).await.map_err(|e| rule.query_error(e))?;
-                let df = df.with_param_values(params).map_err(|e| rule.query_error(e))?;
-                let rows = df.collect().await.map_err(|e| rule.query_error(e))?;
-                Ok::<bool, RuleError>(rows.iter().any(|b| b.num_rows() > 0))
-            }
+        let any = |sql: String, from: DateTime<Utc>| async move {
+            let params = vec![("from", crate::time::utc_ts(from)), ("to", crate::time::utc_ts(to))];
+            let df = crate::query::read_only_sql(ctx, &sql).await.map_err(|e| rule.query_error(e))?;
+            let df = df.with_param_values(params).map_err(|e| rule.query_error(e))?;
+            let rows = df.collect().await.map_err(|e| rule.query_error(e))?;
+            Ok::<bool, RuleError>(rows.iter().any(|b| b.num_rows() > 0))
         };
-        if any(probe("")).await? && !any(probe(&format!("AND {col} IS NOT NULL"))).await? {
+        let enriched = probe(&format!("AND {col} IS NOT NULL"));
+        let last_day = to.checked_sub_signed(chrono::Duration::days(1)).map_or(from, |d| d.max(from));
+        if any(enriched.clone(), last_day).await? {
+            continue;
+        }
+        if (last_day == from || !any(enriched, from).await?) && any(probe(""), from).await? {
             out.push(format!(
                 "{} needs {need} enrichment, but no sign-in from {} to {} has {col}: its results change meaning \
                  without it; {fix}",
