@@ -1873,7 +1873,7 @@ async fn enrichment_warning_looks_past_the_ranges_last_day() {
     let w = warn("2026-03-02T00:00:00Z", "2026-03-04T00:00:00Z").await;
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("needs asn enrichment") && w[0].contains("--asn-db"), "{w:?}");
-    // Only the last day's: the same.
+    // A range of the last day alone warns too.
     assert_eq!(warn("2026-03-03T00:00:00Z", "2026-03-03T12:00:00Z").await.len(), 1);
     assert!(warn("2026-03-05T00:00:00Z", "2026-03-09T00:00:00Z").await.is_empty(), "no sign-ins, no warning");
     assert!(warn("2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z").await.is_empty(), "a range within a day");
