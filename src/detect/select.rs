@@ -154,11 +154,11 @@ pub async fn enrichment_warnings(
             Ok::<bool, RuleError>(rows.iter().any(|b| b.num_rows() > 0))
         };
         let enriched = probe(&format!("AND {col} IS NOT NULL"));
-        let last_day = to.checked_sub_signed(chrono::Duration::days(1)).map_or(from, |d| d.max(from));
-        if any(enriched.clone(), last_day).await? {
+        let last_day_from = to.checked_sub_signed(chrono::Duration::days(1)).map_or(from, |d| d.max(from));
+        if any(enriched.clone(), last_day_from).await? {
             continue;
         }
-        if (last_day == from || !any(enriched, from).await?) && any(probe(""), from).await? {
+        if (last_day_from == from || !any(enriched, from).await?) && any(probe(""), from).await? {
             out.push(format!(
                 "{} needs {need} enrichment, but no sign-in from {} to {} has {col}: its results change meaning \
                  without it; {fix}",
