@@ -71,13 +71,16 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     cfg
 }
 
-/// The caches of every runtime that plans lake queries: no list-files cache. DataFusion keeps a
-/// table's listing for the runtime's life by default, so a shell, the rules of one `wisp run` tick
-/// (which share a runtime) or a cluster's scheduler would not see files ingested since their first
-/// query, and after a compaction would name files no longer there. The footer and statistics
-/// caches stay: they check each file's size and time.
+/// The caches of every runtime that plans lake queries: listings only within one planning
+/// (`lake::listing`). DataFusion keeps a table's listing for the runtime's life by default, so a
+/// shell, the rules of one `wisp run` tick (which share a runtime) or a cluster's scheduler would
+/// not see files ingested since their first query, and after a compaction would name files no
+/// longer there. The footer and statistics caches stay: they check each file's size and time.
 pub fn caches() -> CacheManagerConfig {
-    CacheManagerConfig::default().with_list_files_cache_limit(0)
+    CacheManagerConfig::default()
+        .with_list_files_cache(Some(Arc::new(crate::lake::listing::PlanningListCache::default())))
+        // Any limit above zero turns the cache on; this one holds a planning's listings only.
+        .with_list_files_cache_limit(1 << 20)
 }
 
 /// The runtime of a session: the bounded memory pool (operators spill beyond it) and the spill

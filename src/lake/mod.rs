@@ -4,6 +4,7 @@
 pub mod compact;
 pub mod days;
 pub mod fetch;
+pub mod listing;
 pub mod location;
 pub mod lock;
 pub mod metered;
