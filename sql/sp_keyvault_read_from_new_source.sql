@@ -46,10 +46,10 @@ WITH history AS (
     -- hour, which reads the events instead. The whole days are [the first midnight at or after
     -- the start, the last at or before the end): bounds on `bucket` itself, so the hour rows of
     -- whole days are skipped by row-group statistics.
-    -- Each key once: the anti join below hashes the window's rows, many per key, and every
-    -- history row probing a key walks all of them; ungrouped, the 'event' rows of days without a
-    -- summary (today's, in every scheduled run) probed them millions of times (17 s for one
-    -- window of medium with every day raw).
+    -- Each key once: every history row joins each of the window's keys of its caller and vault
+    -- below; ungrouped, the 'event' rows of days without a summary (today's, in every scheduled
+    -- run) would multiply that join (an ungrouped history took 17 s for one window of medium
+    -- with every day raw).
     SELECT caller_object_id, vault, caller_ip, source_asn
     FROM (
         SELECT caller_object_id, vault, caller_ip, source_asn
@@ -70,30 +70,43 @@ WITH history AS (
     ) AS h
     GROUP BY caller_object_id, vault, caller_ip, source_asn
 ),
-in_window AS (
+window_reads AS (
     SELECT ts, id, caller_object_id, caller_app_id, caller_upn, caller_ip, source_asn, source_as_org, vault,
            resource_name, operation_name, status_code
-    FROM sp_keyvault_read_rollup_events r
+    FROM sp_keyvault_read_rollup_events
     WHERE ts > $window_start AND ts >= $history_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-      AND NOT EXISTS (SELECT 1 FROM history h
-                      WHERE h.caller_object_id = r.caller_object_id AND h.vault = r.vault AND h.caller_ip = r.caller_ip)
 ),
-known_asn AS (
-    SELECT DISTINCT caller_object_id, vault, source_asn FROM history WHERE source_asn IS NOT NULL
+judged AS (
+    -- Each (caller, vault, address) of the window against the caller's history for the vault, in
+    -- one join (DataFusion plans a CTE again at each use, so a second join would read the history
+    -- again): the address is known when some history row has it; the ASN when some history row
+    -- has the ASN of one of the key's reads. A null vault or ASN matches no history row, as a
+    -- comparison with null is never true.
+    SELECT caller_object_id, vault, caller_ip, bool_or(known_address) AS known_address, bool_or(known_asn) AS known_asn
+    FROM (SELECT w.caller_object_id, w.vault, w.caller_ip,
+                 coalesce(bool_or(h.caller_ip = w.caller_ip), false) AS known_address,
+                 coalesce(bool_or(h.source_asn = w.source_asn), false) AS known_asn
+          FROM (SELECT DISTINCT caller_object_id, vault, caller_ip, source_asn FROM window_reads) AS w
+          LEFT JOIN history h ON h.caller_object_id = w.caller_object_id AND h.vault = w.vault
+          GROUP BY w.caller_object_id, w.vault, w.caller_ip, w.source_asn) AS per_asn
+    GROUP BY caller_object_id, vault, caller_ip
 )
-SELECT min(w.ts) AS ts, w.caller_object_id, w.caller_object_id AS service_principal_id, max(w.caller_app_id) AS app_id,
-       max(w.caller_upn) AS caller_upn,
-       w.vault, max(w.resource_name) AS vault_name, w.caller_ip AS source_ip, w.caller_ip,
-       max(w.source_asn) AS source_asn, max(w.source_as_org) AS source_as_org,
-       count(*) AS reads, array_sort(array_agg(DISTINCT w.operation_name)) AS operations,
-       array_sort(array_agg(DISTINCT w.id)) AS objects,
-       sum(CASE WHEN coalesce(w.status_code, 200) >= 400 THEN 1 ELSE 0 END) AS failed_reads,
-       max(w.source_asn) IS NOT NULL AND max(k.source_asn) IS NULL AS new_asn,
-       CASE WHEN max(w.source_asn) IS NOT NULL AND max(k.source_asn) IS NULL THEN 'high' ELSE 'medium' END AS severity
-FROM in_window w
-LEFT JOIN known_asn k ON k.caller_object_id = w.caller_object_id AND k.vault = w.vault AND k.source_asn = w.source_asn
-GROUP BY w.caller_object_id, w.vault, w.caller_ip
+-- The new keys' reads (a null vault is a key of its own, as the grouping has it).
+SELECT min(r.ts) AS ts, r.caller_object_id, r.caller_object_id AS service_principal_id, max(r.caller_app_id) AS app_id,
+       max(r.caller_upn) AS caller_upn,
+       r.vault, max(r.resource_name) AS vault_name, r.caller_ip AS source_ip, r.caller_ip,
+       max(r.source_asn) AS source_asn, max(r.source_as_org) AS source_as_org,
+       count(*) AS reads, array_sort(array_agg(DISTINCT r.operation_name)) AS operations,
+       array_sort(array_agg(DISTINCT r.id)) AS objects,
+       sum(CASE WHEN coalesce(r.status_code, 200) >= 400 THEN 1 ELSE 0 END) AS failed_reads,
+       max(r.source_asn) IS NOT NULL AND NOT bool_or(j.known_asn) AS new_asn,
+       CASE WHEN max(r.source_asn) IS NOT NULL AND NOT bool_or(j.known_asn) THEN 'high' ELSE 'medium' END AS severity
+FROM window_reads r
+JOIN judged j
+  ON j.caller_object_id = r.caller_object_id AND j.caller_ip = r.caller_ip AND (j.vault IS NOT DISTINCT FROM r.vault)
+WHERE NOT j.known_address
+GROUP BY r.caller_object_id, r.vault, r.caller_ip
 
 -- @backtest
 -- Every hourly run in [$range_start, $range_end] in one pass. With the look-back equal to the
