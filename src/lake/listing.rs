@@ -10,9 +10,11 @@
 //! This cache keeps a listing for the planning that made it and no longer. A planning opens a
 //! [`Scope`] (`output`, `query` do, around `create_physical_plan`); each scope begins a new
 //! generation, and a listing is served only within the generation in which it began, while some
-//! scope is open. So a planning never sees a listing older than its own start, and outside a
-//! scope (compaction, rollup refresh, the scheduler's own reads, a cluster's scheduler) nothing
-//! is cached at all.
+//! scope is open. So a planning in a scope never sees a listing older than its own start. A
+//! planning outside any scope (compaction, rollup refresh, the shell, `wisp detect`'s enrichment
+//! probe, a cluster's scheduler) is served nothing while no scope is open; while one is (only
+//! rules planning concurrently in the same process could be), it shares that generation's
+//! listings, which began at most that scope's planning ago.
 
 use datafusion::common::TableReference;
 use datafusion::execution::cache::cache_manager::CachedFileList;
