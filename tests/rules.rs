@@ -1548,6 +1548,15 @@ async fn resource_log_rules_window_edges() {
         // A user sign-in carrying the principal's id is not a workload sign-in: not judged.
         user,
         arm_call("c-u", m(30), "id-sp-user", "45.0.0.33"),
+        // Calls at the window's end and sign-ins exactly 3 h after them, the end of the sign-ins'
+        // range: sp-h's from elsewhere (judged, alerts), sp-j's from the call's address (seen);
+        // sp-i's a microsecond later (not judged).
+        sp_signin("s-h", end + Duration::hours(3), "sp-h", "45.0.1.8", 0, None),
+        arm_call("c-h", end, "id-sp-h", "45.0.0.34"),
+        sp_signin("s-i", end + Duration::hours(3) + us, "sp-i", "45.0.1.10", 0, None),
+        arm_call("c-i", end, "id-sp-i", "45.0.0.35"),
+        sp_signin("s-j", end + Duration::hours(3), "sp-j", "45.0.0.36", 0, None),
+        arm_call("c-j", end, "id-sp-j", "45.0.0.36"),
     ])
     .await;
     let c = ctx(&lake).await;
@@ -1562,7 +1571,7 @@ async fn resource_log_rules_window_edges() {
         run.alerts.iter().map(|a| (a.service_principal_id.clone().unwrap(), a.source_ip.clone().unwrap())).collect();
     got.sort();
     let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    assert_eq!(got, vec![p("id-sp-e", "45.0.0.30"), p("id-sp-g", "45.0.0.32")]);
+    assert_eq!(got, vec![p("id-sp-e", "45.0.0.30"), p("id-sp-g", "45.0.0.32"), p("id-sp-h", "45.0.0.34")]);
 }
 
 /// The resource-log rules' one-pass backtests equal replaying every hourly run: random Key Vault
