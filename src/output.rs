@@ -90,9 +90,7 @@ type Started = (
 async fn start(df: datafusion::dataframe::DataFrame) -> Result<Started, datafusion::error::DataFusionError> {
     let task = std::sync::Arc::new(df.task_ctx());
     let planning = std::time::Instant::now();
-    let scope = crate::lake::listing::scope();
-    let plan = df.create_physical_plan().await?;
-    drop(scope);
+    let plan = crate::lake::listing::create_physical_plan(df).await?;
     let planning = planning.elapsed();
     let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let first = stream.next().await.transpose()?;

@@ -93,9 +93,7 @@ pub async fn collect_with_stats(df: DataFrame) -> Result<(Vec<arrow::array::Reco
 
 async fn collect_once(df: DataFrame) -> Result<(Vec<arrow::array::RecordBatch>, ScanStats)> {
     let task = std::sync::Arc::new(df.task_ctx());
-    let scope = crate::lake::listing::scope();
-    let plan = df.create_physical_plan().await?;
-    drop(scope);
+    let plan = crate::lake::listing::create_physical_plan(df).await?;
     let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
     Ok((batches, ScanStats::of(&plan)))
 }

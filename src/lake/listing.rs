@@ -8,7 +8,7 @@
 //! compaction name files no longer there (`session::caches` turns DataFusion's cache off).
 //!
 //! This cache keeps a listing for the planning that made it and no longer. A planning opens a
-//! [`Scope`] (`output`, `query` do, around `create_physical_plan`); each scope begins a new
+//! [`Scope`] ([`create_physical_plan`], which `output` and `query` plan with); each scope begins a new
 //! generation, and a listing is served only within the generation in which it began, while some
 //! scope is open. So a planning in a scope never sees a listing older than its own start. A
 //! planning outside any scope (compaction, rollup refresh, the shell, `wisp detect`'s enrichment
@@ -71,6 +71,14 @@ pub struct Scope(&'static Generations);
 /// Opens a planning scope of the process's sessions (see [`Generations::scope`]).
 pub fn scope() -> Scope {
     GENERATIONS.scope()
+}
+
+/// Plans `df` in a scope of its own: each table it scans is listed once.
+pub async fn create_physical_plan(
+    df: datafusion::dataframe::DataFrame,
+) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let _scope = scope();
+    df.create_physical_plan().await
 }
 
 impl Drop for Scope {
