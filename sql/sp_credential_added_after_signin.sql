@@ -38,6 +38,9 @@ signin_lookback = { duration = "3d" }
 # would build on the rollup's rows, whose file statistics look small beside the estimates of the
 # joins above them.
 "datafusion.optimizer.join_reordering" = false
+# Each join builds one hash table for all partitions (the changes' side is small): partitioned
+# joins make every scan's pushed key set hash each row twice (its partition, then its key).
+"datafusion.optimizer.repartition_joins" = false
 
 [mitre]
 tactics = ["TA0003 Persistence"]
@@ -95,14 +98,20 @@ c AS (
     WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
 ),
 ct AS (
-    -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
-    -- DataFusion plans a CTE again at each use, and `c` decodes every change's targets (the key
-    -- lists) for the bare-"Update application" test; that test is applied once, where the
-    -- aggregated prior sign-ins meet `c` (a change it drops only costs its pairs).
-    SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, changes.target_type,
-           change_app.target_app_id
-    FROM changes
-    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+    -- What matching a change to sign-ins needs: its time, the way its target is matched (1: a
+    -- ServicePrincipal by its id; 2: an Application by its AppId; 3: an Application without one
+    -- by its display name, case-insensitively) and the key it is matched by. Not `c`: DataFusion
+    -- plans a CTE again at each use, and `c` decodes every change's targets (the key lists) for
+    -- the bare-"Update application" test; that test is applied once, where the aggregated prior
+    -- sign-ins meet `c` (a change it drops only costs its pairs).
+    SELECT ts, audit_id, way,
+           CASE way WHEN 1 THEN target_id WHEN 2 THEN target_app_id WHEN 3 THEN lower(target_name) END AS k
+    FROM (SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, change_app.target_app_id,
+                 CASE WHEN changes.target_type = 'ServicePrincipal' THEN 1
+                      WHEN changes.target_type = 'Application' AND change_app.target_app_id IS NOT NULL THEN 2
+                      WHEN changes.target_type = 'Application' THEN 3 END AS way
+          FROM changes
+          LEFT JOIN change_app ON changes.audit_id = change_app.audit_id)
 ),
 s AS (
     -- The prior sign-ins as rows of `sp_signin_rollup` (src/rollups.rs; its source is the
@@ -124,32 +133,25 @@ s AS (
 cd AS (
     -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
     -- epoch, computed once per change rather than for each of its pairs.
-    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us, d,
+    SELECT audit_id, ts, way, k, lo_us, d,
            unnest(CASE WHEN d_us >= lo_us AND d_us + 86400000000 <= CAST(ts AS BIGINT) THEN make_array('day', 'event')
                        ELSE make_array('hour', 'event') END) AS g
-    FROM (SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us,
-                 to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
+    FROM (SELECT audit_id, ts, way, k, lo_us, to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
           FROM (SELECT *, lo_us - lo_us % 86400000000
                             + 86400000000 * unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS d_us
-                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct))
+                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct WHERE k IS NOT NULL))
           WHERE d_us <= CAST(ts AS BIGINT))
 ),
 matched AS (
-    -- Only the columns the aggregation needs travel through the joins.
+    -- The three ways as one join: the rows of `s` once per way, keyed by that way's column. Only
+    -- the columns the aggregation needs travel through it. The join's key set reaches each way's
+    -- scan, and its bounds on `way` skip a way no change uses (the display name's, as a rule).
     SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
-    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'ServicePrincipal'
-    UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'app_id'
-    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'Application'
-    UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'display_name'
-    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
+           s.service_principal_name, s.app_id, s.matched_by
+    FROM cd JOIN (SELECT 1 AS way, 'service_principal_id' AS matched_by, service_principal_id AS k, * FROM s
+                  UNION ALL SELECT 2 AS way, 'app_id' AS matched_by, app_id AS k, * FROM s
+                  UNION ALL SELECT 3 AS way, 'display_name' AS matched_by, lower(service_principal_name) AS k, * FROM s) AS s
+      ON s.k = cd.k AND s.way = cd.way AND s.signin_day = cd.d AND s.grain = cd.g
 ),
 signins_before AS (
     -- The sign-ins in each change's look-back: a row wholly inside it counts as its n sign-ins at
@@ -268,14 +270,20 @@ c AS (
     WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
 ),
 ct AS (
-    -- What matching a change to sign-ins needs: its time, target and target app id. Not `c`:
-    -- DataFusion plans a CTE again at each use, and `c` decodes every change's targets (the key
-    -- lists) for the bare-"Update application" test; that test is applied once, where the
-    -- aggregated prior sign-ins meet `c` (a change it drops only costs its pairs).
-    SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, changes.target_type,
-           change_app.target_app_id
-    FROM changes
-    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
+    -- What matching a change to sign-ins needs: its time, the way its target is matched (1: a
+    -- ServicePrincipal by its id; 2: an Application by its AppId; 3: an Application without one
+    -- by its display name, case-insensitively) and the key it is matched by. Not `c`: DataFusion
+    -- plans a CTE again at each use, and `c` decodes every change's targets (the key lists) for
+    -- the bare-"Update application" test; that test is applied once, where the aggregated prior
+    -- sign-ins meet `c` (a change it drops only costs its pairs).
+    SELECT ts, audit_id, way,
+           CASE way WHEN 1 THEN target_id WHEN 2 THEN target_app_id WHEN 3 THEN lower(target_name) END AS k
+    FROM (SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, change_app.target_app_id,
+                 CASE WHEN changes.target_type = 'ServicePrincipal' THEN 1
+                      WHEN changes.target_type = 'Application' AND change_app.target_app_id IS NOT NULL THEN 2
+                      WHEN changes.target_type = 'Application' THEN 3 END AS way
+          FROM changes
+          LEFT JOIN change_app ON changes.audit_id = change_app.audit_id)
 ),
 s AS (
     -- The prior sign-ins as rows of `sp_signin_rollup`, as in the main query.
@@ -295,32 +303,25 @@ s AS (
 cd AS (
     -- lo_us: the earliest sign-in time the change's look-back counts (see prior), in µs since the
     -- epoch, computed once per change rather than for each of its pairs.
-    SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us, d,
+    SELECT audit_id, ts, way, k, lo_us, d,
            unnest(CASE WHEN d_us >= lo_us AND d_us + 86400000000 <= CAST(ts AS BIGINT) THEN make_array('day', 'event')
                        ELSE make_array('hour', 'event') END) AS g
-    FROM (SELECT audit_id, ts, target_id, target_type, target_app_id, target_name, lo_us,
-                 to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
+    FROM (SELECT audit_id, ts, way, k, lo_us, to_char(to_timestamp_micros(d_us), '%Y-%m-%d') AS d, d_us
           FROM (SELECT *, lo_us - lo_us % 86400000000
                             + 86400000000 * unnest(generate_series(0, CAST(($signin_lookback_us + 86399999999) / 86400000000 AS BIGINT))) AS d_us
-                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct))
+                FROM (SELECT ct.*, CAST(date_trunc('minute', ts) AS BIGINT) - $signin_lookback_us AS lo_us FROM ct WHERE k IS NOT NULL))
           WHERE d_us <= CAST(ts AS BIGINT))
 ),
 matched AS (
-    -- Only the columns the aggregation needs travel through the joins.
+    -- The three ways as one join: the rows of `s` once per way, keyed by that way's column. Only
+    -- the columns the aggregation needs travel through it. The join's key set reaches each way's
+    -- scan, and its bounds on `way` skip a way no change uses (the display name's, as a rule).
     SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'service_principal_id' AS matched_by
-    FROM cd JOIN s ON s.service_principal_id = cd.target_id AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'ServicePrincipal'
-    UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'app_id'
-    FROM cd JOIN s ON s.app_id = cd.target_app_id AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'Application'
-    UNION ALL
-    SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
-           s.service_principal_name, s.app_id, 'display_name'
-    FROM cd JOIN s ON lower(s.service_principal_name) = lower(cd.target_name) AND s.signin_day = cd.d AND s.grain = cd.g
-    WHERE cd.target_type = 'Application' AND cd.target_app_id IS NULL
+           s.service_principal_name, s.app_id, s.matched_by
+    FROM cd JOIN (SELECT 1 AS way, 'service_principal_id' AS matched_by, service_principal_id AS k, * FROM s
+                  UNION ALL SELECT 2 AS way, 'app_id' AS matched_by, app_id AS k, * FROM s
+                  UNION ALL SELECT 3 AS way, 'display_name' AS matched_by, lower(service_principal_name) AS k, * FROM s) AS s
+      ON s.k = cd.k AND s.way = cd.way AND s.signin_day = cd.d AND s.grain = cd.g
 ),
 signins_before AS (
     -- The sign-ins in each change's look-back: a row wholly inside it counts as its n sign-ins at
