@@ -851,8 +851,10 @@ async fn sp_credential_added_after_signin_keeps_real_credential_changes_and_name
         redirect,
         // A bare "Update application" that adds a key; the old key is not reported.
         key_change("u2", d + Duration::hours(2), "Update application", "sp-a", &["k-old"], &["k-old", "k-new"]),
-        // The explicit operation, as the seed names it.
-        key_change("u3", d + Duration::hours(3), "Add service principal credentials", "sp-a", &[], &["k-2", "k-3"]),
+        // The explicit operation, as the seed names it; its keys are reported ordered by id.
+        key_change("u3", d + Duration::hours(3), "Add service principal credentials", "sp-a", &[], &["k-3", "k-2"]),
+        // A key change that adds none (a key removed): a credential change, no key named.
+        key_change("u4", d + Duration::hours(4), "Update application", "sp-a", &["k-2", "k-3"], &["k-3"]),
     ])
     .await;
     let c = ctx(&lake).await;
@@ -861,18 +863,23 @@ async fn sp_credential_added_after_signin_keeps_real_credential_changes_and_name
     let run = alerts::run(&c, &r, &w, detected()).await.unwrap();
     let f: Vec<serde_json::Value> = run.alerts.iter().map(|a| serde_json::from_str(&a.fields).unwrap()).collect();
     let ids: Vec<&str> = f.iter().map(|x| x["audit_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["u2", "u3"]);
+    assert_eq!(ids, vec!["u2", "u3", "u4"]);
     assert_eq!(f[0]["added_key_ids"], json!(["k-new"]));
     assert_eq!(f[0]["added_key_types"], json!(["Password"]));
     assert_eq!(f[0]["added_key_names"], json!(["name of k-new"]));
     assert_eq!(f[1]["added_key_ids"], json!(["k-2", "k-3"]));
+    assert_eq!(f[1]["added_key_types"], json!(["Password", "Password"]));
+    assert_eq!(f[1]["added_key_names"], json!(["name of k-2", "name of k-3"]));
+    for field in ["added_key_ids", "added_key_types", "added_key_names"] {
+        assert!(f[2][field].is_null(), "no key added, none named: {}", f[2]);
+    }
     // The sign-in was 52 hours before u2: inside the published 3 days, outside a 2-day look-back.
     let mut short = r.clone();
     short.meta.params.insert("signin_lookback".into(), toml::Value::Table(toml::toml! { duration = "2d" }));
     assert!(alerts::run(&c, &short, &w, detected()).await.unwrap().alerts.is_empty());
     let mut long = r.clone();
     long.meta.params.insert("signin_lookback".into(), toml::Value::Table(toml::toml! { duration = "5d" }));
-    assert_eq!(alerts::run(&c, &long, &w, detected()).await.unwrap().alerts.len(), 2);
+    assert_eq!(alerts::run(&c, &long, &w, detected()).await.unwrap().alerts.len(), 3);
 }
 
 /// The real "Add service principal credentials" record of the fixtures: the key added is the one

@@ -16,6 +16,7 @@
 //! | `asn(ip)`, `asn_number(ip)`, `asn_org(ip)` | ASN database lookups |
 //! | `geo(ip)` | City database lookup |
 //! | `graph_path_template(uri)` | a Graph request URI as its action: `/v1.0/users/{id}/messages` |
+//! | `list_field(list, 'name')` | the named field of each struct in a list of structs, as a list |
 //! | `last_by(value, ts, tiebreak)` (aggregate) | `value` of the row with the greatest `(ts, tiebreak)`, nulls greatest: `last_value(value ORDER BY ts, tiebreak)`, vectorized |
 
 pub mod aggregates;
@@ -23,6 +24,7 @@ pub mod db;
 pub mod functions;
 pub mod graph;
 pub mod ip;
+pub mod lists;
 pub mod ranges;
 pub mod testdb;
 pub mod watchlist;
