@@ -148,7 +148,8 @@ cd AS (
 matched AS (
     -- The three ways as one join: the rows of `s` once per way, keyed by that way's column. Only
     -- the columns the aggregation needs travel through it. The join's key set reaches each way's
-    -- scan, and its bounds on `way` skip a way no change uses (the display name's, as a rule).
+    -- scan, and its bounds on `way` skip the scan of a way outside the range of those the changes
+    -- use: the display name's (3) when no change needs it, as is the rule.
     SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
            s.service_principal_name, s.app_id, s.matched_by
     FROM cd JOIN (SELECT 1 AS way, 'service_principal_id' AS matched_by, service_principal_id AS k, * FROM s
@@ -326,7 +327,8 @@ cd AS (
 matched AS (
     -- The three ways as one join: the rows of `s` once per way, keyed by that way's column. Only
     -- the columns the aggregation needs travel through it. The join's key set reaches each way's
-    -- scan, and its bounds on `way` skip a way no change uses (the display name's, as a rule).
+    -- scan, and its bounds on `way` skip the scan of a way outside the range of those the changes
+    -- use: the display name's (3) when no change needs it, as is the rule.
     SELECT cd.audit_id, cd.ts, cd.lo_us, s.signin_day, s.bucket, s.n, s.first_ts, s.last_ts, s.signin_ip, s.service_principal_id,
            s.service_principal_name, s.app_id, s.matched_by
     FROM cd JOIN (SELECT 1 AS way, 'service_principal_id' AS matched_by, service_principal_id AS k, * FROM s
