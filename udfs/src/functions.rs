@@ -83,7 +83,8 @@ pub(crate) fn for_each_str(arr: &dyn Array, mut f: impl FnMut(Option<&str>)) -> 
     Ok(())
 }
 
-fn scalar_str(v: &ScalarValue) -> Option<Option<&str>> {
+/// A string scalar's value: `Some(None)` for a null, `None` when it is not a string.
+pub(crate) fn scalar_str(v: &ScalarValue) -> Option<Option<&str>> {
     if v.is_null() {
         return Some(None);
     }

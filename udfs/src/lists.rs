@@ -8,7 +8,7 @@
 //! `array_agg(… ORDER BY …)` cost DataFusion a sort per group in every batch; one unordered
 //! `array_agg` is vectorized.
 
-use crate::functions::{all_scalar, finish, is_string, plain_udf};
+use crate::functions::{all_scalar, finish, is_string, plain_udf, scalar_str};
 use arrow::array::{make_array, Array, AsArray, ListArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -25,10 +25,8 @@ plain_udf!(
 
 /// The field name: a constant, non-null string.
 fn field_name(v: Option<&ScalarValue>) -> Result<String> {
-    match v {
-        Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => {
-            Ok(s.clone())
-        }
+    match v.and_then(scalar_str) {
+        Some(Some(s)) => Ok(s.to_string()),
         _ => plan_err!("list_field(list, name): the name must be a constant string, e.g. list_field(keys, 'id')"),
     }
 }
