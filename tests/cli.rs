@@ -645,3 +645,31 @@ fn compact_force_rewrites_compacted_days_in_the_current_layout() {
     assert_eq!(signin_files().len(), after.len());
     assert_eq!(lake_counts(&lake).0, rows_before);
 }
+
+/// `wisp hunt --backtest` runs a rule's one-pass backtest query over the range: a row per alert
+/// of every scheduled run (each with its `run_end_us`), as many as `wisp detect` reports over the
+/// same range; a rule file without a backtest section says so.
+#[test]
+fn hunt_backtest_runs_the_one_pass_query() {
+    let lake = tmp("cli-hunt-backtest");
+    ingest_samples(&lake);
+    let range = ["--from", "2026-11-18T00:00:00Z", "--to", "2026-11-21T00:00:00Z", "--format", "jsonl", "--lake"];
+    let rule = "sp_keyvault_read_from_new_source";
+    let (code, out, err) = run(wisp().args(["hunt", rule, "--backtest"]).args(range).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("backtest of {rule} over [2026-11-18T00:00:00+00:00")), "{err}");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["run_end_us"].is_i64()), "{out}");
+    let (code, alerts, err) = run(wisp().args(["detect", "--rule", rule]).args(range).arg(&lake));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(alerts.lines().count(), rows.len(), "{alerts}\n{out}");
+
+    let text = std::fs::read_to_string(repo().join("sql/sp_failed_signins.sql")).unwrap();
+    let main_only = &text[..text.find("-- @backtest").expect("the rule has a backtest")];
+    let file = tmp("cli-hunt-backtest-rule").join("no_backtest.sql");
+    std::fs::write(&file, main_only).unwrap();
+    let (code, out, err) = run(wisp().arg("hunt").arg(&file).arg("--backtest").args(range).arg(&lake));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("has no one-pass backtest") && err.contains("drop --backtest"), "{err}");
+    assert!(out.is_empty(), "{out}");
+}
