@@ -113,27 +113,30 @@ GROUP BY r.caller_object_id, r.vault, r.caller_ip
 -- interval (as this rule has it), a read belongs to exactly one run T: the one with
 -- T-1h < ts <= T. Its (caller, vault, address) is new to run T when the key's latest read before
 -- the run's first is older than T-10d (or there is none): the gap before that first read is then
--- more than 10d - 1h. The reads of a key come from the rollup `sp_keyvault_read_rollup` as spans,
--- one per day ('day' rows) or per read ('event' rows: days without a current summary), in time
--- order and apart; within a span reads are less than a day apart, so only a span's first read
--- can start a new run, and its predecessor is the previous span's last read. So the new runs are
--- the span starts' runs T whose previous span ends before T-10d: a window over a few spans per
--- key and day, not over every read. (A run whose first read is a previous span's last, less than
--- an hour before this span's first, is judged from that span: the run comes once, DISTINCT.)
+-- more than 10d - 1h. The reads of a key come from the rollup `sp_keyvault_read_rollup` as spans:
+-- per day one row per ASN of the address ('day' rows), or one per read ('event' rows: days
+-- without a current summary). Days are apart and in time order; within a day reads are less than
+-- a day apart, so only the day's first read can start a new run, and its predecessor is the
+-- latest read of the days before: the greatest last time of the rows that begin before it. So
+-- the new runs are the runs T of rows whose earlier rows all end before T-10d: a running maximum
+-- over a few rows per key and day, not over every read. A row that is not its day's first has an
+-- earlier row of that day before it, which ends after the day began, less than 10d before T: it
+-- starts no run, as it must not. (Merging a day's rows first, a GROUP BY of every row, cost more
+-- than the window itself. A run whose first read is a previous row's last, less than an hour
+-- before this row's first, is judged from that row: the run comes once, DISTINCT.)
 WITH spans AS (
-    -- A day's rows (one per ASN of the address) merged into one span.
-    SELECT caller_object_id, vault, caller_ip, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    SELECT caller_object_id, vault, caller_ip, first_ts, last_ts
     FROM sp_keyvault_read_rollup
     WHERE grain IN ('day', 'event')
       AND first_ts <= $range_end AND last_ts >= $range_start - $lookback - $history
       AND day >= to_char($range_start - $lookback - $history, '%Y-%m-%d') AND day <= to_char($range_end, '%Y-%m-%d')
-    GROUP BY caller_object_id, vault, caller_ip, day, CASE WHEN grain = 'event' THEN first_ts END
 ),
 new_runs AS (
     SELECT DISTINCT caller_object_id, vault, caller_ip, run_end_us
     FROM (SELECT caller_object_id, vault, caller_ip,
                  ((CAST(first_ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us AS run_end_us,
-                 CAST(lag(last_ts) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY first_ts) AS BIGINT) AS prev_us
+                 CAST(max(last_ts) OVER (PARTITION BY caller_object_id, vault, caller_ip ORDER BY first_ts
+                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS BIGINT) AS prev_us
           FROM spans)
     WHERE (prev_us IS NULL OR prev_us < run_end_us - $history_us)
       AND run_end_us >= CAST($range_start AS BIGINT) AND run_end_us <= CAST($range_end AS BIGINT)

@@ -1631,6 +1631,92 @@ async fn resource_log_rules_backtests_equal_replaying_every_run() {
     }
 }
 
+/// The Key Vault rule's one-pass backtest over the rollup's 'day' rows equals replaying every run
+/// when an address has two ASNs on one day (read before and after the ASN table changed): that
+/// day's row of the second ASN begins later and ends earlier than the first's, and a read 10 days
+/// later is judged by the day's last read (known), not by the row that began last (which would
+/// make it new); the same read from an address last used before the 10 days is new.
+#[tokio::test]
+async fn keyvault_backtest_over_day_rows_with_two_asns_for_an_address_equals_replay() {
+    let mut rng = wisp_udfs::testdb::XorShift(0x6a09_e667_f3bc_c909);
+    let mut next = move || rng.next();
+    let start = t("2026-03-01T00:00:00Z");
+    let mut recs = Vec::new();
+    for i in 0..400u64 {
+        let oid = format!("id-sp-{}", next() % 8);
+        let ip = format!("45.0.{}.{}", next() % 3, next() % 6 + 1);
+        let ts = start + Duration::seconds((next() % (14 * 86_400)) as i64);
+        let vault = if next() % 3 == 0 { "KV-B" } else { "KV-A" };
+        recs.push(kv_op(&format!("k{i}"), ts, &oid, &ip, "SecretGet", vault));
+    }
+    let d = t("2026-03-02T00:00:00Z");
+    // 45.0.1.9 in ASN 64501: 01:00 and 22:00; in the renumbered ASN (second ingest): 02:00.
+    recs.push(kv_op("two-1", d + Duration::hours(1), "mi-two", "45.0.1.9", "SecretGet", "KV-A"));
+    recs.push(kv_op("two-2", d + Duration::hours(22), "mi-two", "45.0.1.9", "SecretGet", "KV-A"));
+    // 10 days and 12.5 hours after the first read: the run ending at 13:00 has history from 13:00
+    // of day `d`, which holds the 22:00 read.
+    recs.push(kv_op(
+        "two-4",
+        d + Duration::days(10) + Duration::minutes(750),
+        "mi-two",
+        "45.0.1.9",
+        "SecretGet",
+        "KV-A",
+    ));
+    // The control: an address read only at 01:00 of day `d`, then at the same time 10 days later.
+    recs.push(kv_op("one-1", d + Duration::hours(1), "mi-two", "45.0.1.10", "SecretGet", "KV-A"));
+    recs.push(kv_op(
+        "one-4",
+        d + Duration::days(10) + Duration::minutes(750),
+        "mi-two",
+        "45.0.1.10",
+        "SecretGet",
+        "KV-A",
+    ));
+    let lake = lake_with(&recs).await;
+    let dir = tmp("rules-asn2");
+    let late = kv_op("two-3", d + Duration::hours(2), "mi-two", "45.0.1.9", "SecretGet", "KV-A");
+    std::fs::write(dir.join("late.json"), format!("{late}\n")).unwrap();
+    std::fs::write(dir.join("asn.csv"), "start_ip,end_ip,asn,organization\n45.0.1.0,45.0.1.255,65010,Renumbered Net\n")
+        .unwrap();
+    let mut o = opts(vec![dir.join("late.json").display().to_string()]);
+    o.asn_db = Some(dir.join("asn.csv"));
+    let s = ingest_into(&lake, o).await;
+    assert_eq!(s.rejected_total(), 0, "{s:?}");
+    let l = wisp::lake::Lake::open(&lake.display().to_string()).unwrap();
+    let written = wisp::rollups::refresh(&l, None, 512 << 20, wisp::rollups::KEEP_REPLACED).await.unwrap();
+    assert!(written.iter().any(|w| w.rollup == "sp_keyvault_read_rollup" && w.day == "2026-03-02"), "{written:?}");
+    let c = ctx(&lake).await;
+    let rows = c
+        .sql(
+            "SELECT source_asn, first_ts, last_ts FROM sp_keyvault_read_rollup \
+             WHERE caller_ip = '45.0.1.9' AND grain = 'day' AND day = '2026-03-02' ORDER BY source_asn",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    let n: usize = rows.iter().map(|b| b.num_rows()).sum();
+    assert!(n == 2 && text.contains("64501") && text.contains("65010"), "two rows, one per ASN: {text}");
+    let alerts = assert_one_pass_equals_replay(
+        &c,
+        &rule("sp_keyvault_read_from_new_source"),
+        t("2026-03-11T00:00:00Z"),
+        t("2026-03-13T12:00:00Z"),
+    )
+    .await;
+    let run = (d + Duration::days(10) + Duration::hours(13)).timestamp_micros();
+    let mut edge: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.window_end == run && a.service_principal_id.as_deref() == Some("mi-two"))
+        .map(|a| a.source_ip.clone().unwrap())
+        .collect();
+    edge.sort();
+    assert_eq!(edge, ["45.0.1.10"]);
+}
+
 /// The suspicious-source rule's one-pass backtest (an 8-hour window sliding hourly, suppressed by
 /// address for 8 hours) equals replaying every run: random network alerts, sign-ins (some failed)
 /// and Microsoft 365 records of a few addresses over four days, some exactly on run ends and
