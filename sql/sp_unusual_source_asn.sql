@@ -128,11 +128,22 @@ WITH buckets AS (
     -- candidates too, which change only its first time, and that bucket cannot alert (its hour is
     -- more than the history before every run's window); one reaching past the range's end has a
     -- later last time, which is the previous occurrence only of buckets after the range, and those
-    -- do not alert either. So the alerts are those of the candidates in the range.
+    -- do not alert either. So the alerts are those of the candidates in the range. The rollup's
+    -- keys are the pair, so an 'hour' row is its pair's only row of that hour (a day has 'hour'
+    -- rows or 'event' rows, never both): only the 'event' rows are grouped (grouping the 'hour'
+    -- rows too, each a group of one, was a third of the backtest's CPU over 30 days of medium),
+    -- and an 'hour' row's hour is its `bucket` (`date_trunc` of 1.5 M times cost 0.3 s of CPU).
+    SELECT service_principal_id, source_asn, bucket AS hour, first_ts, last_ts
+    FROM sp_asn_rollup
+    WHERE grain = 'hour'
+      AND first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
+      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
+      AND day <= to_char($range_end, '%Y-%m-%d')
+    UNION ALL
     SELECT service_principal_id, source_asn, date_trunc('hour', first_ts) AS hour, min(first_ts) AS first_ts,
            max(last_ts) AS last_ts
     FROM sp_asn_rollup
-    WHERE grain IN ('hour', 'event')
+    WHERE grain = 'event'
       AND first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
       AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
       AND day <= to_char($range_end, '%Y-%m-%d')
