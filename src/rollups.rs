@@ -146,17 +146,16 @@ fn is_day(d: &str) -> bool {
 struct DayFiles(BTreeMap<Table, BTreeMap<String, Vec<String>>>);
 
 impl DayFiles {
+    /// Lists each table once, all of them at the same time (an object store's listings are round
+    /// trips, a folder's are directory walks on blocking threads).
     async fn list(lake: &Lake, tables: &[Table]) -> Result<DayFiles, LakeError> {
-        let mut out: BTreeMap<Table, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-        for t in tables {
-            if out.contains_key(t) {
-                continue;
-            }
-            let per_day = out.entry(*t).or_default();
+        let unique: BTreeSet<Table> = tables.iter().copied().collect();
+        let lists = futures::future::try_join_all(unique.into_iter().map(|t| async move {
+            let mut per_day: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let prefix = StorePath::from(t.name());
             let mut list = lake.store.list(Some(&prefix));
             while let Some(m) = list.next().await {
-                let m = m.map_err(|e| store_err(&lake.table_url(*t), e))?;
+                let m = m.map_err(|e| store_err(&lake.table_url(t), e))?;
                 let path = m.location.as_ref();
                 let mut parts = path.split('/');
                 let (_, Some(dir), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -170,8 +169,10 @@ impl DayFiles {
                 per_day.entry(day.to_string()).or_default().push(format!("{path}\t{}\t{modified}", m.size));
             }
             per_day.values_mut().for_each(|l| l.sort());
-        }
-        Ok(DayFiles(out))
+            Ok::<_, LakeError>((t, per_day))
+        }))
+        .await?;
+        Ok(DayFiles(lists.into_iter().collect()))
     }
 }
 
@@ -480,57 +481,66 @@ fn not_in_days(days: &[&String]) -> String {
 /// Registers each rollup's view in a session (after the tables and functions): the stored rows of
 /// the days still fingerprinted as stored, the source's events for every other day.
 pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionError> {
-    // Listed only when some rollup has stored days, and then once per table.
-    let mut files = None;
-    for r in ROLLUPS {
-        // The source itself: the partial hours at a window's edges (and backtests) read it, and
-        // its schema gives the stored files'.
-        let events = format!("{}_events", r.name);
-        let _ = ctx.deregister_table(events.as_str())?;
-        ctx.sql(&format!("CREATE VIEW {events} AS {}", r.source)).await?;
-        let stored = r.stored(lake).await?;
-        let mut valid: Vec<(&String, &String)> = Vec::new();
-        if !stored.is_empty() && files.is_none() {
-            files = Some(DayFiles::list(lake, &all_tables()).await?);
-        }
+    // Every listing at once: the rollups' stored days, then (only when some rollup has stored
+    // days) the tables' files, each table once. On a folder they were a third of opening a session
+    // one after another; on an object store each is a round trip.
+    let stored = futures::future::try_join_all(ROLLUPS.iter().map(|r| r.stored(lake))).await?;
+    let files =
+        if stored.iter().any(|s| !s.is_empty()) { Some(DayFiles::list(lake, &all_tables()).await?) } else { None };
+    // Then each rollup's views, the rollups side by side (planning a view's SQL is most of it).
+    let tasks = ROLLUPS.iter().zip(stored).map(|(r, stored)| {
         let current = files.as_ref().map(|f| r.fingerprints_of(f)).unwrap_or_default();
-        for (day, fp) in &current {
-            if stored.get(day).is_some_and(|s| s.contains(fp)) {
-                valid.push((day, fp));
-            }
-        }
-        let keys = r.keys.join(", ");
-        let raw_days = not_in_days(&valid.iter().map(|(d, _)| *d).collect::<Vec<_>>());
-        let times = if r.times { ", make_array(ts) AS times" } else { "" };
-        let raw = format!(
-            "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
-                    ts AS last_ts{times}, day \
-             FROM {events} WHERE {raw_days}"
-        );
-        let sql = if valid.is_empty() {
-            raw
-        } else {
-            let table = format!("__rollup_{}", r.name);
-            let url = ListingTableUrl::parse(format!("{}{FOLDER}/{}/", lake.url, r.name))?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![
-                    ("day".to_string(), DataType::Utf8),
-                    ("src".to_string(), DataType::Utf8),
-                ]);
-            let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;
-            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-            let _ = ctx.deregister_table(table.as_str())?;
-            ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
-            format!(
-                "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
-                r.measures(),
-                quoted(&valid.iter().map(|(_, f)| *f).collect::<Vec<_>>())
-            )
-        };
-        let _ = ctx.deregister_table(r.name)?;
-        ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
+        let valid: Vec<(String, String)> =
+            current.into_iter().filter(|(day, fp)| stored.get(day).is_some_and(|s| s.contains(fp))).collect();
+        tokio::spawn(register_one(ctx.clone(), lake.url.clone(), r, valid))
+    });
+    for done in futures::future::join_all(tasks.collect::<Vec<_>>()).await {
+        done.map_err(|e| SessionError::Engine(format!("registering the rollups' views: {e}")))??;
     }
+    Ok(())
+}
+
+/// Registers one rollup's views: `<name>_events` (its source) and `<name>`, with the stored rows
+/// of the `valid` (day, fingerprint) pairs.
+async fn register_one(
+    ctx: SessionContext,
+    lake_url: String,
+    r: &'static Rollup,
+    valid: Vec<(String, String)>,
+) -> Result<(), SessionError> {
+    // The source itself: the partial hours at a window's edges (and backtests) read it, and its
+    // schema gives the stored files'.
+    let events = format!("{}_events", r.name);
+    let _ = ctx.deregister_table(events.as_str())?;
+    ctx.sql(&format!("CREATE VIEW {events} AS {}", r.source)).await?;
+    let keys = r.keys.join(", ");
+    let raw_days = not_in_days(&valid.iter().map(|(d, _)| d).collect::<Vec<_>>());
+    let times = if r.times { ", make_array(ts) AS times" } else { "" };
+    let raw = format!(
+        "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
+                ts AS last_ts{times}, day \
+         FROM {events} WHERE {raw_days}"
+    );
+    let sql = if valid.is_empty() {
+        raw
+    } else {
+        let table = format!("__rollup_{}", r.name);
+        let url = ListingTableUrl::parse(format!("{lake_url}{FOLDER}/{}/", r.name))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8), ("src".to_string(), DataType::Utf8)]);
+        let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+        let _ = ctx.deregister_table(table.as_str())?;
+        ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        format!(
+            "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
+            r.measures(),
+            quoted(&valid.iter().map(|(_, f)| f).collect::<Vec<_>>())
+        )
+    };
+    let _ = ctx.deregister_table(r.name)?;
+    ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
     Ok(())
 }
 
