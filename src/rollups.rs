@@ -22,7 +22,6 @@
 use crate::lake::{Lake, LakeError, Table};
 use crate::session::SessionError;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -526,7 +525,7 @@ async fn register_one(
     } else {
         let table = format!("__rollup_{}", r.name);
         let url = ListingTableUrl::parse(format!("{lake_url}{FOLDER}/{}/", r.name))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        let options = ListingOptions::new(Arc::new(crate::session::parquet_format()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8), ("src".to_string(), DataType::Utf8)]);
         let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;

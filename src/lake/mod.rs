@@ -5,6 +5,7 @@ pub mod compact;
 pub mod days;
 pub mod fetch;
 pub mod listing;
+pub mod local;
 pub mod location;
 pub mod lock;
 pub mod metered;
