@@ -121,7 +121,16 @@ WHERE rn = 1
 -- is less than an hour old, and the history window exceeds an hour plus the look-back), so the pairs
 -- are aggregated per hour first and the previous occurrence is the previous hour-bucket's last
 -- sighting: the ordered window runs over buckets, not over every sign-in.
-WITH buckets AS (
+WITH in_range AS (
+    -- The rollup's rows with a candidate in [the first run's history start, the range's end].
+    -- (DataFusion plans a CTE again at each use, so both branches below scan with these bounds.)
+    SELECT grain, bucket, service_principal_id, source_asn, first_ts, last_ts
+    FROM sp_asn_rollup
+    WHERE first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
+      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
+      AND day <= to_char($range_end, '%Y-%m-%d')
+),
+buckets AS (
     -- The pairs' candidates per clock hour from the rollup `sp_asn_rollup` (src/rollups.rs; its
     -- source is exactly these candidates): its 'hour' rows, and the 'event' rows of days without a
     -- current summary grouped by hour. An hour row reaching past the range's start holds earlier
@@ -134,19 +143,13 @@ WITH buckets AS (
     -- rows too, each a group of one, was a third of the backtest's CPU over 30 days of medium),
     -- and an 'hour' row's hour is its `bucket` (`date_trunc` of 1.5 M times cost 0.3 s of CPU).
     SELECT service_principal_id, source_asn, bucket AS hour, first_ts, last_ts
-    FROM sp_asn_rollup
+    FROM in_range
     WHERE grain = 'hour'
-      AND first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
-      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
-      AND day <= to_char($range_end, '%Y-%m-%d')
     UNION ALL
     SELECT service_principal_id, source_asn, date_trunc('hour', first_ts) AS hour, min(first_ts) AS first_ts,
            max(last_ts) AS last_ts
-    FROM sp_asn_rollup
+    FROM in_range
     WHERE grain = 'event'
-      AND first_ts <= $range_end AND last_ts >= $range_start - $history - $lookback
-      AND day >= to_char($range_start - $history - $lookback, '%Y-%m-%d')
-      AND day <= to_char($range_end, '%Y-%m-%d')
     GROUP BY service_principal_id, source_asn, date_trunc('hour', first_ts)
 ),
 candidates AS (

@@ -242,4 +242,15 @@ mod tests {
         let stale = GetOptions { if_match: Some("not-the-etag".into()), ..get(GetRange::Bounded(0..4)) };
         assert!(matches!(ours.get_opts(&loc, stale).await, Err(object_store::Error::Precondition { .. })));
     }
+    #[tokio::test]
+    async fn query_sessions_over_a_local_lake_read_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::lake::Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let ctx = crate::session::open(&lake, &Default::default()).await.unwrap();
+        let url = datafusion::execution::object_store::ObjectStoreUrl::local_filesystem();
+        let store = ctx.runtime_env().object_store(url).unwrap();
+        assert!(store.to_string().starts_with("LocalStore("), "{store}");
+        // And footers are read with the lake's hint, not DataFusion's 512 KiB.
+        assert_eq!(crate::session::parquet_format().metadata_size_hint(), Some(crate::session::FOOTER_HINT));
+    }
 }
