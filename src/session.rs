@@ -130,8 +130,8 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
         ctx.register_object_store(base, store.clone());
     } else {
         // Small reads of local files on the calling thread (`lake::local`).
-        let url = url::Url::parse("file://").expect("a URL");
-        ctx.register_object_store(&url, Arc::new(crate::lake::local::LocalStore::default()));
+        let url = datafusion::execution::object_store::ObjectStoreUrl::local_filesystem();
+        ctx.register_object_store(url.as_ref(), Arc::new(crate::lake::local::LocalStore::default()));
     }
     register_tables(&ctx, lake)?;
     // Watchlists: those given on the command line, then every CSV under <lake>/_watchlists/.

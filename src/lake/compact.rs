@@ -20,7 +20,6 @@
 //! key-value `wisp.sources` ([`sources`]).
 
 use super::{Lake, LakeError, Table, ALL_TABLES};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, SessionConfig, SessionContext};
@@ -349,7 +348,7 @@ pub async fn compact_day(
         RuntimeEnvBuilder::new().with_memory_pool(crate::memory::pool(opts.memory_limit)).build_arc().map_err(werr)?;
     let ctx = SessionContext::new_with_config_rt(cfg, rt);
     let url = ListingTableUrl::parse(format!("{}{}/day={}/", lake.url, table.name(), day)).map_err(werr)?;
-    let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
+    let listing = ListingOptions::new(Arc::new(crate::session::parquet_format()))
         .with_file_extension(".parquet")
         .with_file_sort_order(vec![vec![col("ts").sort(true, false)]]);
     let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(table.schema());

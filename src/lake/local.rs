@@ -8,7 +8,7 @@
 //! at most [`INLINE_MAX`] bytes are done where they are asked for; larger ones (the column
 //! chunks of long scans, where a cold disk's latency matters) and everything else (listing,
 //! writing, reads with preconditions) go to `LocalFileSystem` unchanged. The bytes returned are
-//! the same either way (`tests/local_store.rs`).
+//! the same either way (the tests below).
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -107,13 +107,13 @@ impl ObjectStore for LocalStore {
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         // Only ranged reads of a known small size without preconditions are done here.
         let small = match &options.range {
-            Some(object_store::GetRange::Bounded(r)) => r.end.saturating_sub(r.start) <= INLINE_MAX,
-            Some(object_store::GetRange::Suffix(n)) => *n <= INLINE_MAX,
-            _ => false,
+            Some(r @ object_store::GetRange::Bounded(b)) if b.end.saturating_sub(b.start) <= INLINE_MAX => Some(r),
+            Some(r @ object_store::GetRange::Suffix(n)) if *n <= INLINE_MAX => Some(r),
+            _ => None,
         };
-        if !small || options.head || has_preconditions(&options) {
+        let Some(wanted) = small.filter(|_| !options.head && !has_preconditions(&options)).cloned() else {
             return self.inner.get_opts(location, options).await;
-        }
+        };
         let path = self.inner.path_to_filesystem(location)?;
         let file = File::open(&path).map_err(|e| io_err(&path, location, e))?;
         let m = file.metadata().map_err(|e| io_err(&path, location, e))?;
@@ -121,10 +121,7 @@ impl ObjectStore for LocalStore {
             return self.inner.get_opts(location, options).await;
         }
         let meta = object_meta(location, &m);
-        let range = options
-            .range
-            .as_ref()
-            .expect("a range")
+        let range = wanted
             .as_range(meta.size)
             .map_err(|e| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })?;
         let bytes = read_exact(&file, &path, location, range.clone())?;
@@ -242,6 +239,7 @@ mod tests {
         let stale = GetOptions { if_match: Some("not-the-etag".into()), ..get(GetRange::Bounded(0..4)) };
         assert!(matches!(ours.get_opts(&loc, stale).await, Err(object_store::Error::Precondition { .. })));
     }
+
     #[tokio::test]
     async fn query_sessions_over_a_local_lake_read_through_it() {
         let dir = tempfile::tempdir().unwrap();
