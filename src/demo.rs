@@ -13,6 +13,12 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
     let lake = Lake::open(&lake_dir.display().to_string())?;
     let opts = IngestOptions::new(vec![data.join("samples").display().to_string()]);
     let summary = ingest(&lake, &opts).await?;
+    if !summary.unreadable.is_empty() {
+        anyhow::bail!(
+            "the demo's samples could not be read ({}); pass --data with a folder holding samples/, as the repository's data/ does",
+            summary.unreadable.join("; ")
+        );
+    }
     let mut out = String::new();
     writeln!(out, "wisp demo: lake at {}", lake_dir.display())?;
     writeln!(out, "{summary}\n")?;

@@ -33,6 +33,24 @@ fn demo_finds_every_detection_in_the_samples() {
 }
 
 #[test]
+fn demo_without_lake_removes_its_temporary_lake() {
+    // Its lake goes in the temporary directory (TMPDIR here) and is removed at exit, when the
+    // demo went well and when it failed.
+    let tmpdir = tmp("demo-tmpdir");
+    let (code, out, err) = run(wisp().env("TMPDIR", &tmpdir).arg("demo"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(temporary, removed at exit; --lake DIR keeps one)"), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("sp_failed_signins")), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let (code, _, err) = run(wisp().env("TMPDIR", &tmpdir).args(["demo", "--data"]).arg(tmpdir.join("nothing")));
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("samples could not be read") && err.contains("--data"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left behind after an error: {left:?}");
+}
+
+#[test]
 fn ingest_exit_codes_and_summary_json() {
     let lake = tmp("cli-lake");
     let dir = tmp("cli-in");

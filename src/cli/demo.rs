@@ -18,20 +18,42 @@ pub struct DemoArgs {
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let data = a.data.unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"));
-    let tmp;
+    // A lake of our own in the temporary folder is removed when the demo ends, as it went well or
+    // not (`--lake` keeps one); a guard, so an error's early return removes it too.
+    let mut _temp = None;
     let lake_dir = match a.lake {
         Some(l) => l,
         None => {
-            tmp = tempdir()?;
-            tmp.clone()
+            let t = TempLake(tempdir()?);
+            let p = t.0.clone();
+            _temp = Some(t);
+            p
         }
     };
-    let report = crate::demo::run(&data, &lake_dir).await?;
+    let mut report = crate::demo::run(&data, &lake_dir).await?;
+    if _temp.is_some() {
+        report = report.replacen(
+            &format!("lake at {}", lake_dir.display()),
+            &format!("lake at {} (temporary, removed at exit; --lake DIR keeps one)", lake_dir.display()),
+            1,
+        );
+    }
     let (mut out, _) = a.out.sink()?;
     use std::io::Write;
     write!(out, "{report}")?;
     out.flush()?;
     Ok(EXIT_OK)
+}
+
+/// A temporary lake folder, removed when dropped.
+struct TempLake(std::path::PathBuf);
+
+impl Drop for TempLake {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("wisp demo: could not remove the temporary lake {}: {e}", self.0.display());
+        }
+    }
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {

@@ -18,14 +18,45 @@ pub fn fixtures() -> Option<PathBuf> {
     }
 }
 
+/// A fresh folder for one test, under this test process's own folder `wisp-test-<pid>` in the
+/// temporary directory. Folders are not removed as each test ends (a failed test's files stay to be
+/// looked at); instead the first call in a process removes the folders of test processes that are
+/// no longer running (this one's and the older `wisp-test-<name>-<pid>-<nanos>` layout), so runs do
+/// not pile up in the temporary directory.
 pub fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "wisp-test-{name}-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-    ));
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        sweep_dead_test_dirs();
+        std::env::temp_dir().join(format!("wisp-test-{}", std::process::id()))
+    });
+    let p = root.join(format!("{name}-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)));
     std::fs::create_dir_all(&p).unwrap();
     p
+}
+
+/// Removes `wisp-test-…` folders of test processes that have ended (Linux: no `/proc/<pid>`).
+fn sweep_dead_test_dirs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("wisp-test-") else { continue };
+        let parts: Vec<&str> = rest.split('-').collect();
+        // `wisp-test-<pid>`, or the older `wisp-test-<name>-<pid>-<nanos>`.
+        let pid = match parts.as_slice() {
+            [pid] => pid.parse::<u32>().ok(),
+            [.., pid, nanos] if nanos.parse::<u64>().is_ok() => pid.parse::<u32>().ok(),
+            _ => None,
+        };
+        if let Some(pid) = pid {
+            if pid != me && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 pub fn opts(inputs: Vec<String>) -> IngestOptions {

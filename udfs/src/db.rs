@@ -311,5 +311,6 @@ mod tests {
         let e = AsnDb::open(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.csv:2"), "{e}");
         assert!(AsnDb::open(dir.join("missing.mmdb")).unwrap_err().to_string().contains("missing.mmdb"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -237,5 +237,6 @@ mod tests {
         bytes.extend(b"\xAB\xCD\xEFMaxMind.com");
         std::fs::write(&bad, bytes).unwrap();
         assert!(AsnDb::open(&bad).unwrap_err().to_string().contains("bad.mmdb"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
