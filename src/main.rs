@@ -39,15 +39,17 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 37;
 
 /// No transparent huge pages for the rest of the process, unless `MIMALLOC_ALLOW_THP` is set.
 ///
-/// For the commands that write files (ingest, gen, compact). They allocate and free buffers of
-/// megabytes all along (a file's columns, its sorted slices, its encoded pages); where memory is
-/// backed by huge pages, each fresh 2 MiB page is zeroed whole when first touched, and a profile
-/// of a medium day's ingest put 13% of its CPU in that zeroing (`clear_page_erms`) against 0.7%
-/// with 4 KiB pages: 16-17% less CPU in six alternated runs with one and with two threads
-/// (BENCHMARKS.md, issue 16). Queries are not changed (a short window's time was the same either
-/// way). mimalloc asks for huge pages (`madvise`) only while its option allows it, so the option
-/// is turned off; and `PR_SET_THP_DISABLE` keeps the kernel from using them unasked too, where the
-/// system's setting is `always`.
+/// mimalloc asks the kernel for transparent huge pages for its segments (`madvise`), so a buffer
+/// touched for the first time costs a whole 2 MiB page zeroed at once — again and again as a
+/// command builds and frees buffers of megabytes (an ingest's columns, sorted slices and encoded
+/// pages; a long scan's batches, hash tables and spills). A profile of a medium day's ingest put
+/// 13% of its CPU in that zeroing (`clear_page_erms`), 0.7% with 4 KiB pages. Measured without
+/// them (binaries alternated, medians; BENCHMARKS.md, issue 16): a medium day's ingest 16-21% less
+/// CPU; 30-day hunts on medium 25-40% faster (rare action 1.79 -> 1.06 s, token replay 8.4 ->
+/// 6.0 s) and the ASN rule's 30-day backtest 4.7 -> 3.3 s, with lower peak RSS; a one-hour
+/// window the same. So every command turns them off: mimalloc's option (it then asks no more), and
+/// `PR_SET_THP_DISABLE`, which keeps the kernel from using them unasked where the system's setting
+/// is `always`.
 fn no_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;
@@ -63,14 +65,12 @@ fn no_huge_pages() {
 
 #[tokio::main]
 async fn main() {
+    no_huge_pages();
     let cli = wisp::cli::parse();
     use wisp::cli::Command;
     match cli.command {
         Command::Ingest(_) | Command::Gen(_) | Command::Run(_) | Command::Detect(_) => tune_allocator(100),
         _ => {}
-    }
-    if matches!(cli.command, Command::Ingest(_) | Command::Gen(_) | Command::Compact(_)) {
-        no_huge_pages();
     }
     // `WISP_MEMORY_TRACE=FILE`: sample memory while the command runs (`wisp::memory`).
     let watch = match std::env::var_os("WISP_MEMORY_TRACE") {
