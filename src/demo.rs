@@ -9,7 +9,8 @@ use arrow::array::{Array, Int64Array};
 use std::fmt::Write;
 use std::path::Path;
 
-pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
+/// `temporary`: the lake is the demo's own and is removed when it ends (the report says so).
+pub async fn run(data: &Path, lake_dir: &Path, temporary: bool) -> anyhow::Result<String> {
     let lake = Lake::open(&lake_dir.display().to_string())?;
     let opts = IngestOptions::new(vec![data.join("samples").display().to_string()]);
     let summary = ingest(&lake, &opts).await?;
@@ -20,7 +21,8 @@ pub async fn run(data: &Path, lake_dir: &Path) -> anyhow::Result<String> {
         );
     }
     let mut out = String::new();
-    writeln!(out, "wisp demo: lake at {}", lake_dir.display())?;
+    let note = if temporary { " (temporary, removed at exit; --lake DIR keeps one)" } else { "" };
+    writeln!(out, "wisp demo: lake at {}{note}", lake_dir.display())?;
     writeln!(out, "{summary}\n")?;
     let watchlist = data.join("NetworkAllowlist.csv");
     let mut sopts = crate::session::SessionOptions::default();

@@ -20,24 +20,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let data = a.data.unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"));
     // A lake of our own in the temporary folder is removed when the demo ends, as it went well or
     // not (`--lake` keeps one); a guard, so an error's early return removes it too.
-    let mut _temp = None;
-    let lake_dir = match a.lake {
-        Some(l) => l,
+    let (lake_dir, temp) = match a.lake {
+        Some(l) => (l, None),
         None => {
             let t = TempLake(tempdir()?);
-            let p = t.0.clone();
-            _temp = Some(t);
-            p
+            (t.0.clone(), Some(t))
         }
     };
-    let mut report = crate::demo::run(&data, &lake_dir).await?;
-    if _temp.is_some() {
-        report = report.replacen(
-            &format!("lake at {}", lake_dir.display()),
-            &format!("lake at {} (temporary, removed at exit; --lake DIR keeps one)", lake_dir.display()),
-            1,
-        );
-    }
+    let report = crate::demo::run(&data, &lake_dir, temp.is_some()).await?;
     let (mut out, _) = a.out.sink()?;
     use std::io::Write;
     write!(out, "{report}")?;
