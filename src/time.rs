@@ -95,6 +95,56 @@ pub fn rfc3339(t: UtcTime) -> String {
 /// US locale (`8/22/2022 6:07:16 PM`, `8/2/2021, 1:29:25.983 PM`), and epoch seconds, milliseconds
 /// or microseconds. Trailing junk after a complete time (a stray `)`) is ignored.
 pub fn parse_time(s: &str) -> Option<i64> {
+    parse_iso_z(s.as_bytes()).or_else(|| parse_time_any(s))
+}
+
+/// The form nearly every exported record has, `YYYY-MM-DDTHH:MM:SS[.f…]Z`, read at fixed
+/// places without building a date: the time [`parse_time_any`] gives for it, or None for any
+/// other text (which that parser then reads) or an impossible date or time.
+fn parse_iso_z(b: &[u8]) -> Option<i64> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[b.len() - 1] != b'Z'
+    {
+        return None;
+    }
+    let two = |i: usize| {
+        let (x, y) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+        (x < 10 && y < 10).then_some(i64::from(x) * 10 + i64::from(y))
+    };
+    let (y, mo, d) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (h, mi, sec) = (two(11)?, two(14)?, two(17)?);
+    let mut micros = 0;
+    let rest = &b[19..b.len() - 1];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let f = frac.iter().take(6).fold(0i64, |f, &c| f * 10 + i64::from(c - b'0'));
+        micros = f * 10i64.pow(6 - frac.len().min(6) as u32);
+    } else if !rest.is_empty() {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[mo as usize - 1] || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000 + micros)
+}
+
+/// [`parse_time`] for every form it reads.
+fn parse_time_any(s: &str) -> Option<i64> {
     let t = s.trim().trim_end_matches(|c: char| !(c.is_ascii_alphanumeric()));
     if t.is_empty() {
         return None;
@@ -155,15 +205,15 @@ pub fn parse_time(s: &str) -> Option<i64> {
             }
         }
         while p.opt(b' ') {}
-        let rest = &t[p.i..];
-        let upper = rest.to_ascii_uppercase();
-        if upper.starts_with("AM") || upper.starts_with("PM") {
+        let half = |m: &str| t.as_bytes()[p.i..].get(..2).is_some_and(|r| r.eq_ignore_ascii_case(m.as_bytes()));
+        let (am, pm) = (half("AM"), half("PM"));
+        if am || pm {
             if !(1..=12).contains(&h) {
                 return None;
             }
-            if upper.starts_with("PM") && h != 12 {
+            if pm && h != 12 {
                 h += 12;
-            } else if upper.starts_with("AM") && h == 12 {
+            } else if am && h == 12 {
                 h = 0;
             }
             p.i += 2;
@@ -252,6 +302,56 @@ mod tests {
         assert_eq!(parse_time("13/1/2022 1:00:00 PM"), None);
         assert_eq!(day_of(parse_time("2022-02-08T23:59:59.999Z").unwrap()), "2022-02-08");
         assert_eq!(day_of(-1), "1969-12-31");
+    }
+
+    /// The fixed-place reader of `…T…Z` gives what the general parser gives, for every day of
+    /// leap and common years and centuries, times at the edges, 0–9 fractional digits, and
+    /// impossible dates and times (which it leaves to the general parser).
+    #[test]
+    fn iso_z_fast_path_agrees_with_the_general_parser() {
+        let mut n = 0;
+        for y in [1, 400, 1899, 1900, 1969, 1970, 2000, 2023, 2024, 2026, 2100, 2400, 9999] {
+            for mo in 0..=13 {
+                for d in 0..=32 {
+                    for (t, f) in [
+                        ("00:00:00", ""),
+                        ("23:59:59", ".9"),
+                        ("12:34:60", ".1234567"),
+                        ("24:00:00", ""),
+                        ("07:60:01", "."),
+                    ] {
+                        let mut s = format!("{y:04}-{mo:02}-{d:02}T{t}{f}Z");
+                        for cut in [None, Some(9)] {
+                            if let Some(c) = cut {
+                                s = format!("{y:04}-{mo:02}-{d:02}T01:02:03.{}Z", &"123456789"[..c]);
+                            }
+                            let fast = parse_iso_z(s.as_bytes());
+                            assert!(
+                                fast.is_none() || fast == parse_time_any(&s),
+                                "{s}: {fast:?} vs {:?}",
+                                parse_time_any(&s)
+                            );
+                            assert_eq!(parse_time(&s), parse_time_any(&s), "{s}");
+                            n += usize::from(fast.is_some());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 10_000, "the fast path read {n}");
+        for s in [
+            "2026-11-19T07:03:23Z ",
+            " 2026-11-19T07:03:23Z",
+            "2026-11-19T07:03:23,5Z",
+            "2026-11-19 07:03:23Z",
+            "2026-11-19T07:03:23.5z",
+            "2026-11-19T07:03:23.x5Z",
+            "+026-11-19T07:03:23Z",
+        ] {
+            assert_eq!(parse_iso_z(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(iso("2026-11-19T07:03:23.2089040Z"), "2026-11-19T07:03:23.208904Z");
+        assert_eq!(iso("8/22/2022 6:07:16 pm"), "2022-08-22T18:07:16.000000Z");
     }
 
     #[test]

@@ -134,6 +134,11 @@ pub fn ip_to_u128(ip: IpAddr) -> u128 {
 /// The normalized text form of an address: no port, no brackets, `::ffff:a.b.c.d` folded to
 /// `a.b.c.d`, IPv6 in its canonical compressed form. `None` when unparsable or empty.
 pub fn normalize(s: &str) -> Option<String> {
+    // A dotted quad without leading zeros is already its normal form (most addresses are).
+    let b = s.as_bytes();
+    if !b.is_empty() && b.len() <= 15 && b[0].is_ascii_digit() && fast_v4(b).is_some() {
+        return Some(s.to_string());
+    }
     parse_ip(s).map(|ip| ip.to_string())
 }
 
@@ -154,6 +159,26 @@ mod tests {
         assert_eq!(normalize("999.1.1.1"), None);
         assert_eq!(normalize("1.2.3.4:x"), None);
         assert_eq!(normalize("not an ip"), None);
+    }
+
+    /// A dotted quad is kept as written exactly when it is the text its address prints as.
+    #[test]
+    fn normalize_of_a_dotted_quad_is_its_display() {
+        let quads = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "256.1.1.1",
+            "1..2.3",
+        ];
+        for s in quads {
+            assert_eq!(normalize(s), parse_ip(s).map(|ip| ip.to_string()), "{s}");
+        }
+        assert_eq!(normalize("1.2.3.04"), None);
     }
 
     #[test]
