@@ -709,3 +709,63 @@ async fn a_file_that_cannot_be_stored_fails_the_ingest_whatever_the_threads() {
         assert!(err.contains("signins"), "{threads} threads: {err}");
     }
 }
+
+/// Of two records with one id, the first in the input is kept whatever their times (a later
+/// version with an earlier time is a duplicate), by the typed reader's sign-ins and the general
+/// path's audit records alike, within a chunk and across chunks; a file's rows are in time
+/// order, records with one time in input order.
+#[tokio::test]
+async fn the_first_of_two_records_with_one_id_is_kept_whatever_their_times() {
+    let signin = |id: &str, t: &str, ip: &str| {
+        format!(
+            r#"{{"time":"2026-01-01T{t}Z","category":"ServicePrincipalSignInLogs","properties":{{"id":"{id}","createdDateTime":"2026-01-01T{t}Z","servicePrincipalId":"sp-1","ipAddress":"{ip}","status":{{"errorCode":0}}}}}}"#
+        )
+    };
+    let audit = |id: &str, t: &str, name: &str| {
+        format!(
+            r#"{{"time":"2026-01-01T{t}Z","category":"AuditLogs","properties":{{"id":"{id}","activityDateTime":"2026-01-01T{t}Z","activityDisplayName":"{name}"}}}}"#
+        )
+    };
+    let lines = [
+        signin("dup", "10:00:00", "203.0.113.1"),
+        audit("a-dup", "10:00:00", "first"),
+        signin("s-late", "11:00:00", "203.0.113.3"),
+        signin("same-1", "09:30:00", "203.0.113.4"),
+        signin("dup", "08:00:00", "203.0.113.2"),
+        audit("a-dup", "07:00:00", "second"),
+        signin("same-2", "09:30:00", "203.0.113.5"),
+        signin("same-3", "09:30:00", "203.0.113.6"),
+    ];
+    let input = tmp("first-of-dups");
+    let blob = input.join("PT1H.json");
+    std::fs::write(&blob, lines.join("\n") + "\n").unwrap();
+    for (threads, chunk) in [(1, 2 << 20), (2, 1), (1, 700)] {
+        let lake = tmp("first-of-dups-lake");
+        let o = wisp::ingest::IngestOptions { threads, chunk_bytes: chunk, ..opts(vec![blob.display().to_string()]) };
+        let s = ingest_into(&lake, o).await;
+        assert_eq!((s.read, s.duplicates, s.written_total()), (8, 2, 6), "{threads}/{chunk}: {s:?}");
+        let b = query(&lake, "SELECT id, source_ip FROM signins WHERE id = 'dup'").await;
+        let t = arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+        assert!(t.contains("203.0.113.1") && !t.contains("203.0.113.2"), "{threads}/{chunk}:\n{t}");
+        let b = query(&lake, "SELECT operation_name FROM audit").await;
+        let t = arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+        assert!(t.contains("first") && !t.contains("second"), "{threads}/{chunk}:\n{t}");
+        // The sign-ins' file, read in its own order.
+        let files: Vec<String> =
+            files_under(&lake.join("signins")).into_iter().filter(|f| f.ends_with(".parquet")).collect();
+        let mut ids = Vec::new();
+        for f in &files {
+            let file = std::fs::File::open(lake.join("signins").join(f)).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("id").unwrap();
+                let col = arrow::array::AsArray::as_string::<i32>(col.as_ref());
+                ids.extend(col.iter().map(|v| v.unwrap().to_string()));
+            }
+        }
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(ids, ["same-1", "same-2", "same-3", "dup", "s-late"], "{threads}/{chunk}");
+    }
+}

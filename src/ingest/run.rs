@@ -66,6 +66,16 @@ pub(super) enum Row {
 }
 
 impl Row {
+    /// The row's time (column 0, `ts`, always set by the mapper; the writer sorts by the
+    /// column itself, so this only orders the rows it gathers from).
+    fn ts(&self) -> i64 {
+        match self {
+            Row::Values(v) => v[0].as_i64(),
+            Row::Compact(c) => c.int(0),
+        }
+        .unwrap_or(i64::MIN)
+    }
+
     pub(super) fn into_values(self) -> Vec<Value> {
         match self {
             Row::Values(v) => v,
@@ -93,12 +103,37 @@ fn key_of(table: Table, id: Option<&str>, raw: &str) -> i64 {
 }
 
 /// The rows of one (table, day) from one chunk of input, converted to Arrow on the thread that
-/// mapped them; `keys[i]` is row i's de-duplication key.
+/// mapped them, sorted by time; `keys[i]` is row i's de-duplication key. `read` counts the
+/// chunk's records of the group, the later ones with a key seen earlier in the group included
+/// (they are left out here, as the writer would leave them out).
 pub(super) struct Group {
     table: Table,
     day: Arc<str>,
+    read: u64,
     keys: Vec<i64>,
     batch: RecordBatch,
+}
+
+impl Group {
+    /// The group of `rows` (in input order), without the later of two rows with one key, in
+    /// time order (rows with one time in input order). The writer sorts a file's rows across
+    /// groups by (time, group, row): that is the input order for equal times, as before, and its
+    /// gathering reads each group's columns front to back instead of at random.
+    fn new(table: Table, day: Arc<str>, keys: Vec<i64>, rows: Vec<Row>) -> Result<Group, LakeError> {
+        let read = keys.len() as u64;
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(keys.len(), crate::lake::writer::KeyHasher);
+        let mut order: Vec<(i64, usize)> = Vec::with_capacity(keys.len());
+        for (i, (k, r)) in keys.iter().zip(&rows).enumerate() {
+            if seen.insert(*k) {
+                order.push((r.ts(), i));
+            }
+        }
+        order.sort_unstable();
+        let mut slots: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+        let rows: Vec<Row> = order.iter().map(|&(_, i)| slots[i].take().expect("each row once")).collect();
+        let keys = order.iter().map(|&(_, i)| keys[i]).collect();
+        Ok(Group { table, day, read, keys, batch: rows_batch(table, rows)? })
+    }
 }
 
 /// A chunk's outcomes as [`Run::commit_prepared`] takes them: rows grouped by (table, day) in
@@ -133,7 +168,7 @@ impl Prepared {
         }
         let groups = groups
             .into_iter()
-            .map(|(table, day, keys, rows)| Ok(Group { table, day, keys, batch: rows_batch(table, rows)? }))
+            .map(|(table, day, keys, rows)| Group::new(table, day, keys, rows))
             .collect::<Result<_, LakeError>>()?;
         Ok(Prepared { groups, rejects })
     }
@@ -404,7 +439,7 @@ impl Run {
     pub(super) fn commit_prepared(&mut self, file: &str, p: Prepared, lines_before: u64) -> Result<(), LakeError> {
         let before = self.summary.read;
         for g in p.groups {
-            let n = g.keys.len() as u64;
+            let n = g.read;
             let added = self.writer.push_batch(g.table, &g.day, &g.keys, g.batch)?;
             self.summary.read += n;
             if added > 0 {

@@ -169,6 +169,14 @@ impl CompactRow {
         self.cells[i] == Cell::Null
     }
 
+    /// The integer of cell `i` (None when it is not one).
+    pub fn int(&self, i: usize) -> Option<i64> {
+        match self.cells[i] {
+            Cell::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The text of cell `i` (None when it is not text).
     pub fn str(&self, i: usize) -> Option<&str> {
         match self.cells[i] {
