@@ -313,27 +313,18 @@ mod tests {
         for y in [1, 400, 1899, 1900, 1969, 1970, 2000, 2023, 2024, 2026, 2100, 2400, 9999] {
             for mo in 0..=13 {
                 for d in 0..=32 {
-                    for (t, f) in [
-                        ("00:00:00", ""),
-                        ("23:59:59", ".9"),
-                        ("12:34:60", ".1234567"),
-                        ("24:00:00", ""),
-                        ("07:60:01", "."),
-                    ] {
-                        let mut s = format!("{y:04}-{mo:02}-{d:02}T{t}{f}Z");
-                        for cut in [None, Some(9)] {
-                            if let Some(c) = cut {
-                                s = format!("{y:04}-{mo:02}-{d:02}T01:02:03.{}Z", &"123456789"[..c]);
-                            }
-                            let fast = parse_iso_z(s.as_bytes());
-                            assert!(
-                                fast.is_none() || fast == parse_time_any(&s),
-                                "{s}: {fast:?} vs {:?}",
-                                parse_time_any(&s)
-                            );
-                            assert_eq!(parse_time(&s), parse_time_any(&s), "{s}");
-                            n += usize::from(fast.is_some());
-                        }
+                    for t in
+                        ["00:00:00", "23:59:59.9", "12:34:60.1234567", "24:00:00", "07:60:01.", "01:02:03.123456789"]
+                    {
+                        let s = format!("{y:04}-{mo:02}-{d:02}T{t}Z");
+                        let fast = parse_iso_z(s.as_bytes());
+                        assert!(
+                            fast.is_none() || fast == parse_time_any(&s),
+                            "{s}: {fast:?} vs {:?}",
+                            parse_time_any(&s)
+                        );
+                        assert_eq!(parse_time(&s), parse_time_any(&s), "{s}");
+                        n += usize::from(fast.is_some());
                     }
                 }
             }
