@@ -20,7 +20,7 @@
 //! with no read of the tables at all.
 
 use crate::lake::{Lake, LakeError, Table};
-use crate::session::SessionError;
+use crate::session::{SessionError, SessionOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
@@ -478,16 +478,21 @@ fn not_in_days(days: &[&String]) -> String {
 }
 
 /// Registers each rollup's view in a session (after the tables and functions): the stored rows of
-/// the days still fingerprinted as stored, the source's events for every other day.
-pub async fn register(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionError> {
+/// the days still fingerprinted as stored, the source's events for every other day. Only the
+/// rollups the session's SQL names (`SessionOptions::wants_view`).
+pub async fn register(ctx: &SessionContext, lake: &Lake, opts: &SessionOptions) -> Result<(), SessionError> {
+    let rollups: Vec<&'static Rollup> = ROLLUPS.iter().filter(|r| opts.wants_view(r.name)).collect();
+    if rollups.is_empty() {
+        return Ok(());
+    }
     // Every listing at once: the rollups' stored days, then (only when some rollup has stored
     // days) the tables' files, each table once. On a folder they were a third of opening a session
     // one after another; on an object store each is a round trip.
-    let stored = futures::future::try_join_all(ROLLUPS.iter().map(|r| r.stored(lake))).await?;
-    let files =
-        if stored.iter().any(|s| !s.is_empty()) { Some(DayFiles::list(lake, &all_tables()).await?) } else { None };
+    let stored = futures::future::try_join_all(rollups.iter().map(|r| r.stored(lake))).await?;
+    let tables: Vec<Table> = rollups.iter().flat_map(|r| r.tables.iter().copied()).collect();
+    let files = if stored.iter().any(|s| !s.is_empty()) { Some(DayFiles::list(lake, &tables).await?) } else { None };
     // Then each rollup's views, the rollups side by side (planning a view's SQL is most of it).
-    let tasks = ROLLUPS.iter().zip(stored).map(|(r, stored)| {
+    let tasks = rollups.into_iter().zip(stored).map(|(r, stored)| {
         let current = files.as_ref().map(|f| r.fingerprints_of(f)).unwrap_or_default();
         let valid: Vec<(String, String)> =
             current.into_iter().filter(|(day, fp)| stored.get(day).is_some_and(|s| s.contains(fp))).collect();

@@ -41,6 +41,18 @@ pub struct SessionOptions {
     pub spill_dir: Option<PathBuf>,
     /// `ballista://HOST:PORT`: plan here, execute on an Apache Ballista cluster (`cluster`).
     pub engine: Option<String>,
+    /// The SQL the session is opened to run, when known (a hunt's or a detection's rules): only
+    /// the views it names are registered — planning each rollup's views and listing the files
+    /// its fingerprints need is most of opening a session. None: every view (a shell, `wisp sql`).
+    pub views_for: Option<Vec<String>>,
+}
+
+impl SessionOptions {
+    /// Whether the session registers the view `name`: always without `views_for`, else when some
+    /// of its SQL names it (in any case: unquoted identifiers are folded to lower case).
+    pub fn wants_view(&self, name: &str) -> bool {
+        self.views_for.as_ref().is_none_or(|texts| texts.iter().any(|t| t.to_ascii_lowercase().contains(name)))
+    }
 }
 
 impl Default for SessionOptions {
@@ -51,6 +63,7 @@ impl Default for SessionOptions {
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             spill_dir: None,
             engine: None,
+            views_for: None,
         }
     }
 }
@@ -162,15 +175,17 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     register_udfs(&ctx, &udfs)?;
     register_watchlist_tables(&ctx, &udfs)?;
     // Rollups: stored summaries where still current, the events themselves elsewhere.
-    crate::rollups::register(&ctx, lake).await?;
-    ctx.sql(
-        "CREATE VIEW sp_risk_events_latest AS \
-         SELECT * EXCLUDE (rn) FROM ( \
-           SELECT *, row_number() OVER (PARTITION BY id, service_principal_id \
-                                        ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn \
-           FROM sp_risk_events) WHERE rn = 1",
-    )
-    .await?;
+    crate::rollups::register(&ctx, lake, opts).await?;
+    if opts.wants_view("sp_risk_events_latest") {
+        ctx.sql(
+            "CREATE VIEW sp_risk_events_latest AS \
+             SELECT * EXCLUDE (rn) FROM ( \
+               SELECT *, row_number() OVER (PARTITION BY id, service_principal_id \
+                                            ORDER BY last_updated DESC NULLS LAST, ts DESC) AS rn \
+               FROM sp_risk_events) WHERE rn = 1",
+        )
+        .await?;
+    }
     match &opts.engine {
         None => Ok(ctx),
         #[cfg(feature = "cluster")]

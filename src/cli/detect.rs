@@ -27,7 +27,7 @@ pub async fn run(a: DetectArgs) -> anyhow::Result<i32> {
     let now = chrono::Utc::now();
     let when = a.time.flags().when(now)?;
     let selected = a.select.select()?;
-    let (lake, ctx) = a.lake.open().await?;
+    let (lake, ctx) = a.lake.open_for(&selected.iter().collect::<Vec<_>>()).await?;
     if let When::Range { from, to } = when {
         match lake.day_span() {
             None => eprintln!("note: the lake holds no data yet: no run can alert"),

@@ -38,7 +38,7 @@ pub async fn run(a: HuntArgs) -> anyhow::Result<i32> {
         rules::by_id(&rules::load_all(None)?, &a.rule)?.clone()
     };
     let w = a.time.flags().window("30d", chrono::Utc::now())?;
-    let (_lake, ctx) = a.lake.open().await?;
+    let (_lake, ctx) = a.lake.open_for(&[&rule]).await?;
     let what = if a.backtest { "backtest of" } else { "hunt" };
     eprintln!("{what} {} over [{}, {}]", rule.meta.id, w.start.to_rfc3339(), w.end.to_rfc3339());
     let started = std::time::Instant::now();

@@ -215,7 +215,23 @@ impl LakeArgs {
 
     /// Opens the existing lake (never creates one) and a session over it.
     pub async fn open(&self) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
-        let opts = self.session_options()?;
+        self.open_with(self.session_options()?).await
+    }
+
+    /// [`LakeArgs::open`] for running these rules only: the session registers just the views
+    /// their SQL names.
+    pub async fn open_for(
+        &self,
+        rules: &[&crate::rules::Rule],
+    ) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
+        let views_for = rules.iter().flat_map(|r| r.texts()).map(str::to_string).collect();
+        self.open_with(crate::session::SessionOptions { views_for: Some(views_for), ..self.session_options()? }).await
+    }
+
+    async fn open_with(
+        &self,
+        opts: crate::session::SessionOptions,
+    ) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
         let lake = Lake::open_existing(&self.lake)?;
         let ctx = crate::session::open(&lake, &opts).await?;
         Ok((lake, ctx))

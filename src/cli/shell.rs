@@ -55,8 +55,10 @@ pub async fn run(a: ShellArgs) -> anyhow::Result<i32> {
         let sql = std::mem::take(&mut buf);
         let _ = rl.add_history_entry(sql.trim());
         let started = std::time::Instant::now();
-        // The rollups' views name the summaries current now (a compaction may have run since).
-        if let Err(e) = crate::rollups::register(&ctx, &lake).await {
+        // The rollups' views name the summaries current now (a compaction may have run since):
+        // those the statement names are registered again.
+        let only = crate::session::SessionOptions { views_for: Some(vec![sql.clone()]), ..Default::default() };
+        if let Err(e) = crate::rollups::register(&ctx, &lake, &only).await {
             eprintln!("error: {e}");
             continue;
         }

@@ -354,6 +354,16 @@ impl Rule {
             .map_err(|source| RuleError::Read { file: path.display().to_string(), source })?;
         Rule::parse(&path.display().to_string(), &text)
     }
+
+    /// The SQL of the rule: its main query and every section it has.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.sql.as_str()).chain(
+            [&self.backtest_sql, &self.terms_sql, &self.stateful_sql, &self.stateful_backtest_sql]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        )
+    }
 }
 
 /// The rule with this id.
