@@ -92,7 +92,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     spawn_signal_listener(stop.clone());
     let mut failed = false;
     let mut checked = false;
-    let session_options = a.lake.session_options()?;
+    // Each tick's sessions register only the views the run's rules name.
+    let views_for = Some(rules.iter().flat_map(|r| r.texts()).map(str::to_string).collect());
+    let session_options = crate::session::SessionOptions { views_for, ..a.lake.session_options()? };
     let jobs = jobs(a.jobs).min(rules.len().max(1));
     loop {
         let t = now();
