@@ -41,17 +41,24 @@ pub struct SessionOptions {
     pub spill_dir: Option<PathBuf>,
     /// `ballista://HOST:PORT`: plan here, execute on an Apache Ballista cluster (`cluster`).
     pub engine: Option<String>,
-    /// The SQL the session is opened to run, when known (a hunt's or a detection's rules): only
-    /// the views it names are registered — planning each rollup's views and listing the files
-    /// its fingerprints need is most of opening a session. None: every view (a shell, `wisp sql`).
+    /// The SQL the session is opened to run, when known (a hunt's or a detection's rules), in
+    /// lower case ([`SessionOptions::for_sql`]): only the views it names are registered —
+    /// planning each rollup's views and listing the files its fingerprints need is most of
+    /// opening a session. None: every view (a shell, `wisp sql`).
     pub views_for: Option<Vec<String>>,
 }
 
 impl SessionOptions {
+    /// These options for running `sql` only (lower-cased once here: unquoted identifiers are
+    /// folded to lower case, so a view is named in any case).
+    pub fn for_sql<'a>(self, sql: impl IntoIterator<Item = &'a str>) -> Self {
+        SessionOptions { views_for: Some(sql.into_iter().map(str::to_ascii_lowercase).collect()), ..self }
+    }
+
     /// Whether the session registers the view `name`: always without `views_for`, else when some
-    /// of its SQL names it (in any case: unquoted identifiers are folded to lower case).
+    /// of its SQL names it.
     pub fn wants_view(&self, name: &str) -> bool {
-        self.views_for.as_ref().is_none_or(|texts| texts.iter().any(|t| t.to_ascii_lowercase().contains(name)))
+        self.views_for.as_ref().is_none_or(|texts| texts.iter().any(|t| t.contains(name)))
     }
 }
 

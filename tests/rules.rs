@@ -1994,7 +1994,11 @@ async fn a_session_for_a_rule_registers_only_the_views_its_sql_names() {
     let open = |texts: Option<Vec<String>>| {
         let lake = lake.clone();
         async move {
-            let o = wisp::session::SessionOptions { views_for: texts, ..Default::default() };
+            let o = wisp::session::SessionOptions::default();
+            let o = match &texts {
+                Some(t) => o.for_sql(t.iter().map(String::as_str)),
+                None => o,
+            };
             wisp::session::open(&lake, &o).await.unwrap()
         }
     };

@@ -224,8 +224,7 @@ impl LakeArgs {
         &self,
         rules: &[&crate::rules::Rule],
     ) -> anyhow::Result<(Lake, datafusion::prelude::SessionContext)> {
-        let views_for = rules.iter().flat_map(|r| r.texts()).map(str::to_string).collect();
-        self.open_with(crate::session::SessionOptions { views_for: Some(views_for), ..self.session_options()? }).await
+        self.open_with(self.session_options()?.for_sql(rules.iter().flat_map(|r| r.texts()))).await
     }
 
     async fn open_with(

@@ -93,8 +93,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let mut failed = false;
     let mut checked = false;
     // Each tick's sessions register only the views the run's rules name.
-    let views_for = Some(rules.iter().flat_map(|r| r.texts()).map(str::to_string).collect());
-    let session_options = crate::session::SessionOptions { views_for, ..a.lake.session_options()? };
+    let session_options = a.lake.session_options()?.for_sql(rules.iter().flat_map(|r| r.texts()));
     let jobs = jobs(a.jobs).min(rules.len().max(1));
     loop {
         let t = now();

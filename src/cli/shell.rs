@@ -57,7 +57,7 @@ pub async fn run(a: ShellArgs) -> anyhow::Result<i32> {
         let started = std::time::Instant::now();
         // The rollups' views name the summaries current now (a compaction may have run since):
         // those the statement names are registered again.
-        let only = crate::session::SessionOptions { views_for: Some(vec![sql.clone()]), ..Default::default() };
+        let only = crate::session::SessionOptions::default().for_sql([sql.as_str()]);
         if let Err(e) = crate::rollups::register(&ctx, &lake, &only).await {
             eprintln!("error: {e}");
             continue;

@@ -135,8 +135,7 @@ pub fn ip_to_u128(ip: IpAddr) -> u128 {
 /// `a.b.c.d`, IPv6 in its canonical compressed form. `None` when unparsable or empty.
 pub fn normalize(s: &str) -> Option<String> {
     // A dotted quad without leading zeros is already its normal form (most addresses are).
-    let b = s.as_bytes();
-    if !b.is_empty() && b.len() <= 15 && b[0].is_ascii_digit() && fast_v4(b).is_some() {
+    if fast_v4(s.as_bytes()).is_some() {
         return Some(s.to_string());
     }
     parse_ip(s).map(|ip| ip.to_string())
