@@ -124,15 +124,16 @@ pub(crate) fn by_run(
     detected_at: DateTime<Utc>,
 ) -> Result<(Vec<Alert>, usize), RuleError> {
     let mut by_run: BTreeMap<i64, Vec<Alert>> = BTreeMap::new();
+    let n = rows.len();
     for row in rows {
         let end_us = row.run_end.ok_or_else(|| rule.invalid("the backtest query must output run_end_us"))?;
         let end = crate::time::from_micros(end_us).map_err(|e| rule.time_error("interval", e))?;
         let w = rule.window_ending(end)?;
         by_run.entry(end_us).or_default().push(alert::make_alert(rule, row, &w, detected_at));
     }
-    let mut all = Vec::new();
+    let mut all = Vec::with_capacity(n);
     let mut cut = 0;
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(n);
     for (_, mut alerts) in by_run {
         cut += cap(rule, &mut alerts);
         all.extend(alerts.into_iter().filter(|a| seen.insert(a.alert_id.clone())));
