@@ -34,12 +34,36 @@ pub struct Alert {
 
 pub use crate::lake::schema::alerts_schema;
 
-/// Alerts as a batch of the `alerts` schema.
+/// Alerts as a batch of the `alerts` schema, column by column.
 pub fn to_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut d =
-        arrow::json::ReaderBuilder::new(alerts_schema()).with_batch_size(alerts.len().max(1)).build_decoder()?;
-    d.serialize(alerts)?;
-    Ok(d.flush()?.unwrap_or_else(|| RecordBatch::new_empty(alerts_schema())))
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let schema = alerts_schema();
+    let text = |f: fn(&Alert) -> Option<&str>| Arc::new(alerts.iter().map(f).collect::<StringArray>()) as ArrayRef;
+    let time = |i: usize, f: fn(&Alert) -> i64| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(alerts.iter().map(f))
+                .with_data_type(schema.field(i).data_type().clone()),
+        )
+    };
+    let columns = vec![
+        text(|a| Some(a.alert_id.as_str())),
+        text(|a| Some(a.rule_id.as_str())),
+        text(|a| Some(a.rule_name.as_str())),
+        text(|a| Some(a.severity.as_str())),
+        Arc::new(alerts.iter().map(|a| Some(a.risk_score)).collect::<Int32Array>()) as ArrayRef,
+        time(5, |a| a.ts),
+        time(6, |a| a.window_start),
+        time(7, |a| a.window_end),
+        time(8, |a| a.detected_at),
+        text(|a| a.service_principal_id.as_deref()),
+        text(|a| a.service_principal_name.as_deref()),
+        text(|a| a.app_id.as_deref()),
+        text(|a| a.source_ip.as_deref()),
+        Arc::new(alerts.iter().map(|a| a.source_asn).collect::<Int64Array>()) as ArrayRef,
+        text(|a| Some(a.fields.as_str())),
+    ];
+    RecordBatch::try_new(schema, columns)
 }
 
 /// The deterministic id: the same finding always gets the same id.
@@ -356,6 +380,39 @@ mod tests {
         let names = ["ip", "n", "list", "x", "t", "é"];
         let key: Vec<(&str, &str)> = names.iter().copied().zip(texts.iter().map(String::as_str)).collect();
         assert_eq!(alert_id("r", &key), "3ea0bd27274c16033cdd11e5776a5c64");
+    }
+
+    /// The alerts' batch is the one Arrow's JSON decoder makes of the serialized alerts.
+    #[test]
+    fn alerts_batch_is_the_serialized_alerts() {
+        let a = Alert {
+            alert_id: "0123456789abcdef0123456789abcdef".into(),
+            rule_id: "r".into(),
+            rule_name: "Rule \"r\"".into(),
+            severity: "high".into(),
+            risk_score: 73,
+            ts: 1_773_140_100_000_001,
+            window_start: 1_773_140_000_000_000,
+            window_end: 1_773_143_600_000_000,
+            detected_at: 1_900_000_000_000_000,
+            service_principal_id: Some("sp".into()),
+            service_principal_name: None,
+            app_id: Some("app".into()),
+            source_ip: None,
+            source_asn: Some(64508),
+            fields: "{\"a\":1}".into(),
+            suppress_key: Some("k".into()),
+        };
+        let b = Alert { source_asn: None, service_principal_id: None, severity: "low".into(), ..a.clone() };
+        for alerts in [vec![], vec![a.clone()], vec![a, b]] {
+            let mut d = arrow::json::ReaderBuilder::new(alerts_schema())
+                .with_batch_size(alerts.len().max(1))
+                .build_decoder()
+                .unwrap();
+            d.serialize(&alerts).unwrap();
+            let want = d.flush().unwrap().unwrap_or_else(|| RecordBatch::new_empty(alerts_schema()));
+            assert_eq!(to_batch(&alerts).unwrap(), want);
+        }
     }
 
     /// A batch of every plain type, with nulls, escapes and non-ASCII text, names out of byte
