@@ -113,11 +113,11 @@ pub(crate) struct Row {
 pub(crate) fn rows_of(rule: &Rule, batches: &[RecordBatch]) -> Result<Vec<Row>, RuleError> {
     let bad = |msg: String| rule.invalid(msg);
     let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    let picks: Vec<&str> = rule.meta.alert_key.iter().chain(&rule.meta.suppress_by).map(String::as_str).collect();
     for b in batches {
         if b.num_rows() == 0 {
             continue;
         }
-        let picks: Vec<&str> = rule.meta.alert_key.iter().chain(&rule.meta.suppress_by).map(String::as_str).collect();
         let json = match sorted_rows(b, &picks) {
             Some(rows) => rows,
             None => value_rows(b, &picks),
