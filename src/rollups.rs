@@ -441,7 +441,12 @@ async fn remove_others(
 
 /// The tables any rollup reads.
 fn all_tables() -> Vec<Table> {
-    ROLLUPS.iter().flat_map(|r| r.tables.iter().copied()).collect()
+    tables_of(ROLLUPS.iter())
+}
+
+/// The tables the rollups summarize (a table once per rollup over it).
+fn tables_of<'a>(rollups: impl IntoIterator<Item = &'a Rollup>) -> Vec<Table> {
+    rollups.into_iter().flat_map(|r| r.tables.iter().copied()).collect()
 }
 
 fn quoted(items: &[&String]) -> String {
@@ -489,8 +494,11 @@ pub async fn register(ctx: &SessionContext, lake: &Lake, opts: &SessionOptions) 
     // days) the tables' files, each table once. On a folder they were a third of opening a session
     // one after another; on an object store each is a round trip.
     let stored = futures::future::try_join_all(rollups.iter().map(|r| r.stored(lake))).await?;
-    let tables: Vec<Table> = rollups.iter().flat_map(|r| r.tables.iter().copied()).collect();
-    let files = if stored.iter().any(|s| !s.is_empty()) { Some(DayFiles::list(lake, &tables).await?) } else { None };
+    let files = if stored.iter().any(|s| !s.is_empty()) {
+        Some(DayFiles::list(lake, &tables_of(rollups.iter().copied())).await?)
+    } else {
+        None
+    };
     // Then each rollup's views, the rollups side by side (planning a view's SQL is most of it).
     let tasks = rollups.into_iter().zip(stored).map(|(r, stored)| {
         let current = files.as_ref().map(|f| r.fingerprints_of(f)).unwrap_or_default();

@@ -6,8 +6,10 @@ use crate::rules::{Rule, RuleError, RunWindow};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// One alert, as the `alerts` table holds it (timestamps in microseconds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,30 +200,27 @@ fn sorted_rows(b: &RecordBatch, picks: &[&str]) -> Option<Result<Vec<RowJson>, S
     }
     let mut order: Vec<usize> = (0..schema.fields().len()).filter(|&i| schema.field(i).name() != RUN_END).collect();
     order.sort_by(|&x, &y| schema.field(x).name().as_bytes().cmp(schema.field(y).name().as_bytes()));
-    Some((|| {
-        let sorted = b.project(&order).map_err(|e| e.to_string())?;
-        let buf = arrow_json_lines(&sorted)?;
-        let text = String::from_utf8(buf).map_err(|e| e.to_string())?;
-        text.split('\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                let picked = if picks.is_empty() {
-                    Vec::new()
-                } else {
-                    let entries: Entries = serde_json::from_str(l).map_err(|e| format!("row {i}: {e}"))?;
-                    picks
-                        .iter()
-                        .map(|k| {
-                            let v = entries.0.binary_search_by(|(n, _)| n.as_bytes().cmp(k.as_bytes()));
-                            v.map_or("null", |at| entries.0[at].1.get()).to_string()
-                        })
-                        .collect()
-                };
-                Ok((l.to_string(), picked))
-            })
-            .collect()
-    })())
+    Some(b.project(&order).map_err(|e| e.to_string()).and_then(|sorted| written_rows(&sorted, picks)))
+}
+
+/// The rows of a batch whose columns are in name order, as Arrow's writer writes them, with the
+/// picked values' texts as written (names are plain, so they are read in place).
+fn written_rows(sorted: &RecordBatch, picks: &[&str]) -> Result<Vec<RowJson>, String> {
+    let text = String::from_utf8(arrow_json_lines(sorted)?).map_err(|e| e.to_string())?;
+    text.split('\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let picked = if picks.is_empty() {
+                Vec::new()
+            } else {
+                let entries: BTreeMap<&str, &RawValue> =
+                    serde_json::from_str(l).map_err(|e| format!("row {i}: {e}"))?;
+                picks.iter().map(|k| entries.get(k).map_or("null", |v| v.get()).to_string()).collect()
+            };
+            Ok((l.to_string(), picked))
+        })
+        .collect()
 }
 
 /// Types whose JSON, as Arrow's writer gives it, a serde round trip leaves unchanged.
@@ -244,29 +243,6 @@ fn plain_json(t: &DataType) -> bool {
         | DataType::Timestamp(_, _) => true,
         DataType::List(f) | DataType::LargeList(f) => plain_json(f.data_type()),
         _ => false,
-    }
-}
-
-/// An object's entries as written (borrowed names and value texts), in order.
-struct Entries<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
-                while let Some(e) = m.next_entry()? {
-                    out.push(e);
-                }
-                Ok(Entries(out))
-            }
-        }
-        d.deserialize_map(Visit)
     }
 }
 
