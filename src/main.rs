@@ -51,7 +51,9 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 37;
 /// `PR_SET_THP_DISABLE`, which keeps the kernel from using them unasked where the system's setting
 /// is `always`.
 fn no_huge_pages() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+    // Read without allocating: this runs before the first allocation of the process.
+    // SAFETY: a NUL-terminated name; the environment is set up before constructors run.
+    if !unsafe { libc::getenv(c"MIMALLOC_ALLOW_THP".as_ptr()) }.is_null() {
         return;
     }
     // SAFETY: a plain option store in the allocator this binary links.
@@ -63,10 +65,26 @@ fn no_huge_pages() {
     }
 }
 
+/// `no_huge_pages` as a constructor of the executable (and of its unit-test binary), run by the
+/// dynamic loader before Rust's runtime starts: the runtime's first allocation (in `lang_start`,
+/// before `main`) took mimalloc's first segment, and with it a huge page zeroed whole — 2.7 ms of
+/// every command's CPU (`do_huge_pmd_anonymous_page` under `lang_start_internal` in a profile of
+/// one-hour hunts; BENCHMARKS.md, issue 16). So does `#[tokio::main]`'s runtime, whose worker
+/// threads started before the first line of `main`: `main` builds the runtime itself.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static NO_HUGE_PAGES: extern "C" fn() = {
+    extern "C" fn before_main() {
+        no_huge_pages();
+    }
+    before_main
+};
+
 fn main() {
-    // Before the runtime: `#[tokio::main]` started its worker threads before the first line of
-    // `main`, and each thread's first allocation (a new mimalloc segment) still got a huge page,
-    // zeroed whole (~2 ms of CPU a command; `clear_page_erms` under `thread_start` in a profile).
+    // Huge pages are off already (`NO_HUGE_PAGES`, a constructor) where the loader runs
+    // constructors; elsewhere before the runtime starts its threads.
+    #[cfg(not(target_os = "linux"))]
     no_huge_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -141,21 +159,21 @@ mod tests {
         assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 100);
     }
 
+    /// The constructor ran before `main` (and before this test harness): the option is off and the
+    /// kernel's flag set without any call here.
     #[test]
-    fn allow_thp_is_the_option_turned_off() {
+    fn huge_pages_are_off_before_main() {
         if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
             return;
         }
         // SAFETY: plain option reads.
-        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_ALLOW_THP) }, 1, "mimalloc's option order changed");
-        // The option before it, `generic_collect`, defaults to 10000.
+        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_ALLOW_THP) }, 0);
+        // The option before it, `generic_collect`, defaults to 10000: the index is `allow_thp`'s.
         assert_eq!(
             unsafe { super::mi_option_get(super::MI_OPTION_ALLOW_THP - 1) },
             10000,
             "mimalloc's option order changed"
         );
-        super::no_huge_pages();
-        assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_ALLOW_THP) }, 0);
         #[cfg(target_os = "linux")]
         // SAFETY: PR_GET_THP_DISABLE reads a flag.
         assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
