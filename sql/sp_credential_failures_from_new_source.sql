@@ -50,12 +50,14 @@ known AS (
     -- is hashed on the wrong side whenever the planner's estimates favour the successes (a 30-day
     -- hunt on large hashed 19.6 M successes: 1.7 GB), and the grouping is small either way.
     -- From the rollup `sp_signin_source_rollup` (src/rollups.rs; its source is exactly these
-    -- successes, its keys these three columns), so the ten days of sign-ins are not read: the
-    -- 'day' rows of the days wholly inside the range, the 'hour' rows of the other days, the
-    -- 'event' rows of days without a current summary. A row holds a success in the range when its
-    -- first is at or before the range's end and its last at or after its start — exact for a row
-    -- inside the range and for one reaching past a single end of it; a row reaching past both is
-    -- an hour row and a range shorter than an hour, which reads the events instead.
+    -- successes, its keys these three columns), so the ten days of sign-ins are not read. A row
+    -- holds a success in the range when its first is at or before the range's end and its last
+    -- at or after its start — exact for a row inside the range and for one reaching past a single
+    -- end of it. So: when the range spans a midnight, the 'day' rows of every day it touches (the
+    -- first day ends before the range does and the last begins after it starts: no day row
+    -- reaches past both ends); within one day, that day's 'hour' rows (one reaches past both ends
+    -- only in a range shorter than an hour, which reads the events instead); and the 'event' rows
+    -- of days without a current summary.
     SELECT service_principal_id, source_ip, source_asn
     FROM (
         SELECT service_principal_id, source_ip, source_asn
@@ -63,12 +65,11 @@ known AS (
         WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
           AND first_ts <= $window_end AND last_ts >= $history_start
           AND CAST($window_end AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
-          -- The whole days are [the first midnight at or after the start, the last at or before the
-          -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
-          -- statistics, not decoded and tested.
-          AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_end - INTERVAL '1 day')
-               OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
-                                       OR bucket >= date_trunc('day', $window_end)))
+          -- The grains are chosen by constants and bounded on `bucket` itself, so row-group
+          -- statistics skip the other grain's rows, not decoded and tested.
+          AND ((grain = 'day' AND date_trunc('day', $history_start) < date_trunc('day', $window_end)
+                AND bucket >= date_trunc('day', $history_start) AND bucket <= $window_end)
+               OR (grain = 'hour' AND date_trunc('day', $history_start) = date_trunc('day', $window_end))
                OR grain = 'event')
         UNION ALL
         SELECT service_principal_id, source_ip, source_asn

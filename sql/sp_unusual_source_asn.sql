@@ -41,12 +41,14 @@ techniques = ["T1078.004 Valid Accounts: Cloud Accounts"]
 -- sign-ins are not read; only the window's candidates are, the new pairs' first ones ranked to
 -- report each pair's oldest row.
 WITH history AS (
-    -- The pairs with a candidate in [$history_start, $window_start]: 'day' rows of the days wholly
-    -- inside it, 'hour' rows of the other days' hours, 'event' rows of days without a current
-    -- summary. A row has a candidate in the range when its first is at or before the range's end
-    -- and its last at or after its start — exact for a row inside the range and for one reaching
-    -- past a single end of it; a row reaching past both is an hour row and a range shorter than
-    -- an hour (a window longer than the history less an hour), which reads the events instead.
+    -- The pairs with a candidate in [$history_start, $window_start]. A row has a candidate in the
+    -- range when its first is at or before the range's end and its last at or after its start —
+    -- exact for a row inside the range and for one reaching past a single end of it. So: when the
+    -- range spans a midnight, the 'day' rows of every day it touches (the first day ends before
+    -- the range does and the last begins after it starts: no day row reaches past both ends);
+    -- within one day, that day's 'hour' rows (one reaches past both ends only in a range shorter
+    -- than an hour — a window longer than the history less an hour —, which reads the events
+    -- instead); and the 'event' rows of days without a current summary.
     -- Each key once: the anti join below hashes the window's rows, many per key, and every
     -- history row probing a key walks all of them; ungrouped, the 'event' rows of days without a
     -- summary (today's, in every scheduled run) probed them millions of times (17 s for one
@@ -58,12 +60,11 @@ WITH history AS (
         WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
           AND first_ts <= $window_start AND last_ts >= $history_start
           AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
-          -- The whole days are [the first midnight at or after the start, the last at or before the
-          -- end): bounds on `bucket` itself, so the hour rows of whole days are skipped by row-group
-          -- statistics, not decoded and tested.
-          AND ((grain = 'day' AND bucket >= $history_start AND bucket <= $window_start - INTERVAL '1 day')
-               OR (grain = 'hour' AND (bucket < date_trunc('day', $history_start + INTERVAL '1 day' - INTERVAL '1 microsecond')
-                                       OR bucket >= date_trunc('day', $window_start)))
+          -- The grains are chosen by constants and bounded on `bucket` itself, so row-group
+          -- statistics skip the other grain's rows, not decoded and tested.
+          AND ((grain = 'day' AND date_trunc('day', $history_start) < date_trunc('day', $window_start)
+                AND bucket >= date_trunc('day', $history_start) AND bucket <= $window_start)
+               OR (grain = 'hour' AND date_trunc('day', $history_start) = date_trunc('day', $window_start))
                OR grain = 'event')
         UNION ALL
         -- `sp_asn_rollup_events` is the rollup's source (sql/rollups/): these candidates, by event.

@@ -23,14 +23,17 @@ const WINDOWS: [(&str, &str); 6] = [
     ("2026-11-18T00:00:00Z", "2026-11-19T00:00:00.000001Z"),
 ];
 
-/// Windows of the ASN rule besides `WINDOWS`, whose history (the ten days before the window's
-/// end, up to its start) is two minutes long (an hour row can reach past both of its ends, so the
-/// events are read), twelve hours from 06:00 (a day row can reach past both ends, so hours are
-/// read), a day ending at midnight, or empty (a window longer than the history).
-const ASN_WINDOWS: [(&str, &str); 4] = [
+/// Windows of the rules with a ten-day history (the ASN, credential-failure and Key Vault rules)
+/// besides `WINDOWS`, whose history (the ten days before the window's end, up to its start) is two
+/// minutes long (an hour row can reach past both of its ends, so the events are read), twelve
+/// hours from 06:00 (a day row can reach past both ends, so hours are read), a day ending at
+/// midnight, from 13:00 on the first day to 09:00 on the third (the first day's and the last day's
+/// 'day' rows each reach past one end of it), or empty (a window longer than the history).
+const HISTORY_WINDOWS: [(&str, &str); 5] = [
     ("2026-11-18T06:31:00Z", "2026-11-28T06:29:00Z"),
     ("2026-11-18T18:00:00Z", "2026-11-28T06:00:00Z"),
     ("2026-11-19T00:00:00Z", "2026-11-28T00:00:00Z"),
+    ("2026-11-19T09:00:00Z", "2026-11-27T13:00:00Z"),
     ("2026-11-16T00:00:00Z", "2026-11-27T00:00:00Z"),
 ];
 
@@ -63,7 +66,7 @@ async fn hunt_with(lake: &std::path::Path, merge: bool) -> Vec<String> {
     let mut out = Vec::new();
     for id in RULES {
         let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == id).unwrap();
-        let extra: &[(&str, &str)] = if id == ASN { &ASN_WINDOWS } else { &[] };
+        let extra: &[(&str, &str)] = if [ASN, FAILURES, KEYVAULT].contains(&id) { &HISTORY_WINDOWS } else { &[] };
         for &(s, e) in WINDOWS.iter().chain(extra) {
             let w = rules::RunWindow { start: t(s), end: t(e) };
             let rows = joins(r.plan(&ctx, &w).await.unwrap()).collect().await.unwrap();
@@ -230,14 +233,15 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     // The ASN rule's hunt and backtest of each of its windows: over three days of a tenant whose
     // history starts with them, pairs are new; so are some over the long windows.
     let asn = 4 * WINDOWS.len();
+    let history_windows = WINDOWS.len() + HISTORY_WINDOWS.len();
     // Then the credential-failure rule's hunt and backtest of each window.
-    let failures = asn + 2 * (WINDOWS.len() + ASN_WINDOWS.len());
+    let failures = asn + 2 * history_windows;
     assert!(raw[failures].lines().count() > 4, "credential failures from new sources: {}", raw[failures]);
     assert!(raw[failures + 1].lines().count() > 4, "its backtest too: {}", raw[failures + 1]);
     // Then the Key Vault rule's.
-    let keyvault = failures + 2 * WINDOWS.len();
+    let keyvault = failures + 2 * history_windows;
     // Then the risk stacking hunt's.
-    let risk = keyvault + 2 * WINDOWS.len();
+    let risk = keyvault + 2 * history_windows;
     // Then the token replay hunt's.
     let token = risk + WINDOWS.len();
     assert_eq!(raw.len(), token + WINDOWS.len());
@@ -247,8 +251,14 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     assert!(raw[keyvault + 1].lines().count() > 4, "its backtest too: {}", raw[keyvault + 1]);
     assert!(raw[asn].lines().count() > 6, "pairs new to the ASN rule: {}", raw[asn]);
     assert!(raw[asn + 1].lines().count() > 6, "its backtest too: {}", raw[asn + 1]);
-    for i in 0..ASN_WINDOWS.len() {
+    for i in 0..HISTORY_WINDOWS.len() {
         let at = asn + 2 * (WINDOWS.len() + i);
+        assert!(raw[at].lines().count() > 4, "{}", raw[at]);
+    }
+    // The window whose history begins and ends inside days finds new keys for every rule with a
+    // ten-day history (so a day row of its first or last day read or left out wrongly shows).
+    let mid = WINDOWS.len() + 3;
+    for at in [asn + 2 * mid, failures + 2 * mid, keyvault + 2 * mid] {
         assert!(raw[at].lines().count() > 4, "{}", raw[at]);
     }
     let g = grains(&lake_dir).await;
