@@ -38,7 +38,15 @@ WITH edges AS (
            failure_reason, CAST(1 AS BIGINT) AS n, ts AS first_ts, ts AS last_ts
     FROM sp_failed_signin_rollup_events
     WHERE ts >= $window_start AND ts <= $window_end
-      AND (ts < $window_whole_hours_start OR ts >= $window_whole_hours_end)
+      -- Each edge guarded by whether it is empty (a comparison of constants, folded in planning)
+      -- and bound to its day: the first lies in the start's day, the last in the end's. A window
+      -- starting on the hour has no first edge, so the start's day is not even listed (a day from
+      -- hour to hour opened its files to find nothing in them). The days again on their own: a
+      -- test of the partition column alone is what selects the folders listed.
+      AND (($window_start < $window_whole_hours_start AND ts < $window_whole_hours_start
+            AND day = to_char($window_start, '%Y-%m-%d'))
+           OR ($window_whole_hours_end <= $window_end AND ts >= $window_whole_hours_end
+               AND day = to_char($window_end, '%Y-%m-%d')))
       AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
 ),
 rolled AS (
