@@ -570,6 +570,14 @@ async fn time_ranges_over_days_keep_exactly_their_rows() {
             })
             .collect();
         assert_eq!(got, want, "{pred}");
+        // And the scan lists the files of exactly the days holding those rows: each day's file
+        // holds its first and last microsecond, so statistics tell every other day apart before
+        // it is opened (the day partition and the `ts` bounds together).
+        let plan = query_text(&lake, &format!("EXPLAIN SELECT ts FROM signins WHERE {pred}")).await;
+        let listed: std::collections::BTreeSet<String> =
+            plan.split("day=").skip(1).map(|s| s[..10].to_string()).collect();
+        let holding: std::collections::BTreeSet<String> = want.iter().map(|t| t[..10].to_string()).collect();
+        assert_eq!(listed, holding, "{pred}\n{plan}");
     }
     // The scan's predicate carries the day tests (the rule ran).
     let plan = query_text(&lake, &format!("EXPLAIN SELECT count(*) FROM signins WHERE {}", cases[0].0)).await;

@@ -22,8 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Rewrites every Parquet scan of a physical plan: `f` returns the scan's new source, or `None`
-/// to keep it, and `adapter` (given the scan's expression adapter) a new one, or `None` to keep
-/// it. The shared walk of the lake's physical optimizer rules (`days`, `views`).
+/// to keep it, `adapter` (given the scan's expression adapter) a new one, or `None` to keep it,
+/// and `files` (given the scan and its new source) new file groups, or `None` to keep them. The
+/// shared walk of the lake's physical optimizer rules (`days`, `views`).
 pub(crate) fn map_parquet_scans(
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     f: impl Fn(
@@ -32,6 +33,10 @@ pub(crate) fn map_parquet_scans(
     adapter: impl Fn(
         Option<Arc<dyn datafusion::physical_expr_adapter::PhysicalExprAdapterFactory>>,
     ) -> Option<Arc<dyn datafusion::physical_expr_adapter::PhysicalExprAdapterFactory>>,
+    files: impl Fn(
+        &datafusion::datasource::physical_plan::FileScanConfig,
+        &datafusion::datasource::physical_plan::ParquetSource,
+    ) -> Option<Vec<datafusion::datasource::physical_plan::FileGroup>>,
 ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
     use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource};
@@ -46,10 +51,14 @@ pub(crate) fn map_parquet_scans(
             return Ok(Transformed::no(node));
         };
         let Some(parquet) = f(parquet) else { return Ok(Transformed::no(node)) };
+        let groups = files(config, &parquet);
         let parquet: Arc<dyn FileSource> = Arc::new(parquet);
         let mut builder = FileScanConfigBuilder::from(config.clone()).with_source(parquet);
         if let Some(adapter) = adapter(config.expr_adapter_factory.clone()) {
             builder = builder.with_expr_adapter(Some(adapter));
+        }
+        if let Some(groups) = groups {
+            builder = builder.with_file_groups(groups);
         }
         let config = builder.build();
         Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))

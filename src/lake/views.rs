@@ -56,6 +56,7 @@ impl PhysicalOptimizerRule for StringViews {
                 Some(parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner })))
             },
             |adapter| Some(Arc::new(ViewFilterAdapterFactory::new(adapter)) as _),
+            |_, _| None,
         )
     }
 
