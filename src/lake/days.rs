@@ -9,9 +9,9 @@
 //!   `ts` and a `day` partition, each conjunct `ts > t` / `ts >= t` becomes
 //!   `day > date(t) OR ts > t` (and `ts < t` / `ts <= t`, `day < date(t) OR …`), the same
 //!   condition under the layout's invariant.
-//! - The same rule drops from the scan the files whose statistics (footers read in planning, and
-//!   the `day` of their folder) cannot satisfy its predicate, before any is opened
-//!   (`pruned_groups`).
+//! - The same rule drops from each scan whose `ts` bounds it widened the files whose statistics
+//!   (footers read in planning, and the `day` of their folder) cannot satisfy its predicate,
+//!   before any is opened (`pruned_groups`).
 //! - [`FoldingAdapterFactory`], the tables' expression adapter: when a file is opened DataFusion
 //!   replaces `day` by the file's value; the adapter then folds the constant comparison and the
 //!   `true OR …` / `false OR …` it leaves, so a file inside the range keeps no `ts` test (the
