@@ -1,5 +1,6 @@
 //! Embeds every `sql/*.sql` rule file in the binary: the list of built-in rules is generated from
-//! the folder, so a new rule file cannot be left out by mistake.
+//! the folder, so a new rule file cannot be left out by mistake. On Linux, the executable's links
+//! route zstd's context creation and release through its pool (`zstd_contexts` in `src/main.rs`).
 
 use std::fmt::Write;
 
@@ -25,4 +26,12 @@ fn main() {
     out.push_str("];\n");
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_rules.rs");
     std::fs::write(dest, out).unwrap();
+
+    // The executable (and its own tests) keep zstd contexts for reuse: the linker sends zstd's
+    // create and free calls to `__wrap_*` (src/main.rs), which reach the real ones as `__real_*`.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        for f in ["ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_createCCtx", "ZSTD_freeCCtx"] {
+            println!("cargo:rustc-link-arg-bins=-Wl,--wrap={f}");
+        }
+    }
 }

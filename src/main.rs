@@ -81,6 +81,108 @@ static NO_HUGE_PAGES: extern "C" fn() = {
     before_main
 };
 
+/// zstd contexts kept for reuse. Each column chunk Parquet reads or writes gets a new zstd codec,
+/// and the parquet crate's codec creates a compression and a decompression context, each of which
+/// asks the CPU whether it has BMI2 (`cpuid`, three times). In a virtual machine `cpuid` exits to
+/// the hypervisor: 4.2 us each on this project's 2-core machine kind, so about 25 us per column
+/// chunk, the two creations 8% of the scan threads' CPU in a profile of one-hour Key Vault hunts
+/// (`ZSTD_createCCtx`, `ZSTD_createDCtx`; BENCHMARKS.md, issue 16). The linker routes zstd's
+/// create and free calls here (`--wrap`, build.rs): a freed context is reset to its state as
+/// created (`ZSTD_reset_session_and_parameters`: parameters, dictionary and stream state) and
+/// kept, up to `KEEP` of each kind; a create takes a kept one when there is one. A context that
+/// grew past `KEEP_BYTES` (a stream's window buffers, a large compression workspace) is freed.
+/// Every context the Rust side makes comes from `ZSTD_createCCtx`/`ZSTD_createDCtx` (zstd-safe's
+/// `create`), none from a static workspace.
+#[cfg(target_os = "linux")]
+mod zstd_contexts {
+    use std::ffi::{c_int, c_uint, c_void};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    /// Contexts kept of each kind: a few per thread that reads or writes Parquet.
+    const KEEP: usize = 16;
+    /// Contexts larger than this are freed.
+    const KEEP_BYTES: usize = 4 << 20;
+    /// `ZSTD_reset_session_and_parameters` (zstd.h).
+    const RESET_ALL: c_int = 3;
+
+    /// Kept contexts, as addresses.
+    static DCTX: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    static CCTX: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    /// Creations served from the kept ones (read by the tests).
+    pub static REUSED: AtomicU64 = AtomicU64::new(0);
+
+    unsafe extern "C" {
+        fn __real_ZSTD_createDCtx() -> *mut c_void;
+        fn __real_ZSTD_freeDCtx(dctx: *mut c_void) -> usize;
+        fn __real_ZSTD_createCCtx() -> *mut c_void;
+        fn __real_ZSTD_freeCCtx(cctx: *mut c_void) -> usize;
+        fn ZSTD_DCtx_reset(dctx: *mut c_void, reset: c_int) -> usize;
+        fn ZSTD_CCtx_reset(cctx: *mut c_void, reset: c_int) -> usize;
+        fn ZSTD_sizeof_DCtx(dctx: *const c_void) -> usize;
+        fn ZSTD_sizeof_CCtx(cctx: *const c_void) -> usize;
+        fn ZSTD_isError(code: usize) -> c_uint;
+    }
+
+    fn take(pool: &Mutex<Vec<usize>>) -> Option<*mut c_void> {
+        let p = pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        REUSED.fetch_add(1, Ordering::Relaxed);
+        Some(p as *mut c_void)
+    }
+
+    /// Keeps `ctx` when there is room; false when it must be freed.
+    fn keep(pool: &Mutex<Vec<usize>>, ctx: *mut c_void) -> bool {
+        let mut kept = pool.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEEP {
+            return false;
+        }
+        kept.push(ctx as usize);
+        true
+    }
+
+    #[no_mangle]
+    extern "C" fn __wrap_ZSTD_createDCtx() -> *mut c_void {
+        // SAFETY: zstd's own constructor.
+        take(&DCTX).unwrap_or_else(|| unsafe { __real_ZSTD_createDCtx() })
+    }
+
+    #[no_mangle]
+    extern "C" fn __wrap_ZSTD_freeDCtx(dctx: *mut c_void) -> usize {
+        // SAFETY: `dctx` is a live context its owner gives up (zstd accepts NULL, checked first).
+        unsafe {
+            if !dctx.is_null()
+                && ZSTD_isError(ZSTD_DCtx_reset(dctx, RESET_ALL)) == 0
+                && ZSTD_sizeof_DCtx(dctx) <= KEEP_BYTES
+                && keep(&DCTX, dctx)
+            {
+                return 0;
+            }
+            __real_ZSTD_freeDCtx(dctx)
+        }
+    }
+
+    #[no_mangle]
+    extern "C" fn __wrap_ZSTD_createCCtx() -> *mut c_void {
+        // SAFETY: zstd's own constructor.
+        take(&CCTX).unwrap_or_else(|| unsafe { __real_ZSTD_createCCtx() })
+    }
+
+    #[no_mangle]
+    extern "C" fn __wrap_ZSTD_freeCCtx(cctx: *mut c_void) -> usize {
+        // SAFETY: as for `__wrap_ZSTD_freeDCtx`.
+        unsafe {
+            if !cctx.is_null()
+                && ZSTD_isError(ZSTD_CCtx_reset(cctx, RESET_ALL)) == 0
+                && ZSTD_sizeof_CCtx(cctx) <= KEEP_BYTES
+                && keep(&CCTX, cctx)
+            {
+                return 0;
+            }
+            __real_ZSTD_freeCCtx(cctx)
+        }
+    }
+}
+
 fn main() {
     // Huge pages are off already (`NO_HUGE_PAGES`, a constructor) where the loader runs
     // constructors; elsewhere before the runtime starts its threads.
@@ -157,6 +259,47 @@ mod tests {
         );
         super::tune_allocator(100);
         assert_eq!(unsafe { super::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 100);
+    }
+
+    /// Parquet's zstd codecs come from the kept contexts once some were freed (the link routes
+    /// zstd's calls through `zstd_contexts`), and reused contexts compress and decompress as new
+    /// ones: files written at two levels with reused contexts read back the same.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn zstd_contexts_are_reused() {
+        use arrow::array::{Int64Array, RecordBatch, StringArray};
+        use parquet::basic::{Compression, ZstdLevel};
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let batch = RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from_iter_values(0..10_000)) as arrow::array::ArrayRef),
+            ("s", Arc::new(StringArray::from_iter_values((0..10_000).map(|i| format!("value {}", i % 97))))),
+        ])
+        .unwrap();
+        let write = |level: i32| {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).unwrap()))
+                .set_max_row_group_row_count(Some(1_000))
+                .build();
+            let mut buf = Vec::new();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            bytes::Bytes::from(buf)
+        };
+        let read = |file: bytes::Bytes| {
+            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4_096).unwrap();
+            let batches: Vec<RecordBatch> = r.map(Result::unwrap).collect();
+            arrow::compute::concat_batches(&batch.schema(), &batches).unwrap()
+        };
+        let before = super::zstd_contexts::REUSED.load(Ordering::Relaxed);
+        let (one, three) = (write(1), write(3));
+        assert_eq!(read(one.clone()), batch);
+        assert_eq!(read(three.clone()), batch);
+        assert!(super::zstd_contexts::REUSED.load(Ordering::Relaxed) > before, "no zstd context was reused");
+        // The same bytes as files written again with reused contexts.
+        assert_eq!(write(1), one);
+        assert_eq!(write(3), three);
     }
 
     /// The constructor ran before `main` (and before this test harness): the option is off and the
