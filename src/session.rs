@@ -91,6 +91,23 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     cfg
 }
 
+/// The environment variable of DataFusion options set for every session, for measuring their
+/// effect: `key=value` pairs separated by commas, keys as DataFusion names them
+/// (`datafusion.execution.batch_size=4096`).
+pub const OPTIONS_ENV: &str = "WISP_DATAFUSION_OPTIONS";
+
+/// Sets the options [`OPTIONS_ENV`] names; an unknown key or a bad value is an error naming it.
+fn set_options_from_env(cfg: &mut SessionConfig) -> Result<(), SessionError> {
+    let Some(text) = std::env::var_os(OPTIONS_ENV) else { return Ok(()) };
+    let text = text.to_string_lossy();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: String| SessionError::Engine(format!("{OPTIONS_ENV}: '{pair}': {why}"));
+        let (key, value) = pair.split_once('=').ok_or_else(|| bad("expected key=value".into()))?;
+        cfg.options_mut().set(key.trim(), value.trim()).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// The caches of every runtime that plans lake queries: listings only within one planning
 /// (`lake::listing`). DataFusion keeps a table's listing for the runtime's life by default, so a
 /// shell, the rules of one `wisp run` tick (which share a runtime) or a cluster's scheduler would
@@ -134,6 +151,7 @@ pub async fn open_many(lake: &Lake, opts: &SessionOptions, n: usize) -> Result<V
 /// Opens a session over a lake on a given runtime.
 pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) -> Result<SessionContext, SessionError> {
     let mut cfg = session_config(opts.target_partitions);
+    set_options_from_env(&mut cfg)?;
     // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
     cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
     let state = datafusion::execution::SessionStateBuilder::new()

@@ -144,6 +144,27 @@ fn sql_is_read_only_and_formats_work() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// DataFusion options set from the environment reach the session; a bad one is an error that
+/// names it.
+#[test]
+fn datafusion_options_from_the_environment() {
+    let lake = tmp("cli-df-options");
+    ingest_samples(&lake);
+    let q = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+    let (code, out, err) = run(wisp()
+        .env("WISP_DATAFUSION_OPTIONS", " datafusion.execution.batch_size = 123 , datafusion.optimizer.max_passes=2")
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(&lake)
+        .arg(q));
+    assert_eq!((code, out.trim()), (0, "value\n123"), "{err}");
+    for bad in ["datafusion.execution.no_such_option=1", "datafusion.execution.batch_size=many", "batch_size"] {
+        let (code, _, err) =
+            run(wisp().env("WISP_DATAFUSION_OPTIONS", bad).args(["sql", "--lake"]).arg(&lake).arg("SELECT 1"));
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(err.contains("WISP_DATAFUSION_OPTIONS") && err.contains(bad), "{bad}: {err}");
+    }
+}
+
 #[test]
 fn pivot_fills_audit_caller_ip_from_the_matching_signin() {
     let dir = tmp("pivot-in");
