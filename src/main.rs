@@ -140,6 +140,24 @@ mod zstd_contexts {
         true
     }
 
+    /// Gives up a context: reset and kept when it can be (zstd accepts NULL: freed, as is any
+    /// context that does not reset, is too large or finds no room), else freed.
+    ///
+    /// # Safety
+    /// `ctx` is NULL or a live context of the kind the functions take, not used afterwards.
+    unsafe fn release(
+        pool: &Mutex<Vec<usize>>,
+        ctx: *mut c_void,
+        reset: unsafe extern "C" fn(*mut c_void, c_int) -> usize,
+        size: unsafe extern "C" fn(*const c_void) -> usize,
+        free: unsafe extern "C" fn(*mut c_void) -> usize,
+    ) -> usize {
+        if !ctx.is_null() && ZSTD_isError(reset(ctx, RESET_ALL)) == 0 && size(ctx) <= KEEP_BYTES && keep(pool, ctx) {
+            return 0;
+        }
+        free(ctx)
+    }
+
     #[no_mangle]
     extern "C" fn __wrap_ZSTD_createDCtx() -> *mut c_void {
         // SAFETY: zstd's own constructor.
@@ -148,17 +166,8 @@ mod zstd_contexts {
 
     #[no_mangle]
     extern "C" fn __wrap_ZSTD_freeDCtx(dctx: *mut c_void) -> usize {
-        // SAFETY: `dctx` is a live context its owner gives up (zstd accepts NULL, checked first).
-        unsafe {
-            if !dctx.is_null()
-                && ZSTD_isError(ZSTD_DCtx_reset(dctx, RESET_ALL)) == 0
-                && ZSTD_sizeof_DCtx(dctx) <= KEEP_BYTES
-                && keep(&DCTX, dctx)
-            {
-                return 0;
-            }
-            __real_ZSTD_freeDCtx(dctx)
-        }
+        // SAFETY: `dctx` is a live context its owner gives up, and these are zstd's functions of it.
+        unsafe { release(&DCTX, dctx, ZSTD_DCtx_reset, ZSTD_sizeof_DCtx, __real_ZSTD_freeDCtx) }
     }
 
     #[no_mangle]
@@ -170,16 +179,7 @@ mod zstd_contexts {
     #[no_mangle]
     extern "C" fn __wrap_ZSTD_freeCCtx(cctx: *mut c_void) -> usize {
         // SAFETY: as for `__wrap_ZSTD_freeDCtx`.
-        unsafe {
-            if !cctx.is_null()
-                && ZSTD_isError(ZSTD_CCtx_reset(cctx, RESET_ALL)) == 0
-                && ZSTD_sizeof_CCtx(cctx) <= KEEP_BYTES
-                && keep(&CCTX, cctx)
-            {
-                return 0;
-            }
-            __real_ZSTD_freeCCtx(cctx)
-        }
+        unsafe { release(&CCTX, cctx, ZSTD_CCtx_reset, ZSTD_sizeof_CCtx, __real_ZSTD_freeCCtx) }
     }
 }
 
