@@ -47,74 +47,62 @@ tactics = ["TA0003 Persistence"]
 techniques = ["T1098.001 Account Manipulation: Additional Cloud Credentials"]
 */
 WITH changes AS (
+    -- The credential changes of the window, with the AppId of their additionalDetails (the least
+    -- when several) and the KeyDescription modified properties of their targets, both taken
+    -- from the lists in place (`list_where`). DataFusion plans a CTE again at each use: the
+    -- entries unnested and joined back by id read the day's audit once more for each, and a
+    -- use that does not name one of these columns does not read its list (`ct` reads no targets,
+    -- `c` no additionalDetails). As published, whatever the result: a refused attempt on a
+    -- principal that signs in is worth a look.
     SELECT ts, id AS audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
-           source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets
+           source_ip AS change_ip, target_id, target_name, target_type,
+           array_min(list_field(list_where(additional_details, 'key', 'AppId'), 'value')) AS target_app_id,
+           list_where(flatten(list_field(targets, 'modified_properties')), 'name', 'KeyDescription') AS key_props
     FROM audit
-    -- As published, whatever the result: a refused attempt on a principal that signs in is worth a look.
     WHERE (trim(operation_name) IN ('Add service principal credentials', 'Update application',
                                    'Update application – Certificates and secrets management',
                                    'Update application - Certificates and secrets management'))
       AND ts >= $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
-change_app AS (
-    SELECT audit_id, min(d['value']) AS target_app_id
-    FROM (SELECT audit_id, unnest(additional_details) AS d FROM changes)
-    WHERE d['key'] = 'AppId'
-    GROUP BY audit_id
-),
-key_props AS (
-    -- The KeyDescription modified property of the change's targets: the keys before and after.
-    SELECT audit_id, coalesce(mp['old_value'], '') AS old_keys, coalesce(mp['new_value'], '') AS new_keys
-    FROM (SELECT audit_id, unnest(t['modified_properties']) AS mp
-          FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
-    WHERE mp['name'] = 'KeyDescription'
-),
-keys AS (
-    -- One row per change whose targets have a KeyDescription, with the keys it added: each key
-    -- of the new KeyDescription whose KeyIdentifier the old one does not hold (null when none).
-    -- One row per change even when the new value is empty (the appended NULL part), so `c` reads
-    -- both from here: key_props is read once.
-    -- The added keys as one list of structs, sorted once (by id, then type and name); `c` takes
-    -- each field from it (list_field): three array_agg(… ORDER BY key_id) cost a sort per
-    -- change in every batch, one unordered array_agg is vectorized.
-    SELECT audit_id, array_sort(array_agg(named_struct('id', key_id, 'type', key_type, 'name', key_name))
-                                FILTER (WHERE is_added)) AS added_keys
-    FROM (SELECT audit_id, split_part(k, ',', 1) AS key_id,
+c AS (
+    -- Each credential change with the keys it added: each key of a KeyDescription's new value
+    -- whose KeyIdentifier its old value does not hold (null when none). A bare "Update
+    -- application" is a credential change only when a key changed: when its targets have a
+    -- KeyDescription. The properties and their keys
+    -- are unnested with a NULL appended at both levels, so every change keeps a row, and
+    -- regrouped by the change's number. The added keys as one list of structs, sorted once (by
+    -- id, then type and name); the result takes each field from it (list_field): three
+    -- array_agg(… ORDER BY key_id) cost a sort per change in every batch, one unordered
+    -- array_agg is vectorized.
+    SELECT change_no, ts, audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+           change_ip, target_id, target_name, target_type,
+           array_sort(array_agg(named_struct('id', key_id, 'type', key_type, 'name', key_name)) FILTER (WHERE is_added)) AS added_keys
+    FROM (SELECT *, split_part(k, ',', 1) AS key_id,
                  regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
                  regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name,
                  k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0 AS is_added
-          FROM (SELECT audit_id, old_keys,
-                       unnest(array_append(string_to_array(new_keys, 'KeyIdentifier='), NULL)) AS k
-                FROM key_props))
-    GROUP BY audit_id
-),
-c AS (
-    SELECT changes.ts, changes.audit_id, changes.operation_name, changes.result, changes.initiated_by_upn, changes.initiated_by_app_name,
-           changes.initiated_by_sp_id, changes.change_ip, changes.target_id, changes.target_name, changes.target_type,
-           change_app.target_app_id, list_field(keys.added_keys, 'id') AS added_key_ids,
-           list_field(keys.added_keys, 'type') AS added_key_types, list_field(keys.added_keys, 'name') AS added_key_names
-    FROM changes
-    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
-    LEFT JOIN keys ON changes.audit_id = keys.audit_id
-    -- A bare "Update application" is a credential change only when a key changed.
-    WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
+          FROM (SELECT *, coalesce(kp['old_value'], '') AS old_keys,
+                       unnest(array_append(string_to_array(coalesce(kp['new_value'], ''), 'KeyIdentifier='), NULL)) AS k
+                FROM (SELECT *, unnest(array_append(key_props, NULL)) AS kp
+                      FROM (SELECT *, row_number() OVER () AS change_no FROM changes
+                            WHERE trim(operation_name) <> 'Update application' OR cardinality(key_props) > 0))))
+    GROUP BY change_no, ts, audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
+             change_ip, target_id, target_name, target_type
 ),
 ct AS (
     -- What matching a change to sign-ins needs: its time, the way its target is matched (1: a
     -- ServicePrincipal by its id; 2: an Application by its AppId; 3: an Application without one
-    -- by its display name, case-insensitively) and the key it is matched by. Not `c`: DataFusion
-    -- plans a CTE again at each use, and `c` decodes every change's targets (the key lists) for
-    -- the bare-"Update application" test; that test is applied once, where the aggregated prior
-    -- sign-ins meet `c` (a change it drops only costs its pairs).
+    -- by its display name, case-insensitively) and the key it is matched by. Not `c`: that reads
+    -- every change's targets (the key lists) for the bare-"Update application" test, applied
+    -- once, where the aggregated prior sign-ins meet `c` (a change it drops only costs its pairs).
     SELECT ts, audit_id, way,
            CASE way WHEN 1 THEN target_id WHEN 2 THEN target_app_id WHEN 3 THEN lower(target_name) END AS k
-    FROM (SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, change_app.target_app_id,
-                 CASE WHEN changes.target_type = 'ServicePrincipal' THEN 1
-                      WHEN changes.target_type = 'Application' AND change_app.target_app_id IS NOT NULL THEN 2
-                      WHEN changes.target_type = 'Application' THEN 3 END AS way
-          FROM changes
-          LEFT JOIN change_app ON changes.audit_id = change_app.audit_id)
+    FROM (SELECT ts, audit_id, target_id, target_name, target_app_id,
+                 CASE WHEN target_type = 'ServicePrincipal' THEN 1
+                      WHEN target_type = 'Application' AND target_app_id IS NOT NULL THEN 2
+                      WHEN target_type = 'Application' THEN 3 END AS way
+          FROM changes)
 ),
 s AS (
     -- The prior sign-ins as rows of `sp_signin_rollup` (src/rollups.rs; its source is the
@@ -207,7 +195,8 @@ SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.i
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,
-       c.added_key_ids, c.added_key_types, c.added_key_names,
+       list_field(c.added_keys, 'id') AS added_key_ids, list_field(c.added_keys, 'type') AS added_key_types,
+       list_field(c.added_keys, 'name') AS added_key_names,
        CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin
 FROM prior JOIN c ON prior.audit_id = c.audit_id
 
@@ -219,8 +208,11 @@ FROM prior JOIN c ON prior.audit_id = c.audit_id
 -- interval grid at or after it, not before the range's first run, provided that run's window
 -- [T - lookback, T] reaches back to it), and the sign-ins are read once for the whole range.
 WITH changes_all AS (
+    -- The credential changes, with their AppId and KeyDescription properties as in the main query.
     SELECT ts, id AS audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name, initiated_by_sp_id,
-           source_ip AS change_ip, target_id, target_name, target_type, additional_details, targets,
+           source_ip AS change_ip, target_id, target_name, target_type,
+           array_min(list_field(list_where(additional_details, 'key', 'AppId'), 'value')) AS target_app_id,
+           list_where(flatten(list_field(targets, 'modified_properties')), 'name', 'KeyDescription') AS key_props,
            -- The first run that holds the change: the first on the interval grid at or after it,
            -- and not before the range's first run.
            greatest(((CAST(ts AS BIGINT) + $interval_us - 1) / $interval_us) * $interval_us,
@@ -238,64 +230,32 @@ changes AS (
     SELECT * FROM changes_all
     WHERE run_end_us <= CAST($range_end AS BIGINT) AND CAST(ts AS BIGINT) >= run_end_us - $lookback_us
 ),
-change_app AS (
-    SELECT audit_id, min(d['value']) AS target_app_id
-    FROM (SELECT audit_id, unnest(additional_details) AS d FROM changes)
-    WHERE d['key'] = 'AppId'
-    GROUP BY audit_id
-),
-key_props AS (
-    -- The KeyDescription modified property of the change's targets: the keys before and after.
-    SELECT audit_id, coalesce(mp['old_value'], '') AS old_keys, coalesce(mp['new_value'], '') AS new_keys
-    FROM (SELECT audit_id, unnest(t['modified_properties']) AS mp
-          FROM (SELECT audit_id, unnest(targets) AS t FROM changes))
-    WHERE mp['name'] = 'KeyDescription'
-),
-keys AS (
-    -- One row per change whose targets have a KeyDescription, with the keys it added: each key
-    -- of the new KeyDescription whose KeyIdentifier the old one does not hold (null when none).
-    -- One row per change even when the new value is empty (the appended NULL part), so `c` reads
-    -- both from here: key_props is read once.
-    -- The added keys as one list of structs, sorted once (by id, then type and name); `c` takes
-    -- each field from it (list_field): three array_agg(… ORDER BY key_id) cost a sort per
-    -- change in every batch, one unordered array_agg is vectorized.
-    SELECT audit_id, array_sort(array_agg(named_struct('id', key_id, 'type', key_type, 'name', key_name))
-                                FILTER (WHERE is_added)) AS added_keys
-    FROM (SELECT audit_id, split_part(k, ',', 1) AS key_id,
+c AS (
+    -- Each credential change with the keys it added, as in the main query.
+    SELECT change_no, run_end_us, ts, audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name,
+           initiated_by_sp_id, change_ip, target_id, target_name, target_type,
+           array_sort(array_agg(named_struct('id', key_id, 'type', key_type, 'name', key_name)) FILTER (WHERE is_added)) AS added_keys
+    FROM (SELECT *, split_part(k, ',', 1) AS key_id,
                  regexp_match(k, 'KeyType=([^,\]"]*)')[1] AS key_type,
                  regexp_match(k, 'DisplayName=([^\]"]*)')[1] AS key_name,
                  k LIKE '%KeyType=%' AND strpos(old_keys, 'KeyIdentifier=' || split_part(k, ',', 1)) = 0 AS is_added
-          FROM (SELECT audit_id, old_keys,
-                       unnest(array_append(string_to_array(new_keys, 'KeyIdentifier='), NULL)) AS k
-                FROM key_props))
-    GROUP BY audit_id
-),
-c AS (
-    SELECT changes.run_end_us, changes.ts, changes.audit_id, changes.operation_name, changes.result, changes.initiated_by_upn, changes.initiated_by_app_name,
-           changes.initiated_by_sp_id, changes.change_ip, changes.target_id, changes.target_name, changes.target_type,
-           change_app.target_app_id, list_field(keys.added_keys, 'id') AS added_key_ids,
-           list_field(keys.added_keys, 'type') AS added_key_types, list_field(keys.added_keys, 'name') AS added_key_names
-    FROM changes
-    LEFT JOIN change_app ON changes.audit_id = change_app.audit_id
-    LEFT JOIN keys ON changes.audit_id = keys.audit_id
-    -- A bare "Update application" is a credential change only when a key changed.
-    WHERE trim(changes.operation_name) <> 'Update application' OR keys.audit_id IS NOT NULL
+          FROM (SELECT *, coalesce(kp['old_value'], '') AS old_keys,
+                       unnest(array_append(string_to_array(coalesce(kp['new_value'], ''), 'KeyIdentifier='), NULL)) AS k
+                FROM (SELECT *, unnest(array_append(key_props, NULL)) AS kp
+                      FROM (SELECT *, row_number() OVER () AS change_no FROM changes
+                            WHERE trim(operation_name) <> 'Update application' OR cardinality(key_props) > 0))))
+    GROUP BY change_no, run_end_us, ts, audit_id, operation_name, result, initiated_by_upn, initiated_by_app_name,
+             initiated_by_sp_id, change_ip, target_id, target_name, target_type
 ),
 ct AS (
-    -- What matching a change to sign-ins needs: its time, the way its target is matched (1: a
-    -- ServicePrincipal by its id; 2: an Application by its AppId; 3: an Application without one
-    -- by its display name, case-insensitively) and the key it is matched by. Not `c`: DataFusion
-    -- plans a CTE again at each use, and `c` decodes every change's targets (the key lists) for
-    -- the bare-"Update application" test; that test is applied once, where the aggregated prior
-    -- sign-ins meet `c` (a change it drops only costs its pairs).
+    -- What matching a change to sign-ins needs, as in the main query.
     SELECT ts, audit_id, way,
            CASE way WHEN 1 THEN target_id WHEN 2 THEN target_app_id WHEN 3 THEN lower(target_name) END AS k
-    FROM (SELECT changes.ts, changes.audit_id, changes.target_id, changes.target_name, change_app.target_app_id,
-                 CASE WHEN changes.target_type = 'ServicePrincipal' THEN 1
-                      WHEN changes.target_type = 'Application' AND change_app.target_app_id IS NOT NULL THEN 2
-                      WHEN changes.target_type = 'Application' THEN 3 END AS way
-          FROM changes
-          LEFT JOIN change_app ON changes.audit_id = change_app.audit_id)
+    FROM (SELECT ts, audit_id, target_id, target_name, target_app_id,
+                 CASE WHEN target_type = 'ServicePrincipal' THEN 1
+                      WHEN target_type = 'Application' AND target_app_id IS NOT NULL THEN 2
+                      WHEN target_type = 'Application' THEN 3 END AS way
+          FROM changes)
 ),
 s AS (
     -- The prior sign-ins as rows of `sp_signin_rollup`, as in the main query.
@@ -386,7 +346,8 @@ SELECT c.ts, c.audit_id, trim(c.operation_name) AS operation_name, c.result, c.i
        c.initiated_by_sp_id, c.change_ip, c.target_id, c.target_name, c.target_type,
        prior.service_principal_id, prior.service_principal_name, prior.app_id, prior.source_ip,
        prior.last_signin, prior.prior_signins, prior.matched_by,
-       c.added_key_ids, c.added_key_types, c.added_key_names,
+       list_field(c.added_keys, 'id') AS added_key_ids, list_field(c.added_keys, 'type') AS added_key_types,
+       list_field(c.added_keys, 'name') AS added_key_names,
        CAST((CAST(c.ts AS BIGINT) - CAST(prior.last_signin AS BIGINT)) / 60000000 AS BIGINT) AS minutes_since_signin,
        c.run_end_us
 FROM prior JOIN c ON prior.audit_id = c.audit_id

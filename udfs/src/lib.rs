@@ -17,6 +17,7 @@
 //! | `geo(ip)` | City database lookup |
 //! | `graph_path_template(uri)` | a Graph request URI as its action: `/v1.0/users/{id}/messages` |
 //! | `list_field(list, 'name')` | the named field of each struct in a list of structs, as a list |
+//! | `list_where(list, 'name', value)` | the structs of a list whose named field equals a constant string |
 //! | `last_by(value, ts, tiebreak)` (aggregate) | `value` of the row with the greatest `(ts, tiebreak)`, nulls greatest: `last_value(value ORDER BY ts, tiebreak)`, vectorized |
 
 pub mod aggregates;

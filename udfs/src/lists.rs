@@ -7,10 +7,18 @@
 //! (`array_sort` orders structs field by field) and takes each field with this function. Three
 //! `array_agg(… ORDER BY …)` cost DataFusion a sort per group in every batch; one unordered
 //! `array_agg` is vectorized.
+//!
+//! `list_where(list, 'name', value)`: the structs of a list whose named field equals a constant
+//! string, in their order (a null struct or a null field never matches; a null list gives a null
+//! list). What `unnest`, a filter and a regrouping by row would give, without them: a query that
+//! needs one entry of a list of key/value pairs (`array_min(list_field(list_where(details,
+//! 'key', 'AppId'), 'value'))`) reads its table once, where a join of its unnested entries back
+//! to its rows plans the table's scan again.
 
 use crate::functions::{all_scalar, finish, is_string, plain_udf, scalar_str};
-use arrow::array::{make_array, Array, AsArray, ListArray};
+use arrow::array::{make_array, Array, AsArray, BooleanArray, ListArray, StringArray};
 use arrow::buffer::NullBuffer;
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{exec_err, internal_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -21,6 +29,12 @@ use std::sync::Arc;
 plain_udf!(
     /// The SQL function: a list of structs and a constant field name; a list of that field.
     ListField
+);
+
+plain_udf!(
+    /// The SQL function: a list of structs, a constant field name and a constant string; the
+    /// structs whose field equals it.
+    ListWhere
 );
 
 /// The field name: a constant, non-null string.
@@ -93,6 +107,121 @@ impl ScalarUDFImpl for ListField {
         let child = make_array(child.to_data().into_builder().nulls(nulls).build()?);
         let item = Arc::new(Field::new_list_field(child.data_type().clone(), true));
         let out = ListArray::try_new(item, list.offsets().clone(), child, list.nulls().cloned())?;
+        finish(Arc::new(out), scalar)
+    }
+}
+
+/// The constant string `list_where` compares with (null: nothing matches).
+fn wanted_value(v: Option<&ScalarValue>) -> Result<Option<String>> {
+    match v.and_then(scalar_str) {
+        Some(s) => Ok(s.map(str::to_string)),
+        None => plan_err!("list_where(list, name, value): the value must be a constant string, e.g. list_where(details, 'key', 'AppId')"),
+    }
+}
+
+impl ScalarUDFImpl for ListWhere {
+    fn name(&self) -> &str {
+        "list_where"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            // The field's type is checked where the name is known (return_field_from_args).
+            [list @ DataType::List(item), name, value]
+                if matches!(item.data_type(), DataType::Struct(_)) && is_string(name) && is_string(value) =>
+            {
+                Ok(vec![list.clone(), DataType::Utf8, DataType::Utf8])
+            }
+            _ => plan_err!(
+                "list_where(list, name, value) takes a list of structs, a field name and a string, got {arg_types:?}"
+            ),
+        }
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let name = field_name(args.scalar_arguments.get(1).copied().flatten())
+            .map_err(|_| datafusion::error::DataFusionError::Plan(
+                "list_where(list, name, value): the name must be a constant string, e.g. list_where(details, 'key', 'AppId')".into(),
+            ))?;
+        // The value is checked where it is known to be a constant (invoke: a column is refused
+        // there; `CAST(NULL AS VARCHAR)` is not a literal yet when this is asked).
+        let DataType::List(item) = args.arg_fields[0].data_type() else {
+            return plan_err!("list_where(list, name, value): the first argument must be a list of structs");
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            return plan_err!("list_where(list, name, value): the list must hold structs, not {}", item.data_type());
+        };
+        match fields.find(&name) {
+            Some((_, f)) if is_string(f.data_type()) => {}
+            Some((_, f)) => {
+                return plan_err!(
+                    "list_where(list, '{name}', value): the field '{name}' is {}, not a string",
+                    f.data_type()
+                )
+            }
+            None => {
+                let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                return plan_err!(
+                    "list_where(list, '{name}', value): the structs have no field '{name}' (they have {names:?})"
+                );
+            }
+        }
+        Ok(Arc::new(Field::new(self.name(), args.arg_fields[0].data_type().clone(), true)))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let (name, value) = match (&args.args[1], &args.args[2]) {
+            (ColumnarValue::Scalar(n), ColumnarValue::Scalar(v)) => (field_name(Some(n))?, wanted_value(Some(v))?),
+            _ => return exec_err!("list_where(list, name, value): the name and the value must be constants"),
+        };
+        let scalar = all_scalar(&args.args);
+        let n = if scalar { 1 } else { args.number_rows };
+        let arr = args.args[0].to_array(n)?;
+        let Some(list) = arr.as_list_opt::<i32>() else {
+            return exec_err!("list_where(list, name, value): expected a list, got {}", arr.data_type());
+        };
+        let Some(structs) = list.values().as_struct_opt() else {
+            return exec_err!("list_where(list, name, value): expected a list of structs, got {}", arr.data_type());
+        };
+        let Some(child) = structs.column_by_name(&name) else {
+            return exec_err!("list_where(list, '{name}', value): the structs have no field '{name}'");
+        };
+        // Which structs match: a present struct whose field equals the value.
+        let keep: BooleanArray = match value {
+            None => BooleanArray::from(vec![false; child.len()]),
+            Some(v) => {
+                let field = arrow::compute::cast(child, &DataType::Utf8)?;
+                let want = StringArray::new_scalar(v);
+                let eq = arrow::compute::kernels::cmp::eq(&field, &want)?;
+                let present = NullBuffer::union(eq.nulls(), structs.nulls());
+                let bits = match present {
+                    Some(p) => eq.values() & p.inner(),
+                    None => eq.values().clone(),
+                };
+                BooleanArray::new(bits, None)
+            }
+        };
+        // Each list's new length: the matches within its old bounds.
+        let offsets = list.offsets();
+        let mut lengths = Vec::with_capacity(list.len());
+        for w in offsets.windows(2) {
+            let (start, end) = (w[0] as usize, w[1] as usize);
+            lengths.push(keep.values().slice(start, end - start).count_set_bits());
+        }
+        // The values outside every list's bounds (a sliced list) are dropped with the filter.
+        let first = offsets[0] as usize;
+        let last = offsets[list.len()] as usize;
+        let values = structs.slice(first, last - first);
+        let keep = keep.slice(first, last - first);
+        let kept = arrow::compute::filter(&values, &keep)?;
+        let item = match list.data_type() {
+            DataType::List(item) => item.clone(),
+            other => return exec_err!("list_where(list, name, value): expected a list, got {other}"),
+        };
+        let out = ListArray::try_new(item, OffsetBuffer::from_lengths(lengths), kept, list.nulls().cloned())?;
         finish(Arc::new(out), scalar)
     }
 }
