@@ -6,10 +6,8 @@ use crate::rules::{Rule, RuleError, RunWindow};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 /// One alert, as the `alerts` table holds it (timestamps in microseconds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,23 +202,39 @@ fn sorted_rows(b: &RecordBatch, picks: &[&str]) -> Option<Result<Vec<RowJson>, S
 }
 
 /// The rows of a batch whose columns are in name order, as Arrow's writer writes them, with the
-/// picked values' texts as written (names are plain, so they are read in place).
+/// picked values' texts as written: each picked column written alone (`{"name":value}`, the
+/// name plain), its value the line within that frame — the text the same writer gives the
+/// column within the whole row, without reading every row's JSON back.
 fn written_rows(sorted: &RecordBatch, picks: &[&str]) -> Result<Vec<RowJson>, String> {
     let text = String::from_utf8(arrow_json_lines(sorted)?).map_err(|e| e.to_string())?;
-    text.split('\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            let picked = if picks.is_empty() {
-                Vec::new()
-            } else {
-                let entries: BTreeMap<&str, &RawValue> =
-                    serde_json::from_str(l).map_err(|e| format!("row {i}: {e}"))?;
-                picks.iter().map(|k| entries.get(k).map_or("null", |v| v.get()).to_string()).collect()
-            };
-            Ok((l.to_string(), picked))
-        })
-        .collect()
+    let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
+    let mut picked: Vec<Vec<String>> = vec![Vec::with_capacity(picks.len()); lines.len()];
+    for k in picks {
+        match sorted.schema().index_of(k) {
+            Ok(c) => {
+                let one = sorted.project(&[c]).map_err(|e| e.to_string())?;
+                let values = String::from_utf8(arrow_json_lines(&one)?).map_err(|e| e.to_string())?;
+                let prefix = format!("{{\"{k}\":");
+                let mut n = 0;
+                for (i, l) in values.split('\n').filter(|l| !l.is_empty()).enumerate() {
+                    let v = l
+                        .strip_prefix(prefix.as_str())
+                        .and_then(|v| v.strip_suffix('}'))
+                        .ok_or_else(|| format!("row {i}: column '{k}' written as {l}"))?;
+                    picked
+                        .get_mut(i)
+                        .ok_or_else(|| format!("column '{k}' has more rows than the batch"))?
+                        .push(v.to_string());
+                    n += 1;
+                }
+                if n != lines.len() {
+                    return Err(format!("column '{k}' gave {n} values for {} rows", lines.len()));
+                }
+            }
+            Err(_) => picked.iter_mut().for_each(|p| p.push("null".to_string())),
+        }
+    }
+    Ok(lines.into_iter().map(str::to_string).zip(picked).collect())
 }
 
 /// Types whose JSON, as Arrow's writer gives it, a serde round trip leaves unchanged.
