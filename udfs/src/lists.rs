@@ -37,24 +37,30 @@ plain_udf!(
     ListWhere
 );
 
-/// The field name: a constant, non-null string.
-fn field_name(v: Option<&ScalarValue>) -> Result<String> {
+/// The field name: a constant, non-null string. `call` is how the function is written in the
+/// error (`list_field(list, name)`), `example` a call with a name.
+fn field_name(call: &str, example: &str, v: Option<&ScalarValue>) -> Result<String> {
     match v.and_then(scalar_str) {
         Some(Some(s)) => Ok(s.to_string()),
-        _ => plan_err!("list_field(list, name): the name must be a constant string, e.g. list_field(keys, 'id')"),
+        _ => plan_err!("{call}: the name must be a constant string, e.g. {example}"),
     }
 }
 
-/// The struct fields of a `List(Struct)` type.
-fn struct_fields(t: &DataType) -> Result<&arrow::datatypes::Fields> {
+/// The struct fields of a `List(Struct)` type (`call` as in [`field_name`]).
+fn struct_fields<'a>(call: &str, t: &'a DataType) -> Result<&'a arrow::datatypes::Fields> {
     match t {
         DataType::List(item) => match item.data_type() {
             DataType::Struct(fields) => Ok(fields),
-            other => plan_err!("list_field(list, name): the list must hold structs, not {other}"),
+            other => plan_err!("{call}: the list must hold structs, not {other}"),
         },
-        other => plan_err!("list_field(list, name): the first argument must be a list of structs, not {other}"),
+        other => plan_err!("{call}: the first argument must be a list of structs, not {other}"),
     }
 }
+
+/// `list_field` as its errors name it.
+const LIST_FIELD: (&str, &str) = ("list_field(list, name)", "list_field(keys, 'id')");
+/// `list_where` as its errors name it.
+const LIST_WHERE: (&str, &str) = ("list_where(list, name, value)", "list_where(details, 'key', 'AppId')");
 
 impl ScalarUDFImpl for ListField {
     fn name(&self) -> &str {
@@ -66,7 +72,7 @@ impl ScalarUDFImpl for ListField {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
             [list, name] if is_string(name) => {
-                struct_fields(list)?;
+                struct_fields(LIST_FIELD.0, list)?;
                 Ok(arg_types.to_vec())
             }
             _ => plan_err!("list_field(list, name) takes a list of structs and a field name, got {arg_types:?}"),
@@ -76,8 +82,8 @@ impl ScalarUDFImpl for ListField {
         internal_err!("list_field's type depends on its name argument: return_field_from_args")
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let name = field_name(args.scalar_arguments.get(1).copied().flatten())?;
-        let fields = struct_fields(args.arg_fields[0].data_type())?;
+        let name = field_name(LIST_FIELD.0, LIST_FIELD.1, args.scalar_arguments.get(1).copied().flatten())?;
+        let fields = struct_fields(LIST_FIELD.0, args.arg_fields[0].data_type())?;
         let Some((_, field)) = fields.find(&name) else {
             let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
             return plan_err!("list_field(list, '{name}'): the structs have no field '{name}' (they have {names:?})");
@@ -87,7 +93,7 @@ impl ScalarUDFImpl for ListField {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = match &args.args[1] {
-            ColumnarValue::Scalar(v) => field_name(Some(v))?,
+            ColumnarValue::Scalar(v) => field_name(LIST_FIELD.0, LIST_FIELD.1, Some(v))?,
             ColumnarValue::Array(_) => return exec_err!("list_field(list, name): the name must be a constant"),
         };
         let scalar = all_scalar(&args.args);
@@ -115,7 +121,7 @@ impl ScalarUDFImpl for ListField {
 fn wanted_value(v: Option<&ScalarValue>) -> Result<Option<String>> {
     match v.and_then(scalar_str) {
         Some(s) => Ok(s.map(str::to_string)),
-        None => plan_err!("list_where(list, name, value): the value must be a constant string, e.g. list_where(details, 'key', 'AppId')"),
+        None => plan_err!("{}: the value must be a constant string, e.g. {}", LIST_WHERE.0, LIST_WHERE.1),
     }
 }
 
@@ -143,18 +149,10 @@ impl ScalarUDFImpl for ListWhere {
         Ok(arg_types[0].clone())
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let name = field_name(args.scalar_arguments.get(1).copied().flatten())
-            .map_err(|_| datafusion::error::DataFusionError::Plan(
-                "list_where(list, name, value): the name must be a constant string, e.g. list_where(details, 'key', 'AppId')".into(),
-            ))?;
+        let name = field_name(LIST_WHERE.0, LIST_WHERE.1, args.scalar_arguments.get(1).copied().flatten())?;
         // The value is checked where it is known to be a constant (invoke: a column is refused
         // there; `CAST(NULL AS VARCHAR)` is not a literal yet when this is asked).
-        let DataType::List(item) = args.arg_fields[0].data_type() else {
-            return plan_err!("list_where(list, name, value): the first argument must be a list of structs");
-        };
-        let DataType::Struct(fields) = item.data_type() else {
-            return plan_err!("list_where(list, name, value): the list must hold structs, not {}", item.data_type());
-        };
+        let fields = struct_fields(LIST_WHERE.0, args.arg_fields[0].data_type())?;
         match fields.find(&name) {
             Some((_, f)) if is_string(f.data_type()) => {}
             Some((_, f)) => {
@@ -174,7 +172,9 @@ impl ScalarUDFImpl for ListWhere {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let (name, value) = match (&args.args[1], &args.args[2]) {
-            (ColumnarValue::Scalar(n), ColumnarValue::Scalar(v)) => (field_name(Some(n))?, wanted_value(Some(v))?),
+            (ColumnarValue::Scalar(n), ColumnarValue::Scalar(v)) => {
+                (field_name(LIST_WHERE.0, LIST_WHERE.1, Some(n))?, wanted_value(Some(v))?)
+            }
             _ => return exec_err!("list_where(list, name, value): the name and the value must be constants"),
         };
         let scalar = all_scalar(&args.args);
