@@ -64,7 +64,8 @@ pub fn connect(ctx: SessionContext, engine: &str, udfs: &Udfs) -> Result<Session
     // and the job then never ends: the static distributed planner runs them all.
     let cfg = state.config().clone().upgrade_for_ballista().set_bool(ADAPTIVE_PLANNER, false);
     *state.config_mut() = cfg;
-    let state = state.upgrade_for_ballista(url)?;
+    let mut state = state.upgrade_for_ballista(url)?;
+    state.config_mut().set_extension(Arc::new(crate::lake::prune::Shipped));
     let ctx = SessionContext::new_with_state(state);
     crate::session::register_udfs(&ctx, udfs)?;
     ctx.register_udf(loaded_udf(udfs));

@@ -78,7 +78,10 @@ pub async fn create_physical_plan(
     df: datafusion::dataframe::DataFrame,
 ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     let _scope = scope();
-    df.create_physical_plan().await
+    let (state, plan) = df.into_parts();
+    let plan = state.optimize(&plan)?;
+    let plan = super::prune::prune_empty_scans(&state, plan).await?;
+    state.query_planner().create_physical_plan(&plan, &state).await
 }
 
 impl Drop for Scope {

@@ -9,6 +9,7 @@ pub mod local;
 pub mod location;
 pub mod lock;
 pub mod metered;
+pub mod prune;
 pub mod rows;
 pub mod schema;
 mod view_filters;
