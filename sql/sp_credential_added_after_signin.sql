@@ -115,6 +115,14 @@ s AS (
     WHERE grain <> 'times' AND last_ts >= date_trunc('minute', $window_start) - $signin_lookback AND first_ts <= $window_end
       AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d')
       AND day <= to_char($window_end, '%Y-%m-%d')
+      -- A change reads 'hour' rows only of the day its look-back starts in (from the hour of its
+      -- start) and of its own day (see cd): the hours of the days between are whole days, read
+      -- as 'day' rows. Over a short window the 'hour' rows of the days in the middle of the
+      -- look-back are skipped by their row groups' statistics (sorted by grain, then bucket).
+      AND (grain <> 'hour'
+           OR (bucket >= date_trunc('hour', date_trunc('minute', $window_start) - $signin_lookback)
+               AND bucket < date_trunc('day', date_trunc('minute', $window_end) - $signin_lookback) + INTERVAL '1 day')
+           OR bucket >= date_trunc('day', $window_start))
 ),
 -- Each change against the UTC days its look-back can touch, and the grains to read each at: the
 -- 'day' rows of the days wholly inside the look-back, the 'hour' rows of the others, and the
@@ -162,7 +170,12 @@ signins_before AS (
                       WHERE CAST(last_ts AS BIGINT) >= lo_us AND first_ts < ts)) AS m
           LEFT JOIN (SELECT day, bucket, service_principal_id, service_principal_name, app_id, source_ip, times
                      FROM sp_signin_rollup
-                     WHERE grain = 'times' AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')) AS t
+                     WHERE grain = 'times' AND day >= to_char(date_trunc('minute', $window_start) - $signin_lookback, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+                       -- Only the hours a look-back starts in and the hours of the changes
+                       -- can straddle a bound: the rows of the hours between are never joined.
+                       AND ((bucket >= date_trunc('hour', date_trunc('minute', $window_start) - $signin_lookback)
+                             AND bucket <= date_trunc('hour', date_trunc('minute', $window_end) - $signin_lookback))
+                            OR (bucket >= date_trunc('hour', $window_start) AND bucket <= date_trunc('hour', $window_end)))) AS t
             -- The hour, day and principal are the hash join's keys (IS NOT DISTINCT FROM: keys
             -- may be null; a row that does not straddle has no hour and matches nothing). The
             -- name, app and address are its filter, inside a CASE so that the planner does not
