@@ -17,8 +17,8 @@
 //! (the same filters, applicable to the partition columns alone; the same parsing of partition
 //! values; a file of zero bytes is not listed); a scan that keeps any partition is left as it is.
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
@@ -79,14 +79,18 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     Optimizer::with_rules(rules).optimize(plan, state, |_, _| {})
 }
 
-/// The distinct partition values of each table listed so far (by its paths): a table scanned
-/// several times is listed once here (and once more by DataFusion only when the planning's cache
-/// does not serve it, see `super::listing`).
-type Listed = std::collections::HashMap<Vec<String>, Arc<BTreeSet<Vec<String>>>>;
+/// Each table listed so far (by its paths), as a batch of its distinct partition values with
+/// their schema (`None`: no partition listed). A table scanned several times is listed and
+/// turned into a batch once here (and listed once more by DataFusion only when the planning's
+/// cache does not serve it, see `super::listing`).
+type Listed = std::collections::HashMap<Vec<String>, Option<Arc<(DFSchema, RecordBatch)>>>;
 
-/// The distinct partition values of `table`'s files, as DataFusion lists and parses them.
-async fn partitions(state: &SessionState, table: &ListingTable, names: &[&str]) -> Result<BTreeSet<Vec<String>>> {
-    let mut values = BTreeSet::new();
+/// The distinct partition values of `table`'s files, as DataFusion lists and parses them, one row
+/// each (`None` when there is none).
+async fn partitions(state: &SessionState, table: &ListingTable) -> Result<Option<Arc<(DFSchema, RecordBatch)>>> {
+    let cols = &table.options().table_partition_cols;
+    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+    let mut values: BTreeSet<Vec<String>> = BTreeSet::new();
     let ext = &table.options().file_extension;
     for url in table.table_paths() {
         let store = state.runtime_env().object_store(url)?;
@@ -99,40 +103,8 @@ async fn partitions(state: &SessionState, table: &ListingTable, names: &[&str]) 
             }
         }
     }
-    Ok(values)
-}
-
-/// Whether `scan` reads a listing table with partition columns whose partition filters keep
-/// none of the partitions its listing holds.
-async fn keeps_nothing(state: &SessionState, scan: &TableScan, listed: &mut Listed) -> Result<bool> {
-    let Ok(provider) = source_as_provider(&scan.source) else { return Ok(false) };
-    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok(false) };
-    let cols = &table.options().table_partition_cols;
-    if cols.is_empty() {
-        return Ok(false);
-    }
-    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-    // The filters DataFusion applies to partitions (`ListingTable::scan_with_args`), without
-    // their qualifiers as the physical planner passes them.
-    let filters: Vec<Expr> = scan
-        .filters
-        .iter()
-        .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
-        .filter(|f| expr_applicable_for_cols(&names, f))
-        .collect();
-    let Some(filter) = conjunction(filters) else { return Ok(false) };
-    let key: Vec<String> = table.table_paths().iter().map(|u| u.to_string()).collect();
-    let values = match listed.get(&key) {
-        Some(v) => Arc::clone(v),
-        None => {
-            let v = Arc::new(partitions(state, table, &names).await?);
-            listed.insert(key, Arc::clone(&v));
-            v
-        }
-    };
     if values.is_empty() {
-        // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
-        return Ok(false);
+        return Ok(None);
     }
     let schema = DFSchema::from_unqualified_fields(
         cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>().into(),
@@ -148,23 +120,56 @@ async fn keeps_nothing(state: &SessionState, scan: &TableScan, listed: &mut List
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new(Arc::clone(schema.inner()), arrays)?;
+    Ok(Some(Arc::new((schema, batch))))
+}
+
+/// Whether `scan` reads a listing table with partition columns whose partition filters keep
+/// none of the partitions its listing holds.
+async fn keeps_nothing(state: &SessionState, scan: &TableScan, listed: &mut Listed) -> Result<bool> {
+    let Ok(provider) = source_as_provider(&scan.source) else { return Ok(false) };
+    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok(false) };
+    let names: Vec<&str> = table.options().table_partition_cols.iter().map(|(n, _)| n.as_str()).collect();
+    if names.is_empty() {
+        return Ok(false);
+    }
+    // The filters DataFusion applies to partitions (`ListingTable::scan_with_args`), without
+    // their qualifiers as the physical planner passes them.
+    let filters: Vec<Expr> = scan
+        .filters
+        .iter()
+        .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
+        .filter(|f| expr_applicable_for_cols(&names, f))
+        .collect();
+    let Some(filter) = conjunction(filters) else { return Ok(false) };
+    let key: Vec<String> = table.table_paths().iter().map(|u| u.to_string()).collect();
+    let listing = match listed.get(&key) {
+        Some(l) => l.clone(),
+        None => {
+            let l = partitions(state, table).await?;
+            listed.insert(key, l.clone());
+            l
+        }
+    };
+    // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
+    let Some(listing) = listing else { return Ok(false) };
+    let (schema, batch) = listing.as_ref();
     let expr = datafusion::physical_expr::create_physical_expr(
         &filter,
-        &schema,
+        schema,
         &datafusion::execution::context::ExecutionProps::new(),
         &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
     )?;
-    let kept = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let kept = expr.evaluate(batch)?.into_array(batch.num_rows())?;
     // DataFusion keeps a file when its filter's value is true (`filter_partitioned_file` reads
     // the value, not its validity); so does this.
-    let kept = kept.as_boolean();
-    Ok(kept.data_type() == &DataType::Boolean && (0..kept.len()).all(|i| !kept.values().value(i)))
+    Ok(kept.as_boolean_opt().is_some_and(|k| k.values().count_set_bits() == 0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
     use datafusion::arrow::datatypes::Schema;
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{ListingOptions, ListingTableConfig, ListingTableUrl};
