@@ -7,174 +7,120 @@
 //! one `wisp run` tick, a cluster's scheduler would miss files ingested since, and after a
 //! compaction name files no longer there (`session::caches` turns DataFusion's cache off).
 //!
-//! This cache keeps a listing for the planning that made it and no longer. A planning opens a
-//! [`Scope`] ([`create_physical_plan`], which `output` and `query` plan with); each scope begins a new
-//! generation, and a listing is served only within the generation in which it began, while some
-//! scope is open. So a planning in a scope never sees a listing older than its own start. A
-//! planning outside any scope (compaction, rollup refresh, the shell, `wisp detect`'s enrichment
-//! probe, a cluster's scheduler) is served nothing while no scope is open; while one is (only
-//! rules planning concurrently in the same process could be), it shares that generation's
-//! listings, which began at most that scope's planning ago.
+//! This cache keeps a listing for the planning that made it and serves it to that planning only.
+//! A planning is [`create_physical_plan`] (which `output` and `query` plan with): it runs as a task
+//! marked with an id of its own, and a listing is kept under the id of the task that made it and
+//! served only to a task with the same id, while that planning runs. So a planning never sees a
+//! listing older than its own start nor one made by another planning (which may have listed
+//! less, see [`super::prune`]), and DataFusion plannings outside one (compaction, rollup refresh,
+//! the shell, `wisp detect`'s enrichment probe, a cluster's scheduler) are served nothing.
 
 use datafusion::common::TableReference;
 use datafusion::execution::cache::cache_manager::CachedFileList;
 use datafusion::execution::cache::{Cache, CacheEntryInfo, TableScopedPath};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The generations of planning scopes and how many are open. One per process (`GENERATIONS`);
-/// tests make their own.
-pub struct Generations {
-    /// The current generation: bumped when a scope opens.
-    current: AtomicU64,
-    /// How many scopes are open (plannings running concurrently share the generation).
-    open: AtomicUsize,
+tokio::task_local! {
+    /// The planning the current task is running (see the module), if any.
+    static PLANNING: u64;
 }
 
-impl Generations {
-    pub const fn new() -> Self {
-        Generations { current: AtomicU64::new(1), open: AtomicUsize::new(0) }
-    }
+/// The ids of plannings: the next one to give, and those running.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static RUNNING: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 
-    /// Opens a planning scope: listings made from now on are shared with the scans planned
-    /// before it closes (or another scope opens).
-    pub fn scope(&'static self) -> Scope {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        self.current.fetch_add(1, Ordering::SeqCst);
-        Scope(self)
-    }
-
-    fn current(&self) -> u64 {
-        self.current.load(Ordering::SeqCst)
-    }
-
-    fn is_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst) > 0
-    }
+fn running() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Default for Generations {
-    fn default() -> Self {
-        Self::new()
+/// The planning the current task runs, if it runs one.
+pub fn current() -> Option<u64> {
+    PLANNING.try_with(|p| *p).ok()
+}
+
+/// Runs `f` as a planning of its own: the listings made while it runs are served to it alone.
+pub async fn planning<F: std::future::Future>(f: F) -> F::Output {
+    struct Running(u64);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            running().remove(&self.0);
+        }
     }
+    let id = NEXT.fetch_add(1, Ordering::SeqCst);
+    running().insert(id);
+    let _running = Running(id);
+    PLANNING.scope(id, f).await
 }
 
-static GENERATIONS: Generations = Generations::new();
-
-/// An open planning scope: listings are shared while it (or another) is open and no newer scope
-/// has begun.
-#[must_use = "listings are shared only while the scope is held"]
-pub struct Scope(&'static Generations);
-
-/// Opens a planning scope of the process's sessions (see [`Generations::scope`]).
-pub fn scope() -> Scope {
-    GENERATIONS.scope()
-}
-
-/// Plans `df` in a scope of its own: each table it scans is listed once.
+/// Plans `df` as a planning of its own: each table it scans is listed once.
 pub async fn create_physical_plan(
     df: datafusion::dataframe::DataFrame,
 ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-    let _scope = scope();
-    let (state, plan) = df.into_parts();
-    let plan = state.optimize(&plan)?;
-    let plan = super::prune::prune_empty_scans(&state, plan).await?;
-    state.query_planner().create_physical_plan(&plan, &state).await
+    planning(async move {
+        let (state, plan) = df.into_parts();
+        let plan = state.optimize(&plan)?;
+        let plan = super::prune::prune_empty_scans(&state, plan).await?;
+        state.query_planner().create_physical_plan(&plan, &state).await
+    })
+    .await
 }
 
-impl Drop for Scope {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+/// The name of [`PlanningListCache`] (`Cache::name`).
+pub const CACHE_NAME: &str = "wisp::PlanningListCache";
 
+/// DataFusion's list-files cache, holding a listing only for the planning that made it.
 #[derive(Default)]
-struct State {
-    /// Listings and the generation each is valid in.
-    entries: HashMap<TableScopedPath, (u64, CachedFileList)>,
-    /// For each table whose listing missed, the generations in which it missed: a listing that
-    /// follows is labelled with the oldest, so it is never served to a planning that began after
-    /// the listing started (a concurrent planning's listing started before it may finish after).
-    missed: HashMap<TableScopedPath, Vec<u64>>,
-}
-
-/// DataFusion's list-files cache, holding a listing only for its planning's generation.
 pub struct PlanningListCache {
-    generations: &'static Generations,
-    state: Mutex<State>,
-}
-
-impl Default for PlanningListCache {
-    fn default() -> Self {
-        Self::on(&GENERATIONS)
-    }
+    /// Listings by the planning that made them.
+    entries: Mutex<HashMap<(u64, TableScopedPath), CachedFileList>>,
 }
 
 impl PlanningListCache {
-    /// A cache whose scopes are `generations`' (the process's: `default`).
-    pub fn on(generations: &'static Generations) -> Self {
-        PlanningListCache { generations, state: Mutex::default() }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, TableScopedPath), CachedFileList>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Cache<TableScopedPath, CachedFileList> for PlanningListCache {
     fn get(&self, key: &TableScopedPath) -> Option<CachedFileList> {
-        if !self.generations.is_open() {
-            return None;
-        }
-        let generation = self.generations.current();
-        let mut s = self.state();
-        match s.entries.get(key) {
-            Some((g, list)) if *g == generation => Some(list.clone()),
-            _ => {
-                s.missed.entry(key.clone()).or_default().push(generation);
-                None
-            }
-        }
+        let p = current()?;
+        self.entries().get(&(p, key.clone())).cloned()
     }
 
     fn put(&self, key: &TableScopedPath, value: CachedFileList) -> Option<CachedFileList> {
-        let generation = self.generations.current();
-        let mut s = self.state();
-        let since = s.missed.remove(key).and_then(|gs| gs.into_iter().min());
-        // Only the current generation's listings are kept; older ones are never served again.
-        s.entries.retain(|_, (g, _)| *g == generation);
-        s.missed.retain(|_, gs| gs.contains(&generation));
-        match since {
-            Some(g) if g == generation && self.generations.is_open() => {
-                s.entries.insert(key.clone(), (g, value)).map(|(_, v)| v)
-            }
-            _ => None,
+        let p = current()?;
+        let mut entries = self.entries();
+        // Listings of plannings that have ended are never served again.
+        let running = running();
+        entries.retain(|(q, _), _| running.contains(q));
+        if !running.contains(&p) {
+            return None;
         }
+        entries.insert((p, key.clone()), value)
     }
 
     fn remove(&self, k: &TableScopedPath) -> Option<CachedFileList> {
-        self.state().entries.remove(k).map(|(_, v)| v)
+        let p = current()?;
+        self.entries().remove(&(p, k.clone()))
     }
 
     fn contains_key(&self, k: &TableScopedPath) -> bool {
-        let generation = self.generations.current();
-        self.generations.is_open() && self.state().entries.get(k).is_some_and(|(g, _)| *g == generation)
+        current().is_some_and(|p| self.entries().contains_key(&(p, k.clone())))
     }
 
     fn len(&self) -> usize {
-        self.state().entries.len()
+        self.entries().len()
     }
 
     fn clear(&self) {
-        let mut s = self.state();
-        s.entries.clear();
-        s.missed.clear();
+        self.entries().clear();
     }
 
     fn name(&self) -> String {
-        "wisp::PlanningListCache".to_string()
+        CACHE_NAME.to_string()
     }
 
     fn cache_limit(&self) -> usize {
@@ -190,16 +136,17 @@ impl Cache<TableScopedPath, CachedFileList> for PlanningListCache {
     fn update_cache_ttl(&self, _ttl: Option<Duration>) {}
 
     fn drop_table_entries(&self, table_ref: &TableReference) -> datafusion::common::Result<()> {
-        self.state().entries.retain(|k, _| k.table.as_ref() != Some(table_ref));
+        self.entries().retain(|(_, k), _| k.table.as_ref() != Some(table_ref));
         Ok(())
     }
 
     fn list_entries(&self) -> datafusion::common::HashMap<TableScopedPath, CacheEntryInfo<CachedFileList>> {
         use datafusion::execution::cache::CacheValue;
-        self.state()
-            .entries
+        let p = current();
+        self.entries()
             .iter()
-            .map(|(k, (_, v))| {
+            .filter(|((q, _), _)| Some(*q) == p)
+            .map(|((_, k), v)| {
                 (k.clone(), CacheEntryInfo { value: v.clone(), size_bytes: v.size(), hits: 0, expires: None })
             })
             .collect()
@@ -229,51 +176,56 @@ mod tests {
         )
     }
 
-    fn generations() -> &'static Generations {
-        Box::leak(Box::new(Generations::new()))
+    fn files(l: Option<CachedFileList>) -> Option<usize> {
+        l.map(|l| l.files.len())
     }
 
-    #[test]
-    fn a_listing_is_shared_within_its_planning_only() {
-        let g = generations();
-        let cache = PlanningListCache::on(g);
-        // Outside a scope nothing is kept.
+    #[tokio::test]
+    async fn a_listing_is_shared_within_its_planning_only() {
+        let cache = PlanningListCache::default();
+        // Outside a planning nothing is kept.
         assert!(cache.get(&key("t")).is_none());
         assert!(cache.put(&key("t"), list(1)).is_none());
         assert_eq!(cache.len(), 0);
         // Within one: the first scan lists, the next ones reuse it.
-        let first = g.scope();
+        planning(async {
+            assert!(cache.get(&key("t")).is_none());
+            cache.put(&key("t"), list(2));
+            assert_eq!(files(cache.get(&key("t"))), Some(2));
+            assert!(cache.get(&key("u")).is_none(), "another table is listed on its own");
+        })
+        .await;
+        // Ended: not served, not even to the task that ran it.
         assert!(cache.get(&key("t")).is_none());
-        cache.put(&key("t"), list(2));
-        assert_eq!(cache.get(&key("t")).map(|l| l.files.len()), Some(2));
-        assert!(cache.get(&key("u")).is_none(), "another table is listed on its own");
-        drop(first);
-        // Closed: not served, even though kept.
-        assert!(cache.get(&key("t")).is_none());
-        // A later planning lists again.
-        let _second = g.scope();
-        assert!(cache.get(&key("t")).is_none());
-        cache.put(&key("t"), list(3));
-        assert_eq!(cache.get(&key("t")).map(|l| l.files.len()), Some(3));
+        // A later planning lists again, and the ended planning's listing is dropped.
+        planning(async {
+            assert!(cache.get(&key("t")).is_none());
+            cache.put(&key("t"), list(3));
+            assert_eq!(files(cache.get(&key("t"))), Some(3));
+            assert_eq!(cache.len(), 1);
+        })
+        .await;
     }
 
-    #[test]
-    fn a_listing_begun_before_a_planning_is_never_served_to_it() {
-        let g = generations();
-        let cache = PlanningListCache::on(g);
-        let a = g.scope();
-        assert!(cache.get(&key("t")).is_none()); // planning A starts listing `t`
-        let b = g.scope(); // planning B begins: files may have landed since A's listing began
-        assert!(cache.get(&key("t")).is_none()); // B lists `t` too
-        cache.put(&key("t"), list(1)); // A's listing ends first
-        assert!(!cache.contains_key(&key("t")), "A's listing began before B: not B's");
-        cache.put(&key("t"), list(2)); // B's ends: its miss went with A's, so it is not kept either
-        assert!(!cache.contains_key(&key("t")));
-        // B's next scan lists anew, and that listing is shared.
+    #[tokio::test]
+    async fn plannings_running_together_never_see_each_others_listings() {
+        let cache = std::sync::Arc::new(PlanningListCache::default());
+        let (a_listed, b_listed) = (tokio::sync::Barrier::new(2), tokio::sync::Barrier::new(2));
+        let a = planning(async {
+            assert!(cache.get(&key("t")).is_none());
+            cache.put(&key("t"), list(1)); // A listed less (its scans keep one day)
+            a_listed.wait().await;
+            b_listed.wait().await;
+            assert_eq!(files(cache.get(&key("t"))), Some(1), "A keeps its own listing");
+        });
+        let b = planning(async {
+            a_listed.wait().await;
+            assert!(cache.get(&key("t")).is_none(), "A's listing is not B's");
+            cache.put(&key("t"), list(3));
+            assert_eq!(files(cache.get(&key("t"))), Some(3));
+            b_listed.wait().await;
+        });
+        tokio::join!(a, b);
         assert!(cache.get(&key("t")).is_none());
-        cache.put(&key("t"), list(3));
-        assert_eq!(cache.get(&key("t")).map(|l| l.files.len()), Some(3));
-        drop((a, b));
-        assert!(!cache.contains_key(&key("t")));
     }
 }

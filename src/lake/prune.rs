@@ -16,22 +16,31 @@
 //! and joins that can only be empty. What a scan keeps is decided as DataFusion would decide it
 //! (the same filters, applicable to the partition columns alone; the same parsing of partition
 //! values; a file of zero bytes is not listed); a scan that keeps any partition is left as it is.
+//!
+//! The same pass lists each table the plan scans, the tables at once, and lists a table only in
+//! the top-level partition folders (days) that some scan of it can keep: a one-hour rule over a
+//! lake of months read the folder of every day and the metadata of every file in it (on an object
+//! store, a LIST of the whole table), where it needs one folder or two. That listing is left in
+//! the planning's own cache (`super::listing`), so DataFusion plans every scan of the table over
+//! it: each scan keeps exactly the files it would keep from a listing of the whole table.
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, BooleanArray};
 use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, parse_partitions_for_path};
-use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::source_as_provider;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
+use datafusion::datasource::{source_as_provider, TableProvider};
+use datafusion::execution::cache::TableScopedPath;
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{EmptyRelation, Expr, LogicalPlan, TableScan};
 use datafusion::optimizer::propagate_empty_relation::PropagateEmptyRelation;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
-use futures::TryStreamExt;
-use std::collections::BTreeSet;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Marks a session whose logical plans are shipped to be planned elsewhere (a Ballista client,
@@ -40,9 +49,13 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Shipped;
 
+/// How many folders of one table are listed at once.
+const LISTINGS_AT_ONCE: usize = 16;
+
 /// Replaces the listing-table scans of `plan` whose partition filters keep no partition of the
 /// table's current listing with empty relations, then propagates them (see the module). Returns
-/// the plan unchanged when no scan is empty.
+/// the plan unchanged when no scan is empty. Lists each table the plan scans, all at once, only
+/// in the top-level partitions some scan of it can keep (see [`listing`]).
 pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
     if state.config().get_extension::<Shipped>().is_some() {
         return Ok(plan);
@@ -54,10 +67,30 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     })?;
-    let mut empty = Vec::new();
-    let mut listed = Listed::new();
+    // Each partitioned listing table and, for each of its scans, the filters DataFusion applies
+    // to its partitions.
+    let mut tables: HashMap<TableKey, ScannedTable> = HashMap::new();
+    let mut of_scan = Vec::with_capacity(scans.len());
     for s in &scans {
-        if keeps_nothing(state, s, &mut listed).await? {
+        let Some(Partitioned { provider, key, filter }) = partition_filter(s) else {
+            of_scan.push(None);
+            continue;
+        };
+        tables.entry(key.clone()).or_insert((provider, Vec::new())).1.push(filter.clone());
+        of_scan.push(Some((key, filter)));
+    }
+    let mut lists = Vec::with_capacity(tables.len());
+    for (key, (provider, filters)) in tables {
+        lists.push(listed(state, key, provider, filters));
+    }
+    let listed: HashMap<_, _> = futures::future::try_join_all(lists).await?.into_iter().collect();
+    let mut empty = Vec::new();
+    for (s, f) in scans.iter().zip(of_scan) {
+        let Some((key, Some(filter))) = f else { continue };
+        // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
+        let Some(listing) = listed.get(&key).cloned().flatten() else { continue };
+        let (schema, batch) = listing.as_ref();
+        if keeps(&filter, schema, batch)?.values().count_set_bits() == 0 {
             empty.push(s.clone());
         }
     }
@@ -79,21 +112,104 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     Optimizer::with_rules(rules).optimize(plan, state, |_, _| {})
 }
 
-/// Each table listed so far (by its paths), as a batch of its distinct partition values with
-/// their schema (`None`: no partition listed). A table scanned several times is listed and
-/// turned into a batch once here (and listed once more by DataFusion only when the planning's
-/// cache does not serve it, see `super::listing`).
-type Listed = std::collections::HashMap<Vec<String>, Option<Arc<(DFSchema, RecordBatch)>>>;
+/// A listing table's paths, which name it here.
+type TableKey = Vec<String>;
+
+/// A listing table and the partition filters of each of its scans.
+type ScannedTable = (Arc<dyn TableProvider>, Vec<Option<Expr>>);
+
+/// A scan of a listing table with partition columns.
+struct Partitioned {
+    provider: Arc<dyn TableProvider>,
+    key: TableKey,
+    /// The conjunction of the filters DataFusion applies to its partitions (`None`: none).
+    filter: Option<Expr>,
+}
+
+/// The listing table with partition columns that `scan` reads, its paths, and the conjunction of
+/// the filters DataFusion applies to its partitions (`ListingTable::scan_with_args`), without
+/// their qualifiers as the physical planner passes them (`None`: no filter, every partition is
+/// kept).
+fn partition_filter(scan: &TableScan) -> Option<Partitioned> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    let table = provider.downcast_ref::<ListingTable>()?;
+    let key: Vec<String> = table.table_paths().iter().map(|u| u.to_string()).collect();
+    let names: Vec<&str> = table.options().table_partition_cols.iter().map(|(n, _)| n.as_str()).collect();
+    if names.is_empty() {
+        return None;
+    }
+    let filters: Vec<Expr> = scan
+        .filters
+        .iter()
+        .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
+        .filter(|f| expr_applicable_for_cols(&names, f))
+        .collect();
+    Some(Partitioned { provider: provider.clone(), key, filter: conjunction(filters) })
+}
+
+/// Which rows of `batch` (partition values) `filter` keeps: those where it is true, as
+/// `filter_partitioned_file` reads it (the value, not its validity); all of them should it not
+/// be a boolean (never pruned on a doubt).
+fn keeps(filter: &Expr, schema: &DFSchema, batch: &RecordBatch) -> Result<BooleanArray> {
+    let expr = datafusion::physical_expr::create_physical_expr(
+        filter,
+        schema,
+        &datafusion::execution::context::ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?;
+    let kept = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(kept.as_boolean_opt().cloned().unwrap_or_else(|| BooleanArray::from(vec![true; batch.num_rows()])))
+}
+
+/// A batch of one row per distinct value of `values`, typed as `cols` (`None` when a value does
+/// not parse as its column's type).
+fn batch_of(
+    cols: &[(String, datafusion::arrow::datatypes::DataType)],
+    values: &BTreeSet<Vec<String>>,
+) -> Result<Option<(DFSchema, RecordBatch)>> {
+    let schema = DFSchema::from_unqualified_fields(
+        cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>().into(),
+        Default::default(),
+    )?;
+    let mut arrays = Vec::with_capacity(cols.len());
+    for (i, (_, t)) in cols.iter().enumerate() {
+        let Ok(scalars) =
+            values.iter().map(|v| ScalarValue::try_from_string(v[i].clone(), t)).collect::<Result<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        arrays.push(ScalarValue::iter_to_array(scalars)?);
+    }
+    let batch = RecordBatch::try_new(Arc::clone(schema.inner()), arrays)?;
+    Ok(Some((schema, batch)))
+}
+
+/// [`partitions`] of the listing table `provider`, under `key`.
+async fn listed(
+    state: &SessionState,
+    key: Vec<String>,
+    provider: Arc<dyn TableProvider>,
+    filters: Vec<Option<Expr>>,
+) -> Result<(Vec<String>, Option<Arc<(DFSchema, RecordBatch)>>)> {
+    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok((key, None)) };
+    Ok((key, partitions(state, table, &filters).await?))
+}
 
 /// The distinct partition values of `table`'s files, as DataFusion lists and parses them, one row
-/// each (`None` when there is none).
-async fn partitions(state: &SessionState, table: &ListingTable) -> Result<Option<Arc<(DFSchema, RecordBatch)>>> {
+/// each (`None` when there is none), listing the table as [`listing`] does for the scans whose
+/// partition filters are `filters`.
+async fn partitions(
+    state: &SessionState,
+    table: &ListingTable,
+    filters: &[Option<Expr>],
+) -> Result<Option<Arc<(DFSchema, RecordBatch)>>> {
     let cols = &table.options().table_partition_cols;
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
     let mut values: BTreeSet<Vec<String>> = BTreeSet::new();
     let ext = &table.options().file_extension;
     for url in table.table_paths() {
         let store = state.runtime_env().object_store(url)?;
+        listing(state, url, store.as_ref(), &cols[0], filters).await?;
         let files: Vec<_> = url.list_prefixed_files(state, store.as_ref(), None, ext).await?.try_collect().await?;
         for f in files.iter().filter(|f| f.size > 0) {
             if let Some(parsed) = parse_partitions_for_path(url, &f.location, names.iter().copied()) {
@@ -106,63 +222,78 @@ async fn partitions(state: &SessionState, table: &ListingTable) -> Result<Option
     if values.is_empty() {
         return Ok(None);
     }
-    let schema = DFSchema::from_unqualified_fields(
-        cols.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>().into(),
-        Default::default(),
-    )?;
-    let arrays = cols
-        .iter()
-        .enumerate()
-        .map(|(i, (_, t))| {
-            let scalars =
-                values.iter().map(|v| ScalarValue::try_from_string(v[i].clone(), t)).collect::<Result<Vec<_>>>()?;
-            ScalarValue::iter_to_array(scalars)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let batch = RecordBatch::try_new(Arc::clone(schema.inner()), arrays)?;
-    Ok(Some(Arc::new((schema, batch))))
+    Ok(batch_of(cols, &values)?.map(Arc::new))
 }
 
-/// Whether `scan` reads a listing table with partition columns whose partition filters keep
-/// none of the partitions its listing holds.
-async fn keeps_nothing(state: &SessionState, scan: &TableScan, listed: &mut Listed) -> Result<bool> {
-    let Ok(provider) = source_as_provider(&scan.source) else { return Ok(false) };
-    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok(false) };
-    let names: Vec<&str> = table.options().table_partition_cols.iter().map(|(n, _)| n.as_str()).collect();
-    if names.is_empty() {
-        return Ok(false);
+/// Lists the table at `url` for this planning in the top-level partitions (folders of its first
+/// partition column, `first`) that some scan can keep, and leaves that listing in the planning's
+/// cache (`super::listing`), where DataFusion's scans of the table find it. A scan keeps a folder
+/// when the conjuncts of its partition filter that test `first` alone are true of its value; as
+/// its whole filter implies them, no scan keeps a file outside those folders, so each scan is
+/// planned over the same files as from a listing of the whole table. A folder that does not parse
+/// as `first` holds no file DataFusion reads; files beside the folders are listed as they are.
+/// Leaves the listing to DataFusion (the whole table) when a scan has no such conjunct, when the
+/// session keeps no listings, or when a folder's value does not parse as `first`'s type (where
+/// DataFusion's own listing reports the error).
+async fn listing(
+    state: &SessionState,
+    url: &ListingTableUrl,
+    store: &dyn ObjectStore,
+    first: &(String, datafusion::arrow::datatypes::DataType),
+    filters: &[Option<Expr>],
+) -> Result<()> {
+    let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() else { return Ok(()) };
+    // Only wisp's cache serves a listing to the planning that made it alone; another would keep
+    // this partial one for other queries.
+    if cache.name() != super::listing::CACHE_NAME || !url.is_collection() || super::listing::current().is_none() {
+        return Ok(());
     }
-    // The filters DataFusion applies to partitions (`ListingTable::scan_with_args`), without
-    // their qualifiers as the physical planner passes them.
-    let filters: Vec<Expr> = scan
-        .filters
-        .iter()
-        .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
-        .filter(|f| expr_applicable_for_cols(&names, f))
-        .collect();
-    let Some(filter) = conjunction(filters) else { return Ok(false) };
-    let key: Vec<String> = table.table_paths().iter().map(|u| u.to_string()).collect();
-    let listing = match listed.get(&key) {
-        Some(l) => l.clone(),
-        None => {
-            let l = partitions(state, table).await?;
-            listed.insert(key, l.clone());
-            l
+    let key = TableScopedPath { table: url.get_table_ref().clone(), path: url.prefix().clone() };
+    if cache.contains_key(&key) {
+        return Ok(());
+    }
+    let names = [first.0.as_str()];
+    let mut tests = Vec::with_capacity(filters.len());
+    for f in filters {
+        let own: Vec<Expr> =
+            f.iter().flat_map(split_conjunction).filter(|c| expr_applicable_for_cols(&names, c)).cloned().collect();
+        match conjunction(own) {
+            Some(t) => tests.push(t),
+            None => return Ok(()),
         }
-    };
-    // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
-    let Some(listing) = listing else { return Ok(false) };
-    let (schema, batch) = listing.as_ref();
-    let expr = datafusion::physical_expr::create_physical_expr(
-        &filter,
-        schema,
-        &datafusion::execution::context::ExecutionProps::new(),
-        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-    )?;
-    let kept = expr.evaluate(batch)?.into_array(batch.num_rows())?;
-    // DataFusion keeps a file when its filter's value is true (`filter_partitioned_file` reads
-    // the value, not its validity); so does this.
-    Ok(kept.as_boolean_opt().is_some_and(|k| k.values().count_set_bits() == 0))
+    }
+    let top = store.list_with_delimiter(Some(url.prefix())).await?;
+    let mut folders = Vec::with_capacity(top.common_prefixes.len());
+    for p in top.common_prefixes {
+        let probe = p.clone().join("_");
+        let Some(v) = parse_partitions_for_path(url, &probe, names) else { continue };
+        let [v] = v.as_slice() else { continue };
+        let v = vec![v.to_string()];
+        folders.push((p, v));
+    }
+    let values: BTreeSet<Vec<String>> = folders.iter().map(|(_, v)| v.clone()).collect();
+    let mut kept = BTreeSet::new();
+    if !values.is_empty() {
+        let Some((schema, batch)) = batch_of(std::slice::from_ref(first), &values)? else { return Ok(()) };
+        let mut keep = vec![false; batch.num_rows()];
+        for t in &tests {
+            for (k, b) in keep.iter_mut().zip(keeps(t, &schema, &batch)?.values().iter()) {
+                *k |= b;
+            }
+        }
+        kept.extend(values.iter().zip(keep).filter(|(_, k)| *k).map(|(v, _)| v));
+    }
+    let lists: Vec<_> = folders
+        .iter()
+        .filter(|(_, v)| kept.contains(v))
+        .map(|(p, _)| store.list(Some(p)).try_collect::<Vec<ObjectMeta>>())
+        .collect();
+    let mut files = top.objects;
+    for l in futures::stream::iter(lists).buffered(LISTINGS_AT_ONCE).try_collect::<Vec<_>>().await? {
+        files.extend(l);
+    }
+    cache.put(&key, files.into());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,7 +320,12 @@ mod tests {
         }
         std::fs::create_dir_all(dir.join("day=2026-11-03")).unwrap();
         std::fs::File::create(dir.join("day=2026-11-03/empty.parquet")).unwrap();
-        let ctx = SessionContext::new();
+        // wisp's sessions' caches: each planning's listings, narrowed to the days it reads.
+        let rt = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_cache_manager(crate::session::caches())
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), rt);
         let url = ListingTableUrl::parse(format!("{}/", dir.display())).unwrap();
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -243,5 +379,67 @@ mod tests {
         // Filters on other columns than the partitions' do not decide anything here.
         let (_, rows) = run(&ctx, "SELECT x, day FROM t WHERE x = 5 OR day = '2026-11-02'").await;
         assert_eq!(rows, vec![(2, "2026-11-02".to_string())]);
+    }
+
+    /// The files each table is listed with when `sql` is planned, by table folder.
+    async fn listed(ctx: &SessionContext, sql: &str) -> Vec<(String, usize)> {
+        let df = ctx.sql(sql).await.unwrap();
+        let (state, plan) = df.into_parts();
+        crate::lake::listing::planning(async {
+            let plan = state.optimize(&plan).unwrap();
+            prune_empty_scans(&state, plan).await.unwrap();
+            let cache = state.runtime_env().cache_manager.get_list_files_cache().unwrap();
+            let mut l: Vec<(String, usize)> =
+                cache.list_entries().into_iter().map(|(k, v)| (k.path.to_string(), v.value.files.len())).collect();
+            l.sort();
+            l
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_table_is_listed_only_in_the_days_its_scans_can_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+        let count = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move { listed(&ctx, sql).await.into_iter().map(|(_, n)| n).sum::<usize>() }
+        };
+        // One day, a range, two scans of two days: only their folders.
+        assert_eq!(count("SELECT x FROM t WHERE day = '2026-11-02'").await, 1);
+        assert_eq!(count("SELECT x FROM t WHERE day >= '2026-11-02' AND x > 0").await, 2, "02 and 03 (its empty file)");
+        assert_eq!(
+            count("SELECT x FROM t WHERE day = '2026-11-01' UNION ALL SELECT x FROM t WHERE day = '2026-11-02'").await,
+            2
+        );
+        // A scan whose filter does not test the day alone needs every folder.
+        assert_eq!(count("SELECT x FROM t WHERE day = '2026-11-01' OR x = 2").await, 3);
+        assert_eq!(count("SELECT x FROM t WHERE day = '2026-11-01' UNION ALL SELECT x FROM t WHERE x = 2").await, 3);
+        // Only within the planning: nothing is kept for the next query.
+        let cache = ctx.runtime_env().cache_manager.get_list_files_cache().unwrap();
+        assert_eq!(cache.get(&TableScopedPath { table: None, path: object_store::path::Path::from("x") }), None);
+        assert!(cache.list_entries().is_empty());
+        // A table with no folder yet (nothing ingested) is listed as empty.
+        let empty = tempfile::tempdir().unwrap();
+        let url = ListingTableUrl::parse(format!("{}/", empty.path().display())).unwrap();
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)]);
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+        ctx.register_table("e", Arc::new(ListingTable::try_new(config).unwrap())).unwrap();
+        let (_, rows) = run(
+            &ctx,
+            "SELECT x, day FROM e WHERE day = '2026-11-01' UNION ALL SELECT x, day FROM t WHERE day = '2026-11-01'",
+        )
+        .await;
+        assert_eq!(rows, vec![(1, "2026-11-01".to_string())]);
+        // And the rows are those of the whole listing.
+        let (_, rows) = run(
+            &ctx,
+            "SELECT x, day FROM t WHERE day = '2026-11-01' UNION ALL SELECT x, day FROM t WHERE day >= '2026-11-02'",
+        )
+        .await;
+        assert_eq!(rows, vec![(1, "2026-11-01".to_string()), (2, "2026-11-02".to_string())]);
     }
 }
