@@ -424,6 +424,12 @@ mod tests {
         let w = RunWindow { start: chrono::DateTime::UNIX_EPOCH, end: chrono::DateTime::UNIX_EPOCH };
         let df = r.plan_section(&ctx, "SELECT * FROM signins", &w).await.unwrap();
         assert_eq!(df.task_ctx().session_config().batch_size(), 123);
+        assert_eq!(df.task_ctx().session_config().options().optimizer.max_passes, plan::RULE_OPTIMIZER_PASSES);
         assert_eq!(ctx.state().config().batch_size(), 8192, "the session keeps its own settings");
+        assert_eq!(ctx.state().config().options().optimizer.max_passes, 3);
+        // A rule's settings come over the rules' defaults.
+        let r = Rule::parse(f, &with("\"datafusion.optimizer.max_passes\" = 3")).unwrap();
+        let df = r.plan_section(&ctx, "SELECT * FROM signins", &w).await.unwrap();
+        assert_eq!(df.task_ctx().session_config().options().optimizer.max_passes, 3);
     }
 }

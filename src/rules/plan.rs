@@ -19,6 +19,14 @@ fn interval(d: chrono::Duration) -> ScalarValue {
 /// The table a rule's `-- @stateful` SQL reads: each term's `first_seen` and `last_seen`.
 pub const STATE_TABLE: &str = "terms_state";
 
+/// How many times DataFusion's logical optimizer runs over a rule's query (DataFusion's default
+/// is 3; a rule's `[settings]` may set `datafusion.optimizer.max_passes` again). The second pass
+/// changed nothing that mattered in any built-in rule's plans (compared over hour, day and
+/// 30-day windows and their backtests: the same operators, the credential rule's event scan kept
+/// one redundant conjunct), yet cost 2–3 ms of a 20–40 ms hunt over a rule's own window
+/// (BENCHMARKS.md, thirty-ninth session).
+pub const RULE_OPTIMIZER_PASSES: usize = 1;
+
 impl Rule {
     /// The parameters for one window, typed: timestamps as UTC microsecond timestamps.
     pub fn param_values(&self, w: &RunWindow) -> Result<HashMap<String, ScalarValue>, RuleError> {
@@ -81,11 +89,11 @@ impl Rule {
     pub async fn plan_section(&self, ctx: &SessionContext, sql: &str, w: &RunWindow) -> Result<DataFrame, RuleError> {
         let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
         let df = df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))?;
-        if self.meta.settings.is_empty() {
-            return Ok(df);
-        }
-        // The rule's `[settings]` hold for this query only.
-        crate::query::with_own_options(df, |opts| self.apply_settings(opts))
+        // The rule's `[settings]` hold for this query only, over the rules' own defaults.
+        crate::query::with_own_options(df, |opts| {
+            opts.optimizer.max_passes = RULE_OPTIMIZER_PASSES;
+            self.apply_settings(opts)
+        })
     }
 
     /// Plans the rule's main query read-only with its parameters bound.
