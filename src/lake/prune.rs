@@ -23,14 +23,19 @@
 //! store, a LIST of the whole table), where it needs one folder or two. That listing is left in
 //! the planning's own cache (`super::listing`), so DataFusion plans every scan of the table over
 //! it: each scan keeps exactly the files it would keep from a listing of the whole table.
+//! Then the footers of the files some scan keeps are read into the session's metadata cache side
+//! by side on the runtime's threads ([`prefetch_footers`]), where DataFusion reads them one after
+//! another on the planning's thread as it plans each scan.
 
 use datafusion::arrow::array::{AsArray, BooleanArray};
 use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, parse_partitions_for_path};
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::{source_as_provider, TableProvider};
 use datafusion::execution::cache::TableScopedPath;
 use datafusion::execution::context::SessionState;
@@ -48,6 +53,12 @@ use std::sync::Arc;
 /// tables where they run (and a plan rewritten here did not survive Ballista's serialization).
 #[derive(Debug)]
 pub struct Shipped;
+
+/// At most how many footers a planning reads ahead ([`prefetch_footers`]): far below what
+/// DataFusion's metadata cache holds (50 MiB; a lake file's footer and page index take tens of
+/// KiB decoded), so no footer read ahead is evicted before its scan is planned. A planning over
+/// more files (30 days of a large tenant) reads the rest as DataFusion does.
+const FOOTERS_AHEAD: usize = 256;
 
 /// How many folders of one table are listed at once.
 const LISTINGS_AT_ONCE: usize = 16;
@@ -85,14 +96,38 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     }
     let listed: HashMap<_, _> = futures::future::try_join_all(lists).await?.into_iter().collect();
     let mut empty = Vec::new();
-    for (s, f) in scans.iter().zip(of_scan) {
-        let Some((key, Some(filter))) = f else { continue };
+    // For each table, which of its partitions some scan keeps.
+    let mut kept: HashMap<&TableKey, Vec<bool>> = HashMap::new();
+    for (s, f) in scans.iter().zip(&of_scan) {
+        let Some((key, filter)) = f else { continue };
         // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
-        let Some(listing) = listed.get(&key).cloned().flatten() else { continue };
+        let Some(listing) = listed.get(key).and_then(|l| l.values.clone()) else { continue };
         let (schema, batch) = listing.as_ref();
-        if keeps(&filter, schema, batch)?.values().count_set_bits() == 0 {
+        let table_kept = kept.entry(key).or_insert_with(|| vec![false; batch.num_rows()]);
+        let Some(filter) = filter else {
+            table_kept.iter_mut().for_each(|k| *k = true);
+            continue;
+        };
+        let keeps = keeps(filter, schema, batch)?;
+        if keeps.values().count_set_bits() == 0 {
             empty.push(s.clone());
         }
+        for (k, b) in table_kept.iter_mut().zip(keeps.values().iter()) {
+            *k |= b;
+        }
+    }
+    if state.config().collect_statistics() {
+        let mut files = Vec::new();
+        for (key, kept) in &kept {
+            let l = &listed[*key];
+            let Some(hint) = l.parquet else { continue };
+            for ((store, meta), row) in &l.files {
+                if kept[*row] {
+                    files.push((store.clone(), meta.clone(), hint));
+                }
+            }
+        }
+        prefetch_footers(state, files).await;
     }
     if empty.is_empty() {
         return Ok(plan);
@@ -184,45 +219,87 @@ fn batch_of(
     Ok(Some((schema, batch)))
 }
 
+/// A file and the store that holds it.
+type StoredFile = (Arc<dyn ObjectStore>, ObjectMeta);
+
+/// A table as this planning lists it.
+#[derive(Default)]
+struct Listing {
+    /// Its distinct partition values, one row each (`None`: no partition listed).
+    values: Option<Arc<(DFSchema, RecordBatch)>>,
+    /// Its files (those DataFusion reads: not empty, their partitions parsed), each with its
+    /// store and the row of its partition values.
+    files: Vec<(StoredFile, usize)>,
+    /// When its files are Parquet: the size of their footers to read at once (the format's hint).
+    parquet: Option<Option<usize>>,
+}
+
 /// [`partitions`] of the listing table `provider`, under `key`.
 async fn listed(
     state: &SessionState,
     key: Vec<String>,
     provider: Arc<dyn TableProvider>,
     filters: Vec<Option<Expr>>,
-) -> Result<(Vec<String>, Option<Arc<(DFSchema, RecordBatch)>>)> {
-    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok((key, None)) };
+) -> Result<(Vec<String>, Listing)> {
+    let Some(table) = provider.downcast_ref::<ListingTable>() else { return Ok((key, Listing::default())) };
     Ok((key, partitions(state, table, &filters).await?))
 }
 
-/// The distinct partition values of `table`'s files, as DataFusion lists and parses them, one row
-/// each (`None` when there is none), listing the table as [`listing`] does for the scans whose
-/// partition filters are `filters`.
-async fn partitions(
-    state: &SessionState,
-    table: &ListingTable,
-    filters: &[Option<Expr>],
-) -> Result<Option<Arc<(DFSchema, RecordBatch)>>> {
+/// `table`'s files and their distinct partition values, as DataFusion lists and parses them,
+/// listing the table as [`listing`] does for the scans whose partition filters are `filters`.
+async fn partitions(state: &SessionState, table: &ListingTable, filters: &[Option<Expr>]) -> Result<Listing> {
     let cols = &table.options().table_partition_cols;
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-    let mut values: BTreeSet<Vec<String>> = BTreeSet::new();
+    let mut files = Vec::new();
     let ext = &table.options().file_extension;
     for url in table.table_paths() {
         let store = state.runtime_env().object_store(url)?;
         listing(state, url, store.as_ref(), &cols[0], filters).await?;
-        let files: Vec<_> = url.list_prefixed_files(state, store.as_ref(), None, ext).await?.try_collect().await?;
-        for f in files.iter().filter(|f| f.size > 0) {
+        let listed: Vec<_> = url.list_prefixed_files(state, store.as_ref(), None, ext).await?.try_collect().await?;
+        for f in listed.into_iter().filter(|f| f.size > 0) {
             if let Some(parsed) = parse_partitions_for_path(url, &f.location, names.iter().copied()) {
                 if parsed.len() == names.len() {
-                    values.insert(parsed.into_iter().map(|v| v.into_owned()).collect());
+                    let v: Vec<String> = parsed.into_iter().map(|v| v.into_owned()).collect();
+                    files.push(((store.clone(), f), v));
                 }
             }
         }
     }
+    let values: BTreeSet<Vec<String>> = files.iter().map(|(_, v)| v.clone()).collect();
+    let parquet = table.options().format.downcast_ref::<ParquetFormat>().map(|f| f.metadata_size_hint());
     if values.is_empty() {
-        return Ok(None);
+        return Ok(Listing { parquet, ..Default::default() });
     }
-    Ok(batch_of(cols, &values)?.map(Arc::new))
+    let Some(batch) = batch_of(cols, &values)? else { return Ok(Listing { parquet, ..Default::default() }) };
+    let row: HashMap<&Vec<String>, usize> = values.iter().enumerate().map(|(i, v)| (v, i)).collect();
+    let files = files.iter().map(|(f, v)| (f.clone(), row[v])).collect();
+    Ok(Listing { values: Some(Arc::new(batch)), files, parquet })
+}
+
+/// Reads the footers of `files` (of Parquet tables) into the session's metadata cache, on the
+/// runtime's threads, before the scans are planned: DataFusion reads each file's footer when it
+/// plans a scan (for the file's statistics), one after another on the planning's thread; here
+/// they are read side by side, and the scans find them in the cache (the same reading: the
+/// table's size hint, the cache DataFusion checks). A footer that fails to read is left for
+/// DataFusion to read and report. Only the files some scan keeps, at most [`FOOTERS_AHEAD`].
+async fn prefetch_footers(state: &SessionState, files: Vec<(Arc<dyn ObjectStore>, ObjectMeta, Option<usize>)>) {
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut tasks = Vec::with_capacity(files.len());
+    let mut seen = std::collections::HashSet::new();
+    for (store, meta, hint) in files {
+        if tasks.len() == FOOTERS_AHEAD || !seen.insert(meta.location.clone()) {
+            continue;
+        }
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = DFParquetMetadata::new(store.as_ref(), &meta)
+                .with_metadata_size_hint(hint)
+                .with_file_metadata_cache(Some(cache))
+                .fetch_metadata()
+                .await;
+        }));
+    }
+    futures::future::join_all(tasks).await;
 }
 
 /// Lists the table at `url` for this planning in the top-level partitions (folders of its first
@@ -441,5 +518,34 @@ mod tests {
         )
         .await;
         assert_eq!(rows, vec![(1, "2026-11-01".to_string()), (2, "2026-11-02".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn the_footers_of_the_files_a_scan_keeps_are_read_before_it_is_planned() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+        let cached = || {
+            let mut l: Vec<String> = ctx
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache()
+                .list_entries()
+                .into_keys()
+                .map(|p| p.to_string())
+                .collect();
+            l.sort();
+            l
+        };
+        assert!(cached().is_empty());
+        let df = ctx.sql("SELECT x FROM t WHERE day = '2026-11-02'").await.unwrap();
+        let (state, plan) = df.into_parts();
+        crate::lake::listing::planning(async {
+            let plan = state.optimize(&plan).unwrap();
+            prune_empty_scans(&state, plan).await.unwrap();
+        })
+        .await;
+        let l = cached();
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].ends_with("day=2026-11-02/f.parquet"), "{l:?}");
     }
 }
