@@ -101,8 +101,7 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     for (s, f) in scans.iter().zip(&of_scan) {
         let Some((key, filter)) = f else { continue };
         // Nothing listed: DataFusion plans an empty scan itself, without testing any file.
-        let Some(listing) = listed.get(key).and_then(|l| l.values.clone()) else { continue };
-        let (schema, batch) = listing.as_ref();
+        let Some((schema, batch)) = listed.get(key).and_then(|l| l.values.as_ref()) else { continue };
         let table_kept = kept.entry(key).or_insert_with(|| vec![false; batch.num_rows()]);
         let Some(filter) = filter else {
             table_kept.iter_mut().for_each(|k| *k = true);
@@ -226,7 +225,7 @@ type StoredFile = (Arc<dyn ObjectStore>, ObjectMeta);
 #[derive(Default)]
 struct Listing {
     /// Its distinct partition values, one row each (`None`: no partition listed).
-    values: Option<Arc<(DFSchema, RecordBatch)>>,
+    values: Option<(DFSchema, RecordBatch)>,
     /// Its files (those DataFusion reads: not empty, their partitions parsed), each with its
     /// store and the row of its partition values.
     files: Vec<(StoredFile, usize)>,
@@ -272,8 +271,8 @@ async fn partitions(state: &SessionState, table: &ListingTable, filters: &[Optio
     }
     let Some(batch) = batch_of(cols, &values)? else { return Ok(Listing { parquet, ..Default::default() }) };
     let row: HashMap<&Vec<String>, usize> = values.iter().enumerate().map(|(i, v)| (v, i)).collect();
-    let files = files.iter().map(|(f, v)| (f.clone(), row[v])).collect();
-    Ok(Listing { values: Some(Arc::new(batch)), files, parquet })
+    let files = files.into_iter().map(|(f, v)| (f, row[&v])).collect();
+    Ok(Listing { values: Some(batch), files, parquet })
 }
 
 /// Reads the footers of `files` (of Parquet tables) into the session's metadata cache, on the
@@ -284,21 +283,16 @@ async fn partitions(state: &SessionState, table: &ListingTable, filters: &[Optio
 /// DataFusion to read and report. Only the files some scan keeps, at most [`FOOTERS_AHEAD`].
 async fn prefetch_footers(state: &SessionState, files: Vec<(Arc<dyn ObjectStore>, ObjectMeta, Option<usize>)>) {
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut tasks = Vec::with_capacity(files.len());
-    let mut seen = std::collections::HashSet::new();
-    for (store, meta, hint) in files {
-        if tasks.len() == FOOTERS_AHEAD || !seen.insert(meta.location.clone()) {
-            continue;
-        }
+    let tasks = files.into_iter().take(FOOTERS_AHEAD).map(|(store, meta, hint)| {
         let cache = cache.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let _ = DFParquetMetadata::new(store.as_ref(), &meta)
                 .with_metadata_size_hint(hint)
                 .with_file_metadata_cache(Some(cache))
                 .fetch_metadata()
                 .await;
-        }));
-    }
+        })
+    });
     futures::future::join_all(tasks).await;
 }
 
