@@ -376,8 +376,7 @@ mod tests {
         let batch = |p: usize, b: usize| {
             let base = (p * 3 + b) as i64 * 100;
             let ns: Vec<i64> = (base..base + 100).collect();
-            let ss: Vec<Option<String>> =
-                ns.iter().map(|n| (n % 7 != 0).then(|| format!("v\"{n},x"))).collect();
+            let ss: Vec<Option<String>> = ns.iter().map(|n| (n % 7 != 0).then(|| format!("v\"{n},x"))).collect();
             let ls = ListArray::from_iter_primitive::<Int64Type, _, _>(
                 ns.iter().map(|n| (n % 5 != 0).then(|| vec![Some(*n), None])),
             );

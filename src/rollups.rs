@@ -544,7 +544,9 @@ async fn register_one(
         let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
         let _ = ctx.deregister_table(table.as_str())?;
-        ctx.register_table(table.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        let stored =
+            ListingTable::try_new(config)?.with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
+        ctx.register_table(table.as_str(), Arc::new(stored))?;
         format!(
             "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
             r.measures(),

@@ -263,7 +263,8 @@ pub fn register_tables(ctx: &SessionContext, lake: &Lake) -> Result<(), SessionE
         if let Some(root) = &lake.local_root {
             let _ = std::fs::create_dir_all(root.join(t.name()));
         }
-        ctx.register_table(t.name(), Arc::new(listing_table(lake, t)?))?;
+        let table = listing_table(lake, t)?.with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
+        ctx.register_table(t.name(), Arc::new(table))?;
     }
     let state = lake.local_root.as_ref().map(|root| root.join("_state"));
     register_alerts(ctx, state.as_deref(), &format!("{}_state/", lake.url))?;

@@ -35,9 +35,10 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, parse_partitions_for_path};
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::datasource::physical_plan::parquet::metadata::{ordering_from_parquet_metadata, DFParquetMetadata};
 use datafusion::datasource::{source_as_provider, TableProvider};
-use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::CachedFileMetadata;
+use datafusion::execution::cache::{SchemaFingerprint, TableScopedPath};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{EmptyRelation, Expr, LogicalPlan, TableScan};
@@ -122,7 +123,7 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
             let Some(hint) = l.parquet else { continue };
             for ((store, meta), row) in &l.files {
                 if kept[*row] {
-                    files.push((store.clone(), meta.clone(), hint));
+                    files.push((store.clone(), meta.clone(), hint, l.stats.clone()));
                 }
             }
         }
@@ -231,6 +232,28 @@ struct Listing {
     files: Vec<(StoredFile, usize)>,
     /// When its files are Parquet: the size of their footers to read at once (the format's hint).
     parquet: Option<Option<usize>>,
+    /// Where the statistics DataFusion computes for its files are cached, when it is one table.
+    stats: Option<Arc<StatsKey>>,
+}
+
+/// What a listing table's cached file statistics are keyed and checked by: its name as its files
+/// carry it, its file schema (the table's columns without the partition columns) and that
+/// schema's fingerprint (`ListingTable` computes the same from the same columns).
+struct StatsKey {
+    table: Option<datafusion::common::TableReference>,
+    file_schema: datafusion::arrow::datatypes::SchemaRef,
+    fingerprint: Arc<SchemaFingerprint>,
+}
+
+impl StatsKey {
+    fn of(table: &ListingTable) -> Option<Arc<StatsKey>> {
+        let [url] = table.table_paths().as_slice() else { return None };
+        let schema = table.schema();
+        let n = schema.fields().len().checked_sub(table.options().table_partition_cols.len())?;
+        let file_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(schema.fields()[..n].to_vec()));
+        let fingerprint = Arc::new(SchemaFingerprint::from_schema(&file_schema));
+        Some(Arc::new(StatsKey { table: url.get_table_ref().clone(), file_schema, fingerprint }))
+    }
 }
 
 /// [`partitions`] of the listing table `provider`, under `key`.
@@ -270,31 +293,55 @@ async fn partitions(state: &SessionState, table: &ListingTable, filters: &[Optio
         return Ok(Listing { parquet, ..Default::default() });
     }
     let Some(batch) = batch_of(cols, &values)? else { return Ok(Listing { parquet, ..Default::default() }) };
+    let stats = StatsKey::of(table);
     let row: HashMap<&Vec<String>, usize> = values.iter().enumerate().map(|(i, v)| (v, i)).collect();
     let files = files.into_iter().map(|(f, v)| (f, row[&v])).collect();
-    Ok(Listing { values: Some(batch), files, parquet })
+    Ok(Listing { values: Some(batch), files, parquet, stats })
 }
 
 /// Reads the footers of `files` (of Parquet tables) into the session's metadata cache, on the
 /// runtime's threads, before the scans are planned: DataFusion reads each file's footer when it
 /// plans a scan (for the file's statistics), one after another on the planning's thread; here
 /// they are read side by side, and the scans find them in the cache (the same reading: the
-/// table's size hint, the cache DataFusion checks). A footer that fails to read is left for
-/// DataFusion to read and report. Only the files some scan keeps, at most [`FOOTERS_AHEAD`].
-async fn prefetch_footers(state: &SessionState, files: Vec<(Arc<dyn ObjectStore>, ObjectMeta, Option<usize>)>) {
+/// table's size hint, the cache DataFusion checks). The file's statistics and ordering are
+/// computed there too, as DataFusion computes them (`ParquetFormat::infer_stats_and_ordering`),
+/// into the session's file statistics cache, where the table's scans look first (the tables of
+/// `crate::session` are made with it). A footer that fails to read is left for DataFusion to
+/// read and report. Only the files some scan keeps, at most [`FOOTERS_AHEAD`].
+async fn prefetch_footers(state: &SessionState, files: Vec<FileAhead>) {
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let tasks = files.into_iter().take(FOOTERS_AHEAD).map(|(store, meta, hint)| {
-        let cache = cache.clone();
+    let stats_cache = state.runtime_env().cache_manager.get_file_statistic_cache();
+    let tasks = files.into_iter().take(FOOTERS_AHEAD).map(|(store, meta, hint, key)| {
+        let (cache, stats_cache) = (cache.clone(), stats_cache.clone());
         tokio::spawn(async move {
-            let _ = DFParquetMetadata::new(store.as_ref(), &meta)
+            let Ok(footer) = DFParquetMetadata::new(store.as_ref(), &meta)
                 .with_metadata_size_hint(hint)
                 .with_file_metadata_cache(Some(cache))
                 .fetch_metadata()
-                .await;
+                .await
+            else {
+                return;
+            };
+            let (Some(stats_cache), Some(key)) = (stats_cache, key) else { return };
+            let path = TableScopedPath { table: key.table.clone(), path: meta.location.clone() };
+            if stats_cache.get(&path).is_some_and(|c| c.is_valid_for(&meta, &key.fingerprint)) {
+                return;
+            }
+            let (Ok(stats), Ok(ordering)) = (
+                DFParquetMetadata::statistics_from_parquet_metadata(&footer, &key.file_schema),
+                ordering_from_parquet_metadata(&footer, &key.file_schema),
+            ) else {
+                return;
+            };
+            stats_cache.put(&path, CachedFileMetadata::new(meta, key.fingerprint.clone(), Arc::new(stats), ordering));
         })
     });
     futures::future::join_all(tasks).await;
 }
+
+/// A file whose footer is read ahead: its store and metadata, the footer size hint, and where its
+/// statistics are cached.
+type FileAhead = (Arc<dyn ObjectStore>, ObjectMeta, Option<usize>, Option<Arc<StatsKey>>);
 
 /// Lists the table at `url` for this planning in the top-level partitions (folders of its first
 /// partition column, `first`) that some scan can keep, and leaves that listing in the planning's
@@ -402,7 +449,11 @@ mod tests {
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)]);
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-        ctx.register_table("t", Arc::new(ListingTable::try_new(config).unwrap())).unwrap();
+        // As wisp's tables: file statistics kept in the session's cache.
+        let table = ListingTable::try_new(config)
+            .unwrap()
+            .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
+        ctx.register_table("t", Arc::new(table)).unwrap();
         ctx
     }
 
@@ -541,5 +592,50 @@ mod tests {
         let l = cached();
         assert_eq!(l.len(), 1, "{l:?}");
         assert!(l[0].ends_with("day=2026-11-02/f.parquet"), "{l:?}");
+
+        // Its statistics and ordering too, as DataFusion computes them, where its scans look.
+        let stats = ctx.runtime_env().cache_manager.get_file_statistic_cache().unwrap();
+        let entries = stats.list_entries();
+        assert_eq!(entries.len(), 1);
+        let (path, _) = entries.into_iter().next().unwrap();
+        let entry = stats.get(&path).unwrap();
+        assert!(path.path.as_ref().ends_with("day=2026-11-02/f.parquet"), "{path:?}");
+        let table = ctx.table_provider("t").await.unwrap();
+        let file_schema = Arc::new(Schema::new(vec![table.schema().field(0).clone()]));
+        let store = ctx
+            .runtime_env()
+            .object_store(ListingTableUrl::parse(format!("{}/", dir.path().display())).unwrap())
+            .unwrap();
+        use datafusion::datasource::file_format::FileFormat;
+        let own = ParquetFormat::default()
+            .infer_stats_and_ordering(&ctx.state(), &store, file_schema, &entry.meta)
+            .await
+            .unwrap();
+        assert_eq!(*entry.statistics, own.statistics);
+        assert_eq!(entry.ordering, own.ordering);
+        // DataFusion's scan takes them from there: a cached row count it could not have read.
+        let mut marked = (*entry.statistics).clone();
+        marked.num_rows = datafusion::common::stats::Precision::Exact(7);
+        stats.put(
+            &path,
+            CachedFileMetadata::new(entry.meta.clone(), entry.schema_fingerprint.clone(), Arc::new(marked), None),
+        );
+        let df = ctx.sql("SELECT x FROM t WHERE day = '2026-11-02'").await.unwrap();
+        let plan = crate::lake::listing::create_physical_plan(df).await.unwrap();
+        let mut rows = Vec::new();
+        datafusion::common::tree_node::TreeNode::apply(&plan, |node| {
+            use datafusion::datasource::physical_plan::FileScanConfig;
+            use datafusion::datasource::source::DataSourceExec;
+            if let Some(config) =
+                node.downcast_ref::<DataSourceExec>().and_then(|e| e.data_source().downcast_ref::<FileScanConfig>())
+            {
+                rows.extend(
+                    config.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.statistics.as_ref().map(|s| s.num_rows)),
+                );
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        assert_eq!(rows, vec![Some(datafusion::common::stats::Precision::Exact(7))]);
     }
 }
