@@ -257,6 +257,20 @@ async fn round_trip_schema_matches_the_contract_and_files_are_sorted() {
             let bytes = std::fs::read(&entry).unwrap();
             assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
             assert!(entry.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("day="));
+            // Statistics on every column but `raw` (no query bounds the original records); a
+            // bloom filter on `id`.
+            use parquet::file::reader::FileReader;
+            let reader =
+                parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&entry).unwrap()).unwrap();
+            for rg in reader.metadata().row_groups() {
+                for c in rg.columns() {
+                    let name = c.column_path().string();
+                    assert_eq!(c.statistics().is_some(), name != "raw", "{name} in {}", entry.display());
+                    if name == "id" {
+                        assert!(c.bloom_filter_offset().is_some(), "{}", entry.display());
+                    }
+                }
+            }
         }
     }
 }

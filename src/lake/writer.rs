@@ -261,11 +261,14 @@ const UNIQUE_COLUMNS: [&str; 9] = [
 ];
 
 /// The lake's Parquet settings: zstd, page statistics, sorted by `ts` (the first column), a bloom
-/// filter on `id`, no dictionary for the columns of unique values.
+/// filter on `id`, no dictionary for the columns of unique values, no statistics for `raw` (the
+/// original records, which no query bounds: their minimum and maximum cost a comparison of every
+/// record's text, whose shared `{"time":"…` prefix makes each a long one).
 pub(crate) fn props_builder() -> WriterPropertiesBuilder {
     let b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("raw"), EnabledStatistics::None)
         .set_max_row_group_row_count(Some(1_000_000))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_column_bloom_filter_enabled(ColumnPath::from("id"), true);
