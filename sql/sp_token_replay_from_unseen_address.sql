@@ -114,7 +114,11 @@ judged AS (
            array_agg(s.source_ip) AS signin_ips
     FROM public_calls c
     JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
-     AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
+     -- (In microseconds: the same bounds, as `surrounding` is a whole number of them, tested
+     -- with integer arithmetic; an interval added to a UTC timestamp goes through the time zone
+     -- for every candidate pair.)
+     AND CAST(s.last_ts AS BIGINT) >= CAST(c.ts AS BIGINT) - $surrounding_us
+     AND CAST(s.first_ts AS BIGINT) <= CAST(c.ts AS BIGINT) + $surrounding_us
     GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id
 )
 SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
@@ -182,7 +186,11 @@ judged AS (
            array_agg(s.source_ip) AS signin_ips
     FROM public_calls c
     JOIN si_near s ON s.service_principal_id = c.principal_id AND s.nb = CAST(c.ts AS BIGINT) / $surrounding_us
-     AND s.last_ts >= c.ts - $surrounding AND s.first_ts <= c.ts + $surrounding
+     -- (In microseconds: the same bounds, as `surrounding` is a whole number of them, tested
+     -- with integer arithmetic; an interval added to a UTC timestamp goes through the time zone
+     -- for every candidate pair.)
+     AND CAST(s.last_ts AS BIGINT) >= CAST(c.ts AS BIGINT) - $surrounding_us
+     AND CAST(s.first_ts AS BIGINT) <= CAST(c.ts AS BIGINT) + $surrounding_us
     GROUP BY c.source, c.id, c.ts, c.principal_id, c.caller_ip, c.operation_name, c.resource_id, c.run_end_us
 )
 SELECT min(ts) AS ts, principal_id AS service_principal_id, max(app_id) AS app_id, caller_ip AS source_ip,
