@@ -143,15 +143,17 @@ buckets AS (
     -- rows or 'event' rows, never both): only the 'event' rows are grouped (grouping the 'hour'
     -- rows too, each a group of one, was a third of the backtest's CPU over 30 days of medium),
     -- and an 'hour' row's hour is its `bucket` (`date_trunc` of 1.5 M times cost 0.3 s of CPU).
+    -- An event's hour is `date_bin`'s, integer arithmetic: `date_trunc` converts each value of a
+    -- UTC timestamp through the time zone (five times the CPU; the same hours).
     SELECT service_principal_id, source_asn, bucket AS hour, first_ts, last_ts
     FROM in_range
     WHERE grain = 'hour'
     UNION ALL
-    SELECT service_principal_id, source_asn, date_trunc('hour', first_ts) AS hour, min(first_ts) AS first_ts,
+    SELECT service_principal_id, source_asn, arrow_cast(date_bin(INTERVAL '1 hour', first_ts), 'Timestamp(µs, "UTC")') AS hour, min(first_ts) AS first_ts,
            max(last_ts) AS last_ts
     FROM in_range
     WHERE grain = 'event'
-    GROUP BY service_principal_id, source_asn, date_trunc('hour', first_ts)
+    GROUP BY service_principal_id, source_asn, arrow_cast(date_bin(INTERVAL '1 hour', first_ts), 'Timestamp(µs, "UTC")')
 ),
 candidates AS (
     -- The sign-ins themselves, only for the alerting buckets' first rows: those are after the
@@ -249,9 +251,9 @@ sightings AS (
     SELECT service_principal_id, source_asn, last_seen AS ts FROM terms_state
 ),
 buckets AS (
-    SELECT service_principal_id, source_asn, date_trunc('hour', ts) AS hour, min(ts) AS first_ts, max(ts) AS last_ts
+    SELECT service_principal_id, source_asn, arrow_cast(date_bin(INTERVAL '1 hour', ts), 'Timestamp(µs, "UTC")') AS hour, min(ts) AS first_ts, max(ts) AS last_ts
     FROM sightings
-    GROUP BY service_principal_id, source_asn, date_trunc('hour', ts)
+    GROUP BY service_principal_id, source_asn, arrow_cast(date_bin(INTERVAL '1 hour', ts), 'Timestamp(µs, "UTC")')
 ),
 lagged AS (
     SELECT *, CAST(first_ts AS BIGINT) AS ts_us,

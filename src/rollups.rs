@@ -118,6 +118,14 @@ pub const ROLLUPS: &[Rollup] = &[
     },
 ];
 
+/// SQL for the start of the UTC `unit` ('hour' or 'day') holding `column`, a UTC microsecond
+/// timestamp, typed as it: `date_bin`, integer arithmetic, where `date_trunc` on a timestamp with
+/// a time zone converts every value through the zone (0.10 s of CPU per million sign-ins
+/// against 0.02; the same values, before 1970 too).
+pub(crate) fn floor(column: &str, unit: &str) -> String {
+    format!("arrow_cast(date_bin(INTERVAL '1 {unit}', {column}), 'Timestamp(µs, \"UTC\")')")
+}
+
 /// The folder of rollups under the lake root.
 pub const FOLDER: &str = "_rollups";
 
@@ -190,14 +198,15 @@ impl Rollup {
         } else {
             ("", "", String::new())
         };
+        let (hour, midnight) = (floor("ts", "hour"), floor("bucket", "day"));
         format!(
-            "WITH hours AS (SELECT date_trunc('hour', ts) AS bucket, {keys}, count(*) AS n, min(ts) AS first_ts, \
+            "WITH hours AS (SELECT {hour} AS bucket, {keys}, count(*) AS n, min(ts) AS first_ts, \
                                    max(ts) AS last_ts{times_agg} \
-                            FROM ({}) AS source WHERE day = '{day}' GROUP BY date_trunc('hour', ts), {keys}) \
+                            FROM ({}) AS source WHERE day = '{day}' GROUP BY {hour}, {keys}) \
              SELECT 'hour' AS grain, bucket, {keys}, n, first_ts, last_ts{no_times} FROM hours \
              UNION ALL \
-             SELECT 'day', date_trunc('day', bucket), {keys}, sum(n), min(first_ts), max(last_ts){no_times} FROM hours \
-             GROUP BY date_trunc('day', bucket), {keys} \
+             SELECT 'day', {midnight}, {keys}, sum(n), min(first_ts), max(last_ts){no_times} FROM hours \
+             GROUP BY {midnight}, {keys} \
              {times_rows}\
              ORDER BY grain, bucket, {keys}",
             self.source,
@@ -529,9 +538,10 @@ async fn register_one(
     let raw_days = not_in_days(&valid.iter().map(|(d, _)| d).collect::<Vec<_>>());
     let times = if r.times { ", make_array(ts) AS times" } else { "" };
     let raw = format!(
-        "SELECT 'event' AS grain, date_trunc('hour', ts) AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
+        "SELECT 'event' AS grain, {} AS bucket, {keys}, CAST(1 AS BIGINT) AS n, ts AS first_ts, \
                 ts AS last_ts{times}, day \
-         FROM {events} WHERE {raw_days}"
+         FROM {events} WHERE {raw_days}",
+        floor("ts", "hour")
     );
     let sql = if valid.is_empty() {
         raw
@@ -560,7 +570,37 @@ async fn register_one(
 
 #[cfg(test)]
 mod tests {
-    use super::not_in_days;
+    use super::{floor, not_in_days};
+
+    #[tokio::test]
+    async fn floor_is_date_trunc_of_utc_times_with_their_type() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let times = [
+            "1969-12-31T23:30:00Z",
+            "1970-01-01T00:00:00Z",
+            "2026-11-19T15:00:00Z",
+            "2026-11-19T15:59:59.999999Z",
+            "2026-11-19T23:59:59.999999Z",
+            "2026-11-20T00:00:00.000001Z",
+            "1900-03-01T12:34:56.789Z",
+        ];
+        let values: Vec<String> =
+            times.iter().map(|t| format!("(arrow_cast(TIMESTAMP '{t}', 'Timestamp(µs, \"UTC\")'))")).collect();
+        let sql = format!(
+            "SELECT count(*) AS n, \
+                    sum(CASE WHEN {} = date_trunc('hour', ts) THEN 1 ELSE 0 END) AS hours, \
+                    sum(CASE WHEN {} = date_trunc('day', ts) THEN 1 ELSE 0 END) AS days, \
+                    max(arrow_typeof({})) AS t \
+             FROM (VALUES {}) AS v(ts)",
+            floor("ts", "hour"),
+            floor("ts", "day"),
+            floor("ts", "hour"),
+            values.join(", ")
+        );
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(text.contains(r#"| 7 | 7     | 7    | Timestamp(µs, "UTC") |"#), "{text}");
+    }
 
     #[test]
     fn days_not_stored_are_the_outside_and_the_gaps() {
