@@ -168,18 +168,26 @@ async fn start(
     Ok((plan, planning, Rows::Lines(lines, first, tasks)))
 }
 
+/// The CSV writer of every output (a header line before the first batch's rows when `header`).
+fn csv_writer<W: Write>(out: W, header: bool) -> arrow::csv::Writer<W> {
+    arrow::csv::WriterBuilder::new().with_header(header).build(out)
+}
+
+/// The JSON lines writer of every output: a null is written as `null`, not left out.
+fn json_lines_writer<W: Write>(out: W) -> arrow::json::LineDelimitedWriter<W> {
+    arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)
+}
+
 /// A batch as JSON lines or as CSV rows without a header, exactly as the one writer of
 /// [`Sink`] writes them.
 fn lines_of(format: OutputFormat, b: &RecordBatch) -> Result<Vec<u8>, OutputError> {
     let mut buf = Vec::new();
     if format == OutputFormat::Csv {
-        let mut w = arrow::csv::WriterBuilder::new().with_header(false).build(&mut buf);
+        let mut w = csv_writer(&mut buf, false);
         w.write(&nested_as_json(b)?)?;
         w.into_inner().flush()?;
     } else {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        let mut w = json_lines_writer(&mut buf);
         w.write(b)?;
         w.finish()?;
     }
@@ -189,7 +197,7 @@ fn lines_of(format: OutputFormat, b: &RecordBatch) -> Result<Vec<u8>, OutputErro
 /// The header line the CSV writer of [`Sink`] writes with its first batch.
 fn csv_header(schema: &SchemaRef, out: &mut dyn Write) -> Result<(), OutputError> {
     let empty = nested_as_json(&RecordBatch::new_empty(schema.clone()))?;
-    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+    let mut w = csv_writer(out, true);
     w.write(&empty)?;
     w.into_inner().flush()?;
     Ok(())
@@ -241,9 +249,7 @@ fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch, OutputError> {
             vec![c.clone()],
         )?;
         let mut buf = Vec::new();
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        let mut w = json_lines_writer(&mut buf);
         w.write(&one)?;
         w.finish()?;
         drop(w);
@@ -285,9 +291,9 @@ impl Sink {
     ) -> Result<Counting, OutputError> {
         let sink = match format {
             OutputFormat::Table => Sink::Table(Vec::new(), out),
-            OutputFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            OutputFormat::Csv => Sink::Csv(csv_writer(out, true)),
             OutputFormat::Json => Sink::Json(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
-            OutputFormat::Jsonl => Sink::Jsonl(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
+            OutputFormat::Jsonl => Sink::Jsonl(json_lines_writer(out)),
             OutputFormat::Parquet => {
                 if to_terminal {
                     return Err(OutputError::ParquetToTerminal);
