@@ -67,9 +67,11 @@ rolled AS (
            OR grain = 'event')
 ),
 failures AS (SELECT * FROM edges UNION ALL SELECT * FROM rolled)
--- One aggregation: the resources as `array_agg(DISTINCT …)`, which holds each group's distinct
--- resources only (a plain `array_agg` would hold one per failure of the 'event' rows of a day
--- without a current summary). A first aggregation per resource, to build the lists from fewer
+-- One aggregation: the resources as `array_distinct` of a plain `array_agg`, which DataFusion
+-- aggregates vectorized (`array_agg(DISTINCT …)` is planned as two aggregations, one per
+-- resource first: 7% slower over a day of medium). The plain list holds a row per rollup row
+-- (an hour's or a day's per resource), and one per failure only of the 'event' rows of a day
+-- without a current summary. A first aggregation per resource, to build the lists from fewer
 -- rows, cost more than it saved: two more hash aggregations over a few thousand rows.
 SELECT min(first_ts) AS ts,
        min(first_ts) AS first_seen,
@@ -97,7 +99,7 @@ SELECT min(first_ts) AS ts,
            ELSE coalesce(min(failure_reason), 'Unknown error')
        END AS error_meaning,
        sum(n) AS attempts,
-       array_to_string(array_sort(array_agg(DISTINCT resource_display_name)), ', ') AS resources
+       array_to_string(array_sort(array_distinct(array_agg(resource_display_name))), ', ') AS resources
 FROM failures
 GROUP BY service_principal_name, source_ip, error_code
 HAVING sum(n) >= $threshold
