@@ -173,8 +173,9 @@ fn csv_writer<W: Write>(out: W, header: bool) -> arrow::csv::Writer<W> {
     arrow::csv::WriterBuilder::new().with_header(header).build(out)
 }
 
-/// The JSON lines writer of every output: a null is written as `null`, not left out.
-fn json_lines_writer<W: Write>(out: W) -> arrow::json::LineDelimitedWriter<W> {
+/// The JSON writer of every output, as lines or as one array (`F`): a null is written as
+/// `null`, not left out.
+fn json_writer<W: Write, F: arrow::json::writer::JsonFormat>(out: W) -> arrow::json::Writer<W, F> {
     arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)
 }
 
@@ -187,7 +188,7 @@ fn lines_of(format: OutputFormat, b: &RecordBatch) -> Result<Vec<u8>, OutputErro
         w.write(&nested_as_json(b)?)?;
         w.into_inner().flush()?;
     } else {
-        let mut w = json_lines_writer(&mut buf);
+        let mut w = json_writer::<_, arrow::json::writer::LineDelimited>(&mut buf);
         w.write(b)?;
         w.finish()?;
     }
@@ -249,7 +250,7 @@ fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch, OutputError> {
             vec![c.clone()],
         )?;
         let mut buf = Vec::new();
-        let mut w = json_lines_writer(&mut buf);
+        let mut w = json_writer::<_, arrow::json::writer::LineDelimited>(&mut buf);
         w.write(&one)?;
         w.finish()?;
         drop(w);
@@ -292,8 +293,8 @@ impl Sink {
         let sink = match format {
             OutputFormat::Table => Sink::Table(Vec::new(), out),
             OutputFormat::Csv => Sink::Csv(csv_writer(out, true)),
-            OutputFormat::Json => Sink::Json(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
-            OutputFormat::Jsonl => Sink::Jsonl(json_lines_writer(out)),
+            OutputFormat::Json => Sink::Json(json_writer(out)),
+            OutputFormat::Jsonl => Sink::Jsonl(json_writer(out)),
             OutputFormat::Parquet => {
                 if to_terminal {
                     return Err(OutputError::ParquetToTerminal);
