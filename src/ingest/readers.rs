@@ -307,7 +307,7 @@ fn lines_of(done: Done) -> LinesOut {
 
 /// What mapping one chunk of lines produced.
 pub(super) struct LinesOut {
-    prepared: Result<Prepared, LakeError>,
+    pub(super) prepared: Result<Prepared, LakeError>,
     /// Lines counted in the chunk.
     lines: u64,
     /// Bytes consumed (all but an unterminated, unparsable last line).
@@ -322,6 +322,10 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
     let mut line_no = 0u64;
     let mut outcomes = Vec::new();
     let mut consumed = 0u64;
+    // A chunk that is UTF-8 throughout (as exports are) is checked once, and its typed rows'
+    // `raw` are ranges of it (`Prepared::with_text`), not copies; one that is not is checked
+    // line by line and its rows hold their own text.
+    let whole = std::str::from_utf8(&chunk).ok();
     for line in lines_of_chunk(&chunk) {
         line_no += 1;
         let terminated = line.last() == Some(&b'\n');
@@ -333,9 +337,13 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
         // A line checked once as UTF-8 is parsed without serde_json checking every string again;
         // one that is not UTF-8 goes through the byte parser (for its error, as before).
         let pos = Pos::Line(line_no);
-        let parsed = match std::str::from_utf8(text) {
-            Ok(t) => mapper.text(pos, t, &mut outcomes),
-            Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
+        let at = text.as_ptr() as usize - chunk.as_ptr() as usize;
+        let parsed = match whole.and_then(|w| w.get(at..at + text.len())) {
+            Some(t) => mapper.text_at(pos, t, Some(at), &mut outcomes),
+            None => match std::str::from_utf8(text) {
+                Ok(t) => mapper.text(pos, t, &mut outcomes),
+                Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
+            },
         };
         match parsed {
             Ok(()) => consumed += line.len() as u64,
@@ -350,7 +358,8 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
             }
         }
     }
-    LinesOut { prepared: Prepared::new(outcomes), lines: line_no, consumed, chunk }
+    let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""));
+    LinesOut { prepared, lines: line_no, consumed, chunk }
 }
 
 /// The lines of a chunk, each with its `\n` (the last without, if the chunk does not end with

@@ -10,7 +10,7 @@ use super::readers::json_reason;
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::rows::{compact_rows_to_batch, rows_to_batch, CompactRow};
+use crate::lake::rows::{compact_rows_to_batch_in, rows_to_batch, CompactRow};
 use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
 use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
@@ -77,21 +77,27 @@ impl Row {
     }
 
     pub(super) fn into_values(self) -> Vec<Value> {
+        self.into_values_in("")
+    }
+
+    /// The row's values, its external cells ranges of `ext`.
+    fn into_values_in(self, ext: &str) -> Vec<Value> {
         match self {
             Row::Values(v) => v,
-            Row::Compact(c) => c.to_values(),
+            Row::Compact(c) => c.to_values_in(ext),
         }
     }
 }
 
-/// The rows of one (table, day), as `Value`s or, when each is compact, as compact rows.
-fn rows_batch(table: Table, rows: Vec<Row>) -> Result<RecordBatch, LakeError> {
+/// The rows of one (table, day), as `Value`s or, when each is compact, as compact rows; `ext` is
+/// the text the compact rows' external cells are ranges of (the chunk they were read from).
+fn rows_batch(table: Table, rows: Vec<Row>, ext: &str) -> Result<RecordBatch, LakeError> {
     if rows.iter().all(|r| matches!(r, Row::Compact(_))) {
         let compact: Vec<CompactRow> =
             rows.into_iter().filter_map(|r| if let Row::Compact(c) = r { Some(c) } else { None }).collect();
-        return compact_rows_to_batch(table, &compact);
+        return compact_rows_to_batch_in(table, &compact, ext);
     }
-    rows_to_batch(table, &rows.into_iter().map(Row::into_values).collect::<Vec<_>>())
+    rows_to_batch(table, &rows.into_iter().map(|r| r.into_values_in(ext)).collect::<Vec<_>>())
 }
 
 /// A record's de-duplication key: its table and id, or its whole text when it has no id.
@@ -119,7 +125,7 @@ impl Group {
     /// time order (rows with one time in input order). The writer sorts a file's rows across
     /// groups by (time, group, row): that is the input order for equal times, as before, and its
     /// gathering reads each group's columns front to back instead of at random.
-    fn new(table: Table, day: Arc<str>, keys: Vec<i64>, rows: Vec<Row>) -> Result<Group, LakeError> {
+    fn new(table: Table, day: Arc<str>, keys: Vec<i64>, rows: Vec<Row>, ext: &str) -> Result<Group, LakeError> {
         let read = keys.len() as u64;
         let mut seen = std::collections::HashSet::with_capacity_and_hasher(keys.len(), crate::lake::writer::KeyHasher);
         let mut order: Vec<(i64, usize)> = Vec::with_capacity(keys.len());
@@ -132,7 +138,7 @@ impl Group {
         let mut slots: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
         let rows: Vec<Row> = order.iter().map(|&(_, i)| slots[i].take().expect("each row once")).collect();
         let keys = order.iter().map(|&(_, i)| keys[i]).collect();
-        Ok(Group { table, day, read, keys, batch: rows_batch(table, rows)? })
+        Ok(Group { table, day, read, keys, batch: rows_batch(table, rows, ext)? })
     }
 }
 
@@ -146,6 +152,12 @@ pub(super) struct Prepared {
 
 impl Prepared {
     pub(super) fn new(outcomes: Vec<Outcome>) -> Result<Prepared, LakeError> {
+        Prepared::with_text(outcomes, "")
+    }
+
+    /// [`Prepared::new`] of outcomes whose rows' external cells are ranges of `ext`, the chunk of
+    /// lines they were mapped from ([`Mapper::text_at`]).
+    pub(super) fn with_text(outcomes: Vec<Outcome>, ext: &str) -> Result<Prepared, LakeError> {
         // (table, day, keys, rows), in order of first appearance.
         type Rows = (Table, Arc<str>, Vec<i64>, Vec<Row>);
         let mut groups: Vec<Rows> = Vec::new();
@@ -168,7 +180,7 @@ impl Prepared {
         }
         let groups = groups
             .into_iter()
-            .map(|(table, day, keys, rows)| Group::new(table, day, keys, rows))
+            .map(|(table, day, keys, rows)| Group::new(table, day, keys, rows, ext))
             .collect::<Result<_, LakeError>>()?;
         Ok(Prepared { groups, rejects })
     }
@@ -222,7 +234,7 @@ impl Mapper {
                     && matches!(self.format, Format::Auto | Format::Diagnostic)
                     && v.get("category").and_then(Value::as_str).is_some_and(formats::typed::reads_category);
                 if let Some(m) = typed.then(|| formats::typed::diagnostic_compact(&raw)).flatten() {
-                    out.push(self.place_compact(m, &raw));
+                    out.push(self.place_compact(m, &raw, None));
                     return;
                 }
                 out.push(self.record(pos, v, &raw))
@@ -239,10 +251,23 @@ impl Mapper {
     /// sure of the shape (diagnostic-settings sign-ins and Graph calls), else parsed and mapped,
     /// an envelope's records each. The error is the parse's: the caller sets the text aside at `pos`.
     pub(super) fn text(&mut self, pos: Pos, text: &str, out: &mut Vec<Outcome>) -> Result<(), serde_json::Error> {
+        self.text_at(pos, text, None, out)
+    }
+
+    /// [`Mapper::text`] of a text at byte `at` of the chunk its outcomes are prepared with
+    /// ([`Prepared::with_text`]): a typed row's `raw` is then that range of the chunk, not a copy.
+    pub(super) fn text_at(
+        &mut self,
+        pos: Pos,
+        text: &str,
+        at: Option<usize>,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), serde_json::Error> {
         let text = text.trim_end();
         if matches!(self.format, Format::Auto | Format::Diagnostic) {
-            if let Some(m) = formats::typed::diagnostic_compact(text) {
-                out.push(self.place_compact(m, text));
+            let apart = at.filter(|_| self.keep_raw);
+            if let Some(m) = formats::typed::diagnostic_compact_with(text, apart.is_none()) {
+                out.push(self.place_compact(m, text, apart));
                 return Ok(());
             }
         }
@@ -262,13 +287,16 @@ impl Mapper {
         Outcome::Row { table, day: self.day_of(ts), key, row: Row::Values(row), bytes: raw.len() + 256 }
     }
 
-    /// [`Mapper::place`] for a record the typed reader read: the same row, kept compact.
-    fn place_compact(&mut self, m: formats::typed::CompactMapped, raw: &str) -> Outcome {
+    /// [`Mapper::place`] for a record the typed reader read: the same row, kept compact; its
+    /// `raw` the range of the chunk at byte `at` when given (not copied), else a copy.
+    fn place_compact(&mut self, m: formats::typed::CompactMapped, raw: &str, at: Option<usize>) -> Outcome {
         let formats::typed::CompactMapped { table, ts, id, mut row } = m;
         let key = key_of(table, id.as_deref(), raw);
         row.set_int(0, ts);
         row.set_int(1, self.now_us);
-        row.set_opt_str(2, self.keep_raw.then_some(raw));
+        if !at.is_some_and(|at| row.set_ext(2, at, at + raw.len())) {
+            row.set_opt_str(2, self.keep_raw.then_some(raw));
+        }
         row.set_int(3, key);
         self.enricher.apply(table, &mut row);
         Outcome::Row { table, day: self.day_of(ts), key, row: Row::Compact(row), bytes: raw.len() + 256 }
@@ -598,6 +626,53 @@ mod tests {
                 let r2 = std::mem::replace(r2, Row::Values(Vec::new())).into_values();
                 assert_eq!(r1, r2, "keep_raw {keep_raw}: {text}");
                 assert_eq!(r1[2].as_str(), keep_raw.then_some(text));
+            }
+        }
+    }
+
+    /// A chunk of lines maps to the groups its lines map to one by one: typed rows whose `raw`
+    /// is a range of the chunk (not a copy) make the same batches as rows holding their own
+    /// text, beside rows of the general path in one group; a chunk that is not UTF-8 throughout
+    /// (one bad line, set aside) makes the same batches too.
+    #[test]
+    fn a_chunks_rows_keep_raw_as_ranges_of_it_to_the_same_batches() {
+        let signin = r#"{"time":"2026-11-19T10:56:07.5528720Z","category":"ServicePrincipalSignInLogs","operationName":"Sign-in activity","callerIpAddress":"11.4.120.85","resultType":"0","tenantId":"t-1","properties":{"id":"ID","createdDateTime":"2026-11-19T10:56:07.5528720Z","servicePrincipalId":"sp-1","appId":"app-1","appDisplayName":"Zürich app ✓","ipAddress":"11.4.120.85","status":{"errorCode":0},"isInteractive":false}}"#;
+        let graph = r#"{"time":"2026-11-19T09:56:07.5528720Z","category":"MicrosoftGraphActivityLogs","callerIpAddress":"11.4.120.85","tenantId":"t-1","properties":{"requestId":"ID","timeGenerated":"2026-11-19T09:56:07Z","servicePrincipalId":"sp-1","requestMethod":"GET","responseStatusCode":200}}"#;
+        // A sign-in the typed reader leaves to the general path (a properties value of a type it
+        // does not read), in the same table and day as the typed ones.
+        let general = signin.replace(r#""isInteractive":false"#, r#""isInteractive":{"x":1}"#).replace("ID", "g-1");
+        let mut text = String::new();
+        for (i, t) in [signin, graph, &general, signin, "", graph].iter().enumerate() {
+            text += &t.replace("ID", &format!("id-{}", 9 - i));
+            text += if i % 2 == 0 { "\r\n" } else { "\n" };
+        }
+        for keep_raw in [true, false] {
+            for bad in [false, true] {
+                let mut chunk = text.clone().into_bytes();
+                if bad {
+                    chunk.extend_from_slice(b"{\"x\":\"\xff\"}\n");
+                }
+                let mapper = || Mapper::new(Enricher::new(None, None), Format::Auto, keep_raw, 1_700_000_000_000_000);
+                let out = super::super::readers::map_lines(&mut mapper(), chunk.clone());
+                let got = out.prepared.unwrap();
+                let mut m = mapper();
+                let mut outcomes = Vec::new();
+                for (l, line) in chunk.split(|&b| b == b'\n').enumerate() {
+                    let line = String::from_utf8_lossy(line).trim().to_string();
+                    if !line.is_empty() && !line.contains('\u{fffd}') {
+                        m.text(Pos::Line(l as u64 + 1), &line, &mut outcomes).unwrap();
+                    }
+                }
+                let want = Prepared::new(outcomes).unwrap();
+                assert_eq!(got.groups.len(), want.groups.len());
+                assert_eq!(got.groups.len(), 2);
+                for (g, w) in got.groups.iter().zip(&want.groups) {
+                    assert_eq!((g.table, &g.day, g.read, &g.keys), (w.table, &w.day, w.read, &w.keys));
+                    assert_eq!(g.batch, w.batch, "keep_raw {keep_raw}, bad line {bad}");
+                }
+                let raw = got.groups[0].batch.column(2);
+                assert_eq!(raw.null_count(), if keep_raw { 0 } else { raw.len() });
+                assert_eq!(got.rejects.len(), usize::from(bad));
             }
         }
     }

@@ -113,11 +113,14 @@ fn primitive<'a, T: ArrowPrimitiveType>(
     Some(Arc::new(b.finish()))
 }
 
-/// One cell of a [`CompactRow`]: text is a range of the row's buffer.
+/// One cell of a [`CompactRow`]: text is a range of the row's buffer, or (`Ext`) of a text
+/// outside the row that the conversions are given (an ingest chunk's lines: the `raw` record is
+/// not copied into the row).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Cell {
     Null,
     Str(u32, u32),
+    Ext(u32, u32),
     Int(i64),
     Bool(bool),
 }
@@ -143,6 +146,16 @@ impl CompactRow {
         let start = self.text.len() as u32;
         self.text.push_str(s);
         self.cells[i] = Cell::Str(start, self.text.len() as u32);
+    }
+
+    /// Text that is bytes `start..end` of the external text the conversions are given
+    /// ([`CompactRow::to_values_in`], [`compact_rows_to_batch_in`]), not copied into the row.
+    /// False (and the cell unchanged) when the range does not fit the cell (past 4 GiB).
+    #[must_use]
+    pub fn set_ext(&mut self, i: usize, start: usize, end: usize) -> bool {
+        let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) else { return false };
+        self.cells[i] = Cell::Ext(s, e);
+        true
     }
 
     /// Text, or null for `None`.
@@ -192,10 +205,16 @@ impl CompactRow {
 
     /// The row as `Value`s: text as strings, integers as numbers, booleans, nulls.
     pub fn to_values(&self) -> Vec<Value> {
+        self.to_values_in("")
+    }
+
+    /// [`CompactRow::to_values`] of a row whose external cells are ranges of `ext`.
+    pub fn to_values_in(&self, ext: &str) -> Vec<Value> {
         (0..self.cells.len())
             .map(|i| match self.cells[i] {
                 Cell::Null => Value::Null,
                 Cell::Str(..) => Value::String(self.str(i).expect("text").to_string()),
+                Cell::Ext(s, e) => Value::String(external(ext, s, e).to_string()),
                 Cell::Int(n) => Value::from(n),
                 Cell::Bool(b) => Value::Bool(b),
             })
@@ -203,10 +222,20 @@ impl CompactRow {
     }
 }
 
+/// Bytes `s..e` of the external text (a range a row was given from it: a bug otherwise).
+fn external(ext: &str, s: u32, e: u32) -> &str {
+    ext.get(s as usize..e as usize).expect("an external cell is a range of the text its conversion is given")
+}
+
 /// The batch [`rows_to_batch`] makes of the rows' [`CompactRow::to_values`], built straight from
 /// the cells when every cell is of its column's plain type (text in Utf8, integers in Int64 or
 /// timestamp columns or within range in Int32, booleans in Boolean), else through the values.
 pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<RecordBatch, LakeError> {
+    compact_rows_to_batch_in(table, rows, "")
+}
+
+/// [`compact_rows_to_batch`] of rows whose external cells are ranges of `ext`.
+pub fn compact_rows_to_batch_in(table: Table, rows: &[CompactRow], ext: &str) -> Result<RecordBatch, LakeError> {
     use arrow::array::{BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
     enum B {
         Str(StringBuilder),
@@ -221,8 +250,10 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
     let mut bytes = vec![0usize; schema.fields().len()];
     for r in rows {
         for (b, c) in bytes.iter_mut().zip(&r.cells) {
-            if let Cell::Str(s, e) = c {
-                *b += (e - s) as usize;
+            match *c {
+                Cell::Str(s, e) => *b += (e - s) as usize,
+                Cell::Ext(s, e) => *b += (e - s) as usize,
+                _ => {}
             }
         }
     }
@@ -236,7 +267,7 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
             }
             DataType::Boolean => B::Bool(BooleanBuilder::with_capacity(n)),
-            _ => return rows_to_batch(table, &rows.iter().map(CompactRow::to_values).collect::<Vec<_>>()),
+            _ => return rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>()),
         });
     }
     for r in rows {
@@ -244,6 +275,7 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
             match (b, r.cells[i]) {
                 (B::Str(b), Cell::Null) => b.append_null(),
                 (B::Str(b), Cell::Str(s, e)) => b.append_value(&r.text[s as usize..e as usize]),
+                (B::Str(b), Cell::Ext(s, e)) => b.append_value(external(ext, s, e)),
                 (B::I64(b), Cell::Null) => b.append_null(),
                 (B::I64(b), Cell::Int(v)) => b.append_value(v),
                 (B::I32(b), Cell::Null) => b.append_null(),
@@ -252,7 +284,7 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<Record
                 (B::Ts(b), Cell::Int(v)) => b.append_value(v),
                 (B::Bool(b), Cell::Null) => b.append_null(),
                 (B::Bool(b), Cell::Bool(v)) => b.append_value(v),
-                _ => return rows_to_batch(table, &rows.iter().map(CompactRow::to_values).collect::<Vec<_>>()),
+                _ => return rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>()),
             }
         }
     }

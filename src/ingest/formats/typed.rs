@@ -593,6 +593,14 @@ pub struct CompactMapped {
 /// [`diagnostic`]'s row as a [`CompactRow`] (no `Value` built), with room for the raw line that
 /// the caller adds.
 pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
+    diagnostic_compact_with(line, true)
+}
+
+/// [`diagnostic_compact`], with room in the row for the raw line only when `raw_inline` (a
+/// caller that keeps the line apart, as an external cell, needs none).
+pub fn diagnostic_compact_with(line: &str, raw_inline: bool) -> Option<CompactMapped> {
+    // The properties' text is at most the line's (half of it is room enough mostly).
+    let room = if raw_inline { line.len() + line.len() / 2 } else { line.len() / 2 };
     let top: Top = serde_json::from_str(line).ok()?;
     // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
     if matches!(top.time, Scalar::Absent) {
@@ -601,8 +609,8 @@ pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
     // The category that chose how the properties were read is still the record's (a duplicate
     // key may have changed it).
     match (&top.properties, kind_of(&top.category)?) {
-        (Some(PropsOf::Signin(q)), Kind::Signin) => signin_row(&top, q, line.len()).ok(),
-        (Some(PropsOf::Graph(q)), Kind::Graph) => graph_row(&top, q, line.len()).ok(),
+        (Some(PropsOf::Signin(q)), Kind::Signin) => signin_row(&top, q, room).ok(),
+        (Some(PropsOf::Graph(q)), Kind::Graph) => graph_row(&top, q, room).ok(),
         _ => None,
     }
 }
@@ -661,12 +669,11 @@ column_indexes! {
     ]
 }
 
-fn signin_row(top: &Top, q: &Props, extra: usize) -> Result<CompactMapped, Unsure> {
+fn signin_row(top: &Top, q: &Props, room: usize) -> Result<CompactMapped, Unsure> {
     let Scalar::Str(category) = &top.category else { return Err(Unsure) };
     let canonical = canonical_signin_category(category);
     let c = cols();
-    // The properties' text is at most the line's; `extra` is room for the raw line itself.
-    let mut r = CompactRow::new(Table::Signins, extra + extra / 2);
+    let mut r = CompactRow::new(Table::Signins, room);
     r.set_str(c.category, &canonical);
     let id = q.id.text()?;
     r.set_opt_str(c.id, id.as_deref());
@@ -745,9 +752,9 @@ column_indexes! {
 }
 
 /// `entra::graph_activity` over the typed properties.
-fn graph_row(top: &Top, q: &GraphProps, extra: usize) -> Result<CompactMapped, Unsure> {
+fn graph_row(top: &Top, q: &GraphProps, room: usize) -> Result<CompactMapped, Unsure> {
     let c = graph_cols();
-    let mut r = CompactRow::new(Table::GraphActivity, extra + extra / 2);
+    let mut r = CompactRow::new(Table::GraphActivity, room);
     let id = first(&[&q.request_id, &q.id]).text()?;
     r.set_opt_str(c.id, id.as_deref());
     text(&mut r, c.operation_id, &q.operation_id)?;
