@@ -778,8 +778,10 @@ async fn the_first_of_two_records_with_one_id_is_kept_whatever_their_times() {
         let mut ids = Vec::new();
         for f in &files {
             let file = std::fs::File::open(lake.join("signins").join(f)).unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            // The file declares the table's columns (its `raw`, written from views, as `Utf8`).
+            assert_eq!(builder.schema().fields(), wisp::lake::Table::Signins.schema().fields(), "{f}");
+            let reader = builder.build().unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
                 let col = batch.column_by_name("id").unwrap();

@@ -214,6 +214,7 @@ fn write_file(
         order.extend(ts.values().iter().enumerate().map(|(r, &t)| (t, b as u32, r as u32)));
     }
     order.sort_unstable();
+    let batches = raw_as_views(table, batches).map_err(werr)?;
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     // Compressed, the rows take about a fifth of their memory: one allocation, not a doubling series.
     let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() / 4);
@@ -234,6 +235,32 @@ fn write_file(
         .block_on(async move { store.put(&p, PutPayload::from(out)).await })
         .map_err(|e| LakeError::Store { url: path.to_string(), source: e })?;
     Ok(n)
+}
+
+/// The batches with their `raw` column (the original records: most of a file's bytes) as views
+/// into the same text, no byte copied: the gather into time order then moves a 16-byte view per
+/// row, not the record, and the Parquet writer reads each record where it was first built (it
+/// writes a view column to the `Utf8` column the file declares, the same bytes). The batches that
+/// have no `Utf8` raw column are kept as they are.
+fn raw_as_views(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    use arrow::array::{ArrayRef, StringViewArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let Some(i) = table.col("raw") else { return Ok(batches) };
+    let schema = table.schema();
+    if *schema.field(i).data_type() != DataType::Utf8 || batches.iter().any(|b| b.schema() != schema) {
+        return Ok(batches);
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[i] = fields[i].clone().with_data_type(DataType::Utf8View);
+    let views = std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    batches
+        .into_iter()
+        .map(|b| {
+            let mut cols = b.columns().to_vec();
+            cols[i] = std::sync::Arc::new(StringViewArray::from(cols[i].as_string::<i32>())) as ArrayRef;
+            RecordBatch::try_new(views.clone(), cols)
+        })
+        .collect()
 }
 
 impl Drop for LakeWriter {
