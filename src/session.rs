@@ -158,10 +158,9 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
         .with_config(cfg)
         .with_runtime_env(rt)
         .with_default_features()
-        // Scans over many days skip the time test on the days inside the range (`lake::days`).
-        .with_physical_optimizer_rule(Arc::new(crate::lake::days::DayBounds))
-        // Scans decode strings as views and hand `Utf8` up (`lake::views`).
-        .with_physical_optimizer_rule(Arc::new(crate::lake::views::StringViews))
+        // Scans over many days skip the time test on the days inside the range (`lake::days`),
+        // and scans decode strings as views and hand `Utf8` up (`lake::views`): one rule, one walk.
+        .with_physical_optimizer_rule(Arc::new(crate::lake::LakeScans))
         .build();
     let ctx = SessionContext::new_with_state(state);
     if let Some((base, store)) = &lake.remote {

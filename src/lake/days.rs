@@ -22,7 +22,7 @@ use datafusion::common::pruning::PrunableStatistics;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column, Literal};
@@ -43,15 +43,7 @@ pub struct DayBounds;
 
 impl PhysicalOptimizerRule for DayBounds {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        super::map_parquet_scans(
-            plan,
-            |parquet| {
-                let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
-                Some(parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?))
-            },
-            |_| None,
-            |config, parquet| pruned_groups(config, &parquet.filter()?),
-        )
+        super::map_parquet_scans(plan, rewrite)
     }
 
     fn name(&self) -> &str {
@@ -61,6 +53,15 @@ impl PhysicalOptimizerRule for DayBounds {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The scan with its `ts` bounds widened by `day` tests and the files its statistics rule out
+/// dropped; None for a scan without a filter, a `ts` and a `day`, or without a bound on `ts`.
+pub(crate) fn rewrite(config: &FileScanConfig, parquet: &ParquetSource) -> Option<FileScanConfig> {
+    let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
+    let parquet = parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?);
+    let groups = pruned_groups(config, &parquet.filter()?);
+    Some(super::with_parquet(config, parquet, None, groups))
 }
 
 /// The scan's file groups without the files whose statistics cannot satisfy the (widened)

@@ -30,7 +30,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Result;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileScanConfig, ParquetFileReaderFactory, ParquetSource};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
@@ -49,15 +49,7 @@ pub struct StringViews;
 
 impl PhysicalOptimizerRule for StringViews {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        super::map_parquet_scans(
-            plan,
-            |parquet| {
-                let inner = parquet.parquet_file_reader_factory()?.clone();
-                Some(parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner })))
-            },
-            |adapter| Some(Arc::new(ViewFilterAdapterFactory::new(adapter)) as _),
-            |_, _| None,
-        )
+        super::map_parquet_scans(plan, rewrite)
     }
 
     fn name(&self) -> &str {
@@ -67,6 +59,15 @@ impl PhysicalOptimizerRule for StringViews {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The scan reading through the views' reader factory and adapting its predicates with
+/// `view_filters`' adapter; None when the scan has no reader factory to wrap.
+pub(crate) fn rewrite(config: &FileScanConfig, parquet: &ParquetSource) -> Option<FileScanConfig> {
+    let inner = parquet.parquet_file_reader_factory()?.clone();
+    let parquet = parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner }));
+    let adapter = Arc::new(ViewFilterAdapterFactory::new(config.expr_adapter_factory.clone())) as _;
+    Some(super::with_parquet(config, parquet, Some(adapter), None))
 }
 
 /// Wraps the scan's reader factory: the same reads, the metadata's Arrow schema with views.
