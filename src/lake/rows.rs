@@ -271,8 +271,8 @@ pub fn compact_rows_to_batch_in(table: Table, rows: &[CompactRow], ext: &str) ->
         });
     }
     for r in rows {
-        for (i, b) in builders.iter_mut().enumerate() {
-            match (b, r.cells[i]) {
+        for (b, &c) in builders.iter_mut().zip(&r.cells) {
+            match (b, c) {
                 (B::Str(b), Cell::Null) => b.append_null(),
                 (B::Str(b), Cell::Str(s, e)) => b.append_value(&r.text[s as usize..e as usize]),
                 (B::Str(b), Cell::Ext(s, e)) => b.append_value(external(ext, s, e)),
