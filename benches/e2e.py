@@ -150,10 +150,15 @@ def main():
     ap.add_argument("--skip-gen", action="store_true", help="reuse the lake in --work")
     ap.add_argument("--ingest-days", type=int, default=1, help="days of raw data generated for the ingest measurement")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for query timings")
-    ap.add_argument("--only", action="append", default=[], help="re-measure only these rules, keeping the other results")
+    ap.add_argument("--only", action="append", default=[],
+                    help="re-measure only these rules (repeat the flag or separate them with commas), keeping the other results")
     ap.add_argument("--label", choices=["window", "30d"], default=None,
                     help="re-measure only the rules' own windows or only their 30 days, keeping the other results")
     a = ap.parse_args()
+    a.only = [r for o in a.only for r in o.split(",") if r]
+    unknown = sorted(set(a.only) - set(RULES))
+    if unknown:
+        sys.exit(f"--only: no such rule {', '.join(unknown)} (rules: {', '.join(RULES)})")
     work = a.work or f"/tmp/wisp-bench-{a.profile}"
     duckdb = ensure_duckdb()
     if not os.path.exists(WISP):
