@@ -10,7 +10,7 @@ use super::readers::json_reason;
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::rows::{compact_rows_to_batch_in, rows_to_batch, CompactRow};
+use crate::lake::rows::{compact_rows_to_batch, rows_to_batch, CompactRow};
 use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
 use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
@@ -95,7 +95,7 @@ fn rows_batch(table: Table, rows: Vec<Row>, ext: &str) -> Result<RecordBatch, La
     if rows.iter().all(|r| matches!(r, Row::Compact(_))) {
         let compact: Vec<CompactRow> =
             rows.into_iter().filter_map(|r| if let Row::Compact(c) = r { Some(c) } else { None }).collect();
-        return compact_rows_to_batch_in(table, &compact, ext);
+        return compact_rows_to_batch(table, &compact, ext);
     }
     rows_to_batch(table, &rows.into_iter().map(|r| r.into_values_in(ext)).collect::<Vec<_>>())
 }

@@ -73,7 +73,7 @@ pub(crate) fn with_parquet(
     builder.build()
 }
 
-/// The lake's scan rules ([`days::DayBounds`], then [`views::StringViews`]) in one walk of the
+/// The lake's scan rewrites ([`days::rewrite`], then [`views::rewrite`]) in one walk of the
 /// plan: each walk rebuilds every node above the scans it changes, and two walks cost a
 /// one-hour hunt's planning ~0.5 ms more than one. Run last, as the two were.
 #[derive(Debug, Default)]

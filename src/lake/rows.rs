@@ -149,7 +149,7 @@ impl CompactRow {
     }
 
     /// Text that is bytes `start..end` of the external text the conversions are given
-    /// ([`CompactRow::to_values_in`], [`compact_rows_to_batch_in`]), not copied into the row.
+    /// ([`CompactRow::to_values_in`], [`compact_rows_to_batch`]), not copied into the row.
     /// False (and the cell unchanged) when the range does not fit the cell (past 4 GiB).
     #[must_use]
     pub fn set_ext(&mut self, i: usize, start: usize, end: usize) -> bool {
@@ -229,13 +229,9 @@ fn external(ext: &str, s: u32, e: u32) -> &str {
 
 /// The batch [`rows_to_batch`] makes of the rows' [`CompactRow::to_values`], built straight from
 /// the cells when every cell is of its column's plain type (text in Utf8, integers in Int64 or
-/// timestamp columns or within range in Int32, booleans in Boolean), else through the values.
-pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow]) -> Result<RecordBatch, LakeError> {
-    compact_rows_to_batch_in(table, rows, "")
-}
-
-/// [`compact_rows_to_batch`] of rows whose external cells are ranges of `ext`.
-pub fn compact_rows_to_batch_in(table: Table, rows: &[CompactRow], ext: &str) -> Result<RecordBatch, LakeError> {
+/// timestamp columns or within range in Int32, booleans in Boolean), else through the values;
+/// `ext` is the text the rows' external cells are ranges of ("" when they have none).
+pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Result<RecordBatch, LakeError> {
     use arrow::array::{BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
     enum B {
         Str(StringBuilder),
@@ -333,7 +329,7 @@ mod tests {
         assert_eq!(values[1][id], Value::String("id-2 é".into()));
         assert_eq!(values[0][asn], Value::from(8075));
         assert!(values[1][asn].is_null());
-        let direct = compact_rows_to_batch(t, &rows).unwrap();
+        let direct = compact_rows_to_batch(t, &rows, "").unwrap();
         assert_eq!(direct, rows_to_batch(t, &values).unwrap());
         assert_eq!(direct.num_rows(), 2);
         // Text in an integer column: the values' path decides (arrow-json parses "7").
@@ -342,7 +338,7 @@ mod tests {
         let rows = vec![a, c];
         let values: Vec<Vec<Value>> = rows.iter().map(CompactRow::to_values).collect();
         assert_eq!(
-            compact_rows_to_batch(t, &rows).map_err(|e| e.to_string()),
+            compact_rows_to_batch(t, &rows, "").map_err(|e| e.to_string()),
             rows_to_batch(t, &values).map_err(|e| e.to_string())
         );
         // Int32 columns: in range directly; out of range through the values (as before).
@@ -357,7 +353,7 @@ mod tests {
             let rows = vec![a];
             let values: Vec<Vec<Value>> = rows.iter().map(CompactRow::to_values).collect();
             assert_eq!(
-                compact_rows_to_batch(g, &rows).map_err(|e| e.to_string()),
+                compact_rows_to_batch(g, &rows, "").map_err(|e| e.to_string()),
                 rows_to_batch(g, &values).map_err(|e| e.to_string()),
                 "{v:?}"
             );

@@ -8,7 +8,7 @@
 //!
 //! The columns the tables declare (`lake::schema`) stay `Utf8`: only the reader sees views. The
 //! reader takes its column types from the file's embedded Arrow schema, so
-//! [`StringViews`], a physical optimizer rule run last, gives each lake Parquet scan a reader
+//! [`rewrite`] (run last, in the session's `lake::LakeScans` rule) gives each lake Parquet scan a reader
 //! factory whose files announce their top-level `Utf8` columns as `Utf8View`. DataFusion then
 //! adapts the scan's expressions to the file as for any type difference: a comparison with a
 //! constant is made on the views (the constant cast once), and the projection casts the rows that
@@ -28,12 +28,9 @@ use super::view_filters::ViewFilterAdapterFactory;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Result;
-use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileScanConfig, ParquetFileReaderFactory, ParquetSource};
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
@@ -42,24 +39,6 @@ use parquet::arrow::{encode_arrow_schema, parquet_to_arrow_schema, ARROW_SCHEMA_
 use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMetaDataBuilder};
 use std::ops::Range;
 use std::sync::Arc;
-
-/// The physical optimizer rule: see the module's text.
-#[derive(Debug, Default)]
-pub struct StringViews;
-
-impl PhysicalOptimizerRule for StringViews {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        super::map_parquet_scans(plan, rewrite)
-    }
-
-    fn name(&self) -> &str {
-        "wisp_string_views"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
 
 /// The scan reading through the views' reader factory and adapting its predicates with
 /// `view_filters`' adapter; None when the scan has no reader factory to wrap.
