@@ -268,14 +268,9 @@ fn json_lines(
     // few MB each would be pages the kernel zeroes for every chunk.
     let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
-        let mut buf = spare.pop().unwrap_or_default();
-        let filled = carry.len();
-        if buf.len() < filled {
-            buf.resize(filled, 0);
-        }
-        buf[..filled].copy_from_slice(&carry);
+        let buf = spare.pop().unwrap_or_default();
+        let (chunk, err) = read_chunk(reader, buf, &carry, run.chunk_bytes);
         carry.clear();
-        let (chunk, err) = read_chunk(reader, buf, filled, run.chunk_bytes);
         let done = chunk.is_empty() || err.is_some();
         if !chunk.is_empty() {
             // On one thread a chunk is mapped here; with a pool, the oldest result comes back
@@ -381,26 +376,26 @@ fn lines_of_chunk(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Reads about `size` bytes of whole lines after the first `filled` bytes of `buf` and returns
-/// the buffer cut to them. A read error keeps the whole lines read before it and is returned
-/// beside them.
+/// Reads `carry` and then about `size` bytes of whole lines into `buf` and returns the buffer
+/// cut to them. A read error keeps the whole lines read before it and is returned beside them.
 ///
-/// The bytes of `buf` past `filled` are read into as they are: a buffer that comes back from
-/// mapping keeps its length, so only the part of it never read into before is zeroed (a
-/// `read_to_end` into its spare capacity zeroed the whole chunk again for every chunk: 2% of an
-/// ingest's instructions).
+/// `buf`'s bytes are read into as they are: a buffer that comes back from mapping keeps its
+/// length, so only the part of it never read into before is zeroed (a `read_to_end` into its
+/// spare capacity zeroed the whole chunk again for every chunk: 2% of an ingest's instructions).
 fn read_chunk(
     reader: &mut dyn BufRead,
     mut buf: Vec<u8>,
-    mut filled: usize,
+    carry: &[u8],
     size: usize,
 ) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut filled = carry.len();
     let end = size.max(filled);
     if buf.len() < end {
         // Room for the tail of the last line too, read past `end` below.
         buf.reserve(end + (64 << 10) - buf.len());
         buf.resize(end, 0);
     }
+    buf[..filled].copy_from_slice(carry);
     let mut res = Ok(0);
     while filled < end {
         match reader.read(&mut buf[filled..end]) {
@@ -553,14 +548,8 @@ mod tests {
             let mut want = carry.clone();
             want.extend_from_slice(&input);
             loop {
-                let mut buf = std::mem::take(&mut spare);
-                let filled = carry.len();
-                if buf.len() < filled {
-                    buf.resize(filled, 0);
-                }
-                buf[..filled].copy_from_slice(&carry);
+                let (chunk, err) = super::read_chunk(&mut reader, std::mem::take(&mut spare), &carry, size);
                 carry.clear();
-                let (chunk, err) = super::read_chunk(&mut reader, buf, filled, size);
                 assert!(err.is_none());
                 if chunk.is_empty() {
                     break;
@@ -572,7 +561,7 @@ mod tests {
             assert_eq!(got, want, "size {size} step {step} buffer {bufsz}");
         }
         let mut reader = std::io::BufReader::with_capacity(16, Trickle { data: &input, step: 9, fail_at: Some(100) });
-        let (chunk, err) = super::read_chunk(&mut reader, vec![0xAA; 4], 0, 4096);
+        let (chunk, err) = super::read_chunk(&mut reader, vec![0xAA; 4], &[], 4096);
         assert!(err.is_some());
         let whole = input[..100].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         assert_eq!(chunk, input[..whole].to_vec(), "the whole lines before the error");

@@ -57,11 +57,21 @@ impl PhysicalOptimizerRule for DayBounds {
 
 /// The scan with its `ts` bounds widened by `day` tests and the files its statistics rule out
 /// dropped; None for a scan without a filter, a `ts` and a `day`, or without a bound on `ts`.
-pub(crate) fn rewrite(config: &FileScanConfig, parquet: &ParquetSource) -> Option<FileScanConfig> {
+fn rewrite(config: &FileScanConfig, parquet: &ParquetSource) -> Option<FileScanConfig> {
+    let (parquet, groups) = bound(config, parquet)?;
+    Some(super::with_parquet(config, parquet, None, groups))
+}
+
+/// [`rewrite`]'s new source and file groups (None: the groups unchanged), for a caller that
+/// changes the scan further before building it once (`lake::LakeScans`).
+pub(crate) fn bound(
+    config: &FileScanConfig,
+    parquet: &ParquetSource,
+) -> Option<(ParquetSource, Option<Vec<FileGroup>>)> {
     let (filter, (ts, day)) = (parquet.filter()?, columns(parquet.table_schema())?);
     let parquet = parquet.with_predicate(with_day_bounds(&filter, &ts, &day)?);
     let groups = pruned_groups(config, &parquet.filter()?);
-    Some(super::with_parquet(config, parquet, None, groups))
+    Some((parquet, groups))
 }
 
 /// The scan's file groups without the files whose statistics cannot satisfy the (widened)

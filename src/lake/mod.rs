@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 /// Rewrites every Parquet scan of a physical plan: `f`, given the scan's configuration and its
 /// Parquet source, returns the scan's new configuration, or `None` to keep it. Every node above a
-/// changed scan is rebuilt (its properties computed again), so rules that rewrite scans share one
-/// walk ([`LakeScans`]). The shared walk of the lake's physical optimizer rules (`days`, `views`).
+/// changed scan is rebuilt (its properties computed again), so the lake's rewrites of scans
+/// share one walk ([`LakeScans`]; [`days::DayBounds`] alone for tests).
 pub(crate) fn map_parquet_scans(
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     f: impl Fn(
@@ -73,9 +73,10 @@ pub(crate) fn with_parquet(
     builder.build()
 }
 
-/// The lake's scan rewrites ([`days::rewrite`], then [`views::rewrite`]) in one walk of the
-/// plan: each walk rebuilds every node above the scans it changes, and two walks cost a
-/// one-hour hunt's planning ~0.5 ms more than one. Run last, as the two were.
+/// The lake's scan rewrites ([`days::bound`], then [`views::rewrite`]) in one walk of the plan,
+/// each scan's configuration built once: each walk rebuilds every node above the scans it
+/// changes, and two walks cost a one-hour hunt's planning ~0.5 ms more than one. Run last, as
+/// the two were.
 #[derive(Debug, Default)]
 pub struct LakeScans;
 
@@ -85,14 +86,15 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for LakeScans {
         plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
         _config: &datafusion::config::ConfigOptions,
     ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        use datafusion::datasource::physical_plan::ParquetSource;
         map_parquet_scans(plan, |config, parquet| {
-            let bounded = days::rewrite(config, parquet);
-            let (c, p) = match &bounded {
-                Some(c) => (c, c.file_source().downcast_ref::<ParquetSource>()?),
-                None => (config, parquet),
+            let (bounded, groups) = match days::bound(config, parquet) {
+                Some((p, groups)) => (Some(p), groups),
+                None => (None, None),
             };
-            views::rewrite(c, p).or(bounded)
+            match views::rewrite(config, bounded.as_ref().unwrap_or(parquet)) {
+                Some((p, adapter)) => Some(with_parquet(config, p, Some(adapter), groups)),
+                None => bounded.map(|p| with_parquet(config, p, None, groups)),
+            }
         })
     }
 

@@ -30,6 +30,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Result;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileScanConfig, ParquetFileReaderFactory, ParquetSource};
+use datafusion::physical_expr_adapter::PhysicalExprAdapterFactory;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -40,13 +41,16 @@ use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMe
 use std::ops::Range;
 use std::sync::Arc;
 
-/// The scan reading through the views' reader factory and adapting its predicates with
-/// `view_filters`' adapter; None when the scan has no reader factory to wrap.
-pub(crate) fn rewrite(config: &FileScanConfig, parquet: &ParquetSource) -> Option<FileScanConfig> {
+/// The scan's source reading through the views' reader factory, and the expression adapter that
+/// adapts its predicates (`view_filters`, around the scan's own); None when the source has no
+/// reader factory to wrap.
+pub(crate) fn rewrite(
+    config: &FileScanConfig,
+    parquet: &ParquetSource,
+) -> Option<(ParquetSource, Arc<dyn PhysicalExprAdapterFactory>)> {
     let inner = parquet.parquet_file_reader_factory()?.clone();
     let parquet = parquet.clone().with_parquet_file_reader_factory(Arc::new(ViewReaderFactory { inner }));
-    let adapter = Arc::new(ViewFilterAdapterFactory::new(config.expr_adapter_factory.clone())) as _;
-    Some(super::with_parquet(config, parquet, Some(adapter), None))
+    Some((parquet, Arc::new(ViewFilterAdapterFactory::new(config.expr_adapter_factory.clone()))))
 }
 
 /// Wraps the scan's reader factory: the same reads, the metadata's Arrow schema with views.
