@@ -8,6 +8,7 @@
 
 pub mod entra;
 pub mod envelope;
+pub mod json;
 pub mod network;
 pub mod resource;
 pub mod typed;

@@ -601,7 +601,7 @@ pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
 pub fn diagnostic_compact_with(line: &str, raw_inline: bool) -> Option<CompactMapped> {
     // The properties' text is at most the line's (half of it is room enough mostly).
     let room = if raw_inline { line.len() + line.len() / 2 } else { line.len() / 2 };
-    let top: Top = serde_json::from_str(line).ok()?;
+    let top: Top = super::json::from_str(line).ok()?;
     // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
     if matches!(top.time, Scalar::Absent) {
         return None;
