@@ -264,6 +264,10 @@ nested_object!(Location, ["countryOrRegion", "city"], |a| {
     Location { country, city }
 });
 
+/// A properties object read into the place made for it (a struct of some thirty fields: returned
+/// by value, it was copied into its box, a kilobyte a record).
+struct Fill<'r, T>(&'r mut T);
+
 /// A properties object the typed reader reads: the struct of its fields (each read from the key of
 /// that exact name), the [`folded`] hashes of every name the general path looks up in it (`$names`:
 /// the keys, and `$extra` — flat dotted names), and the visitor that fills it, any other key read
@@ -281,26 +285,27 @@ macro_rules! typed_props {
             NAMES.get_or_init(|| folded(&[$($key,)* $($extra),*]))
         }
 
-        impl<'de> de::Deserialize<'de> for $name<'de> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $name<'de>;
+        impl<'de> de::DeserializeSeed<'de> for Fill<'_, $name<'de>> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                struct V<'r, 'de>(&'r mut $name<'de>);
+                impl<'de> Visitor<'de> for V<'_, 'de> {
+                    type Value = ();
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str($what)
                     }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                        let mut out = $name::default();
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                        let out = self.0;
                         while let Some(k) = map.next_key::<&'de str>()? {
                             match k {
                                 $($key => out.$field = map.next_value()?,)*
                                 _ => unknown(&mut map, k, $names())?,
                             }
                         }
-                        Ok(out)
+                        Ok(())
                     }
                 }
-                d.deserialize_map(V)
+                d.deserialize_map(V(self.0))
             }
         }
     };
@@ -535,8 +540,16 @@ impl<'de> de::Deserialize<'de> for Top<'de> {
                         // it does in Azure's exports), else the general path reads the record.
                         "properties" => {
                             out.properties = Some(match kind_of(&out.category) {
-                                Some(Kind::Signin) => PropsOf::Signin(map.next_value()?),
-                                Some(Kind::Graph) => PropsOf::Graph(map.next_value()?),
+                                Some(Kind::Signin) => {
+                                    let mut q = Box::<Props>::default();
+                                    map.next_value_seed(Fill(&mut *q))?;
+                                    PropsOf::Signin(q)
+                                }
+                                Some(Kind::Graph) => {
+                                    let mut q = Box::<GraphProps>::default();
+                                    map.next_value_seed(Fill(&mut *q))?;
+                                    PropsOf::Graph(q)
+                                }
                                 None => return Err(de::Error::custom("properties before the category")),
                             })
                         }
