@@ -3,6 +3,7 @@
 
 pub mod compact;
 pub mod days;
+pub mod direct;
 pub mod fetch;
 pub mod listing;
 pub mod local;
