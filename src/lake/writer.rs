@@ -13,9 +13,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 #[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterVersion};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -314,7 +314,15 @@ pub(crate) fn props_builder() -> WriterPropertiesBuilder {
 /// Files written by an ingest: zstd level 1, about twice as fast to encode as level 3 for a few
 /// percent more bytes (`wisp compact` rewrites a day's files at level 3).
 fn ingest_props() -> WriterProperties {
-    props_builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level"))).build()
+    props_builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
+        // Data pages v2: the parquet crate compresses a v2 page's values straight from the
+        // encoder's buffer; a v1 page's are first copied after its levels, then compressed into a
+        // buffer sized to the page and grown (copied) to zstd's bound. The values' encodings stay
+        // v1's (PLAIN behind the dictionaries: v2's default would be the delta encodings).
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_encoding(Encoding::PLAIN)
+        .build()
 }
 
 impl LakeWriter {
