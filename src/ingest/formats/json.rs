@@ -342,26 +342,28 @@ impl<'de> Parser<'de> {
         Ok(())
     }
 
-    fn visit_map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
-        self.enter()?;
-        let value = visitor.visit_map(Entries { p: self, first: true })?;
+    /// Past the `}` or `]` that ends the object or array just read: the visitor read every entry
+    /// (`serde_json`'s `end_map` / `end_seq`).
+    fn leave(&mut self, end: u8) -> Result<()> {
         self.depth += 1;
-        // The visitor read every entry (`serde_json`'s `end_map`).
-        if self.peek_ws() != Some(b'}') {
+        if self.peek_ws() != Some(end) {
             return Err(Bad);
         }
         self.i += 1;
+        Ok(())
+    }
+
+    fn visit_map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        self.enter()?;
+        let value = visitor.visit_map(Entries { p: self, first: true })?;
+        self.leave(b'}')?;
         Ok(value)
     }
 
     fn visit_seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         self.enter()?;
         let value = visitor.visit_seq(Entries { p: self, first: true })?;
-        self.depth += 1;
-        if self.peek_ws() != Some(b']') {
-            return Err(Bad);
-        }
-        self.i += 1;
+        self.leave(b']')?;
         Ok(value)
     }
 }
