@@ -95,10 +95,6 @@ fn string_stop(s: &[u8], mut i: usize) -> usize {
     s.len()
 }
 
-fn is_hex(b: u8) -> bool {
-    b.is_ascii_hexdigit()
-}
-
 /// A string's text: a slice of the input, or decoded (it had escapes).
 enum Text<'de> {
     Borrowed(&'de str),
@@ -142,7 +138,7 @@ impl<'de> Parser<'de> {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
                         Some(b'u') => {
                             let hex = self.s.get(i + 2..i + 6).ok_or(Bad)?;
-                            if !hex.iter().all(|&b| is_hex(b)) {
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return Err(Bad);
                             }
                             i += 6;
@@ -375,7 +371,7 @@ impl<'de> Deserializer<'de> for &mut Parser<'de> {
         match self.peek_ws().ok_or(Bad)? {
             b'"' => match self.string()? {
                 Text::Borrowed(s) => visitor.visit_borrowed_str(s),
-                Text::Owned(s) => visitor.visit_str(&s),
+                Text::Owned(s) => visitor.visit_string(s),
             },
             b'{' => self.visit_map(visitor),
             b'[' => self.visit_seq(visitor),

@@ -268,6 +268,16 @@ nested_object!(Location, ["countryOrRegion", "city"], |a| {
 /// by value, it was copied into its box, a kilobyte a record).
 struct Fill<'r, T>(&'r mut T);
 
+/// The next value, a properties object, read into a new box ([`Fill`]).
+fn filled<'de, A: MapAccess<'de>, T: Default>(map: &mut A) -> Result<Box<T>, A::Error>
+where
+    for<'r> Fill<'r, T>: de::DeserializeSeed<'de, Value = ()>,
+{
+    let mut q = Box::<T>::default();
+    map.next_value_seed(Fill(&mut *q))?;
+    Ok(q)
+}
+
 /// A properties object the typed reader reads: the struct of its fields (each read from the key of
 /// that exact name), the [`folded`] hashes of every name the general path looks up in it (`$names`:
 /// the keys, and `$extra` — flat dotted names), and the visitor that fills it, any other key read
@@ -540,16 +550,8 @@ impl<'de> de::Deserialize<'de> for Top<'de> {
                         // it does in Azure's exports), else the general path reads the record.
                         "properties" => {
                             out.properties = Some(match kind_of(&out.category) {
-                                Some(Kind::Signin) => {
-                                    let mut q = Box::<Props>::default();
-                                    map.next_value_seed(Fill(&mut *q))?;
-                                    PropsOf::Signin(q)
-                                }
-                                Some(Kind::Graph) => {
-                                    let mut q = Box::<GraphProps>::default();
-                                    map.next_value_seed(Fill(&mut *q))?;
-                                    PropsOf::Graph(q)
-                                }
+                                Some(Kind::Signin) => PropsOf::Signin(filled(&mut map)?),
+                                Some(Kind::Graph) => PropsOf::Graph(filled(&mut map)?),
                                 None => return Err(de::Error::custom("properties before the category")),
                             })
                         }
