@@ -33,12 +33,14 @@ impl Day<'_> {
         self.out.emit(&self.name, v)
     }
 
-    /// A sign-in (see [`SignIn::write`]), written as text: no JSON tree is built for the
-    /// generator's most frequent record.
+    /// A record of `category` written as text by `write` (no JSON tree is built).
+    fn emit_text(&mut self, category: &str, mut write: impl FnMut(&mut String)) -> Result<(), GenError> {
+        self.out.emit_text(&self.name, category, &mut write)
+    }
+
+    /// A sign-in (see [`SignIn::write`]).
     fn emit_signin(&mut self, s: SignIn) -> Result<(), GenError> {
-        let mut line = String::with_capacity(1280);
-        s.write(&mut line);
-        self.out.emit_line(&self.name, s.category, line)
+        self.emit_text(s.category, |b| s.write(b))
     }
 }
 
@@ -123,21 +125,26 @@ pub(super) fn signins(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), GenErro
 /// private endpoint, as in seed 002), the rest by the service principal from its home address,
 /// now and then from another of its homes; a few are refused (403). Each principal uses one of
 /// 40 vaults.
-fn key_vault(day: &mut Day, t: &Tenant, ts: DateTime<Utc>, p: &super::tenant::Principal, ip: &str) -> Value {
+fn key_vault(
+    day: &mut Day,
+    t: &Tenant,
+    ts: DateTime<Utc>,
+    p: &super::tenant::Principal,
+    ip: &str,
+) -> Result<(), GenError> {
     let ops = ["SecretGet", "SecretGet", "SecretGet", "SecretList", "KeyUnwrap", "CertificateGet"];
     let op = *day.rng.pick(&ops);
     let status = if day.rng.chance(0.01) { 403 } else { 200 };
     let id = day.nid(26);
-    if day.rng.chance(0.66) && !t.mis.is_empty() {
+    let (oid, app_id, from, vault) = if day.rng.chance(0.66) && !t.mis.is_empty() {
         let k = day.rng.below(t.mis.len() as u64) as usize;
         let mi = &t.mis[k];
-        let vm_ip = format!("10.{}.{}.4", 20 + k / 250, k % 250);
-        kv_request(id, ts, &mi.id, &mi.app_id, &vm_ip, op, &format!("KV-{:02}", k % 40), status)
+        (&mi.id, &mi.app_id, format!("10.{}.{}.4", 20 + k / 250, k % 250), format!("KV-{:02}", k % 40))
     } else {
         let from = if day.rng.chance(0.02) { day.rng.pick(&p.homes).0.clone() } else { ip.to_string() };
-        let vault = format!("KV-{:02}", p.id.bytes().map(u64::from).sum::<u64>() % 40);
-        kv_request(id, ts, &p.id, &p.app_id, &from, op, &vault, status)
-    }
+        (&p.id, &p.app_id, from, format!("KV-{:02}", p.id.bytes().map(u64::from).sum::<u64>() % 40))
+    };
+    day.emit_text("AuditEvent", |b| kv_request(b, &id, ts, oid, app_id, &from, op, &vault, status))
 }
 
 /// Graph calls, O365 audit, Azure activity, directory changes, risk events and network alerts.
@@ -153,17 +160,22 @@ pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), Ge
             }
         };
         let ip = p.homes[0].0.clone();
-        let v = if r < 0.55 {
-            graph_call(day.nid(21), ts, p, &ip, &mut day.rng)
+        if r < 0.55 {
+            let id = day.nid(21);
+            let Day { out, name, rng, .. } = &mut *day;
+            out.emit_text(name, "MicrosoftGraphActivityLogs", &mut |b| graph_call(b, &id, ts, p, &ip, rng))?;
         } else if r < 0.75 {
             let u = day.rng.pick(&t.users);
-            o365(day.nid(22), ts, "MailItemsAccessed", &u.name, &p.app_id, &u.homes[0].0, false)
+            let id = day.nid(22);
+            day.emit_text("o365", |b| o365(b, &id, ts, "MailItemsAccessed", &u.name, &p.app_id, &u.homes[0].0, false))?;
         } else if r < 0.78 {
-            o365(day.nid(23), ts, "Update service principal.", &p.name, &p.app_id, &ip, true)
+            let id = day.nid(23);
+            day.emit_text("o365", |b| o365(b, &id, ts, "Update service principal.", &p.name, &p.app_id, &ip, true))?;
         } else if r < 0.86 {
-            activity(ts, p, &ip, &mut day.rng)
+            let Day { out, name, rng, .. } = &mut *day;
+            out.emit_text(name, "Administrative", &mut |b| activity(b, ts, p, &ip, rng))?;
         } else if r < 0.92 {
-            key_vault(day, t, ts, p, &ip)
+            key_vault(day, t, ts, p, &ip)?;
         } else if r < 0.99 {
             // Directory changes are mostly about users, groups and devices; changes to an
             // application's credentials are about 2% of them (hundreds a day in medium).
@@ -179,16 +191,9 @@ pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), Ge
                 .expect("k < total");
             let u = day.rng.pick(&t.users);
             let target = if matches!(ty, "User" | "Group" | "Device") { day.rng.pick(&t.users) } else { p };
-            audit(
-                day.nid(24),
-                ts,
-                op,
-                if day.rng.chance(0.3) { Some(p) } else { None },
-                Some(u),
-                Some(&u.homes[0].0),
-                target,
-                ty,
-            )
+            let id = day.nid(24);
+            let by_sp = if day.rng.chance(0.3) { Some(p) } else { None };
+            day.emit_text("AuditLogs", |b| audit(b, &id, ts, op, by_sp, Some(u), Some(&u.homes[0].0), target, ty))?;
         } else if r < 0.995 {
             let id = day.nid(25);
             let ty = *day.rng.pick(&[
@@ -196,21 +201,16 @@ pub(super) fn other_events(day: &mut Day, t: &Tenant, s: Scale) -> Result<(), Ge
                 "unfamiliarFeatures",
                 "adminConfirmedServicePrincipalCompromised",
             ]);
-            let v1 = risk(id.clone(), ts, ts, p, ty, "low", "atRisk", &ip);
-            day.emit(v1)?;
+            let cat = "ServicePrincipalRiskEvents";
+            day.emit_text(cat, |b| risk(b, &id, ts, ts, p, ty, "low", "atRisk", &ip))?;
             // A later version of the same detection (dismissed).
-            risk(id, ts, ts + Duration::minutes(30), p, ty, "low", "dismissed", &ip)
+            day.emit_text(cat, |b| risk(b, &id, ts, ts + Duration::minutes(30), p, ty, "low", "dismissed", &ip))?;
         } else {
             let src = t.nets[12 + day.rng.below(2900) as usize].ip(day.rng.next());
-            net_alert(
-                ts,
-                day.rng.next() % 1_000_000_000,
-                &src,
-                "ET SCAN Suspicious inbound",
-                2_010_000 + day.rng.below(50),
-            )
-        };
-        day.emit(v)?;
+            let flow = day.rng.next() % 1_000_000_000;
+            let sid = 2_010_000 + day.rng.below(50);
+            day.emit_text("suricata", |b| net_alert(b, ts, flow, &src, "ET SCAN Suspicious inbound", sid))?;
+        }
     }
     Ok(())
 }

@@ -123,10 +123,15 @@ impl Out {
         self.sink.emit(day, v)
     }
 
-    /// A record of `category` already written as one line of JSON.
-    pub(super) fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError> {
+    /// A record of `category` as one line of JSON text, which `write` appends.
+    pub(super) fn emit_text(
+        &mut self,
+        day: &str,
+        category: &str,
+        write: &mut dyn FnMut(&mut String),
+    ) -> Result<(), GenError> {
         self.count(category);
-        self.sink.emit_line(day, category, line)
+        self.sink.emit_text(day, category, write)
     }
 
     fn count(&mut self, category: &str) {

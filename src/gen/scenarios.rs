@@ -2,7 +2,7 @@
 //! earlier days; the attacks on the last day (`last0` is its start). Expectations are written once,
 //! on the last day. The order of records is part of the generator's output: keep it.
 
-use super::records::{audit, net_alert, o365, risk, sp_signin, SignIn};
+use super::records::{audit, net_alert, o365, risk, sp_signin, tree, SignIn};
 use super::tenant::{attacker_nets, uid, Net, Principal, Tenant};
 use super::truth::{Check, Expect, Truth};
 use super::GenError;
@@ -101,16 +101,19 @@ fn unusual_source_asn(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result<(), GenE
 fn rare_action_from_multiple_ips(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result<(), GenError> {
     for k in 0..3u64 {
         let ip = c.atk[3].ip(20 + k);
-        emit(audit(
-            c.sid(20 + k),
-            c.h(12, 5 * k as i64),
-            "Add app role assignment grant to user",
-            Some(c.sp(11)),
-            None,
-            Some(&ip),
-            c.sp(11),
-            "ServicePrincipal",
-        ))?;
+        emit(tree(|b| {
+            audit(
+                b,
+                &c.sid(20 + k),
+                c.h(12, 5 * k as i64),
+                "Add app role assignment grant to user",
+                Some(c.sp(11)),
+                None,
+                Some(&ip),
+                c.sp(11),
+                "ServicePrincipal",
+            )
+        }))?;
     }
     truth.add(Expect {
         scenario: "sp11 grants app roles 3 times from 3 IPs",
@@ -147,16 +150,19 @@ fn failed_signins_wrong_secret(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result
 fn credential_added_after_signin(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result<(), GenError> {
     let admin = &c.t.users[3];
     let rule = "sp_credential_added_after_signin";
-    emit(audit(
-        c.sid(40),
-        c.h(14, 0),
-        "Add service principal credentials",
-        None,
-        Some(admin),
-        Some(&c.atk[0].ip(40)),
-        c.sp(7),
-        "ServicePrincipal",
-    ))?;
+    emit(tree(|b| {
+        audit(
+            b,
+            &c.sid(40),
+            c.h(14, 0),
+            "Add service principal credentials",
+            None,
+            Some(admin),
+            Some(&c.atk[0].ip(40)),
+            c.sp(7),
+            "ServicePrincipal",
+        )
+    }))?;
     truth.add(Expect {
         scenario: "credential added to sp7 (signing in)",
         rule,
@@ -164,16 +170,19 @@ fn credential_added_after_signin(c: &Ctx, emit: Emit, truth: &mut Truth) -> Resu
         fields: json!({"audit_id": c.sid(40)}),
         count: 1,
     });
-    emit(audit(
-        c.sid(41),
-        c.h(14, 10),
-        "Add service principal credentials",
-        None,
-        Some(admin),
-        Some(&c.atk[0].ip(41)),
-        &c.t.dormant,
-        "ServicePrincipal",
-    ))?;
+    emit(tree(|b| {
+        audit(
+            b,
+            &c.sid(41),
+            c.h(14, 10),
+            "Add service principal credentials",
+            None,
+            Some(admin),
+            Some(&c.atk[0].ip(41)),
+            &c.t.dormant,
+            "ServicePrincipal",
+        )
+    }))?;
     truth.add(Expect {
         scenario: "near miss: credential added to a dormant principal",
         rule,
@@ -188,8 +197,12 @@ fn credential_added_after_signin(c: &Ctx, emit: Emit, truth: &mut Truth) -> Resu
 fn risk_event_stacking(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result<(), GenError> {
     let (h, sid, sp, atk) = (|a, b| c.h(a, b), |k| c.sid(k), |i| c.sp(i), &c.atk);
     let rule = "sp_risk_event_stacking";
-    emit(risk(sid(50), h(15, 10), h(15, 10), sp(13), "maliciousIPAddress", "high", "atRisk", &atk[0].ip(50)))?;
-    emit(risk(sid(51), h(15, 20), h(15, 20), sp(13), "leakedCredentials", "medium", "atRisk", &atk[0].ip(50)))?;
+    emit(tree(|b| {
+        risk(b, &sid(50), h(15, 10), h(15, 10), sp(13), "maliciousIPAddress", "high", "atRisk", &atk[0].ip(50))
+    }))?;
+    emit(tree(|b| {
+        risk(b, &sid(51), h(15, 20), h(15, 20), sp(13), "leakedCredentials", "medium", "atRisk", &atk[0].ip(50))
+    }))?;
     emit(sp_signin(sid(52), h(15, 30), sp(13), &atk[0].ip(50), 0))?;
     truth.add(Expect {
         scenario: "sp13: malicious IP + leaked credentials + sign-in",
@@ -198,7 +211,9 @@ fn risk_event_stacking(c: &Ctx, emit: Emit, truth: &mut Truth) -> Result<(), Gen
         fields: json!({"service_principal_id": sp(13).id, "severity": "Critical"}),
         count: 1,
     });
-    emit(risk(sid(53), h(15, 15), h(15, 15), sp(14), "unfamiliarFeatures", "medium", "atRisk", &atk[1].ip(53)))?;
+    emit(tree(|b| {
+        risk(b, &sid(53), h(15, 15), h(15, 15), sp(14), "unfamiliarFeatures", "medium", "atRisk", &atk[1].ip(53))
+    }))?;
     truth.add(Expect {
         scenario: "near miss: one medium risk event on sp14",
         rule,
@@ -215,7 +230,7 @@ fn signin_from_suspicious_source(c: &Ctx, emit: Emit, truth: &mut Truth) -> Resu
     let victim = &c.t.users[5];
     let public = c.atk[3].ip(60);
     for (ip, tag) in [(public.clone(), "public"), ("10.20.30.40".to_string(), "private")] {
-        emit(net_alert(c.h(16, 10), 4242, &ip, "ET TOR Known Tor Exit Node Traffic", 2_029_340))?;
+        emit(tree(|b| net_alert(b, c.h(16, 10), 4242, &ip, "ET TOR Known Tor Exit Node Traffic", 2_029_340)))?;
         let id = c.sid(if tag == "public" { 61 } else { 63 });
         let resource = "Office 365 Exchange Online";
         let s = SignIn {
@@ -229,15 +244,18 @@ fn signin_from_suspicious_source(c: &Ctx, emit: Emit, truth: &mut Truth) -> Resu
             user: true,
         };
         emit(s.value())?;
-        emit(o365(
-            c.sid(if tag == "public" { 62 } else { 64 }),
-            c.h(16, 30),
-            "MailItemsAccessed",
-            &victim.name,
-            &victim.app_id,
-            &ip,
-            false,
-        ))?;
+        emit(tree(|b| {
+            o365(
+                b,
+                &c.sid(if tag == "public" { 62 } else { 64 }),
+                c.h(16, 30),
+                "MailItemsAccessed",
+                &victim.name,
+                &victim.app_id,
+                &ip,
+                false,
+            )
+        }))?;
     }
     let rule = "identity_signin_from_suspicious_source";
     let check = || Check::Backtest { from: c.h(16, 0), to: c.end() };

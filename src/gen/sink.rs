@@ -13,8 +13,8 @@ use std::path::PathBuf;
 pub(super) trait Sink {
     /// One record of `day` (records arrive day by day).
     fn emit(&mut self, day: &str, v: Value) -> Result<(), GenError>;
-    /// One record of `category` already written as one line of JSON (no newline).
-    fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError>;
+    /// One record of `category` as one line of JSON text, which `write` appends (no newline).
+    fn emit_text(&mut self, day: &str, category: &str, write: &mut dyn FnMut(&mut String)) -> Result<(), GenError>;
     /// Closes everything: the number of files written, and the ingest summary for a lake.
     fn finish(self: Box<Self>) -> Result<(u64, Option<Summary>), GenError>;
 }
@@ -40,6 +40,8 @@ impl FinishWrite for std::io::BufWriter<std::fs::File> {
 /// Native export files under `root`.
 pub(super) struct RawSink {
     root: PathBuf,
+    /// The line being written.
+    line: String,
     gzip: bool,
     open: BTreeMap<String, RawFile>,
     day: String,
@@ -48,7 +50,7 @@ pub(super) struct RawSink {
 
 impl RawSink {
     pub(super) fn new(root: PathBuf, gzip: bool) -> Self {
-        RawSink { root, gzip, open: BTreeMap::new(), day: String::new(), files: 0 }
+        RawSink { root, line: String::new(), gzip, open: BTreeMap::new(), day: String::new(), files: 0 }
     }
 
     fn close_all(&mut self) -> Result<(), GenError> {
@@ -72,11 +74,17 @@ impl Sink for RawSink {
         w.write_all(b"\n").map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })
     }
 
-    fn emit_line(&mut self, day: &str, category: &str, line: String) -> Result<(), GenError> {
+    fn emit_text(&mut self, day: &str, category: &str, write: &mut dyn FnMut(&mut String)) -> Result<(), GenError> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        write(&mut line);
         let (path, w) = self.file(day, category)?;
-        w.write_all(line.as_bytes())
+        let written = w
+            .write_all(line.as_bytes())
             .and_then(|_| w.write_all(b"\n"))
-            .map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e })
+            .map_err(|e| GenError::Io { path: PathBuf::from(&path), source: e });
+        self.line = line;
+        written
     }
 }
 
@@ -119,8 +127,8 @@ impl Sink for LakeSink {
         Ok(())
     }
 
-    fn emit_line(&mut self, _day: &str, _category: &str, line: String) -> Result<(), GenError> {
-        self.0.push_line(line)?;
+    fn emit_text(&mut self, _day: &str, _category: &str, write: &mut dyn FnMut(&mut String)) -> Result<(), GenError> {
+        self.0.push_text(write)?;
         Ok(())
     }
 

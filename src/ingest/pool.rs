@@ -3,8 +3,9 @@
 //! so the committing thread sees the same sequence whatever the number of threads.
 
 use super::readers::{map_lines, LinesOut};
-use super::run::{Generated, Mapper, Outcome, Pos, Prepared};
+use super::run::{Mapper, Outcome, Pos, Prepared};
 use crate::lake::LakeError;
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
@@ -12,8 +13,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 pub(super) enum Job {
     /// Whole JSON lines (only an input's last may lack its newline).
     Lines(Vec<u8>),
-    /// Records built in memory, the first one record `first` of its input.
-    Values { first: u64, values: Vec<Generated> },
+    /// Records built in memory as trees, the first one record `first` of its input.
+    Values { first: u64, values: Vec<Value> },
 }
 
 /// What a job produced.
@@ -25,14 +26,17 @@ pub(super) enum Done {
 fn work(mapper: &mut Mapper, job: Job) -> Done {
     match job {
         Job::Lines(chunk) => Done::Lines(map_lines(mapper, chunk)),
-        Job::Values { first, values } => {
-            let mut outcomes: Vec<Outcome> = Vec::with_capacity(values.len());
-            for (k, v) in values.iter().enumerate() {
-                mapper.generated(Pos::Record(first + k as u64), v, &mut outcomes);
-            }
-            Done::Values(Prepared::new(outcomes))
-        }
+        Job::Values { first, values } => map_values(mapper, first, values),
     }
+}
+
+/// Maps records built as trees, the first one record `first` of its input.
+pub(super) fn map_values(mapper: &mut Mapper, first: u64, values: Vec<Value>) -> Done {
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(values.len());
+    for (k, v) in values.iter().enumerate() {
+        mapper.generated(Pos::Record(first + k as u64), v, &mut outcomes);
+    }
+    Done::Values(Prepared::new(outcomes))
 }
 
 /// Threads that map jobs in parallel: job k goes to thread k mod n; at most two jobs per thread

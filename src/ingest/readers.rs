@@ -315,6 +315,13 @@ pub(super) struct LinesOut {
     chunk: Vec<u8>,
 }
 
+impl LinesOut {
+    /// What the chunk's lines became, and its buffer.
+    pub(super) fn into_parts(self) -> (Result<Prepared, LakeError>, Vec<u8>) {
+        (self.prepared, self.chunk)
+    }
+}
+
 /// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
 /// numbered from 1 (the committing thread adds the lines before the chunk).
 pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {

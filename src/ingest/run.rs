@@ -6,7 +6,6 @@ use super::enrich::Enricher;
 use super::formats::{self, map_record, Format, Mapped};
 use super::normalize::{day_of, fnv64};
 use super::pool::{Done, Job, Pool};
-use super::readers::json_reason;
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
@@ -220,31 +219,21 @@ impl Mapper {
         }
     }
 
-    /// A record built in memory (the generator's `--as lake`), mapped as the same record in a
-    /// file is: a tree's text kept as `raw` only when asked; one written as text goes through
-    /// [`Mapper::text`], as a line of an export does.
-    pub(super) fn generated(&mut self, pos: Pos, g: &Generated, out: &mut Vec<Outcome>) {
-        match g {
-            Generated::Value(v) => {
-                let raw =
-                    if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
-                // A tree of a category the typed reader reads (Graph calls), whose text is made
-                // anyway: read as that text, as the line of an export would be.
-                let typed = self.keep_raw
-                    && matches!(self.format, Format::Auto | Format::Diagnostic)
-                    && v.get("category").and_then(Value::as_str).is_some_and(formats::typed::reads_category);
-                if let Some(m) = typed.then(|| formats::typed::diagnostic_compact(&raw)).flatten() {
-                    out.push(self.place_compact(m, &raw, None));
-                    return;
-                }
-                out.push(self.record(pos, v, &raw))
-            }
-            Generated::Line(line) => {
-                if let Err(e) = self.text(pos, line, out) {
-                    out.push(self.reject(pos, &json_reason(&e, line.as_bytes()), line));
-                }
-            }
+    /// A record built in memory as a tree (the generator's `--as lake`), mapped as the same
+    /// record in a file is: its text kept as `raw` only when asked. (Records written as text go
+    /// through [`Mapper::text_at`] in chunks, as the lines of an export do.)
+    pub(super) fn generated(&mut self, pos: Pos, v: &Value, out: &mut Vec<Outcome>) {
+        let raw = if self.keep_raw { serde_json::to_string(v).expect("Value serializes") } else { String::new() };
+        // A tree of a category the typed reader reads (Graph calls), whose text is made
+        // anyway: read as that text, as the line of an export would be.
+        let typed = self.keep_raw
+            && matches!(self.format, Format::Auto | Format::Diagnostic)
+            && v.get("category").and_then(Value::as_str).is_some_and(formats::typed::reads_category);
+        if let Some(m) = typed.then(|| formats::typed::diagnostic_compact(&raw)).flatten() {
+            out.push(self.place_compact(m, &raw, None));
+            return;
         }
+        out.push(self.record(pos, v, &raw))
     }
 
     /// One JSON text (a line of an export, a generated record): the typed reader's row when it is
@@ -517,73 +506,121 @@ impl Run {
 
 /// Feeds records built in memory (the generator's `--as lake`) through the same mapping,
 /// enrichment, de-duplication and writer as files, with the same accounting; with several
-/// threads, batches of records are mapped in parallel and committed in order.
+/// threads, batches of records are mapped in parallel and committed in order. Records written as
+/// JSON text go into chunks of lines mapped as a file's chunks are (the same typed reader, the
+/// same `raw` taken from the chunk); records built as trees go in batches of trees.
 pub struct RecordSink {
     run: Run,
     lake: Lake,
     handle: tokio::runtime::Handle,
     run_id: String,
-    /// Records not yet handed to a mapping thread, and the index of the first.
-    pending: Vec<Generated>,
-    first: u64,
+    /// Trees not yet handed to a mapping thread.
+    pending: Vec<Value>,
+    /// Lines of JSON text not yet handed to a mapping thread (and how many), and spent chunks'
+    /// buffers.
+    chunk: String,
+    chunk_lines: u64,
+    spare: Vec<Vec<u8>>,
+    /// Records handed over (the next one's index), records committed, and the records of each
+    /// job in flight, oldest first.
+    sent: u64,
+    committed: u64,
+    in_flight: std::collections::VecDeque<u64>,
 }
 
-/// A record handed to a [`RecordSink`]: a JSON tree, or one line of JSON text.
-pub(super) enum Generated {
-    Value(Value),
-    Line(String),
-}
-
-/// Records per batch handed to a mapping thread.
+/// Records per batch of trees handed to a mapping thread.
 const SINK_BATCH: usize = 4096;
 
 impl RecordSink {
     /// Must be created and used on a blocking thread inside a Tokio runtime.
     pub fn new(lake: &Lake, opts: &IngestOptions, handle: tokio::runtime::Handle) -> Result<Self, IngestError> {
         let (run, run_id, _) = Run::open(lake, opts, &handle, "-gen", indicatif::ProgressBar::hidden())?;
-        Ok(RecordSink { run, lake: lake.clone(), handle, run_id, pending: Vec::new(), first: 0 })
+        Ok(RecordSink {
+            run,
+            lake: lake.clone(),
+            handle,
+            run_id,
+            pending: Vec::new(),
+            chunk: String::new(),
+            chunk_lines: 0,
+            spare: Vec::new(),
+            sent: 0,
+            committed: 0,
+            in_flight: Default::default(),
+        })
     }
 
     /// One record, as it would appear in an export.
     pub fn push(&mut self, v: Value) -> Result<(), IngestError> {
-        self.push_generated(Generated::Value(v))
-    }
-
-    /// One record as one line of JSON text (without its newline), as it would appear in an export.
-    pub fn push_line(&mut self, line: String) -> Result<(), IngestError> {
-        self.push_generated(Generated::Line(line))
-    }
-
-    fn push_generated(&mut self, g: Generated) -> Result<(), IngestError> {
-        if self.run.pool.is_none() {
-            let mut out = Vec::with_capacity(1);
-            self.run.mapper.generated(Pos::Record(self.run.summary.read), &g, &mut out);
-            out.into_iter().try_for_each(|o| self.run.commit("generator", o))?;
-            return Ok(());
+        if !self.chunk.is_empty() {
+            self.send_chunk()?;
         }
-        self.pending.push(g);
+        self.pending.push(v);
         if self.pending.len() >= SINK_BATCH {
             self.send()?;
         }
         Ok(())
     }
 
-    /// Hands the pending records to the pool, committing what it returns.
-    fn send(&mut self) -> Result<(), IngestError> {
-        let values = std::mem::take(&mut self.pending);
-        let first = self.first;
-        self.first += values.len() as u64;
-        let pool = self.run.pool.as_mut().expect("a pool");
-        if let Some(done) = pool.submit(Job::Values { first, values }) {
-            self.commit(done)?;
+    /// One record as one line of JSON text, as it would appear in an export: `write` appends it
+    /// (without a newline) to the chunk being filled.
+    pub fn push_text(&mut self, write: impl FnOnce(&mut String)) -> Result<(), IngestError> {
+        if !self.pending.is_empty() {
+            self.send()?;
+        }
+        if self.chunk.capacity() == 0 {
+            // A spent chunk's buffer, cleared: valid UTF-8.
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.reserve(self.run.chunk_bytes + (64 << 10));
+            self.chunk = String::from_utf8(buf).expect("an empty buffer");
+        }
+        write(&mut self.chunk);
+        self.chunk.push('\n');
+        self.chunk_lines += 1;
+        if self.chunk.len() >= self.run.chunk_bytes {
+            self.send_chunk()?;
         }
         Ok(())
     }
 
+    /// Hands the pending trees to the pool (or maps them here), committing what comes back.
+    fn send(&mut self) -> Result<(), IngestError> {
+        let values = std::mem::take(&mut self.pending);
+        let first = self.sent;
+        self.sent += values.len() as u64;
+        self.in_flight.push_back(values.len() as u64);
+        let done = match self.run.pool.as_mut() {
+            Some(pool) => pool.submit(Job::Values { first, values }),
+            None => Some(super::pool::map_values(&mut self.run.mapper, first, values)),
+        };
+        done.map_or(Ok(()), |d| self.commit(d))
+    }
+
+    /// Hands the chunk of lines to the pool (or maps it here), committing what comes back.
+    fn send_chunk(&mut self) -> Result<(), IngestError> {
+        let chunk = std::mem::take(&mut self.chunk).into_bytes();
+        let records = std::mem::take(&mut self.chunk_lines);
+        self.sent += records;
+        self.in_flight.push_back(records);
+        let done = match self.run.pool.as_mut() {
+            Some(pool) => pool.submit(Job::Lines(chunk)),
+            None => Some(Done::Lines(super::readers::map_lines(&mut self.run.mapper, chunk))),
+        };
+        done.map_or(Ok(()), |d| self.commit(d))
+    }
+
     fn commit(&mut self, done: Done) -> Result<(), IngestError> {
+        // A rejected line's position counts the records before its chunk.
+        let before = self.committed;
+        self.committed += self.in_flight.pop_front().expect("a job in flight");
         match done {
             Done::Values(p) => self.run.commit_prepared("generator", p?, 0)?,
-            Done::Lines(_) => unreachable!("the sink sends records only"),
+            Done::Lines(out) => {
+                let (prepared, chunk) = out.into_parts();
+                self.spare.push(chunk);
+                self.run.commit_prepared("generator", prepared?, before)?
+            }
         }
         Ok(())
     }
@@ -592,6 +629,9 @@ impl RecordSink {
     pub fn finish(mut self) -> Result<Summary, IngestError> {
         if !self.pending.is_empty() {
             self.send()?;
+        }
+        if !self.chunk.is_empty() {
+            self.send_chunk()?;
         }
         while let Some(done) = self.run.pool.as_mut().and_then(Pool::next) {
             self.commit(done)?;
@@ -695,7 +735,7 @@ mod tests {
         for (v, compact) in [(graph, true), (audit, false)] {
             let mut m = Mapper::new(Enricher::new(None, None), Format::Auto, true, 1_700_000_000_000_000);
             let mut out = Vec::new();
-            m.generated(Pos::Line(1), &Generated::Value(v.clone()), &mut out);
+            m.generated(Pos::Line(1), &v, &mut out);
             let raw = serde_json::to_string(&v).unwrap();
             let general = m.record(Pos::Line(1), &v, &raw);
             let ([Outcome::Row { key: k1, row: r1, .. }], Outcome::Row { key: k2, row: r2, .. }) =
