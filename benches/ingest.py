@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ingest throughput: one day of a generated tenant as uncompressed diagnostic-settings JSON lines,
-ingested with 1 and with 2 mapping threads (best of --repeat runs each), and `wisp gen --as lake`
-of the same day.
+ingested with 1 and with 2 mapping threads, and `wisp gen --as lake` of the same day (best of
+--repeat runs each).
 
     python3 benches/ingest.py --profile medium            # 1.2 GB, 1.33 M records
     python3 benches/ingest.py --profile large --repeat 1  # 3.9 GB
@@ -65,10 +65,14 @@ def main():
                         "mb_per_s_total": round(size / 1e6 / wall, 1), "mb_per_s_per_core": round(size / 1e6 / cpu, 1)}
         runs[str(threads)] = best
     out = os.path.join(work, "gen-lake")
-    shutil.rmtree(out, ignore_errors=True)
-    wall, cpu, rss = timed([WISP, "gen", "--profile", a.profile, "--days", "1", "--as", "lake", "--out", out,
-                            "--compact-after", "0", "--no-progress"])
-    gen_lake = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "max_rss_mib": round(rss)}
+    gen_lake = None
+    for k in range(a.repeat):  # best of --repeat, as the ingests
+        shutil.rmtree(out, ignore_errors=True)
+        wall, cpu, rss = timed([WISP, "gen", "--profile", a.profile, "--days", "1", "--as", "lake", "--out", out,
+                                "--compact-after", "0", "--no-progress"])
+        log(f"gen --as lake run {k + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB")
+        if gen_lake is None or wall < gen_lake["wall_s"]:
+            gen_lake = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "max_rss_mib": round(rss)}
     result = {
         "profile": a.profile, "input_bytes": size, "runs": runs, "gen_as_lake": gen_lake,
         "scaling_1_to_2_threads": round(runs["1"]["wall_s"] / runs["2"]["wall_s"], 2),
