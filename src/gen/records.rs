@@ -85,9 +85,7 @@ pub(super) struct SignIn<'a> {
 impl SignIn<'_> {
     /// As parsed JSON (the scenarios' records): the tree of [`SignIn::write`]'s text.
     pub(super) fn value(&self) -> Value {
-        let mut line = String::new();
-        self.write(&mut line);
-        serde_json::from_str(&line).expect("the generator writes valid JSON")
+        tree(|b| self.write(b))
     }
 
     /// As one line of JSON text appended to `buf`, written directly (no JSON tree): the
@@ -96,8 +94,7 @@ impl SignIn<'_> {
         let SignIn { category, id, t, principal: p, ip, error_code: err, resource, user } = *self;
         let located = ip.is_some();
         let ip = ip.unwrap_or("");
-        let mut at = String::with_capacity(28);
-        push_iso(&mut at, t);
+        let at = iso(t);
         let mut code = String::with_capacity(12);
         err.put(&mut code);
         buf.push_str("{\"time\":\"");
