@@ -1,5 +1,6 @@
 //! Writers for any stream of record batches: table, csv, json, jsonl, parquet.
 
+use crate::lake::listing::PlanPhases;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -59,7 +60,7 @@ pub async fn write_df(
     started: std::time::Instant,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
     let planned = started.elapsed();
-    let (plan, planning, rows) = match start(df.clone(), format).await {
+    let (plan, planning, phases, rows) = match start(df.clone(), format).await {
         Err(e) if crate::query::out_of_memory(&e) => start(crate::query::retry_with_spilling_joins(df), format).await?,
         r => r?,
     };
@@ -98,6 +99,7 @@ pub async fn write_df(
     };
     let mut scan = crate::query::ScanStats::of(&plan);
     scan.planning_us = (planned + planning).as_micros() as u64;
+    scan.phases = PlanPhases { sql_us: planned.as_micros() as u64, ..phases };
     drop_aside(plan);
     Ok((n, scan))
 }
@@ -119,25 +121,25 @@ enum Rows {
 
 type Lines = tokio::sync::mpsc::Receiver<Result<(Vec<u8>, u64), OutputError>>;
 
+/// A started query: its plan, how long planning it took and where that time went, its rows.
+type Started = (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, std::time::Duration, PlanPhases, Rows);
+
 /// Plans and starts a query, up to its first batch (where a hash join's build side has run);
 /// also returns how long the planning took.
 async fn start(
     df: datafusion::dataframe::DataFrame,
     format: OutputFormat,
-) -> Result<
-    (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, std::time::Duration, Rows),
-    datafusion::error::DataFusionError,
-> {
+) -> Result<Started, datafusion::error::DataFusionError> {
     use datafusion::physical_plan::ExecutionPlanProperties;
     let task = std::sync::Arc::new(df.task_ctx());
     let planning = std::time::Instant::now();
-    let plan = crate::lake::listing::create_physical_plan(df).await?;
+    let (plan, phases) = crate::lake::listing::create_physical_plan_timed(df).await?;
     let planning = planning.elapsed();
     let partitions = plan.output_partitioning().partition_count();
     if !matches!(format, OutputFormat::Csv | OutputFormat::Jsonl) || partitions < 2 {
         let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
         let first = stream.next().await.transpose()?;
-        return Ok((plan, planning, Rows::Stream(stream, first)));
+        return Ok((plan, planning, phases, Rows::Stream(stream, first)));
     }
     let (tx, mut lines) = tokio::sync::mpsc::channel(partitions);
     let mut tasks = tokio::task::JoinSet::new();
@@ -165,7 +167,7 @@ async fn start(
         Some(Err(OutputError::Query(e))) => return Err(e),
         first => first,
     };
-    Ok((plan, planning, Rows::Lines(lines, first, tasks)))
+    Ok((plan, planning, phases, Rows::Lines(lines, first, tasks)))
 }
 
 /// The CSV writer of every output (a header line before the first batch's rows when `header`).

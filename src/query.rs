@@ -34,6 +34,9 @@ pub struct ScanStats {
     /// summaries stay the same from run to run.
     #[serde(skip)]
     pub planning_us: u64,
+    /// Where the planning's time went (`--analyze` shows it); zero where not measured.
+    #[serde(skip)]
+    pub phases: crate::lake::listing::PlanPhases,
 }
 
 impl ScanStats {

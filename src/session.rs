@@ -162,6 +162,12 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
         // and scans decode strings as views and hand `Utf8` up (`lake::views`): one rule, one walk.
         .with_physical_optimizer_rule(Arc::new(crate::lake::LakeScans))
         .build();
+    // Each rule timed for `--analyze` (`lake::listing::PlanPhases`).
+    let timed =
+        state.physical_optimizers().iter().map(|r| Arc::new(crate::lake::listing::TimedRule(r.clone())) as _).collect();
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_physical_optimizer_rules(timed)
+        .build();
     let ctx = SessionContext::new_with_state(state);
     if let Some((base, store)) = &lake.remote {
         ctx.register_object_store(base, store.clone());

@@ -20,7 +20,9 @@ pub struct HuntArgs {
     pub out: OutArgs,
     /// Run the query and print its executed plan instead of its rows (EXPLAIN ANALYZE, with the
     /// rule's parameters and `[settings]`): each operator's rows, time and, for scans, files,
-    /// row groups and bytes.
+    /// row groups and bytes; then, on stderr, where the planning's time went (SQL to a logical
+    /// plan, logical optimization, listing, footers read ahead, physical planning and its
+    /// optimizer rules).
     #[arg(long)]
     pub analyze: bool,
     /// Run the rule's one-pass backtest query (its `-- @backtest` section) over the range instead
@@ -56,5 +58,9 @@ pub async fn run(a: HuntArgs) -> anyhow::Result<i32> {
     let (out, tty) = a.out.sink()?;
     let (n, scan) = crate::output::write_df(df, a.out.format, out, tty, started).await?;
     eprintln!("{}", crate::output::summary(n, &scan, started));
+    if a.analyze {
+        // The plan's own planning: the executed plan above shows each operator's time after it.
+        eprintln!("planning: {}", scan.phases);
+    }
     Ok(EXIT_OK)
 }

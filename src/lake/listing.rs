@@ -59,13 +59,120 @@ pub async fn planning<F: std::future::Future>(f: F) -> F::Output {
 pub async fn create_physical_plan(
     df: datafusion::dataframe::DataFrame,
 ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-    planning(async move {
+    Ok(create_physical_plan_timed(df).await?.0)
+}
+
+/// Where a planning's time went ([`create_physical_plan_timed`]), in µs: what `--analyze` shows
+/// beside the executed plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanPhases {
+    /// The query's text to a logical plan, parameters bound (measured by the caller).
+    pub sql_us: u64,
+    /// DataFusion's logical optimizer.
+    pub optimize_us: u64,
+    /// Listing the tables' partitions and files (`super::prune`).
+    pub listing_us: u64,
+    /// Reading the kept files' footers ahead (`super::prune::prefetch_footers`), and how many.
+    pub footers_us: u64,
+    pub footers: u64,
+    /// Physical planning, its optimizer rules included.
+    pub physical_us: u64,
+    /// Of it, the physical optimizer's rules ([`TimedRule`]).
+    pub rules_us: u64,
+}
+
+impl PlanPhases {
+    /// Adds `f`'s changes to the current planning's phases (nothing outside a planning).
+    pub(crate) fn record(f: impl FnOnce(&mut PlanPhases)) {
+        let _ = PHASES.try_with(|p| {
+            let mut v = p.get();
+            f(&mut v);
+            p.set(v);
+        });
+    }
+}
+
+impl std::fmt::Display for PlanPhases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |us: u64| us as f64 / 1e3;
+        write!(
+            f,
+            "SQL to a logical plan {:.1} ms, logical optimization {:.1} ms, listing {:.1} ms, footers {:.1} ms ({} file(s)), physical planning {:.1} ms \
+             (its optimizer rules {:.1} ms)",
+            ms(self.sql_us),
+            ms(self.optimize_us),
+            ms(self.listing_us),
+            ms(self.footers_us),
+            self.footers,
+            ms(self.physical_us),
+            ms(self.rules_us)
+        )
+    }
+}
+
+tokio::task_local! {
+    /// The phases of the planning the current task runs.
+    static PHASES: std::cell::Cell<PlanPhases>;
+}
+
+fn micros(since: std::time::Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+/// [`create_physical_plan`], with where its time went.
+pub async fn create_physical_plan_timed(
+    df: datafusion::dataframe::DataFrame,
+) -> datafusion::common::Result<(std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, PlanPhases)> {
+    let phases = std::cell::Cell::new(PlanPhases::default());
+    planning(PHASES.scope(phases, async move {
         let (state, plan) = df.into_parts();
+        let t = std::time::Instant::now();
         let plan = state.optimize(&plan)?;
+        PlanPhases::record(|p| p.optimize_us = micros(t));
         let plan = super::prune::prune_empty_scans(&state, plan).await?;
-        state.query_planner().create_physical_plan(&plan, &state).await
-    })
+        let t = std::time::Instant::now();
+        let plan = state.query_planner().create_physical_plan(&plan, &state).await?;
+        PlanPhases::record(|p| p.physical_us = micros(t));
+        Ok((plan, PHASES.with(|p| p.get())))
+    }))
     .await
+}
+
+/// A physical optimizer rule whose time is added to the current planning's
+/// [`PlanPhases::rules_us`]; the same rule otherwise (its name, its schema check).
+#[derive(Debug)]
+pub struct TimedRule(pub std::sync::Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>);
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for TimedRule {
+    fn optimize(
+        &self,
+        plan: std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let t = std::time::Instant::now();
+        let out = self.0.optimize(plan, config);
+        PlanPhases::record(|p| p.rules_us += micros(t));
+        out
+    }
+
+    fn optimize_with_context(
+        &self,
+        plan: std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        context: &dyn datafusion::physical_optimizer::PhysicalOptimizerContext,
+    ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let t = std::time::Instant::now();
+        let out = self.0.optimize_with_context(plan, context);
+        PlanPhases::record(|p| p.rules_us += micros(t));
+        out
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn schema_check(&self) -> bool {
+        self.0.schema_check()
+    }
 }
 
 /// The name of [`PlanningListCache`] (`Cache::name`).
@@ -178,6 +285,30 @@ mod tests {
 
     fn files(l: Option<CachedFileList>) -> Option<usize> {
         l.map(|l| l.files.len())
+    }
+
+    /// Timed rules are the rules they wrap: the same names, in order, and the same plan.
+    #[tokio::test]
+    async fn timed_rules_plan_as_the_rules_they_wrap() {
+        use datafusion::execution::SessionStateBuilder;
+        use datafusion::prelude::SessionContext;
+        let plain = SessionStateBuilder::new().with_default_features().build();
+        let timed =
+            plain.physical_optimizers().iter().map(|r| std::sync::Arc::new(TimedRule(r.clone())) as _).collect();
+        let timed = SessionStateBuilder::new_from_existing(plain.clone()).with_physical_optimizer_rules(timed).build();
+        let names = |s: &datafusion::execution::SessionState| {
+            s.physical_optimizers().iter().map(|r| r.name().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&plain), names(&timed));
+        let sql = "SELECT a, count(*) AS n FROM (VALUES (1), (2), (1)) AS v(a) GROUP BY a ORDER BY n DESC, a";
+        let mut shown = Vec::new();
+        for state in [plain, timed] {
+            let ctx = SessionContext::new_with_state(state);
+            let (plan, phases) = create_physical_plan_timed(ctx.sql(sql).await.unwrap()).await.unwrap();
+            assert!(phases.rules_us <= phases.physical_us, "{phases:?}");
+            shown.push(datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string());
+        }
+        assert_eq!(shown[0], shown[1]);
     }
 
     #[tokio::test]

@@ -95,7 +95,9 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     for (key, (provider, filters)) in tables {
         lists.push(listed(state, key, provider, filters));
     }
+    let t = std::time::Instant::now();
     let listed: HashMap<_, _> = futures::future::try_join_all(lists).await?.into_iter().collect();
+    super::listing::PlanPhases::record(|p| p.listing_us += t.elapsed().as_micros() as u64);
     let mut empty = Vec::new();
     // For each table, which of its partitions some scan keeps.
     let mut kept: HashMap<&TableKey, Vec<bool>> = HashMap::new();
@@ -127,7 +129,12 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
                 }
             }
         }
+        let (t, n) = (std::time::Instant::now(), files.len().min(FOOTERS_AHEAD) as u64);
         prefetch_footers(state, files).await;
+        super::listing::PlanPhases::record(|p| {
+            p.footers_us += t.elapsed().as_micros() as u64;
+            p.footers += n;
+        });
     }
     if empty.is_empty() {
         return Ok(plan);
@@ -563,6 +570,27 @@ mod tests {
         )
         .await;
         assert_eq!(rows, vec![(1, "2026-11-01".to_string()), (2, "2026-11-02".to_string())]);
+    }
+
+    /// A planning's phases count the footers it read ahead (the files some scan keeps, not
+    /// the empty one) and nest: the optimizer rules inside the physical planning.
+    #[tokio::test]
+    async fn a_planning_reports_the_footers_it_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+        for (sql, footers) in [
+            ("SELECT x FROM t WHERE day = '2026-11-02'", 1),
+            ("SELECT x FROM t", 2),
+            ("SELECT x FROM t WHERE day = '2026-12-01'", 0),
+        ] {
+            let df = ctx.sql(sql).await.unwrap();
+            let (_, phases) = crate::lake::listing::create_physical_plan_timed(df).await.unwrap();
+            assert_eq!(phases.footers, footers, "{sql}: {phases:?}");
+            assert!(phases.rules_us <= phases.physical_us, "{phases:?}");
+            assert_eq!(phases.sql_us, 0, "measured by the caller");
+        }
+        // Outside a planning nothing is recorded (and nothing fails).
+        crate::lake::listing::PlanPhases::record(|p| p.footers += 1);
     }
 
     #[tokio::test]
