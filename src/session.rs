@@ -154,18 +154,17 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     set_options_from_env(&mut cfg)?;
     // A sort keeps this much back for merging its spill files; with a small pool, keep it small.
     cfg.options_mut().execution.sort_spill_reservation_bytes = (opts.memory_limit / 8).min(10 << 20);
+    // DataFusion's physical optimizer rules, then wisp's: scans over many days skip the time test
+    // on the days inside the range (`lake::days`), and scans decode strings as views and hand
+    // `Utf8` up (`lake::views`): one rule, one walk. Each rule timed for `--analyze`
+    // (`lake::listing::PlanPhases`).
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    rules.push(Arc::new(crate::lake::LakeScans));
+    let timed = rules.into_iter().map(|r| Arc::new(crate::lake::listing::TimedRule(r)) as _).collect();
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(cfg)
         .with_runtime_env(rt)
         .with_default_features()
-        // Scans over many days skip the time test on the days inside the range (`lake::days`),
-        // and scans decode strings as views and hand `Utf8` up (`lake::views`): one rule, one walk.
-        .with_physical_optimizer_rule(Arc::new(crate::lake::LakeScans))
-        .build();
-    // Each rule timed for `--analyze` (`lake::listing::PlanPhases`).
-    let timed =
-        state.physical_optimizers().iter().map(|r| Arc::new(crate::lake::listing::TimedRule(r.clone())) as _).collect();
-    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
         .with_physical_optimizer_rules(timed)
         .build();
     let ctx = SessionContext::new_with_state(state);
@@ -359,4 +358,32 @@ fn register_watchlist_tables(ctx: &SessionContext, udfs: &Udfs) -> Result<(), Se
         ctx.register_table(w.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session's physical optimizer: DataFusion's rules in their order, then wisp's, each timed
+    /// for `--analyze` and named as the rule it wraps.
+    #[tokio::test]
+    async fn a_sessions_physical_rules_are_datafusions_then_wisps_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let ctx = open(&lake, &SessionOptions::default()).await.unwrap();
+        let state = ctx.state();
+        let names: Vec<String> = state.physical_optimizers().iter().map(|r| r.name().to_string()).collect();
+        let mut want: Vec<String> = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new()
+            .rules
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        want.push(datafusion::physical_optimizer::PhysicalOptimizerRule::name(&crate::lake::LakeScans).to_string());
+        assert_eq!(names, want);
+        assert_eq!(names.last().map(String::as_str), Some("wisp_lake_scans"));
+        let timed = |r: &Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>| {
+            format!("{r:?}").starts_with("TimedRule")
+        };
+        assert!(state.physical_optimizers().iter().all(timed), "every rule is timed");
+    }
 }

@@ -115,7 +115,8 @@ tokio::task_local! {
     static PHASES: std::cell::Cell<PlanPhases>;
 }
 
-fn micros(since: std::time::Instant) -> u64 {
+/// Microseconds since `since`.
+pub(crate) fn micros(since: std::time::Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 

@@ -97,7 +97,7 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
     }
     let t = std::time::Instant::now();
     let listed: HashMap<_, _> = futures::future::try_join_all(lists).await?.into_iter().collect();
-    super::listing::PlanPhases::record(|p| p.listing_us += t.elapsed().as_micros() as u64);
+    super::listing::PlanPhases::record(|p| p.listing_us += super::listing::micros(t));
     let mut empty = Vec::new();
     // For each table, which of its partitions some scan keeps.
     let mut kept: HashMap<&TableKey, Vec<bool>> = HashMap::new();
@@ -132,7 +132,7 @@ pub async fn prune_empty_scans(state: &SessionState, plan: LogicalPlan) -> Resul
         let (t, n) = (std::time::Instant::now(), files.len().min(FOOTERS_AHEAD) as u64);
         prefetch_footers(state, files).await;
         super::listing::PlanPhases::record(|p| {
-            p.footers_us += t.elapsed().as_micros() as u64;
+            p.footers_us += super::listing::micros(t);
             p.footers += n;
         });
     }
