@@ -60,7 +60,7 @@ pub async fn write_df(
     started: std::time::Instant,
 ) -> Result<(u64, crate::query::ScanStats), OutputError> {
     let planned = started.elapsed();
-    let (plan, planning, phases, rows) = match start(df.clone(), format).await {
+    let (plan, phases, rows) = match start(df.clone(), format).await {
         Err(e) if crate::query::out_of_memory(&e) => start(crate::query::retry_with_spilling_joins(df), format).await?,
         r => r?,
     };
@@ -98,7 +98,7 @@ pub async fn write_df(
         }
     };
     let mut scan = crate::query::ScanStats::of(&plan);
-    scan.planning_us = (planned + planning).as_micros() as u64;
+    scan.planning_us = planned.as_micros() as u64 + phases.total_us;
     scan.phases = PlanPhases { sql_us: planned.as_micros() as u64, ..phases };
     drop_aside(plan);
     Ok((n, scan))
@@ -122,7 +122,7 @@ enum Rows {
 type Lines = tokio::sync::mpsc::Receiver<Result<(Vec<u8>, u64), OutputError>>;
 
 /// A started query: its plan, how long planning it took and where that time went, its rows.
-type Started = (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, std::time::Duration, PlanPhases, Rows);
+type Started = (std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, PlanPhases, Rows);
 
 /// Plans and starts a query, up to its first batch (where a hash join's build side has run);
 /// also returns how long the planning took.
@@ -132,14 +132,12 @@ async fn start(
 ) -> Result<Started, datafusion::error::DataFusionError> {
     use datafusion::physical_plan::ExecutionPlanProperties;
     let task = std::sync::Arc::new(df.task_ctx());
-    let planning = std::time::Instant::now();
     let (plan, phases) = crate::lake::listing::create_physical_plan_timed(df).await?;
-    let planning = planning.elapsed();
     let partitions = plan.output_partitioning().partition_count();
     if !matches!(format, OutputFormat::Csv | OutputFormat::Jsonl) || partitions < 2 {
         let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
         let first = stream.next().await.transpose()?;
-        return Ok((plan, planning, phases, Rows::Stream(stream, first)));
+        return Ok((plan, phases, Rows::Stream(stream, first)));
     }
     let (tx, mut lines) = tokio::sync::mpsc::channel(partitions);
     let mut tasks = tokio::task::JoinSet::new();
@@ -167,7 +165,7 @@ async fn start(
         Some(Err(OutputError::Query(e))) => return Err(e),
         first => first,
     };
-    Ok((plan, planning, phases, Rows::Lines(lines, first, tasks)))
+    Ok((plan, phases, Rows::Lines(lines, first, tasks)))
 }
 
 /// The CSV writer of every output (a header line before the first batch's rows when `header`).

@@ -79,6 +79,9 @@ pub struct PlanPhases {
     pub physical_us: u64,
     /// Of it, the physical optimizer's rules ([`TimedRule`]).
     pub rules_us: u64,
+    /// The whole planning from the logical plan on: the phases above but `sql_us`, and what
+    /// lies between them.
+    pub total_us: u64,
 }
 
 impl PlanPhases {
@@ -125,6 +128,7 @@ pub async fn create_physical_plan_timed(
     df: datafusion::dataframe::DataFrame,
 ) -> datafusion::common::Result<(std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, PlanPhases)> {
     let phases = std::cell::Cell::new(PlanPhases::default());
+    let start = std::time::Instant::now();
     planning(PHASES.scope(phases, async move {
         let (state, plan) = df.into_parts();
         let t = std::time::Instant::now();
@@ -133,7 +137,10 @@ pub async fn create_physical_plan_timed(
         let plan = super::prune::prune_empty_scans(&state, plan).await?;
         let t = std::time::Instant::now();
         let plan = state.query_planner().create_physical_plan(&plan, &state).await?;
-        PlanPhases::record(|p| p.physical_us = micros(t));
+        PlanPhases::record(|p| {
+            p.physical_us = micros(t);
+            p.total_us = micros(start);
+        });
         Ok((plan, PHASES.with(|p| p.get())))
     }))
     .await
