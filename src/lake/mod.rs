@@ -17,7 +17,6 @@ mod view_filters;
 pub mod views;
 pub mod writer;
 
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 use std::path::PathBuf;
@@ -230,7 +229,7 @@ impl Lake {
         let path = Self::local_path(location)?;
         std::fs::create_dir_all(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
         let abs = std::fs::canonicalize(&path).map_err(|e| LakeError::Create { path: path.clone(), source: e })?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
+        let store = local::LocalStore::new_with_prefix(&abs)
             .map_err(|e| LakeError::Store { url: abs.display().to_string(), source: e })?;
         let mut url = format!("file://{}", abs.display());
         if !url.ends_with('/') {
