@@ -73,6 +73,7 @@ impl ScanStats {
         self.files += o.files;
         self.on_cluster |= o.on_cluster;
         self.planning_us += o.planning_us;
+        self.phases.add(o.phases);
     }
 }
 
@@ -147,6 +148,33 @@ pub fn spilling_joins(df: DataFrame) -> DataFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's summed scan statistics sum its queries' planning phases too, field by field.
+    #[test]
+    fn scan_stats_add_up_with_their_planning_phases() {
+        use crate::lake::listing::PlanPhases;
+        let phases = |k: u64| PlanPhases {
+            sql_us: k,
+            optimize_us: 2 * k,
+            listing_us: 3 * k,
+            footers_us: 4 * k,
+            footers: 5 * k,
+            physical_us: 6 * k,
+            rules_us: 7 * k,
+            total_us: 8 * k,
+        };
+        let one = |k: u64| ScanStats {
+            rows: k,
+            bytes: 10 * k,
+            files: k,
+            planning_us: 9 * k,
+            phases: phases(k),
+            ..Default::default()
+        };
+        let mut sum = one(1);
+        sum.add(one(10));
+        assert_eq!(sum, one(11));
+    }
 
     #[tokio::test]
     async fn spilling_joins_plan_sort_merge_joins_with_the_same_result() {

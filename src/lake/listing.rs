@@ -85,6 +85,19 @@ pub struct PlanPhases {
 }
 
 impl PlanPhases {
+    /// Adds another planning's phases to these (a run of several queries: their sum).
+    pub fn add(&mut self, o: PlanPhases) {
+        let PlanPhases { sql_us, optimize_us, listing_us, footers_us, footers, physical_us, rules_us, total_us } = o;
+        self.sql_us += sql_us;
+        self.optimize_us += optimize_us;
+        self.listing_us += listing_us;
+        self.footers_us += footers_us;
+        self.footers += footers;
+        self.physical_us += physical_us;
+        self.rules_us += rules_us;
+        self.total_us += total_us;
+    }
+
     /// Adds `f`'s changes to the current planning's phases (nothing outside a planning).
     pub(crate) fn record(f: impl FnOnce(&mut PlanPhases)) {
         let _ = PHASES.try_with(|p| {
