@@ -37,6 +37,11 @@ pub const INLINE_MAX: u64 = 1 << 20;
 /// calling thread.
 pub const INLINE_LIST_MAX: usize = 1024;
 
+/// An error of this store, named as `LocalFileSystem` names its own.
+fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic { store: "LocalFileSystem", source: source.into() }
+}
+
 /// `LocalFileSystem` with small reads and listings done inline.
 #[derive(Debug)]
 pub struct LocalStore {
@@ -65,10 +70,8 @@ impl LocalStore {
     /// takes it): locations are relative to it.
     pub fn new_with_prefix(dir: &std::path::Path) -> Result<Self> {
         let inner = LocalFileSystem::new_with_prefix(dir)?;
-        let url = url::Url::from_directory_path(dir).map_err(|_| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("{} is not an absolute path", dir.display()).into(),
-        })?;
+        let url = url::Url::from_directory_path(dir)
+            .map_err(|_| generic(format!("{} is not an absolute path", dir.display())))?;
         Ok(LocalStore { inner: Arc::new(inner), root: Root { url, from_fs_root: Path::from_absolute_path(dir)? } })
     }
 }
@@ -83,10 +86,7 @@ fn io_err(path: &std::path::Path, location: &Path, e: std::io::Error) -> object_
     if e.kind() == std::io::ErrorKind::NotFound {
         object_store::Error::NotFound { path: location.to_string(), source: Box::new(e) }
     } else {
-        object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("reading {}: {e}", path.display()).into(),
-        }
+        generic(format!("reading {}: {e}", path.display()))
     }
 }
 
@@ -109,11 +109,7 @@ fn read_exact(file: &File, path: &std::path::Path, location: &Path, range: Range
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buf, range.start).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!("{}: range {}..{} is past the end of the file", path.display(), range.start, range.end)
-                    .into(),
-            }
+            generic(format!("{}: range {}..{} is past the end of the file", path.display(), range.start, range.end))
         } else {
             io_err(path, location, e)
         }
@@ -136,10 +132,7 @@ impl Root {
         if let Some(p) = prefix {
             url.path_segments_mut().expect("a file URL has a path").pop_if_empty().extend(p.parts());
         }
-        url.to_file_path().map_err(|_| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("{url} is not a path of this filesystem").into(),
-        })
+        url.to_file_path().map_err(|_| generic(format!("{url} is not a path of this filesystem")))
     }
 
     /// The location of a walked entry (under the root).
@@ -148,10 +141,7 @@ impl Root {
         let under = from_fs_root.prefix_match(&self.from_fs_root).map(Path::from_iter);
         match under {
             Some(location) => Ok(location),
-            None => Err(object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!("{} is outside {}", p.display(), self.url).into(),
-            }),
+            None => Err(generic(format!("{} is outside {}", p.display(), self.url))),
         }
     }
 }
@@ -178,7 +168,7 @@ fn kept_entry(res: std::result::Result<walkdir::DirEntry, walkdir::Error>) -> Re
             Err(_) => Ok(None),
         },
         Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) }),
+        Err(e) => Err(generic(e)),
     }
 }
 
@@ -187,10 +177,7 @@ fn entry_meta(entry: &walkdir::DirEntry, location: Path) -> Result<Option<Object
     match entry.metadata() {
         Ok(m) => Ok(Some(object_meta(&location, &m))),
         Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("reading the metadata of {location}: {e}").into(),
-        }),
+        Err(e) => Err(generic(format!("reading the metadata of {location}: {e}"))),
     }
 }
 
@@ -317,9 +304,7 @@ impl ObjectStore for LocalStore {
             return self.inner.get_opts(location, options).await;
         }
         let meta = object_meta(location, &m);
-        let range = wanted
-            .as_range(meta.size)
-            .map_err(|e| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })?;
+        let range = wanted.as_range(meta.size).map_err(generic)?;
         let bytes = read_exact(&file, &path, location, range.clone())?;
         Ok(GetResult {
             payload: GetResultPayload::Stream(Box::pin(futures::stream::once(async move { Ok(bytes) }))),
