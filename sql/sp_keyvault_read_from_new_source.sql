@@ -48,16 +48,30 @@ WITH history AS (
     -- current summary. The grains are chosen by constants and bounded on `bucket` itself, so
     -- row-group statistics skip the other grain's rows: a partial day's hour rows are six times
     -- its day rows (an hour's window of medium read 56 K history rows, now 30 K).
+    -- A range of seven days or more (the rule's own: ten days) reads the same way from
+    -- `sp_keyvault_read_rollup_weekly`, whose 'week' rows summarize whole ISO weeks (a week row
+    -- cannot reach past both ends of a range at least as long as a week) and whose other rows
+    -- are the days no current week covers; a week is stored under its Monday, so the weeks
+    -- touching the range are those from six days before its first day (an hour's window of
+    -- medium: 2 history files instead of 12).
     -- Each key once: the 'event' rows of days without a summary (today's, in every scheduled
     -- run) repeat keys, and the lists of `known` below are built from these rows (a history
     -- joined ungrouped took 17 s for one window of medium with every day raw).
     SELECT caller_object_id, vault, caller_ip, source_asn
     FROM (
         SELECT caller_object_id, vault, caller_ip, source_asn
+        FROM sp_keyvault_read_rollup_weekly
+        WHERE day >= to_char($history_start - INTERVAL '6 days', '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
+          AND first_ts <= $window_start AND last_ts >= $history_start
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 604800000000
+          AND grain IN ('week', 'day', 'event')
+        UNION ALL
+        SELECT caller_object_id, vault, caller_ip, source_asn
         FROM sp_keyvault_read_rollup
         WHERE day >= to_char($history_start, '%Y-%m-%d') AND day <= to_char($window_start, '%Y-%m-%d')
           AND first_ts <= $window_start AND last_ts >= $history_start
           AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) >= 3600000000
+          AND CAST($window_start AS BIGINT) - CAST($history_start AS BIGINT) < 604800000000
           AND ((grain = 'day' AND date_trunc('day', $history_start) < date_trunc('day', $window_start)
                 AND bucket >= date_trunc('day', $history_start) AND bucket <= $window_start)
                OR (grain = 'hour' AND date_trunc('day', $history_start) = date_trunc('day', $window_start))

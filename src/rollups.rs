@@ -17,7 +17,8 @@
 //! definition. A rollup with `times` also keeps, on each 'hour' row, its events' `ts`: a rule whose
 //! bounds fall inside hours for each of its rows (a look-back from every change) takes a row whole
 //! when `first_ts` and `last_ts` are within them and its events from `times` when it straddles one,
-//! with no read of the tables at all.
+//! with no read of the tables at all. A rollup with `weeks` also keeps one 'week' row per key and
+//! ended ISO week (`Rollup::weeks`), read through `<name>_weekly` by ranges of a week or more.
 
 use crate::lake::{Lake, LakeError, Table};
 use crate::session::{SessionError, SessionOptions};
@@ -48,6 +49,15 @@ pub struct Rollup {
     /// its `first_ts` and `last_ts` are inside them and the events of its 'times' row one by one
     /// when it straddles one. `times` is null on 'day' and 'hour' rows, `[ts]` on 'event' rows.
     pub times: bool,
+    /// Whether the rollup also summarizes whole ISO weeks (Monday to Sunday, UTC): per key, one
+    /// 'week' row (`bucket` = the Monday's midnight) with the week's `n`, `first_ts` and
+    /// `last_ts`, stored at `_rollups/<name>_week/day=<Monday>/src=<fingerprint>/` once all seven
+    /// days have ended, the fingerprint hashing the seven days' own (a day without files
+    /// included). Read through the view `<name>_weekly`: the current weeks' rows and, for every
+    /// day no current week covers, the view `<name>`'s. Only for a range of seven days or more
+    /// that asks whether a key occurred in it: a week row reaches past at most one end of such a
+    /// range, so `first_ts <= end AND last_ts >= start` is exact. Not with `times`.
+    pub weeks: bool,
 }
 
 /// Every rollup wisp maintains.
@@ -58,6 +68,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_activity_rollup.sql"),
         keys: &["dataset", "action", "service_principal_name", "service_principal_id", "source_ip"],
         times: false,
+        weeks: false,
     },
     Rollup {
         name: "sp_failed_signin_rollup",
@@ -73,6 +84,7 @@ pub const ROLLUPS: &[Rollup] = &[
             "failure_reason",
         ],
         times: false,
+        weeks: false,
     },
     Rollup {
         name: "sp_signin_rollup",
@@ -80,6 +92,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_signin_rollup.sql"),
         keys: &["service_principal_id", "app_id", "service_principal_name", "source_ip"],
         times: true,
+        weeks: false,
     },
     Rollup {
         name: "sp_asn_rollup",
@@ -87,6 +100,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_asn_rollup.sql"),
         keys: &["service_principal_id", "source_asn"],
         times: false,
+        weeks: false,
     },
     Rollup {
         name: "sp_signin_source_rollup",
@@ -94,6 +108,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_signin_source_rollup.sql"),
         keys: &["service_principal_id", "source_ip", "source_asn"],
         times: false,
+        weeks: false,
     },
     Rollup {
         name: "sp_keyvault_read_rollup",
@@ -101,6 +116,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_keyvault_read_rollup.sql"),
         keys: &["caller_object_id", "vault", "caller_ip", "source_asn"],
         times: false,
+        weeks: true,
     },
     Rollup {
         name: "sp_signin_outcome_rollup",
@@ -108,6 +124,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_signin_outcome_rollup.sql"),
         keys: &["service_principal_id", "source_ip", "country", "resource_display_name", "succeeded"],
         times: false,
+        weeks: false,
     },
     Rollup {
         name: "sp_signin_address_rollup",
@@ -115,6 +132,7 @@ pub const ROLLUPS: &[Rollup] = &[
         source: include_str!("../sql/rollups/sp_signin_address_rollup.sql"),
         keys: &["service_principal_id", "source_ip", "app_id"],
         times: false,
+        weeks: false,
     },
 ];
 
@@ -133,7 +151,10 @@ pub const FOLDER: &str = "_rollups";
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RollupWrite {
     pub rollup: &'static str,
+    /// The day, or a week's Monday when `week`.
     pub day: String,
+    /// A week's summary (`_rollups/<rollup>_week/`), not a day's.
+    pub week: bool,
     pub events: u64,
     pub rows: u64,
     pub seconds: f64,
@@ -145,6 +166,43 @@ fn store_err(url: &str, e: object_store::Error) -> LakeError {
 
 fn is_day(d: &str) -> bool {
     chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|x| x.format("%Y-%m-%d").to_string() == d)
+}
+
+/// `day` (canonical `YYYY-MM-DD`) plus `n` days.
+fn plus_days(day: &str, n: i64) -> Option<String> {
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    Some((d + chrono::Duration::days(n)).format("%Y-%m-%d").to_string())
+}
+
+/// The Monday of the ISO week holding `day` (canonical).
+fn monday_of(day: &str) -> Option<String> {
+    use chrono::Datelike;
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    Some((d - chrono::Duration::days(d.weekday().num_days_from_monday().into())).format("%Y-%m-%d").to_string())
+}
+
+/// The first 12 bytes of a hash, in hex: a fingerprint.
+fn hex12(h: Sha256) -> String {
+    h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stored versions under `_rollups/<folder>/`: day (or week's Monday) → fingerprints with files
+/// (normally one).
+async fn stored_in(lake: &Lake, folder: &str) -> Result<BTreeMap<String, BTreeSet<String>>, LakeError> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let prefix = StorePath::from(format!("{FOLDER}/{folder}"));
+    let mut list = lake.store.list(Some(&prefix));
+    while let Some(m) = list.next().await {
+        let m = m.map_err(|e| store_err(&format!("{}{FOLDER}/{folder}/", lake.url), e))?;
+        let path = m.location.as_ref();
+        let mut parts = path.rsplit('/');
+        let (Some(name), Some(src), Some(day)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(src), Some(day)) = (src.strip_prefix("src="), day.strip_prefix("day=")) else { continue };
+        if name.ends_with(".parquet") && is_day(day) {
+            out.entry(day.to_string()).or_default().insert(src.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// The data files of tables per day (`<table>/day=D/<file>.parquet`, not a compaction's staging
@@ -242,28 +300,53 @@ impl Rollup {
                     let list = files.0.get(t).and_then(|per_day| per_day.get(day));
                     h.update(format!("{}\n{}\n", t.name(), list.map(|l| l.join("\n")).unwrap_or_default()));
                 }
-                let hex: String = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
-                (day.clone(), hex)
+                (day.clone(), hex12(h))
             })
             .collect()
     }
 
+    /// The folder (under `_rollups`) of its weeks' summaries.
+    pub fn week_folder(&self) -> String {
+        format!("{}_week", self.name)
+    }
+
+    /// Fingerprint of each ISO week (by its Monday) holding a day of `days` (the days'
+    /// fingerprints, `fingerprints_of`): its seven days' fingerprints, "-" for a day without files.
+    /// None for a rollup without weeks.
+    fn week_fingerprints(&self, days: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        if !self.weeks {
+            return BTreeMap::new();
+        }
+        let mondays: BTreeSet<String> = days.keys().filter_map(|d| monday_of(d)).collect();
+        mondays
+            .into_iter()
+            .map(|monday| {
+                let mut h = Sha256::new();
+                h.update(format!("wisp rollup week 1\n{}\n", self.name));
+                for d in (0..7).filter_map(|i| plus_days(&monday, i)) {
+                    h.update(format!("{d}\t{}\n", days.get(&d).map(String::as_str).unwrap_or("-")));
+                }
+                (monday, hex12(h))
+            })
+            .collect()
+    }
+
+    /// The aggregation of one ISO week, from the view `<name>` (the days' stored 'day' rows, or
+    /// the events of a day without a current summary): per key, one 'week' row.
+    fn week_sql(&self, monday: &str, sunday: &str) -> String {
+        let keys = self.keys.join(", ");
+        format!(
+            "SELECT 'week' AS grain, arrow_cast(TIMESTAMP '{monday}T00:00:00', 'Timestamp(µs, \"UTC\")') AS bucket, \
+                    {keys}, sum(n) AS n, min(first_ts) AS first_ts, max(last_ts) AS last_ts \
+             FROM {} WHERE day >= '{monday}' AND day <= '{sunday}' AND grain IN ('day', 'event') \
+             GROUP BY {keys} ORDER BY {keys}",
+            self.name
+        )
+    }
+
     /// The stored days: day → fingerprints with files (normally one).
     pub async fn stored(&self, lake: &Lake) -> Result<BTreeMap<String, BTreeSet<String>>, LakeError> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let prefix = StorePath::from(format!("{FOLDER}/{}", self.name));
-        let mut list = lake.store.list(Some(&prefix));
-        while let Some(m) = list.next().await {
-            let m = m.map_err(|e| store_err(&format!("{}{FOLDER}/{}/", lake.url, self.name), e))?;
-            let path = m.location.as_ref();
-            let mut parts = path.rsplit('/');
-            let (Some(name), Some(src), Some(day)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            let (Some(src), Some(day)) = (src.strip_prefix("src="), day.strip_prefix("day=")) else { continue };
-            if name.ends_with(".parquet") && is_day(day) {
-                out.entry(day.to_string()).or_default().insert(src.to_string());
-            }
-        }
-        Ok(out)
+        stored_in(lake, self.name).await
     }
 
     /// The stored files' schema (`aggregate_sql`'s output), from the source's: `grain`, `bucket`
@@ -288,10 +371,11 @@ impl Rollup {
         }
         Ok(Arc::new(Schema::new(fields)))
     }
+}
 
-    fn day_prefix(&self, day: &str) -> StorePath {
-        StorePath::from(format!("{FOLDER}/{}/day={day}", self.name))
-    }
+/// A day's (or week's) folder of `_rollups/<folder>/`.
+fn day_prefix(folder: &str, day: &str) -> StorePath {
+    StorePath::from(format!("{FOLDER}/{folder}/day={day}"))
 }
 
 /// How long a replaced version of a day stays beside its replacement: a session that checked the
@@ -329,34 +413,80 @@ pub async fn refresh(
                     let opts = crate::session::SessionOptions { memory_limit, ..Default::default() };
                     ctx = Some(crate::session::open(lake, &opts).await?);
                 }
-                out.push(write_day(lake, ctx.as_ref().expect("opened above"), r, day, fp).await?);
+                let path =
+                    day_prefix(r.name, day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
+                let ctx = ctx.as_ref().expect("opened above");
+                let (events, rows, seconds) = write_rows(lake, ctx, r, &r.aggregate_sql(day), path, "day").await?;
+                out.push(RollupWrite { rollup: r.name, day: day.clone(), week: false, events, rows, seconds });
             }
-            remove_others(lake, r, day, Some(fp), keep_replaced).await?;
+            remove_others(lake, r.name, day, Some(fp), keep_replaced).await?;
         }
         for day in stored.keys().filter(|d| in_range(d) && !current.contains_key(*d)) {
-            remove_others(lake, r, day, None, keep_replaced).await?;
+            remove_others(lake, r.name, day, None, keep_replaced).await?;
+        }
+    }
+    // Then the weeks whose seven days have all ended and any of them is in range, from the days
+    // as now stored: through a session opened after their writes (one opened before reads the
+    // days it wrote as events — the same rows, slower).
+    let mut ctx = None;
+    for r in ROLLUPS.iter().filter(|r| r.weeks) {
+        let folder = r.week_folder();
+        let current = r.week_fingerprints(&r.fingerprints_of(&files));
+        let stored = stored_in(lake, &folder).await?;
+        let week_in_range = |monday: &str| {
+            plus_days(monday, 6).is_some_and(|sunday| {
+                sunday < today && days.is_none_or(|(lo, hi)| sunday.as_str() >= lo.as_str() && monday <= hi.as_str())
+            })
+        };
+        for (monday, fp) in current.iter().filter(|(m, _)| week_in_range(m)) {
+            let have = stored.get(monday);
+            if have.is_some_and(|s| s.len() == 1 && s.contains(fp)) {
+                continue;
+            }
+            if !have.is_some_and(|s| s.contains(fp)) {
+                if ctx.is_none() {
+                    let opts = crate::session::SessionOptions { memory_limit, ..Default::default() };
+                    let opts = opts.for_sql(ROLLUPS.iter().filter(|r| r.weeks).map(|r| r.name));
+                    ctx = Some(crate::session::open(lake, &opts).await?);
+                }
+                let sunday = plus_days(monday, 6).unwrap_or_default();
+                let path = day_prefix(&folder, monday)
+                    .join(format!("src={fp}").as_str())
+                    .join(format!("{fp}.parquet").as_str());
+                let ctx = ctx.as_ref().expect("opened above");
+                let (events, rows, seconds) =
+                    write_rows(lake, ctx, r, &r.week_sql(monday, &sunday), path, "week").await?;
+                out.push(RollupWrite { rollup: r.name, day: monday.clone(), week: true, events, rows, seconds });
+            }
+            remove_others(lake, &folder, monday, Some(fp), keep_replaced).await?;
+        }
+        for monday in stored.keys().filter(|m| week_in_range(m) && !current.contains_key(*m)) {
+            remove_others(lake, &folder, monday, None, keep_replaced).await?;
         }
     }
     Ok(out)
 }
 
-async fn write_day(
+/// Writes the rows of `sql` (a day's or a week's aggregation of `r`) to `path`, complete before it
+/// is visible; returns the events (the `n` of its `counted` grain's rows), the rows and the
+/// seconds it took.
+async fn write_rows(
     lake: &Lake,
     ctx: &SessionContext,
     r: &Rollup,
-    day: &str,
-    fp: &str,
-) -> Result<RollupWrite, SessionError> {
+    sql: &str,
+    path: StorePath,
+    counted: &str,
+) -> Result<(u64, u64, f64), SessionError> {
     use parquet::arrow::async_writer::AsyncArrowWriter;
     use parquet::basic::{Compression, ZstdLevel};
     use parquet::file::properties::WriterProperties;
     let started = std::time::Instant::now();
-    let df = ctx.sql(&r.aggregate_sql(day)).await?;
+    let df = ctx.sql(sql).await?;
     // The stored schema (as `register` declares it): the aggregation's NULL `times` of 'day' and
     // 'hour' rows is typed by the 'times' rows'.
     let schema = r.stored_schema(ctx.sql(r.source).await?.schema().as_arrow())?;
     let mut stream = df.execute_stream().await?;
-    let path = r.day_prefix(day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
     // The 'times' lists are sorted: delta-encoded they take a few bits per sign-in.
     let times = parquet::schema::types::ColumnPath::from(vec!["times".into(), "list".into(), "item".into()]);
     let props = WriterProperties::builder()
@@ -389,9 +519,9 @@ async fn write_day(
             }
             .into());
         };
-        // The events, counted once: in the 'day' rows.
+        // The events, counted once: in the 'day' rows (a week's in its 'week' rows).
         events +=
-            (0..batch.num_rows()).filter(|&i| grain.value(i) == "day").map(|i| n.value(i).max(0) as u64).sum::<u64>();
+            (0..batch.num_rows()).filter(|&i| grain.value(i) == counted).map(|i| n.value(i).max(0) as u64).sum::<u64>();
         // Each grain (in order: 'day', 'hour', 'times') in row groups of its own: a window of
         // whole days reads the 'day' rows without the hours', and the 'times' lists are read only
         // where a rule asks for them.
@@ -408,18 +538,19 @@ async fn write_day(
         }
     }
     w.close().await.map_err(werr)?;
-    Ok(RollupWrite { rollup: r.name, day: day.to_string(), events, rows, seconds: started.elapsed().as_secs_f64() })
+    Ok((events, rows, started.elapsed().as_secs_f64()))
 }
 
-/// Removes a day's stored folders other than `keep`, once `keep` is older than `keep_replaced`.
+/// Removes a day's (or a week's) stored folders of `_rollups/<folder>/` other than `keep`, once
+/// `keep` is older than `keep_replaced`.
 async fn remove_others(
     lake: &Lake,
-    r: &Rollup,
+    folder: &str,
     day: &str,
     keep: Option<&str>,
     keep_replaced: std::time::Duration,
 ) -> Result<(), LakeError> {
-    let prefix = r.day_prefix(day);
+    let prefix = day_prefix(folder, day);
     let keep = keep.map(|k| format!("{prefix}/src={k}/"));
     let (mut doomed, mut kept_since) = (Vec::new(), None);
     let mut list = lake.store.list(Some(&prefix));
@@ -502,18 +633,33 @@ pub async fn register(ctx: &SessionContext, lake: &Lake, opts: &SessionOptions) 
     // Every listing at once: the rollups' stored days, then (only when some rollup has stored
     // days) the tables' files, each table once. On a folder they were a third of opening a session
     // one after another; on an object store each is a round trip.
-    let stored = futures::future::try_join_all(rollups.iter().map(|r| r.stored(lake))).await?;
-    let files = if stored.iter().any(|s| !s.is_empty()) {
+    let stored = futures::future::try_join_all(rollups.iter().map(|r| async move {
+        let weeks = async {
+            if r.weeks {
+                stored_in(lake, &r.week_folder()).await
+            } else {
+                Ok(BTreeMap::new())
+            }
+        };
+        futures::future::try_join(r.stored(lake), weeks).await
+    }))
+    .await?;
+    let files = if stored.iter().any(|(days, weeks)| !days.is_empty() || !weeks.is_empty()) {
         Some(DayFiles::list(lake, &tables_of(rollups.iter().copied())).await?)
     } else {
         None
     };
     // Then each rollup's views, the rollups side by side (planning a view's SQL is most of it).
-    let tasks = rollups.into_iter().zip(stored).map(|(r, stored)| {
+    let tasks = rollups.into_iter().zip(stored).map(|(r, (stored, stored_weeks))| {
         let current = files.as_ref().map(|f| r.fingerprints_of(f)).unwrap_or_default();
+        let weeks: Vec<(String, String)> = r
+            .week_fingerprints(&current)
+            .into_iter()
+            .filter(|(monday, fp)| stored_weeks.get(monday).is_some_and(|s| s.contains(fp)))
+            .collect();
         let valid: Vec<(String, String)> =
             current.into_iter().filter(|(day, fp)| stored.get(day).is_some_and(|s| s.contains(fp))).collect();
-        tokio::spawn(register_one(ctx.clone(), lake.url.clone(), r, valid))
+        tokio::spawn(register_one(ctx.clone(), lake.url.clone(), r, valid, weeks))
     });
     for done in futures::future::join_all(tasks.collect::<Vec<_>>()).await {
         done.map_err(|e| SessionError::Engine(format!("registering the rollups' views: {e}")))??;
@@ -521,13 +667,54 @@ pub async fn register(ctx: &SessionContext, lake: &Lake, opts: &SessionOptions) 
     Ok(())
 }
 
+/// A rollup's stored table of `_rollups/<folder>/` (partitioned by `day` and `src`), registered
+/// as `__rollup_<folder>`; returns its name.
+fn register_stored(
+    ctx: &SessionContext,
+    lake_url: &str,
+    folder: &str,
+    schema: SchemaRef,
+) -> Result<String, SessionError> {
+    let table = format!("__rollup_{folder}");
+    let url = ListingTableUrl::parse(format!("{lake_url}{FOLDER}/{folder}/"))?;
+    let options = ListingOptions::new(Arc::new(crate::session::parquet_format()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8), ("src".to_string(), DataType::Utf8)]);
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    let _ = ctx.deregister_table(table.as_str())?;
+    let stored = ListingTable::try_new(config)?.with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
+    ctx.register_table(table.as_str(), Arc::new(stored))?;
+    Ok(table)
+}
+
+/// The days outside the ISO weeks of `mondays`, as a filter on `day` (ranges of days: the runs of
+/// consecutive weeks).
+fn outside_weeks(mondays: &[&String]) -> String {
+    let mut runs: Vec<(String, String)> = Vec::new();
+    let sorted: BTreeSet<&str> = mondays.iter().map(|m| m.as_str()).collect();
+    for m in sorted {
+        let sunday = plus_days(m, 6).unwrap_or_default();
+        match runs.last_mut() {
+            Some((_, end)) if plus_days(end, 1).as_deref() == Some(m) => *end = sunday,
+            _ => runs.push((m.to_string(), sunday)),
+        }
+    }
+    let Some(((first, _), (_, last))) = runs.first().zip(runs.last()) else { return "TRUE".to_string() };
+    let mut parts = vec![format!("day < '{first}'")];
+    parts.extend(runs.windows(2).map(|w| format!("(day > '{}' AND day < '{}')", w[0].1, w[1].0)));
+    parts.push(format!("day > '{last}'"));
+    format!("({})", parts.join(" OR "))
+}
+
 /// Registers one rollup's views: `<name>_events` (its source) and `<name>`, with the stored rows
-/// of the `valid` (day, fingerprint) pairs.
+/// of the `valid` (day, fingerprint) pairs; for a rollup with weeks, `<name>_weekly` too, with the
+/// stored rows of the `weeks` (Monday, fingerprint) pairs.
 async fn register_one(
     ctx: SessionContext,
     lake_url: String,
     r: &'static Rollup,
     valid: Vec<(String, String)>,
+    weeks: Vec<(String, String)>,
 ) -> Result<(), SessionError> {
     // The source itself: the partial hours at a window's edges (and backtests) read it, and its
     // schema gives the stored files'.
@@ -543,34 +730,70 @@ async fn register_one(
          FROM {events} WHERE {raw_days}",
         floor("ts", "hour")
     );
-    let sql = if valid.is_empty() {
-        raw
+    let schema = if valid.is_empty() && weeks.is_empty() {
+        None
     } else {
-        let table = format!("__rollup_{}", r.name);
-        let url = ListingTableUrl::parse(format!("{lake_url}{FOLDER}/{}/", r.name))?;
-        let options = ListingOptions::new(Arc::new(crate::session::parquet_format()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8), ("src".to_string(), DataType::Utf8)]);
-        let schema = r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?;
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-        let _ = ctx.deregister_table(table.as_str())?;
-        let stored =
-            ListingTable::try_new(config)?.with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
-        ctx.register_table(table.as_str(), Arc::new(stored))?;
-        format!(
-            "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
-            r.measures(),
-            quoted(&valid.iter().map(|(_, f)| f).collect::<Vec<_>>())
-        )
+        Some(r.stored_schema(ctx.table(events.as_str()).await?.schema().as_arrow())?)
+    };
+    let sql = match &schema {
+        Some(schema) if !valid.is_empty() => {
+            let table = register_stored(&ctx, &lake_url, r.name, schema.clone())?;
+            format!(
+                "SELECT grain, bucket, {keys}, {}, day FROM {table} WHERE src IN ({}) UNION ALL {raw}",
+                r.measures(),
+                quoted(&valid.iter().map(|(_, f)| f).collect::<Vec<_>>())
+            )
+        }
+        _ => raw,
     };
     let _ = ctx.deregister_table(r.name)?;
     ctx.sql(&format!("CREATE VIEW {} AS {sql}", r.name)).await?;
+    if r.weeks {
+        // The current weeks' rows, and the view's rows of every day outside them.
+        let measures = r.measures();
+        let days = format!("SELECT grain, bucket, {keys}, {measures}, day FROM {}", r.name);
+        let sql = match &schema {
+            Some(schema) if !weeks.is_empty() => {
+                let table = register_stored(&ctx, &lake_url, &r.week_folder(), schema.clone())?;
+                format!(
+                    "SELECT grain, bucket, {keys}, {measures}, day FROM {table} WHERE src IN ({}) \
+                     UNION ALL {days} WHERE {}",
+                    quoted(&weeks.iter().map(|(_, f)| f).collect::<Vec<_>>()),
+                    outside_weeks(&weeks.iter().map(|(m, _)| m).collect::<Vec<_>>())
+                )
+            }
+            _ => days,
+        };
+        let weekly = format!("{}_weekly", r.name);
+        let _ = ctx.deregister_table(weekly.as_str())?;
+        ctx.sql(&format!("CREATE VIEW {weekly} AS {sql}")).await?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{floor, not_in_days};
+    use super::{floor, monday_of, not_in_days, outside_weeks, ROLLUPS};
+
+    #[test]
+    fn weeks_are_iso_weeks_and_their_days_are_left_out_as_ranges() {
+        // 2026-11-01 is a Sunday; 2027-01-01 a Friday, in the week of Monday 2026-12-28.
+        assert_eq!(monday_of("2026-11-01").as_deref(), Some("2026-10-26"));
+        assert_eq!(monday_of("2026-11-02").as_deref(), Some("2026-11-02"));
+        assert_eq!(monday_of("2027-01-01").as_deref(), Some("2026-12-28"));
+        let weeks: Vec<String> = ["2026-11-16", "2026-11-02", "2026-11-09", "2026-11-30"].map(String::from).into();
+        let refs: Vec<&String> = weeks.iter().collect();
+        // Three weeks in a row, then one after a gap of a week.
+        assert_eq!(
+            outside_weeks(&refs),
+            "(day < '2026-11-02' OR (day > '2026-11-22' AND day < '2026-11-30') OR day > '2026-12-06')"
+        );
+        assert_eq!(outside_weeks(&refs[..1]), "(day < '2026-11-16' OR day > '2026-11-22')");
+        assert_eq!(outside_weeks(&[]), "TRUE");
+        // A week's rows hold no times: only rollups without them have weeks.
+        assert!(ROLLUPS.iter().all(|r| !(r.weeks && r.times)));
+        assert!(ROLLUPS.iter().any(|r| r.weeks));
+    }
 
     #[tokio::test]
     async fn floor_is_date_trunc_of_utc_times_with_their_type() {

@@ -160,6 +160,7 @@ const CREDENTIAL: &str = "sp_credential_added_after_signin";
 const ASN: &str = "sp_unusual_source_asn";
 const FAILURES: &str = "sp_credential_failures_from_new_source";
 const KEYVAULT: &str = "sp_keyvault_read_from_new_source";
+const KEYVAULT_ROLLUP: &str = "sp_keyvault_read_rollup";
 const RISK: &str = "sp_risk_event_stacking";
 const TOKEN: &str = "sp_token_replay_from_unseen_address";
 const RULES: [&str; 8] =
@@ -188,7 +189,22 @@ async fn grains(lake: &std::path::Path) -> String {
 }
 
 fn days(w: &[wisp::rollups::RollupWrite], rollup: &str) -> Vec<String> {
-    w.iter().filter(|w| w.rollup == rollup).map(|w| w.day.clone()).collect()
+    w.iter().filter(|w| w.rollup == rollup && !w.week).map(|w| w.day.clone()).collect()
+}
+
+/// The weeks written (their Mondays), per rollup.
+fn weeks(w: &[wisp::rollups::RollupWrite]) -> Vec<(String, String)> {
+    w.iter().filter(|w| w.week).map(|w| (w.rollup.to_string(), w.day.clone())).collect()
+}
+
+/// The Key Vault rollup's weekly view: rows per grain and day (a week's under its Monday).
+async fn weekly_grains(lake: &std::path::Path) -> String {
+    query_text(
+        lake,
+        "SELECT day, grain, count(*) AS rows, sum(n) AS events FROM sp_keyvault_read_rollup_weekly \
+         GROUP BY day, grain ORDER BY day, grain",
+    )
+    .await
 }
 
 fn copy_without_rollups(lake: &std::path::Path) -> std::path::PathBuf {
@@ -272,6 +288,12 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     for r in ROLLUPS {
         assert_eq!(days(&written, r), ["2026-11-17", "2026-11-18", "2026-11-19"], "{r}");
     }
+    // And the week of those days (Monday 2026-11-16 to Sunday 2026-11-22, all ended), for the
+    // rollup with weeks: the hour windows' ten-day histories read it instead of its days.
+    let week = vec![(KEYVAULT_ROLLUP.to_string(), "2026-11-16".to_string())];
+    assert_eq!(weeks(&written), week);
+    let w = weekly_grains(&lake_dir).await;
+    assert!(w.contains("| 2026-11-16 | week  |") && !w.contains("| day   |") && !w.contains("| event |"), "{w}");
     let events: u64 = written.iter().filter(|w| w.rollup == ROLLUPS[0]).map(|w| w.events).sum();
     let g = grains(&lake_dir).await;
     assert!(!g.contains("| event |") && g.contains("| hour  |") && g.contains("| day   |"), "{g}");
@@ -368,6 +390,9 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
     assert_eq!(s.written.get("sp_risk_events").copied(), Some(2), "{s:?}");
     let g = grains(&lake_dir).await;
     assert!(g.contains("2026-11-18 | event") && !g.contains("2026-11-17 | event"), "{g}");
+    // The week holding the stale day is stale too: its days are read from the day view.
+    let w = weekly_grains(&lake_dir).await;
+    assert!(!w.contains("| week ") && w.contains("| 2026-11-17 | day ") && w.contains("| 2026-11-18 | event "), "{w}");
     let stale = hunt(&lake_dir).await;
     let expected = hunt(&copy_without_rollups(&lake_dir)).await;
     assert_eq!(stale, expected);
@@ -396,6 +421,8 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
         let day = lake_dir.join(wisp::rollups::FOLDER).join(r).join("day=2026-11-18");
         assert_eq!(std::fs::read_dir(&day).unwrap().count(), 2, "the replaced summary stays a while");
     }
+    assert_eq!(weeks(&written), week, "the week is written again");
+    assert!(weekly_grains(&lake_dir).await.contains("| week "));
     assert!(!grains(&lake_dir).await.contains("| event |"));
     assert_eq!(hunt(&lake_dir).await, expected);
     // Once the current summary is older than the grace period, the replaced one goes.
@@ -405,4 +432,95 @@ async fn rules_over_rollups_equal_rules_over_events_and_stale_days_are_read_raw(
         assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1, "one summary per day");
     }
     assert_eq!(hunt(&lake_dir).await, expected);
+}
+
+/// The Key Vault rule's rows over each window (sorted, as `hunt_with`).
+async fn keyvault_rows(lake: &std::path::Path, windows: &[(String, String)]) -> Vec<String> {
+    let l = Lake::open(&lake.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
+    let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == KEYVAULT).unwrap();
+    let mut out = Vec::new();
+    for (s, e) in windows {
+        let w = rules::RunWindow { start: t(s), end: t(e) };
+        let rows = r.plan(&ctx, &w).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        out.push(format!("{s} {e}\n{}", lines.join("\n")));
+    }
+    out
+}
+
+/// Weeks of Key Vault reads summarized (`sp_keyvault_read_rollup_week`): the rule's ten-day
+/// histories read from whole weeks' rows (reaching past the start of a history, past its end, or
+/// inside it) and the days outside them give exactly the rows of the rule over the events alone,
+/// on hour windows at every hour of two weeks and on windows of two to four days (histories of
+/// eight, seven — a week exactly — and six days, which reads the days).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weeks_of_keyvault_reads_give_the_rule_over_the_events() {
+    let src = tmp("rollups-weeks-src");
+    let read = |ts: &str, caller: &str, vault: &str, ip: &str| {
+        serde_json::json!({"time": ts, "resourceId": format!("/SUBSCRIPTIONS/S-1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/{vault}"),
+            "operationName": "SecretGet", "category": "AuditEvent", "resultType": "Success", "callerIpAddress": ip,
+            "identity": {"claim": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}},
+            "properties": {"id": format!("https://{vault}.vault.azure.net/secrets/s1"), "httpStatusCode": 200}})
+    };
+    // Twenty days (Sunday 2026-11-01 to Friday 2026-11-20, four ISO weeks) of reads by four callers
+    // of two vaults, at pseudo-random times.
+    let mut lines = Vec::new();
+    let mut x: u64 = 7;
+    let start = t("2026-11-01T00:00:00Z");
+    for i in 0..1200u64 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = start + chrono::Duration::seconds(((x >> 33) % (20 * 86_400)) as i64);
+        let caller = format!("caller-{}", i % 4);
+        let vault = format!("KV-{}", (x >> 20) % 2);
+        // From 5, 30, 80 or 200 addresses: some callers' addresses are all known, others' mostly new.
+        let n = (x >> 12) % [5, 30, 80, 200][(i % 4) as usize];
+        let ip = format!("10.0.{}.{}", n / 100, n % 100);
+        lines.push(read(&at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), &caller, &vault, &ip));
+    }
+    // A caller whose first address was last used before its history starts (2026-11-02T09:30 for
+    // the window ending 2026-11-12T09:30) and its second inside it, both in the same week's row.
+    lines.push(read("2026-11-02T08:00:00Z", "edge-caller", "KV-EDGE", "198.51.100.1"));
+    lines.push(read("2026-11-02T08:01:00Z", "edge-caller", "KV-EDGE", "198.51.100.2"));
+    lines.push(read("2026-11-05T10:00:00Z", "edge-caller", "KV-EDGE", "198.51.100.2"));
+    lines.push(read("2026-11-12T09:00:00Z", "edge-caller", "KV-EDGE", "198.51.100.1"));
+    lines.push(read("2026-11-12T09:10:00Z", "edge-caller", "KV-EDGE", "198.51.100.2"));
+    std::fs::write(src.join("kv.json"), lines.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let lake_dir = tmp("rollups-weeks-lake");
+    let s = ingest_into(&lake_dir, opts(vec![src.join("kv.json").display().to_string()])).await;
+    assert_eq!(s.written.get("resource_logs").copied(), Some(1205), "{s:?}");
+    let lake = Lake::open(&lake_dir.display().to_string()).unwrap();
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    let mondays: Vec<String> =
+        weeks(&written).into_iter().filter(|(r, _)| r == KEYVAULT_ROLLUP).map(|(_, m)| m).collect();
+    assert_eq!(mondays, ["2026-10-26", "2026-11-02", "2026-11-09", "2026-11-16"]);
+    let w = weekly_grains(&lake_dir).await;
+    assert!(w.contains("| 2026-11-09 | week  |") && !w.contains("| day   |") && !w.contains("| event |"), "{w}");
+
+    let mut windows: Vec<(String, String)> = Vec::new();
+    let hour = |h: i64| (t("2026-11-10T00:00:00Z") + chrono::Duration::hours(h)).to_rfc3339();
+    for h in (0..14 * 24).step_by(5) {
+        windows.push((hour(h), hour(h + 1)));
+    }
+    windows.push(("2026-11-12T08:30:00Z".into(), "2026-11-12T09:30:00Z".into()));
+    for (s, e) in [
+        ("2026-11-14T06:00:00Z", "2026-11-16T06:00:00Z"),
+        ("2026-11-15T13:00:00Z", "2026-11-18T13:00:00Z"),
+        ("2026-11-16T00:00:00Z", "2026-11-20T00:00:00Z"),
+    ] {
+        windows.push((s.into(), e.into()));
+    }
+    let rolled = keyvault_rows(&lake_dir, &windows).await;
+    let raw = keyvault_rows(&copy_without_rollups(&lake_dir), &windows).await;
+    for (a, b) in rolled.iter().zip(&raw) {
+        assert_eq!(a, b, "over the weeks, then over the events");
+    }
+    // The test has teeth: hour windows with new addresses and without, and the edge caller's
+    // window alerts on the address last used before its history, not the one used inside it.
+    let alerting = raw.iter().filter(|r| r.contains("caller-")).count();
+    assert!(alerting > 5 && alerting < windows.len() - 5, "{alerting} of {}", windows.len());
+    let edge = raw.iter().find(|r| r.starts_with("2026-11-12T08:30:00Z")).unwrap();
+    assert!(edge.contains("198.51.100.1") && !edge.contains("198.51.100.2"), "{edge}");
 }

@@ -107,9 +107,10 @@ pub async fn compact_and_report(lake: &Lake, opts: &CompactOptions, each: bool) 
         crate::rollups::refresh(lake, opts.days.as_ref(), opts.memory_limit, crate::rollups::KEEP_REPLACED).await?;
     for w in written.iter().filter(|_| each) {
         eprintln!(
-            "{}/{}/day={}: {} events → {} rows, {:.2}s",
+            "{}/{}{}/day={}: {} events → {} rows, {:.2}s",
             crate::rollups::FOLDER,
             w.rollup,
+            if w.week { "_week" } else { "" },
             w.day,
             w.events,
             w.rows,
@@ -117,7 +118,12 @@ pub async fn compact_and_report(lake: &Lake, opts: &CompactOptions, each: bool) 
         );
     }
     if each || !written.is_empty() {
-        eprintln!("rolled up {} day(s) in {:.1}s", written.len(), started.elapsed().as_secs_f64());
+        let weeks = written.iter().filter(|w| w.week).count();
+        eprintln!(
+            "rolled up {} day(s) and {weeks} week(s) in {:.1}s",
+            written.len() - weeks,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -79,8 +79,9 @@ fn folder(rule: &Rule) -> String {
 }
 
 /// What the state's terms depend on: the terms query, the rule's term fields and time field, and
-/// the definition of every rollup view the query reads (`<rollup>` or `<rollup>_events`), so
-/// that a changed rollup source is not trusted any more than a changed query.
+/// the definition of every rollup view the query reads (`<rollup>`, `<rollup>_events` or
+/// `<rollup>_weekly`), so that a changed rollup source is not trusted any more than a changed
+/// query.
 fn fingerprint(rule: &Rule) -> String {
     fingerprint_with(rule, crate::rollups::ROLLUPS)
 }
@@ -92,7 +93,7 @@ fn fingerprint_with(rule: &Rule, rollups: &[crate::rollups::Rollup]) -> String {
     let words: std::collections::BTreeSet<&str> =
         terms.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
     for r in rollups {
-        if words.contains(r.name) || words.contains(format!("{}_events", r.name).as_str()) {
+        if ["", "_events", "_weekly"].iter().any(|v| words.contains(format!("{}{v}", r.name).as_str())) {
             h.update([0x1e]);
             h.update(r.name.as_bytes());
             h.update([0x1f]);
@@ -345,7 +346,8 @@ mod tests {
     fn fingerprint_follows_the_rollup_views_the_terms_read() {
         let asn = rule("sp_unusual_source_asn");
         assert!(asn.terms_sql.as_deref().unwrap().contains("sp_asn_rollup_events"));
-        let changed = [Rollup { name: "sp_asn_rollup", tables: &[], source: "SELECT 1", keys: &[], times: false }];
+        let changed =
+            [Rollup { name: "sp_asn_rollup", tables: &[], source: "SELECT 1", keys: &[], times: false, weeks: false }];
         assert_ne!(fingerprint(&asn), fingerprint_with(&asn, &changed));
         assert_eq!(fingerprint_with(&asn, &changed), fingerprint_with(&asn, &changed));
         // A rule whose terms read the tables does not depend on any rollup.
