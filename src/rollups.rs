@@ -312,7 +312,7 @@ impl Rollup {
 
     /// Fingerprint of each ISO week (by its Monday) holding a day of `days` (the days'
     /// fingerprints, `fingerprints_of`): its seven days' fingerprints, "-" for a day without files.
-    /// None for a rollup without weeks.
+    /// Empty for a rollup without weeks.
     fn week_fingerprints(&self, days: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         if !self.weeks {
             return BTreeMap::new();
