@@ -662,16 +662,13 @@ mod tests {
         let op: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("op{}", i % 7))));
         let batch = RecordBatch::try_from_iter([("ts", ts), ("operation_name", op)]).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(dir.path().join("f.parquet")).unwrap(),
-            batch.schema(),
-            Some(props),
-        )
-        .unwrap();
+        let path = dir.path().join("f.parquet");
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props))
+                .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         let ctx = datafusion::prelude::SessionContext::new_with_config(crate::session::session_config(2));
-        let path = dir.path().join("f.parquet");
         ctx.register_parquet("t", path.to_str().unwrap(), Default::default()).await.unwrap();
         let df = ctx
             .sql(
