@@ -403,26 +403,19 @@ pub async fn refresh(
     for r in ROLLUPS {
         let current = r.fingerprints_of(&files);
         let stored = r.stored(lake).await?;
-        for (day, fp) in current.iter().filter(|(d, _)| in_range(d)) {
-            let have = stored.get(day);
-            if have.is_some_and(|s| s.len() == 1 && s.contains(fp)) {
-                continue;
-            }
-            if !have.is_some_and(|s| s.contains(fp)) {
+        for step in steps(&current, &stored, in_range) {
+            if let Step::Write(day, fp) = &step {
                 if ctx.is_none() {
                     let opts = crate::session::SessionOptions { memory_limit, ..Default::default() };
                     ctx = Some(crate::session::open(lake, &opts).await?);
                 }
-                let path =
-                    day_prefix(r.name, day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str());
                 let ctx = ctx.as_ref().expect("opened above");
+                let path = version_path(r.name, day, fp);
                 let (events, rows, seconds) = write_rows(lake, ctx, r, &r.aggregate_sql(day), path, "day").await?;
-                out.push(RollupWrite { rollup: r.name, day: day.clone(), week: false, events, rows, seconds });
+                out.push(RollupWrite { rollup: r.name, day: day.to_string(), week: false, events, rows, seconds });
             }
-            remove_others(lake, r.name, day, Some(fp), keep_replaced).await?;
-        }
-        for day in stored.keys().filter(|d| in_range(d) && !current.contains_key(*d)) {
-            remove_others(lake, r.name, day, None, keep_replaced).await?;
+            let (day, keep) = step.kept();
+            remove_others(lake, r.name, day, keep, keep_replaced).await?;
         }
     }
     // Then the weeks whose seven days have all ended and any of them is in range, from the days
@@ -438,33 +431,68 @@ pub async fn refresh(
                 sunday < today && days.is_none_or(|(lo, hi)| sunday.as_str() >= lo.as_str() && monday <= hi.as_str())
             })
         };
-        for (monday, fp) in current.iter().filter(|(m, _)| week_in_range(m)) {
-            let have = stored.get(monday);
-            if have.is_some_and(|s| s.len() == 1 && s.contains(fp)) {
-                continue;
-            }
-            if !have.is_some_and(|s| s.contains(fp)) {
+        for step in steps(&current, &stored, week_in_range) {
+            if let Step::Write(monday, fp) = &step {
                 if ctx.is_none() {
                     let opts = crate::session::SessionOptions { memory_limit, ..Default::default() };
                     let opts = opts.for_sql(ROLLUPS.iter().filter(|r| r.weeks).map(|r| r.name));
                     ctx = Some(crate::session::open(lake, &opts).await?);
                 }
-                let sunday = plus_days(monday, 6).unwrap_or_default();
-                let path = day_prefix(&folder, monday)
-                    .join(format!("src={fp}").as_str())
-                    .join(format!("{fp}.parquet").as_str());
                 let ctx = ctx.as_ref().expect("opened above");
+                let sql = r.week_sql(monday, &plus_days(monday, 6).unwrap_or_default());
                 let (events, rows, seconds) =
-                    write_rows(lake, ctx, r, &r.week_sql(monday, &sunday), path, "week").await?;
-                out.push(RollupWrite { rollup: r.name, day: monday.clone(), week: true, events, rows, seconds });
+                    write_rows(lake, ctx, r, &sql, version_path(&folder, monday, fp), "week").await?;
+                out.push(RollupWrite { rollup: r.name, day: monday.to_string(), week: true, events, rows, seconds });
             }
-            remove_others(lake, &folder, monday, Some(fp), keep_replaced).await?;
-        }
-        for monday in stored.keys().filter(|m| week_in_range(m) && !current.contains_key(*m)) {
-            remove_others(lake, &folder, monday, None, keep_replaced).await?;
+            let (monday, keep) = step.kept();
+            remove_others(lake, &folder, monday, keep, keep_replaced).await?;
         }
     }
     Ok(out)
+}
+
+/// What refreshing one day (or week) of a rollup does.
+enum Step<'a> {
+    /// Write the current version (a new `src=` folder), then remove the others in time.
+    Write(&'a String, &'a String),
+    /// The current version is stored beside others: remove those in time.
+    Keep(&'a String, &'a String),
+    /// The day has no files any more: remove every version in time.
+    Clear(&'a String),
+}
+
+impl<'a> Step<'a> {
+    /// The day and the version to keep when removing the others.
+    fn kept(&self) -> (&'a str, Option<&'a str>) {
+        match self {
+            Step::Write(d, fp) | Step::Keep(d, fp) => (d.as_str(), Some(fp.as_str())),
+            Step::Clear(d) => (d.as_str(), None),
+        }
+    }
+}
+
+/// The steps of a refresh of the days (or weeks) `in_range`, from their current fingerprints and
+/// the stored versions; nothing for one stored as it is and alone.
+fn steps<'a>(
+    current: &'a BTreeMap<String, String>,
+    stored: &'a BTreeMap<String, BTreeSet<String>>,
+    in_range: impl Fn(&str) -> bool,
+) -> Vec<Step<'a>> {
+    let mut out = Vec::new();
+    for (day, fp) in current.iter().filter(|(d, _)| in_range(d)) {
+        match stored.get(day) {
+            Some(s) if s.len() == 1 && s.contains(fp) => {}
+            Some(s) if s.contains(fp) => out.push(Step::Keep(day, fp)),
+            _ => out.push(Step::Write(day, fp)),
+        }
+    }
+    out.extend(stored.keys().filter(|d| in_range(d) && !current.contains_key(*d)).map(Step::Clear));
+    out
+}
+
+/// The file of one version of a day (or week): `_rollups/<folder>/day=D/src=<fp>/<fp>.parquet`.
+fn version_path(folder: &str, day: &str, fp: &str) -> StorePath {
+    day_prefix(folder, day).join(format!("src={fp}").as_str()).join(format!("{fp}.parquet").as_str())
 }
 
 /// Writes the rows of `sql` (a day's or a week's aggregation of `r`) to `path`, complete before it
@@ -773,7 +801,36 @@ async fn register_one(
 
 #[cfg(test)]
 mod tests {
-    use super::{floor, monday_of, not_in_days, outside_weeks, ROLLUPS};
+    use super::{floor, monday_of, not_in_days, outside_weeks, steps, Step, ROLLUPS};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn a_refresh_writes_what_changed_and_clears_what_went() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(d, f)| (d.to_string(), f.to_string())).collect()
+        };
+        let current = map(&[("d1", "a"), ("d2", "b"), ("d3", "c"), ("d4", "d"), ("d9", "z")]);
+        let stored: BTreeMap<String, BTreeSet<String>> = [
+            ("d1", &["a"][..]),      // as it is: nothing
+            ("d2", &["b", "x"][..]), // current beside a replaced one: keep b, remove x in time
+            ("d3", &["x"][..]),      // changed: write c
+            ("d5", &["y"][..]),      // no files any more: clear
+            ("d8", &["y"][..]),      // out of range: left alone
+        ]
+        .iter()
+        .map(|(d, fps)| (d.to_string(), fps.iter().map(|f| f.to_string()).collect()))
+        .collect();
+        let text: Vec<String> = steps(&current, &stored, |d| d != "d8" && d != "d9")
+            .iter()
+            .map(|s| match s {
+                Step::Write(d, f) => format!("write {d} {f}"),
+                Step::Keep(d, f) => format!("keep {d} {f}"),
+                Step::Clear(d) => format!("clear {d}"),
+            })
+            .collect();
+        // d4 was never stored: written.
+        assert_eq!(text, ["keep d2 b", "write d3 c", "write d4 d", "clear d5"]);
+    }
 
     #[test]
     fn weeks_are_iso_weeks_and_their_days_are_left_out_as_ranges() {
