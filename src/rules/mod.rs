@@ -6,6 +6,7 @@
 //! This module knows what a rule *is*; running rules (windows, alerts, backtests, state) is the
 //! detection engine's job (`crate::detect`), which depends on this module and never the reverse.
 
+mod arms;
 mod plan;
 
 use crate::lake::Table;

@@ -87,8 +87,16 @@ impl Rule {
 
     /// Plans one of the rule's sections read-only with the parameters of `w` bound.
     pub async fn plan_section(&self, ctx: &SessionContext, sql: &str, w: &RunWindow) -> Result<DataFrame, RuleError> {
-        let df = crate::query::read_only_sql(ctx, sql).await.map_err(|e| self.query_error(e))?;
-        let df = df.with_param_values(self.param_values(w)?).map_err(|e| self.query_error(e))?;
+        let params = self.param_values(w)?;
+        // Parsed, its arms the window rules out dropped (`arms`), then planned read-only.
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect).map_err(|e| self.query_error(e))?;
+        super::arms::drop_dead_arms(&state, &mut statement, &params);
+        let plan = state.statement_to_plan(statement).await.map_err(|e| self.query_error(e))?;
+        crate::query::read_only().verify_plan(&plan).map_err(|e| self.query_error(e))?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(|e| self.query_error(e))?;
+        let df = df.with_param_values(params).map_err(|e| self.query_error(e))?;
         // The rule's `[settings]` hold for this query only, over the rules' own defaults.
         crate::query::with_own_options(df, |opts| {
             opts.optimizer.max_passes = RULE_OPTIMIZER_PASSES;
