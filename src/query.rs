@@ -12,7 +12,22 @@ pub fn read_only() -> SQLOptions {
 
 /// Plans a query read-only.
 pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
-    ctx.sql_with_options(sql, read_only()).await
+    read_only_sql_with(ctx, sql, |_, _| {}).await
+}
+
+/// Plans a query read-only, its parsed statement first passed through `rewrite`.
+pub async fn read_only_sql_with(
+    ctx: &SessionContext,
+    sql: &str,
+    rewrite: impl FnOnce(&datafusion::execution::SessionState, &mut datafusion::sql::parser::Statement),
+) -> Result<DataFrame> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    rewrite(&state, &mut statement);
+    let plan = state.statement_to_plan(statement).await?;
+    read_only().verify_plan(&plan)?;
+    ctx.execute_logical_plan(plan).await
 }
 
 /// What a query read from the lake: summed over its Parquet scans, after the executed plan

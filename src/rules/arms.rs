@@ -25,7 +25,7 @@
 //! the same columns of one rollup through its views, so their types are the same.
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::{DFSchema, DFSchemaRef, ParamValues, ScalarValue};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::Expr;
@@ -35,22 +35,30 @@ use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, Expr as SqlExpr, GroupByExpr, Query, SelectItem, SetExpr, SetOperator, SetQuantifier,
     VisitMut, VisitorMut,
 };
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// Takes out of `statement` the `UNION ALL` arms `params` make empty (see the module); returns
 /// how many went.
-pub fn drop_dead_arms(state: &SessionState, statement: &mut Statement, params: &HashMap<String, ScalarValue>) -> usize {
+pub fn drop_dead_arms(state: &SessionState, statement: &mut Statement, params: &ParamValues) -> usize {
     let Statement::Statement(s) = statement else { return 0 };
-    let mut pruner = Pruner { state, params, dropped: 0 };
+    let schema = Arc::new(DFSchema::empty());
+    let context = SimplifyContext::builder()
+        .with_schema(schema.clone())
+        .with_config_options(state.config_options().clone())
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let mut pruner = Pruner { state, params, schema, simplifier: ExprSimplifier::new(context), dropped: 0 };
     let _ = s.visit(&mut pruner);
     pruner.dropped
 }
 
 struct Pruner<'a> {
     state: &'a SessionState,
-    params: &'a HashMap<String, ScalarValue>,
+    params: &'a ParamValues,
+    /// The empty schema the parameter-only conjuncts are planned over, and their simplifier.
+    schema: DFSchemaRef,
+    simplifier: ExprSimplifier,
     dropped: usize,
 }
 
@@ -115,30 +123,24 @@ impl Pruner<'_> {
     /// `e`, which reads no column, planned and simplified by DataFusion with the parameters bound;
     /// anything it cannot plan or fold counts as "not known false".
     fn evaluates_false(&self, e: &SqlExpr) -> bool {
-        let schema = Arc::new(DFSchema::empty());
-        let sql = datafusion::sql::sqlparser::ast::ExprWithAlias { expr: e.clone(), alias: None };
-        let Ok(expr) = self.state.create_logical_expr_from_sql_expr(sql, &schema) else { return false };
+        let sql = ast::ExprWithAlias { expr: e.clone(), alias: None };
+        let Ok(expr) = self.state.create_logical_expr_from_sql_expr(sql, &self.schema) else { return false };
         let bound = expr.transform(|x| match &x {
-            Expr::Placeholder(p) => match p.id.strip_prefix('$').and_then(|id| self.params.get(id)) {
-                Some(v) => Ok(Transformed::yes(Expr::Literal(v.clone(), None))),
-                None => datafusion::common::plan_err!("unbound parameter {}", p.id),
-            },
+            Expr::Placeholder(p) => {
+                let v = self.params.get_placeholders_with_values(&p.id)?;
+                Ok(Transformed::yes(Expr::Literal(v.value, v.metadata)))
+            }
             _ => Ok(Transformed::no(x)),
         });
         let Ok(bound) = bound else { return false };
-        let context = SimplifyContext::builder()
-            .with_schema(schema.clone())
-            .with_config_options(self.state.config_options().clone())
-            .with_query_execution_start_time(self.state.execution_props().query_execution_start_time)
-            .build();
-        let simplifier = ExprSimplifier::new(context);
-        let Ok(v) = simplifier.coerce(bound.data, &schema).and_then(|e| simplifier.simplify(e)) else { return false };
+        let s = &self.simplifier;
+        let Ok(v) = s.coerce(bound.data, &self.schema).and_then(|e| s.simplify(e)) else { return false };
         matches!(v, Expr::Literal(ScalarValue::Boolean(b), _) if b != Some(true))
             || matches!(v, Expr::Literal(ScalarValue::Null, _))
     }
 }
 
-/// A column or a literal (possibly negated or parenthesized): a select-list item whose type is
+/// A column or a literal (possibly parenthesized): a select-list item whose type is
 /// the column's or the literal's, never an aggregate.
 fn plain(e: &SqlExpr) -> bool {
     match e {
@@ -188,7 +190,7 @@ mod tests {
     /// sorted as text — checked equal to DataFusion's own rows with every arm kept.
     async fn run(ctx: &SessionContext, sql: &str, n: i64) -> (String, usize, String) {
         let state = ctx.state();
-        let params = HashMap::from([("n".to_string(), ScalarValue::Int64(Some(n)))]);
+        let params = ParamValues::from(vec![("n", ScalarValue::Int64(Some(n)))]);
         let mut stmt = state.sql_to_statement(sql, &state.config().options().sql_parser.dialect).unwrap();
         let dropped = drop_dead_arms(&state, &mut stmt, &params);
         let text = stmt.to_string();

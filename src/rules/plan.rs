@@ -4,7 +4,7 @@
 
 use super::{Rule, RuleError, RunWindow};
 use crate::time::{micros, utc_ts};
-use datafusion::common::ScalarValue;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{col, SessionContext};
@@ -87,15 +87,13 @@ impl Rule {
 
     /// Plans one of the rule's sections read-only with the parameters of `w` bound.
     pub async fn plan_section(&self, ctx: &SessionContext, sql: &str, w: &RunWindow) -> Result<DataFrame, RuleError> {
-        let params = self.param_values(w)?;
-        // Parsed, its arms the window rules out dropped (`arms`), then planned read-only.
-        let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state.sql_to_statement(sql, &dialect).map_err(|e| self.query_error(e))?;
-        super::arms::drop_dead_arms(&state, &mut statement, &params);
-        let plan = state.statement_to_plan(statement).await.map_err(|e| self.query_error(e))?;
-        crate::query::read_only().verify_plan(&plan).map_err(|e| self.query_error(e))?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(|e| self.query_error(e))?;
+        let params = ParamValues::from(self.param_values(w)?);
+        // The arms the window rules out are dropped from the parsed statement (`arms`).
+        let df = crate::query::read_only_sql_with(ctx, sql, |state, statement| {
+            super::arms::drop_dead_arms(state, statement, &params);
+        })
+        .await
+        .map_err(|e| self.query_error(e))?;
         let df = df.with_param_values(params).map_err(|e| self.query_error(e))?;
         // The rule's `[settings]` hold for this query only, over the rules' own defaults.
         crate::query::with_own_options(df, |opts| {
