@@ -74,49 +74,49 @@ per_sp AS (
 stacked AS (
     SELECT * FROM per_sp WHERE distinct_types >= 2 OR high_severity_type_count >= 1
 ),
-si_edges AS (
-    -- The window's sign-ins outside its whole hours (src/rollups.rs): from its start to the first
-    -- hour boundary after it, and from the last boundary at or before its end — for an hourly
-    -- run, all of them. `sp_signin_outcome_rollup_events` is the rollup's source (sql/rollups/):
-    -- the service-principal sign-ins, with `succeeded`.
-    SELECT service_principal_id, source_ip, country, resource_display_name, succeeded, CAST(1 AS BIGINT) AS n
-    FROM sp_signin_outcome_rollup_events
-    WHERE ts > $window_start AND ts <= $window_end
-      AND (ts < date_trunc('hour', $window_start) + INTERVAL '1 hour' OR ts >= $window_whole_hours_end)
-      AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
-),
-si_rolled AS (
-    -- The whole hours after the window's start, [the first boundary after it, the last at or
-    -- before its end), from `sp_signin_outcome_rollup` (its keys: principal, address, country,
-    -- resource and outcome): the 'day' rows of whole UTC days after the start, the 'hour' rows of
-    -- the other hours, 'event' rows (days without a current summary) of any of them. Each sign-in
-    -- counts once; sums of n are the sign-ins'. Bounds on `bucket` itself, so row-group
-    -- statistics skip the hour rows of whole days.
-    SELECT service_principal_id, source_ip, country, resource_display_name, succeeded, n
-    FROM sp_signin_outcome_rollup
-    WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
-      -- (Implied by the buckets; on 'event' rows it is the events' own ts bound, which prunes.)
-      AND first_ts > $window_start AND first_ts <= $window_end
-      -- (A constant: a window without a whole hour after its start, as an hourly run's, plans
-      -- no read of the rollup.)
-      AND date_trunc('hour', $window_start) + INTERVAL '1 hour' < $window_whole_hours_end
-      AND bucket >= date_trunc('hour', $window_start) + INTERVAL '1 hour' AND bucket < $window_whole_hours_end
-      AND ((grain = 'day' AND bucket >= date_trunc('day', $window_start) + INTERVAL '1 day'
-                          AND bucket < $window_whole_days_end)
-           OR (grain = 'hour' AND (bucket < date_trunc('day', $window_start) + INTERVAL '1 day'
-                                   OR bucket >= $window_whole_days_end))
-           OR grain = 'event')
-),
 si_pre AS (
     -- A plain aggregation per (principal, address, country, resource) first; the distinct lists
     -- are built from its far fewer rows. The allowlist is looked up per group, not per sign-in.
     -- Only the stacked principals' groups reach the result: the left join below hands its keys
     -- down to the scans (a dynamic filter through both aggregations), so the risk chain is
-    -- planned once, not again in an IN list.
+    -- planned once, not again in an IN list. The two arms sit here, not in CTEs of their own, so
+    -- that the arm a window rules out (the rollup's, for an hourly run: no whole hour after its
+    -- start) is dropped before planning (src/rules/arms.rs).
     SELECT service_principal_id, source_ip, country, resource_display_name,
            coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false) AS allowlisted, sum(n) AS n,
            coalesce(sum(n) FILTER (WHERE succeeded), 0) AS ok
-    FROM (SELECT * FROM si_edges UNION ALL SELECT * FROM si_rolled) AS s
+    FROM (
+        -- The window's sign-ins outside its whole hours (src/rollups.rs): from its start to the first
+        -- hour boundary after it, and from the last boundary at or before its end — for an hourly
+        -- run, all of them. `sp_signin_outcome_rollup_events` is the rollup's source (sql/rollups/):
+        -- the service-principal sign-ins, with `succeeded`.
+        SELECT service_principal_id, source_ip, country, resource_display_name, succeeded, CAST(1 AS BIGINT) AS n
+        FROM sp_signin_outcome_rollup_events
+        WHERE ts > $window_start AND ts <= $window_end
+          AND (ts < date_trunc('hour', $window_start) + INTERVAL '1 hour' OR ts >= $window_whole_hours_end)
+          AND (day = to_char($window_start, '%Y-%m-%d') OR day = to_char($window_end, '%Y-%m-%d'))
+        UNION ALL
+        -- The whole hours after the window's start, [the first boundary after it, the last at or
+        -- before its end), from `sp_signin_outcome_rollup` (its keys: principal, address, country,
+        -- resource and outcome): the 'day' rows of whole UTC days after the start, the 'hour' rows of
+        -- the other hours, 'event' rows (days without a current summary) of any of them. Each sign-in
+        -- counts once; sums of n are the sign-ins'. Bounds on `bucket` itself, so row-group
+        -- statistics skip the hour rows of whole days.
+        SELECT service_principal_id, source_ip, country, resource_display_name, succeeded, n
+        FROM sp_signin_outcome_rollup
+        WHERE day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
+          -- (Implied by the buckets; on 'event' rows it is the events' own ts bound, which prunes.)
+          AND first_ts > $window_start AND first_ts <= $window_end
+          -- (A constant: a window without a whole hour after its start, as an hourly run's, plans
+          -- no read of the rollup.)
+          AND date_trunc('hour', $window_start) + INTERVAL '1 hour' < $window_whole_hours_end
+          AND bucket >= date_trunc('hour', $window_start) + INTERVAL '1 hour' AND bucket < $window_whole_hours_end
+          AND ((grain = 'day' AND bucket >= date_trunc('day', $window_start) + INTERVAL '1 day'
+                              AND bucket < $window_whole_days_end)
+               OR (grain = 'hour' AND (bucket < date_trunc('day', $window_start) + INTERVAL '1 day'
+                                       OR bucket >= $window_whole_days_end))
+               OR grain = 'event')
+    ) AS s
     GROUP BY service_principal_id, source_ip, country, resource_display_name,
              coalesce(in_watchlist(source_ip, 'NetworkAllowlist'), false)
 ),

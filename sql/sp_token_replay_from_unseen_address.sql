@@ -65,18 +65,8 @@ si_rows AS (
     -- (every scheduled run's) holds of its last hour the sign-ins at that instant only: the
     -- keys whose hour row begins there (`first_ts` at the range's end, as `first_ts <= end`
     -- leaves it), each with that instant as its first and last; and a start on the hour has no
-    -- partial hour. Then no sign-in is read, and DataFusion drops that scan while planning.
-    SELECT service_principal_id, source_ip, app_id, ts AS first_ts, ts AS last_ts
-    FROM sp_signin_address_rollup_events
-    WHERE ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
-      AND ((ts < date_trunc('hour', $window_start - $surrounding - INTERVAL '1 microsecond') + INTERVAL '1 hour'
-            AND $window_start - $surrounding <> date_trunc('hour', $window_start - $surrounding))
-           OR (ts >= date_trunc('hour', $window_end + $surrounding)
-               AND $window_end + $surrounding <> date_trunc('hour', $window_end + $surrounding))
-           OR $surrounding_us % 3600000000 <> 0)
-      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
-      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
-    UNION ALL
+    -- partial hour. Then no sign-in is read: the second arm is dropped before planning
+    -- (src/rules/arms.rs; it comes second, as the first arm of a union always stays).
     SELECT service_principal_id, source_ip, app_id, first_ts,
            CASE WHEN bucket = $window_end + $surrounding THEN first_ts ELSE last_ts END AS last_ts
     FROM sp_signin_address_rollup
@@ -86,6 +76,17 @@ si_rows AS (
       -- (Implied by the buckets, but for the range's end on the hour, where it keeps the keys with
       -- a sign-in at the end itself; on 'event' rows it is the events' own ts bound, which prunes.)
       AND first_ts >= $window_start - $surrounding AND first_ts <= $window_end + $surrounding
+      AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
+      AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
+    UNION ALL
+    SELECT service_principal_id, source_ip, app_id, ts AS first_ts, ts AS last_ts
+    FROM sp_signin_address_rollup_events
+    WHERE ts >= $window_start - $surrounding AND ts <= $window_end + $surrounding
+      AND ((ts < date_trunc('hour', $window_start - $surrounding - INTERVAL '1 microsecond') + INTERVAL '1 hour'
+            AND $window_start - $surrounding <> date_trunc('hour', $window_start - $surrounding))
+           OR (ts >= date_trunc('hour', $window_end + $surrounding)
+               AND $window_end + $surrounding <> date_trunc('hour', $window_end + $surrounding))
+           OR $surrounding_us % 3600000000 <> 0)
       AND day >= to_char($window_start - $surrounding, '%Y-%m-%d')
       AND day <= to_char($window_end + $surrounding, '%Y-%m-%d')
 ),

@@ -262,4 +262,29 @@ mod tests {
         assert_eq!(dropped, 1);
         assert!(!rows.contains("| 3 |"), "{rows}");
     }
+
+    /// The built-in rules' hourly runs plan none of the arms their window rules out (the history
+    /// arms of the Key Vault rule, the rollup arm of risk stacking with no whole hour in its
+    /// window, the partial-hour sign-ins of token replay); a window off the hour keeps them.
+    #[tokio::test]
+    async fn the_rules_hourly_runs_lose_their_dead_arms() {
+        use chrono::TimeZone;
+        let rules = crate::rules::load_all(None).unwrap();
+        let state = SessionContext::new().state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let at = |h, m| chrono::Utc.with_ymd_and_hms(2026, 11, 19, h, m, 0).unwrap();
+        for (id, on_the_hour, off_the_hour) in [
+            ("sp_keyvault_read_from_new_source", 2, 2),
+            ("sp_risk_event_stacking", 1, 0),
+            ("sp_token_replay_from_unseen_address", 1, 0),
+        ] {
+            let rule = crate::rules::by_id(&rules, id).unwrap();
+            for (end, span, want) in [(at(16, 0), 1, on_the_hour), (at(17, 30), 2, off_the_hour)] {
+                let w = crate::rules::RunWindow { start: end - chrono::Duration::hours(span), end };
+                let params = ParamValues::from(rule.param_values(&w).unwrap());
+                let mut stmt = state.sql_to_statement(&rule.sql, &dialect).unwrap();
+                assert_eq!(drop_dead_arms(&state, &mut stmt, &params), want, "{id}, window ending {end}");
+            }
+        }
+    }
 }
