@@ -134,11 +134,16 @@ pub fn ip_to_u128(ip: IpAddr) -> u128 {
 /// The normalized text form of an address: no port, no brackets, `::ffff:a.b.c.d` folded to
 /// `a.b.c.d`, IPv6 in its canonical compressed form. `None` when unparsable or empty.
 pub fn normalize(s: &str) -> Option<String> {
-    // A dotted quad without leading zeros is already its normal form (most addresses are).
+    normalize_cow(s).map(std::borrow::Cow::into_owned)
+}
+
+/// [`normalize`], borrowing `s` when it is already the normal form (a dotted quad without
+/// leading zeros, as most addresses are).
+pub fn normalize_cow(s: &str) -> Option<std::borrow::Cow<'_, str>> {
     if fast_v4(s.as_bytes()).is_some() {
-        return Some(s.to_string());
+        return Some(std::borrow::Cow::Borrowed(s));
     }
-    parse_ip(s).map(|ip| ip.to_string())
+    parse_ip(s).map(|ip| std::borrow::Cow::Owned(ip.to_string()))
 }
 
 #[cfg(test)]

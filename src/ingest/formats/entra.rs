@@ -116,11 +116,12 @@ fn table_of_category(cat: &str) -> Option<Table> {
 }
 
 pub(super) fn canonical_signin_category(cat: &str) -> String {
-    SIGNIN_CATEGORIES
-        .iter()
-        .find(|c| c.eq_ignore_ascii_case(cat))
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| cat.to_string())
+    canonical_signin_category_of(cat).to_string()
+}
+
+/// [`canonical_signin_category`] without a copy.
+pub(super) fn canonical_signin_category_of(cat: &str) -> &str {
+    SIGNIN_CATEGORIES.iter().find(|c| c.eq_ignore_ascii_case(cat)).copied().unwrap_or(cat)
 }
 
 // -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 //! which gives the same row or the same rejection as before. A unit test checks the two paths agree
 //! on every record the typed one accepts.
 
-use super::entra::canonical_signin_category;
+use super::entra::canonical_signin_category_of;
 use super::Mapped;
 use crate::ingest::normalize::{folded_hash, parse_time};
 use crate::lake::rows::CompactRow;
@@ -120,10 +120,15 @@ fn or_env(r: &mut CompactRow, i: usize, v: &Scalar, env: &Scalar) -> Result<(), 
 }
 
 /// The property's address, else the caller's (no ECS address in diagnostic settings), normalized.
-fn address(ip: &Scalar, top: &Top) -> Result<Option<String>, Unsure> {
-    Ok(match ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)) {
+fn address<'s>(ip: &'s Scalar, top: &'s Top) -> Result<Option<Cow<'s, str>>, Unsure> {
+    // The normal form borrowed from the record when it is the text itself (a plain dotted quad).
+    let normal = |t: Cow<'s, str>| match t {
+        Cow::Borrowed(t) => wisp_udfs::ip::normalize_cow(t),
+        Cow::Owned(t) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
+    };
+    Ok(match ip.text_cow()?.and_then(normal) {
         Some(ip) => Some(ip),
-        None => top.caller_ip.text_cow()?.and_then(|s| wisp_udfs::ip::normalize(&s)),
+        None => top.caller_ip.text_cow()?.and_then(normal),
     })
 }
 
@@ -686,10 +691,9 @@ column_indexes! {
 
 fn signin_row(top: &Top, q: &Props, room: usize) -> Result<CompactMapped, Unsure> {
     let Scalar::Str(category) = &top.category else { return Err(Unsure) };
-    let canonical = canonical_signin_category(category);
     let c = cols();
     let mut r = CompactRow::new(Table::Signins, room);
-    r.set_str(c.category, &canonical);
+    r.set_str(c.category, canonical_signin_category_of(category));
     let id = q.id.text()?;
     r.set_opt_str(c.id, id.as_deref());
     or_env(&mut r, c.tenant_id, first(&[&q.tenant_id, &q.resource_tenant_id]), &top.tenant_id)?;
