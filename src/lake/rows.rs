@@ -246,9 +246,14 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
     }
     let schema = table.schema();
     let n = rows.len();
-    // Each column's bytes of text, in one pass over the rows.
+    let fallback = || rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>());
+    // Each column's bytes of text, in one pass over the rows (which also checks that every row
+    // has a cell for every column).
     let mut bytes = vec![0usize; schema.fields().len()];
     for r in rows {
+        if r.cells.len() != bytes.len() {
+            return fallback();
+        }
         for (b, c) in bytes.iter_mut().zip(&r.cells) {
             match *c {
                 Cell::Str(s, e) => *b += (e - s) as usize,
@@ -267,77 +272,42 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
             }
             DataType::Boolean => B::Bool(BooleanBuilder::with_capacity(n)),
-            _ => return rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>()),
+            _ => return fallback(),
         });
     }
-    let fallback = || rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>());
-    if rows.iter().any(|r| r.cells.len() != builders.len()) {
-        return fallback();
-    }
+    let int = |_: &CompactRow, c: Cell| match c {
+        Cell::Int(v) => Some(v),
+        _ => None,
+    };
     // Column by column over blocks of rows small enough to stay in cache: each column's appends
     // are one predictable loop, where cell by cell every row branches through every column type.
     for block in rows.chunks(COLUMN_BLOCK) {
         for (i, b) in builders.iter_mut().enumerate() {
             let plain = match b {
-                B::Str(b) => block.iter().all(|r| match r.cells[i] {
-                    Cell::Null => {
-                        b.append_null();
-                        true
-                    }
-                    Cell::Str(s, e) => {
-                        b.append_value(&r.text[s as usize..e as usize]);
-                        true
-                    }
-                    Cell::Ext(s, e) => {
-                        b.append_value(external(ext, s, e));
-                        true
-                    }
-                    _ => false,
-                }),
-                B::I64(b) => block.iter().all(|r| match r.cells[i] {
-                    Cell::Null => {
-                        b.append_null();
-                        true
-                    }
-                    Cell::Int(v) => {
-                        b.append_value(v);
-                        true
-                    }
-                    _ => false,
-                }),
-                B::I32(b) => block.iter().all(|r| match r.cells[i] {
-                    Cell::Null => {
-                        b.append_null();
-                        true
-                    }
-                    Cell::Int(v) if i32::try_from(v).is_ok() => {
-                        b.append_value(v as i32);
-                        true
-                    }
-                    _ => false,
-                }),
-                B::Ts(b) => block.iter().all(|r| match r.cells[i] {
-                    Cell::Null => {
-                        b.append_null();
-                        true
-                    }
-                    Cell::Int(v) => {
-                        b.append_value(v);
-                        true
-                    }
-                    _ => false,
-                }),
-                B::Bool(b) => block.iter().all(|r| match r.cells[i] {
-                    Cell::Null => {
-                        b.append_null();
-                        true
-                    }
-                    Cell::Bool(v) => {
-                        b.append_value(v);
-                        true
-                    }
-                    _ => false,
-                }),
+                B::Str(b) => fill(
+                    block,
+                    i,
+                    |r, c| match c {
+                        Cell::Str(s, e) => Some(&r.text[s as usize..e as usize]),
+                        Cell::Ext(s, e) => Some(external(ext, s, e)),
+                        _ => None,
+                    },
+                    |v| b.append_option(v),
+                ),
+                B::I64(b) => fill(block, i, int, |v| b.append_option(v)),
+                B::I32(b) => {
+                    fill(block, i, |r, c| int(r, c).and_then(|v| i32::try_from(v).ok()), |v| b.append_option(v))
+                }
+                B::Ts(b) => fill(block, i, int, |v| b.append_option(v)),
+                B::Bool(b) => fill(
+                    block,
+                    i,
+                    |_, c| match c {
+                        Cell::Bool(v) => Some(v),
+                        _ => None,
+                    },
+                    |v| b.append_option(v),
+                ),
             };
             if !plain {
                 return fallback();
@@ -357,6 +327,23 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
         })
         .collect();
     RecordBatch::try_new(schema, cols).map_err(|e| LakeError::Write { table: table.name(), msg: e.to_string() })
+}
+
+/// Appends column `i` of `block` through `append`: a null cell as `None`, any other as what `value`
+/// makes of it; false (and stops) at a cell `value` refuses, one not of the column's type.
+fn fill<'a, V>(
+    block: &'a [CompactRow],
+    i: usize,
+    value: impl Fn(&'a CompactRow, Cell) -> Option<V>,
+    mut append: impl FnMut(Option<V>),
+) -> bool {
+    block.iter().all(|r| match r.cells[i] {
+        Cell::Null => {
+            append(None);
+            true
+        }
+        c => value(r, c).map(|v| append(Some(v))).is_some(),
+    })
 }
 
 #[cfg(test)]
