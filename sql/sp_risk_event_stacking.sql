@@ -37,6 +37,15 @@ WITH in_window AS (
     WHERE ts > $window_start AND ts <= $window_end
       AND day >= to_char($window_start, '%Y-%m-%d') AND day <= to_char($window_end, '%Y-%m-%d')
 ),
+version_days AS (
+    -- The days holding a version of each of them (the view sp_risk_event_days, src/version_days.rs:
+    -- an index of the lake's (key_hash(id), day) pairs written at compaction, and the table's own
+    -- rows of the days it does not cover; a hash shared with another id only adds a day), so that
+    -- the join below opens only those days' files: it hands the days' bounds to the scan with the
+    -- ids, and files of other days are not opened.
+    SELECT DISTINCT w.id, w.service_principal_id, d.day
+    FROM in_window w JOIN sp_risk_event_days d ON d.h = key_hash(w.id)
+),
 latest AS (
     -- The version ranked first by last_updated DESC NULLS LAST, ts DESC: last_by(x, k, ts) is
     -- last_value(x ORDER BY k, ts), vectorized (wisp's aggregate), k the last_updated with a null
@@ -50,7 +59,8 @@ latest AS (
            last_by(r.risk_level, r.k, r.ts) AS risk_level
     FROM (SELECT r.*, coalesce(CAST(r.last_updated AS BIGINT), -9223372036854775807) AS k
           FROM sp_risk_events r
-          JOIN in_window w ON r.id = w.id AND r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id) r
+          JOIN version_days w ON r.id = w.id AND r.day = w.day
+                                 AND (r.service_principal_id IS NOT DISTINCT FROM w.service_principal_id)) r
     GROUP BY r.id, r.service_principal_id
 ),
 risk AS (

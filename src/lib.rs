@@ -20,3 +20,4 @@ pub mod rollups;
 pub mod rules;
 pub mod session;
 pub mod time;
+pub mod version_days;

@@ -160,7 +160,7 @@ pub struct RollupWrite {
     pub seconds: f64,
 }
 
-fn store_err(url: &str, e: object_store::Error) -> LakeError {
+pub(crate) fn store_err(url: &str, e: object_store::Error) -> LakeError {
     LakeError::Store { url: url.to_string(), source: e }
 }
 
@@ -182,7 +182,7 @@ fn monday_of(day: &str) -> Option<String> {
 }
 
 /// The first 12 bytes of a hash, in hex: a fingerprint.
-fn hex12(h: Sha256) -> String {
+pub(crate) fn hex12(h: Sha256) -> String {
     h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -208,12 +208,12 @@ async fn stored_in(lake: &Lake, folder: &str) -> Result<BTreeMap<String, BTreeSe
 /// The data files of tables per day (`<table>/day=D/<file>.parquet`, not a compaction's staging
 /// folder), each as "path, size, modification time", sorted: what a fingerprint hashes. Listed
 /// once per table however many rollups read it.
-struct DayFiles(BTreeMap<Table, BTreeMap<String, Vec<String>>>);
+pub(crate) struct DayFiles(pub(crate) BTreeMap<Table, BTreeMap<String, Vec<String>>>);
 
 impl DayFiles {
     /// Lists each table once, all of them at the same time (an object store's listings are round
     /// trips, a folder's are directory walks on blocking threads).
-    async fn list(lake: &Lake, tables: &[Table]) -> Result<DayFiles, LakeError> {
+    pub(crate) async fn list(lake: &Lake, tables: &[Table]) -> Result<DayFiles, LakeError> {
         let unique: BTreeSet<Table> = tables.iter().copied().collect();
         let lists = futures::future::try_join_all(unique.into_iter().map(|t| async move {
             let mut per_day: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -388,7 +388,8 @@ pub const KEEP_REPLACED: std::time::Duration = std::time::Duration::from_secs(36
 /// from its files' is aggregated again and written (a new `src=` folder, complete before it is
 /// visible); the day's other versions are removed once the current one is older than
 /// `keep_replaced`; a day whose tables have no files loses its rollup. Readers never mix two
-/// versions of a day: the view names the one fingerprint it checked.
+/// versions of a day: the view names the one fingerprint it checked. Then the index of the days
+/// each risk detection has versions in (`version_days`), whatever `days` is.
 pub async fn refresh(
     lake: &Lake,
     days: Option<&(String, String)>,
@@ -448,6 +449,8 @@ pub async fn refresh(
             remove_others(lake, &folder, monday, keep, keep_replaced).await?;
         }
     }
+    // And the index of the days each risk detection has versions in (the whole lake's).
+    out.extend(crate::version_days::refresh(lake, memory_limit, keep_replaced).await?);
     Ok(out)
 }
 

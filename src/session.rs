@@ -205,6 +205,9 @@ pub async fn open_on(lake: &Lake, opts: &SessionOptions, rt: Arc<RuntimeEnv>) ->
     register_watchlist_tables(&ctx, &udfs)?;
     // Rollups: stored summaries where still current, the events themselves elsewhere.
     crate::rollups::register(&ctx, lake, opts).await?;
+    if opts.wants_view(crate::version_days::NAME) {
+        crate::version_days::register(&ctx, lake).await?;
+    }
     if opts.wants_view("sp_risk_events_latest") {
         ctx.sql(
             "CREATE VIEW sp_risk_events_latest AS \

@@ -524,3 +524,123 @@ async fn weeks_of_keyvault_reads_give_the_rule_over_the_events() {
     let edge = raw.iter().find(|r| r.starts_with("2026-11-12T08:30:00Z")).unwrap();
     assert!(edge.contains("198.51.100.1") && !edge.contains("198.51.100.2"), "{edge}");
 }
+
+/// The risk stacking rule's rows over each window (sorted), and whether its session read the
+/// index of the detections' days (`version_days`) or the table's rows of every day.
+async fn risk_rows(lake: &std::path::Path, windows: &[(DateTime<Utc>, DateTime<Utc>)]) -> (Vec<String>, bool) {
+    let l = Lake::open(&lake.display().to_string()).unwrap();
+    let ctx = wisp::session::open(&l, &Default::default()).await.unwrap();
+    let indexed = wisp::version_days::register(&ctx, &l).await.unwrap().is_some();
+    let r: Rule = rules::load_all(None).unwrap().into_iter().find(|r| r.meta.id == RISK).unwrap();
+    let mut out = Vec::new();
+    for &(start, end) in windows {
+        let rows = r.plan(&ctx, &rules::RunWindow { start, end }).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        let mut lines: Vec<&str> = text.lines().filter(|l| l.contains("app-x")).collect();
+        lines.sort();
+        out.push(lines.join("\n"));
+    }
+    (out, indexed)
+}
+
+/// Versions of one risk detection in three days (its first on 2026-11-18, then re-sent without a
+/// detection time on 2026-11-20, then today): each hourly window counts the detection only in the
+/// hour of its latest version, whether the index of the detections' days (`version_days`) is
+/// current, stale (a day before its end gained a file: the table is read instead) or does not
+/// cover the day of the latest version (today's, read from the table) — the same rows as the rule
+/// over a copy of the lake without the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_detection_versions_in_other_days_are_found_through_the_index() {
+    let lake_dir = tmp("version-days-lake");
+    let src = tmp("version-days-src");
+    let lake = Lake::open(&lake_dir.display().to_string()).unwrap();
+    let risk = |id: &str, time: &str, detected: bool, kind: &str| {
+        let mut p = serde_json::json!({"id": id, "riskEventType": kind, "riskLevel": "medium", "riskState": "atRisk",
+            "lastUpdatedDateTime": time, "servicePrincipalId": "id-app-x", "servicePrincipalDisplayName": "app-x",
+            "appId": "app-app-x"});
+        if detected {
+            p["detectedDateTime"] = serde_json::json!(time);
+        }
+        serde_json::json!({"time": time, "category": "ServicePrincipalRiskEvents", "properties": p})
+    };
+    let mut n = 0;
+    let mut ingest = |recs: Vec<serde_json::Value>| {
+        n += 1;
+        let f = src.join(format!("risk-{n}.json"));
+        std::fs::write(&f, recs.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+        let lake_dir = lake_dir.clone();
+        async move {
+            let s = ingest_into(&lake_dir, opts(vec![f.display().to_string()])).await;
+            assert_eq!(s.written.get("sp_risk_events").copied(), Some(recs.len() as u64), "{s:?}");
+        }
+    };
+    let now = Utc::now() - chrono::Duration::minutes(2);
+    let now = now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos().into());
+    let hour = |end: &str| (t(end) - chrono::Duration::hours(1), t(end));
+    // 2026-11-18 10:00–11:00, 2026-11-20 08:00–09:00, and the hour up to the last version.
+    let windows = [hour("2026-11-18T11:00:00Z"), hour("2026-11-20T09:00:00Z"), (now - chrono::Duration::hours(1), now)];
+    let check = |indexed_expected: bool| {
+        let lake_dir = lake_dir.clone();
+        async move {
+            let (rows, indexed) = risk_rows(&lake_dir, &windows).await;
+            assert_eq!(indexed, indexed_expected, "{rows:?}");
+            let (raw, raw_indexed) = risk_rows(&copy_without_rollups(&lake_dir), &windows).await;
+            assert!(!raw_indexed);
+            assert_eq!(rows, raw, "through the index and through the table");
+            rows
+        }
+    };
+
+    // An anomalous token (a high-severity type) and a suspicious sign-in of app-x, both detected
+    // in the first hour: stacked there.
+    ingest(vec![
+        risk("r-1", "2026-11-18T10:30:00Z", true, "anomalousToken"),
+        risk("r-2", "2026-11-18T10:35:00Z", true, "suspiciousSignins"),
+    ])
+    .await;
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    assert_eq!(days(&written, wisp::version_days::NAME), [Utc::now().format("%Y-%m-%d").to_string()]);
+    let rows = check(true).await;
+    assert!(rows[0].contains("anomalousToken, suspiciousSignins") && rows[0].contains("| High "), "{rows:?}");
+    assert!(rows[1].is_empty() && rows[2].is_empty(), "{rows:?}");
+
+    // r-1 re-sent on 2026-11-20 without a detection time: its latest version is in the second
+    // hour; the first keeps only r-2 (one type of medium severity: no alert). The index is stale
+    // (a day before its end has a new file): the table is read.
+    ingest(vec![risk("r-1", "2026-11-20T08:30:00Z", false, "anomalousToken")]).await;
+    let rows = check(false).await;
+    assert!(rows[0].is_empty(), "{rows:?}");
+    assert!(rows[1].contains("[anomalousToken]") && rows[1].contains("| High "), "{rows:?}");
+    assert!(rows[2].is_empty(), "{rows:?}");
+    // Written again: read through the index, the same rows.
+    let written = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    assert_eq!(days(&written, wisp::version_days::NAME).len(), 1);
+    assert_eq!(check(true).await, rows);
+    assert!(wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap().is_empty(), "nothing changed");
+
+    // And re-sent again minutes ago: its latest version is today's, a day the index leaves to
+    // the table; the second hour loses it, the last hour has it.
+    ingest(vec![risk("r-1", &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), false, "anomalousToken")]).await;
+    let _ = wisp::rollups::refresh(&lake, None, 512 << 20, KEEP).await.unwrap();
+    let rows = check(true).await;
+    assert!(rows[0].is_empty() && rows[1].is_empty(), "{rows:?}");
+    assert!(rows[2].contains("[anomalousToken]"), "{rows:?}");
+    // Once the current index is older than the grace period, the replaced ones go.
+    let _ = wisp::rollups::refresh(&lake, None, 512 << 20, std::time::Duration::ZERO).await.unwrap();
+    let versions = walk(&lake_dir.join(wisp::rollups::FOLDER).join(wisp::version_days::NAME));
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(check(true).await, rows);
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

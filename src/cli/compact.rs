@@ -107,10 +107,11 @@ pub async fn compact_and_report(lake: &Lake, opts: &CompactOptions, each: bool) 
         crate::rollups::refresh(lake, opts.days.as_ref(), opts.memory_limit, crate::rollups::KEEP_REPLACED).await?;
     for w in written.iter().filter(|_| each) {
         eprintln!(
-            "{}/{}{}/day={}: {} events → {} rows, {:.2}s",
+            "{}/{}{}/{}={}: {} events → {} rows, {:.2}s",
             crate::rollups::FOLDER,
             w.rollup,
             if w.week { "_week" } else { "" },
+            if w.rollup == crate::version_days::NAME { "upto" } else { "day" },
             w.day,
             w.events,
             w.rows,

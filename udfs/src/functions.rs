@@ -710,6 +710,7 @@ pub fn all(asn: Option<Arc<AsnDb>>, geo: Option<Arc<GeoDb>>, lists: Arc<Watchlis
         ScalarUDF::new_from_impl(AsnLookup::new(asn, AsnOutput::Org)),
         ScalarUDF::new_from_impl(GeoLookup::new(geo)),
         ScalarUDF::new_from_impl(crate::graph::GraphPathTemplate::new()),
+        ScalarUDF::new_from_impl(crate::hash::KeyHash::new()),
         ScalarUDF::new_from_impl(crate::lists::ListField::new()),
         ScalarUDF::new_from_impl(crate::lists::ListWhere::new()),
     ]

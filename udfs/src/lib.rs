@@ -16,6 +16,7 @@
 //! | `asn(ip)`, `asn_number(ip)`, `asn_org(ip)` | ASN database lookups |
 //! | `geo(ip)` | City database lookup |
 //! | `graph_path_template(uri)` | a Graph request URI as its action: `/v1.0/users/{id}/messages` |
+//! | `key_hash(s)` | a stable 64-bit hash of a string (FNV-1a), for indexes keyed by long ids |
 //! | `list_field(list, 'name')` | the named field of each struct in a list of structs, as a list |
 //! | `list_where(list, 'name', value)` | the structs of a list whose named field equals a constant string |
 //! | `last_by(value, ts, tiebreak)` (aggregate) | `value` of the row with the greatest `(ts, tiebreak)`, nulls greatest: `last_value(value ORDER BY ts, tiebreak)`, vectorized |
@@ -24,6 +25,7 @@ pub mod aggregates;
 pub mod db;
 pub mod functions;
 pub mod graph;
+pub mod hash;
 pub mod ip;
 pub mod lists;
 pub mod ranges;
