@@ -42,8 +42,9 @@ version_days AS (
     -- an index of the lake's (key_hash(id), day) pairs written at compaction, and the table's own
     -- rows of the days it does not cover; a hash shared with another id only adds a day), so that
     -- the join below opens only those days' files: it hands the days' bounds to the scan with the
-    -- ids, and files of other days are not opened.
-    SELECT DISTINCT w.id, w.service_principal_id, d.day
+    -- ids, and files of other days are not opened. A (detection, day) listed twice (the table's
+    -- rows list a day once per version) only repeats versions to last_by, which takes the same one.
+    SELECT w.id, w.service_principal_id, d.day
     FROM in_window w JOIN sp_risk_event_days d ON d.h = key_hash(w.id)
 ),
 latest AS (

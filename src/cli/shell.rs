@@ -55,12 +55,18 @@ pub async fn run(a: ShellArgs) -> anyhow::Result<i32> {
         let sql = std::mem::take(&mut buf);
         let _ = rl.add_history_entry(sql.trim());
         let started = std::time::Instant::now();
-        // The rollups' views name the summaries current now (a compaction may have run since):
-        // those the statement names are registered again.
+        // The rollups' views (and the risk detections' days) name the summaries current now (a
+        // compaction may have run since): those the statement names are registered again.
         let only = crate::session::SessionOptions::default().for_sql([sql.as_str()]);
         if let Err(e) = crate::rollups::register(&ctx, &lake, &only).await {
             eprintln!("error: {e}");
             continue;
+        }
+        if only.wants_view(crate::version_days::NAME) {
+            if let Err(e) = crate::version_days::register(&ctx, &lake).await {
+                eprintln!("error: {e}");
+                continue;
+            }
         }
         match crate::query::read_only_sql(&ctx, &sql).await {
             Ok(df) => match df.execute_stream().await {
