@@ -120,9 +120,11 @@ pub async fn compact_and_report(lake: &Lake, opts: &CompactOptions, each: bool) 
     }
     if each || !written.is_empty() {
         let weeks = written.iter().filter(|w| w.week).count();
+        let index = written.iter().filter(|w| w.rollup == crate::version_days::NAME).count();
         eprintln!(
-            "rolled up {} day(s) and {weeks} week(s) in {:.1}s",
-            written.len() - weeks,
+            "rolled up {} day(s) and {weeks} week(s){} in {:.1}s",
+            written.len() - weeks - index,
+            if index > 0 { ", indexed the risk detections' days" } else { "" },
             started.elapsed().as_secs_f64()
         );
     }
