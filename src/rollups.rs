@@ -531,14 +531,7 @@ async fn write_rows(
     let mut w = AsyncArrowWriter::try_new(w, schema.clone(), Some(props)).map_err(werr)?;
     let (mut rows, mut events, mut in_grain) = (0u64, 0u64, None::<String>);
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let batch = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
+        let batch = cast_to(&batch?, &schema)
             .map_err(|e| LakeError::Write { table: "_rollups", msg: format!("rollup {}: {e}", r.name) })?;
         rows += batch.num_rows() as u64;
         let grain = batch.column_by_name("grain").and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>());
@@ -570,6 +563,21 @@ async fn write_rows(
     }
     w.close().await.map_err(werr)?;
     Ok((events, rows, started.elapsed().as_secs_f64()))
+}
+
+/// `batch`'s columns cast, in order, to the types of `schema`'s fields: a query's rows as a stored
+/// file declares them.
+pub(crate) fn cast_to(
+    batch: &arrow::record_batch::RecordBatch,
+    schema: &SchemaRef,
+) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    arrow::record_batch::RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Removes a day's (or a week's) stored folders of `_rollups/<folder>/` other than `keep`, once

@@ -24,7 +24,7 @@
 //! holds a version; a superset (a day emptied since) only opens a file more.
 
 use crate::lake::{Lake, LakeError, Table};
-use crate::rollups::{hex12, store_err, DayFiles, RollupWrite, FOLDER};
+use crate::rollups::{cast_to, hex12, store_err, DayFiles, RollupWrite, FOLDER};
 use crate::session::SessionError;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -104,8 +104,8 @@ pub async fn refresh(
     let fp = fingerprint(&files, &upto);
     let before = stored(lake).await?;
     let mut written = None;
-    let keep = match before.iter().find(|s| s.upto == upto && s.fingerprint == fp) {
-        Some(s) => s.path.clone(),
+    let (keep, kept_since) = match before.iter().find(|s| s.upto == upto && s.fingerprint == fp) {
+        Some(s) => (s.path.clone(), s.modified),
         None => {
             let path = StorePath::from(format!("{FOLDER}/{NAME}/upto={upto}/src={fp}/{fp}.parquet"));
             let started = std::time::Instant::now();
@@ -118,12 +118,10 @@ pub async fn refresh(
                 rows,
                 seconds: started.elapsed().as_secs_f64(),
             });
-            path
+            (path, chrono::Utc::now())
         }
     };
-    let kept_since = stored(lake).await?.into_iter().find(|s| s.path == keep).map(|s| s.modified);
-    let replaced_for = kept_since.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default());
-    if replaced_for.is_some_and(|d| d >= keep_replaced) {
+    if (chrono::Utc::now() - kept_since).to_std().unwrap_or_default() >= keep_replaced {
         for s in before.iter().filter(|s| s.path != keep) {
             lake.store.delete(&s.path).await.map_err(|e| store_err(&format!("{}{}", lake.url, s.path), e))?;
             if let Some(root) = &lake.local_root {
@@ -169,14 +167,7 @@ async fn write(lake: &Lake, memory_limit: usize, upto: &str, path: StorePath) ->
     let mut w = AsyncArrowWriter::try_new(w, schema.clone(), Some(props)).map_err(werr)?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(|columns| arrow::record_batch::RecordBatch::try_new(schema.clone(), columns))
+        let columns = cast_to(&batch?, &schema)
             .map_err(|e| LakeError::Write { table: "_rollups", msg: format!("{NAME}: {e}") })?;
         rows += columns.num_rows() as u64;
         w.write(&columns).await.map_err(werr)?;
