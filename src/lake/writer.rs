@@ -218,7 +218,7 @@ fn write_file(
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     // Compressed, the rows take about a fifth of their memory: one allocation, not a doubling series.
     let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() / 4);
-    let mut w = ArrowWriter::try_new(&mut out, table.schema(), Some(ingest_props())).map_err(perr)?;
+    let mut w = ArrowWriter::try_new(&mut out, table.schema(), Some(ingest_props(order.len()))).map_err(perr)?;
     let mut idx = Vec::with_capacity(ENCODE_SLICE);
     for slice in order.chunks(ENCODE_SLICE) {
         idx.clear();
@@ -310,6 +310,9 @@ pub(crate) const ID_BLOOM_FPP: f64 = 0.001;
 /// ingested day 1.3%, its ingest as fast (BENCHMARKS.md, issue 16).
 pub(crate) const PAGE_ROWS: usize = 4096;
 
+/// Rows per row group at most.
+const ROW_GROUP_ROWS: usize = 1_000_000;
+
 /// The lake's Parquet settings: zstd, page statistics, sorted by `ts` (the first column), a bloom
 /// filter on `id`, no dictionary for the columns of unique values, no statistics for `raw` (the
 /// original records, which no query bounds: their minimum and maximum cost a comparison of every
@@ -319,7 +322,7 @@ pub(crate) fn props_builder() -> WriterPropertiesBuilder {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_statistics_enabled(ColumnPath::from("raw"), EnabledStatistics::None)
-        .set_max_row_group_row_count(Some(1_000_000))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
@@ -327,19 +330,30 @@ pub(crate) fn props_builder() -> WriterPropertiesBuilder {
     UNIQUE_COLUMNS.iter().fold(b, |b, c| b.set_column_dictionary_enabled(ColumnPath::from(*c), false))
 }
 
-/// Files written by an ingest: zstd level 1, about twice as fast to encode as level 3 for a few
-/// percent more bytes (`wisp compact` rewrites a day's files at level 3).
-fn ingest_props() -> WriterProperties {
-    props_builder()
+/// Files written by an ingest, of `rows` rows: zstd level 1, about twice as fast to encode as
+/// level 3 for a few percent more bytes (`wisp compact` rewrites a day's files at level 3).
+fn ingest_props(rows: usize) -> WriterProperties {
+    let b = props_builder()
+        // The `id` filter sized for the file's rows, not the crate's default of a whole row
+        // group's (a million): each insert then lands in a filter that fits the cache, and none
+        // is folded down at the end.
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("id"), rows.clamp(1, ROW_GROUP_ROWS) as u64)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
         // Data pages v2: the parquet crate compresses a v2 page's values straight from the
         // encoder's buffer; a v1 page's are first copied after its levels, then compressed into a
         // buffer sized to the page and grown (copied) to zstd's bound. The values' encodings stay
         // v1's (PLAIN behind the dictionaries: v2's default would be the delta encodings).
         .set_writer_version(WriterVersion::PARQUET_2_0)
-        .set_encoding(Encoding::PLAIN)
+        .set_encoding(Encoding::PLAIN);
+    UNIQUE_TEXT
+        .iter()
+        .fold(b, |b, c| b.set_column_encoding(ColumnPath::from(*c), Encoding::DELTA_LENGTH_BYTE_ARRAY))
         .build()
 }
+
+/// The [`UNIQUE_COLUMNS`] of text.
+const UNIQUE_TEXT: [&str; 7] =
+    ["id", "raw", "correlation_id", "operation_id", "request_id", "unique_token_id", "sign_in_activity_id"];
 
 impl LakeWriter {
     /// A writer for one ingest run, with `encoders` threads encoding files; must be used from a
@@ -688,7 +702,7 @@ mod tests {
     #[tokio::test]
     async fn an_hour_of_a_day_decodes_a_page_or_two() {
         // The hour holds 833 rows; 714 of them are not 'op3'.
-        for props in [props_builder().build(), ingest_props()] {
+        for props in [props_builder().build(), ingest_props(20_000)] {
             let (rows, count) = rows_decoded_for_an_hour(props).await;
             assert_eq!(count, 714);
             assert!(rows <= 2 * PAGE_ROWS as u64, "{rows} rows decoded for an hour");
@@ -705,7 +719,7 @@ mod tests {
     /// the crate's default 5% let most files of a day's size through.
     #[test]
     fn id_bloom_filters_pass_few_absent_ids() {
-        for props in [props_builder().build(), ingest_props()] {
+        for props in [props_builder().build(), ingest_props(3_300)] {
             let fp = false_positives(props, 3_300, 20_000);
             assert!(fp <= 60, "{fp} of 20,000 absent ids passed (0.3% allowed)");
         }
