@@ -2,6 +2,7 @@
 //! record's format and table, normalize and enrich it once, and hand rows to the lake writer.
 //! Every record read ends in exactly one place: a table, `_rejected/`, or the duplicate count.
 
+mod chunks;
 mod enrich;
 pub mod formats;
 pub mod normalize;

@@ -1,9 +1,10 @@
 //! Reading input files: gzip, CSV, streamed JSON arrays, whole JSON documents and JSON lines, each
 //! record handed to the run with its position (line, or line and record, or record index).
 
+use super::chunks;
 use super::formats::{self, Format};
 use super::pool::{Done, Job, Pool};
-use super::run::{Mapper, Pos, Prepared, Run};
+use super::run::{Mapper, Outcome, Pos, Prepared, Row, Run};
 use super::source::{self, InputFile, ManifestEntry};
 use crate::lake::LakeError;
 use serde_json::{Map, Value};
@@ -364,7 +365,19 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
             }
         }
     }
-    let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""));
+    // Rows whose `raw` is a range of the chunk: the chunk is handed over as the Arrow buffer their
+    // `raw` views point into (no record copied) and a spare buffer read into next in its place.
+    let shared = whole.is_some()
+        && outcomes.iter().any(|o| matches!(o, Outcome::Row { row: Row::Compact(c), .. } if c.has_ext()));
+    if shared {
+        let buf = chunks::share(chunk);
+        // SAFETY: the chunk's bytes were checked as UTF-8 above (`whole`); moved into the buffer
+        // without being copied or changed.
+        let ext = unsafe { std::str::from_utf8_unchecked(buf.as_slice()) };
+        let prepared = Prepared::with_text(outcomes, ext, Some(&buf));
+        return LinesOut { prepared, lines: line_no, consumed, chunk: chunks::take() };
+    }
+    let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""), None);
     LinesOut { prepared, lines: line_no, consumed, chunk }
 }
 

@@ -9,9 +9,10 @@ use super::pool::{Done, Job, Pool};
 use super::source;
 use super::summary::{reason_class, Summary};
 use super::{IngestError, IngestOptions};
-use crate::lake::rows::{compact_rows_to_batch, rows_to_batch, CompactRow};
+use crate::lake::rows::{compact_rows_to_batch_in, rows_to_batch, CompactRow};
 use crate::lake::{Lake, LakeError, LakeWriter, RejectWriter, Table, WriteLock};
 use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use wisp_udfs::{AsnDb, GeoDb};
@@ -90,11 +91,11 @@ impl Row {
 
 /// The rows of one (table, day), as `Value`s or, when each is compact, as compact rows; `ext` is
 /// the text the compact rows' external cells are ranges of (the chunk they were read from).
-fn rows_batch(table: Table, rows: Vec<Row>, ext: &str) -> Result<RecordBatch, LakeError> {
+fn rows_batch(table: Table, rows: Vec<Row>, ext: &str, shared: Option<&Buffer>) -> Result<RecordBatch, LakeError> {
     if rows.iter().all(|r| matches!(r, Row::Compact(_))) {
         let compact: Vec<CompactRow> =
             rows.into_iter().filter_map(|r| if let Row::Compact(c) = r { Some(c) } else { None }).collect();
-        return compact_rows_to_batch(table, &compact, ext);
+        return compact_rows_to_batch_in(table, &compact, ext, shared);
     }
     rows_to_batch(table, &rows.into_iter().map(|r| r.into_values_in(ext)).collect::<Vec<_>>())
 }
@@ -124,7 +125,14 @@ impl Group {
     /// time order (rows with one time in input order). The writer sorts a file's rows across
     /// groups by (time, group, row): that is the input order for equal times, as before, and its
     /// gathering reads each group's columns front to back instead of at random.
-    fn new(table: Table, day: Arc<str>, keys: Vec<i64>, rows: Vec<Row>, ext: &str) -> Result<Group, LakeError> {
+    fn new(
+        table: Table,
+        day: Arc<str>,
+        keys: Vec<i64>,
+        rows: Vec<Row>,
+        ext: &str,
+        shared: Option<&Buffer>,
+    ) -> Result<Group, LakeError> {
         let read = keys.len() as u64;
         let mut seen = std::collections::HashSet::with_capacity_and_hasher(keys.len(), crate::lake::writer::KeyHasher);
         let mut order: Vec<(i64, usize)> = Vec::with_capacity(keys.len());
@@ -137,7 +145,7 @@ impl Group {
         let mut slots: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
         let rows: Vec<Row> = order.iter().map(|&(_, i)| slots[i].take().expect("each row once")).collect();
         let keys = order.iter().map(|&(_, i)| keys[i]).collect();
-        Ok(Group { table, day, read, keys, batch: rows_batch(table, rows, ext)? })
+        Ok(Group { table, day, read, keys, batch: rows_batch(table, rows, ext, shared)? })
     }
 }
 
@@ -151,12 +159,13 @@ pub(super) struct Prepared {
 
 impl Prepared {
     pub(super) fn new(outcomes: Vec<Outcome>) -> Result<Prepared, LakeError> {
-        Prepared::with_text(outcomes, "")
+        Prepared::with_text(outcomes, "", None)
     }
 
     /// [`Prepared::new`] of outcomes whose rows' external cells are ranges of `ext`, the chunk of
-    /// lines they were mapped from ([`Mapper::text_at`]).
-    pub(super) fn with_text(outcomes: Vec<Outcome>, ext: &str) -> Result<Prepared, LakeError> {
+    /// lines they were mapped from ([`Mapper::text_at`]); `shared`, when given, is `ext` as an
+    /// Arrow buffer, which columns of external cells are then views into (not copies of).
+    pub(super) fn with_text(outcomes: Vec<Outcome>, ext: &str, shared: Option<&Buffer>) -> Result<Prepared, LakeError> {
         // (table, day, keys, rows), in order of first appearance.
         type Rows = (Table, Arc<str>, Vec<i64>, Vec<Row>);
         let mut groups: Vec<Rows> = Vec::new();
@@ -179,7 +188,7 @@ impl Prepared {
         }
         let groups = groups
             .into_iter()
-            .map(|(table, day, keys, rows)| Group::new(table, day, keys, rows, ext))
+            .map(|(table, day, keys, rows)| Group::new(table, day, keys, rows, ext, shared))
             .collect::<Result<_, LakeError>>()?;
         Ok(Prepared { groups, rejects })
     }
@@ -405,6 +414,8 @@ impl Run {
     ) -> Result<Summary, IngestError> {
         let Run { writer, mut rejects, mut summary, mapper, lock, .. } = self;
         let stats = writer.finish()?;
+        // Every file written: the chunks its batches pointed into are spare now, and not needed.
+        super::chunks::release();
         rejects.flush()?;
         summary.parquet_files = stats.files.len() as u64;
         summary.unreadable = unreadable;
@@ -643,6 +654,8 @@ impl RecordSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
 
     /// A line the typed reader takes becomes the outcome the general path makes of it: the same
     /// table, day, key and bytes, and a compact row whose values are the general row (the raw line
@@ -673,6 +686,18 @@ mod tests {
                 assert_eq!(r1[2].as_str(), keep_raw.then_some(text));
             }
         }
+    }
+
+    /// A batch with its view columns cast to the table's types (the same text).
+    fn as_stored(batch: &RecordBatch, table: Table) -> RecordBatch {
+        let schema = table.schema();
+        let cols = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+            .collect();
+        RecordBatch::try_new(schema, cols).unwrap()
     }
 
     /// A chunk of lines maps to the groups its lines map to one by one: typed rows whose `raw`
@@ -713,10 +738,23 @@ mod tests {
                 assert_eq!(got.groups.len(), 2);
                 for (g, w) in got.groups.iter().zip(&want.groups) {
                     assert_eq!((g.table, &g.day, g.read, &g.keys), (w.table, &w.day, w.read, &w.keys));
-                    assert_eq!(g.batch, w.batch, "keep_raw {keep_raw}, bad line {bad}");
+                    assert_eq!(as_stored(&g.batch, g.table), w.batch, "keep_raw {keep_raw}, bad line {bad}");
                 }
                 let raw = got.groups[0].batch.column(2);
                 assert_eq!(raw.null_count(), if keep_raw { 0 } else { raw.len() });
+                // The Graph calls' group (typed rows only): `raw` as views into the chunk itself
+                // when the chunk is UTF-8 and the records are kept; the sign-ins' group (a row of
+                // the general path among them) holds copies.
+                let graph = &got.groups[1].batch;
+                assert_eq!(got.groups[1].table, Table::GraphActivity);
+                let shared = keep_raw && !bad;
+                assert_eq!(*graph.column(2).data_type() == DataType::Utf8View, shared);
+                if shared {
+                    let views = graph.column(2).as_string_view();
+                    assert_eq!(views.data_buffers().len(), 1);
+                    assert_eq!(views.data_buffers()[0].as_slice(), &chunk[..], "views into the chunk's bytes");
+                }
+                assert_eq!(*got.groups[0].batch.column(2).data_type(), DataType::Utf8);
                 assert_eq!(got.rejects.len(), usize::from(bad));
             }
         }

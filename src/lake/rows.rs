@@ -1,8 +1,10 @@
 //! Lake rows (JSON values in a table's column order, as the ingest mappers build them) to Arrow.
 
 use super::{LakeError, Table};
-use arrow::array::{ArrayRef, PrimitiveBuilder, RecordBatch};
-use arrow::datatypes::{ArrowPrimitiveType, DataType, TimeUnit};
+use arrow::array::builder::{make_view, NullBufferBuilder};
+use arrow::array::{ArrayRef, PrimitiveBuilder, RecordBatch, StringViewArray};
+use arrow::buffer::Buffer;
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, TimeUnit};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::sync::Arc;
@@ -178,6 +180,11 @@ impl CompactRow {
         self.cells[i] = v.map_or(Cell::Null, Cell::Bool);
     }
 
+    /// Whether any cell is a range of the external text.
+    pub fn has_ext(&self) -> bool {
+        self.cells.iter().any(|c| matches!(c, Cell::Ext(..)))
+    }
+
     pub fn is_null(&self, i: usize) -> bool {
         self.cells[i] == Cell::Null
     }
@@ -236,9 +243,23 @@ const COLUMN_BLOCK: usize = 128;
 /// timestamp columns or within range in Int32, booleans in Boolean), else through the values;
 /// `ext` is the text the rows' external cells are ranges of ("" when they have none).
 pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Result<RecordBatch, LakeError> {
+    compact_rows_to_batch_in(table, rows, ext, None)
+}
+
+/// [`compact_rows_to_batch`], where `shared` (when given) is `ext` as an Arrow buffer: a text
+/// column whose every text cell is external (an ingest chunk's `raw` records) is then a
+/// `Utf8View` column of views into it, its text not copied (the lake writer writes it to the
+/// file's `Utf8` column as the same bytes).
+pub fn compact_rows_to_batch_in(
+    table: Table,
+    rows: &[CompactRow],
+    ext: &str,
+    shared: Option<&Buffer>,
+) -> Result<RecordBatch, LakeError> {
     use arrow::array::{BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
     enum B {
         Str(StringBuilder),
+        View(Vec<u128>, NullBufferBuilder),
         I64(Int64Builder),
         I32(Int32Builder),
         Ts(TimestampMicrosecondBuilder),
@@ -247,16 +268,21 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
     let schema = table.schema();
     let n = rows.len();
     let fallback = || rows_to_batch(table, &rows.iter().map(|r| r.to_values_in(ext)).collect::<Vec<_>>());
-    // Each column's bytes of text, in one pass over the rows (which also checks that every row
-    // has a cell for every column).
+    let shared = shared.filter(|b| b.as_ptr() == ext.as_ptr() && b.len() == ext.len());
+    // Each column's bytes of text and whether any of it is the row's own, in one pass over the
+    // rows (which also checks that every row has a cell for every column).
     let mut bytes = vec![0usize; schema.fields().len()];
+    let mut own = vec![false; schema.fields().len()];
     for r in rows {
         if r.cells.len() != bytes.len() {
             return fallback();
         }
-        for (b, c) in bytes.iter_mut().zip(&r.cells) {
+        for ((b, o), c) in bytes.iter_mut().zip(own.iter_mut()).zip(&r.cells) {
             match *c {
-                Cell::Str(s, e) => *b += (e - s) as usize,
+                Cell::Str(s, e) => {
+                    *b += (e - s) as usize;
+                    *o = true;
+                }
                 Cell::Ext(s, e) => *b += (e - s) as usize,
                 _ => {}
             }
@@ -265,6 +291,9 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
     let mut builders = Vec::with_capacity(schema.fields().len());
     for (i, f) in schema.fields().iter().enumerate() {
         builders.push(match f.data_type() {
+            DataType::Utf8 if shared.is_some() && !own[i] && bytes[i] > 0 => {
+                B::View(Vec::with_capacity(n), NullBufferBuilder::new(n))
+            }
             DataType::Utf8 => B::Str(StringBuilder::with_capacity(n, bytes[i])),
             DataType::Int64 => B::I64(Int64Builder::with_capacity(n)),
             DataType::Int32 => B::I32(Int32Builder::with_capacity(n)),
@@ -294,6 +323,24 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
                     },
                     |v| b.append_option(v),
                 ),
+                B::View(views, nulls) => fill(
+                    block,
+                    i,
+                    |_, c| match c {
+                        Cell::Ext(s, e) => Some((external(ext, s, e), s)),
+                        _ => None,
+                    },
+                    |v| match v {
+                        Some((text, at)) => {
+                            views.push(make_view(text.as_bytes(), 0, at));
+                            nulls.append_non_null();
+                        }
+                        None => {
+                            views.push(0);
+                            nulls.append_null();
+                        }
+                    },
+                ),
                 B::I64(b) => fill(block, i, int, |v| b.append_option(v)),
                 B::I32(b) => {
                     fill(block, i, |r, c| int(r, c).and_then(|v| i32::try_from(v).ok()), |v| b.append_option(v))
@@ -314,10 +361,20 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
             }
         }
     }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let cols: Vec<ArrayRef> = builders
         .into_iter()
-        .map(|b| -> ArrayRef {
+        .enumerate()
+        .map(|(i, b)| -> ArrayRef {
             match b {
+                B::View(views, mut nulls) => {
+                    let buf = shared.expect("views are built only with the shared text").clone();
+                    fields[i] = fields[i].clone().with_data_type(DataType::Utf8View);
+                    // SAFETY: every view was made from `external(ext, s, e)`, a `str` (UTF-8 on
+                    // char boundaries) at byte `s` of `ext`, whose bytes are `buf`'s (checked
+                    // above: the same pointer and length): in bounds of buffer 0, valid UTF-8.
+                    Arc::new(unsafe { StringViewArray::new_unchecked(views.into(), vec![buf], nulls.finish()) })
+                }
                 B::Str(mut b) => Arc::new(b.finish()),
                 B::I64(mut b) => Arc::new(b.finish()),
                 B::I32(mut b) => Arc::new(b.finish()),
@@ -326,6 +383,11 @@ pub fn compact_rows_to_batch(table: Table, rows: &[CompactRow], ext: &str) -> Re
             }
         })
         .collect();
+    let schema = if fields.iter().zip(schema.fields()).all(|(a, b)| a == b.as_ref()) {
+        schema
+    } else {
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    };
     RecordBatch::try_new(schema, cols).map_err(|e| LakeError::Write { table: table.name(), msg: e.to_string() })
 }
 
@@ -349,6 +411,7 @@ fn fill<'a, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
 
     /// A compact row's batch is the one its values make, cell by cell, and a cell of another type
     /// than its column's takes the values' path (which coerces or rejects as before).
@@ -405,6 +468,48 @@ mod tests {
                 "{v:?}"
             );
         }
+    }
+
+    /// With the external text shared as a buffer, a column whose text is all external becomes
+    /// views into that buffer, the same text as the copies; one cell of the row's own text, or a
+    /// buffer that is not the text, keeps the copies.
+    #[test]
+    fn external_text_shared_as_a_buffer_becomes_views_of_the_same_text() {
+        let t = Table::Signins;
+        let id = t.col("id").unwrap();
+        let ext = "{\"record\":0}{\"record\":1}";
+        let rows: Vec<CompactRow> = (0..2 * COLUMN_BLOCK + 3)
+            .map(|i| {
+                let mut r = CompactRow::new(t, 16);
+                r.set_int(0, 1_700_000_000_000_000 + i as i64);
+                r.set_int(1, 1);
+                if i % 7 != 3 {
+                    assert!(r.set_ext(2, (i % 2) * 12, (i % 2) * 12 + 12));
+                }
+                r.set_int(3, i as i64);
+                r.set_str(id, &format!("id-{i}"));
+                r
+            })
+            .collect();
+        let buf = Buffer::from(ext.as_bytes());
+        let ext = std::str::from_utf8(buf.as_slice()).unwrap();
+        let copies = compact_rows_to_batch(t, &rows, ext).unwrap();
+        let views = compact_rows_to_batch_in(t, &rows, ext, Some(&buf)).unwrap();
+        assert_eq!(*views.column(2).data_type(), DataType::Utf8View);
+        assert_eq!(views.column(2).null_count(), copies.column(2).null_count());
+        assert!(views.column(2).null_count() > 0);
+        assert_eq!(views.column(2).as_string_view().data_buffers()[0].as_ptr(), buf.as_ptr());
+        let cast = arrow::compute::cast(views.column(2), &DataType::Utf8).unwrap();
+        assert_eq!(&cast, copies.column(2));
+        for c in (0..copies.num_columns()).filter(|&c| c != 2) {
+            assert_eq!(views.column(c), copies.column(c), "column {c}");
+        }
+        let mut own = rows.clone();
+        own[COLUMN_BLOCK + 1].set_str(2, "{\"own\":1}");
+        let mixed = compact_rows_to_batch_in(t, &own, ext, Some(&buf)).unwrap();
+        assert_eq!(mixed, compact_rows_to_batch(t, &own, ext).unwrap());
+        let other = Buffer::from(ext.as_bytes());
+        assert_eq!(compact_rows_to_batch_in(t, &rows, ext, Some(&other)).unwrap(), copies, "not the text: copies");
     }
 
     /// Past one block of rows (converted column by column, a block at a time) the batch is the
