@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Buffers kept for reuse: about as many chunks as the lake writer's buffers hold at once (its
 /// 96 MiB budget in chunks of 2 MiB), so a flush gives back what the next ones are read into.
 const KEEP: usize = 48;
+/// Buffers larger than this (a chunk grown to hold a line of many megabytes) are freed.
+const KEEP_BYTES: usize = 16 << 20;
 
 /// Buffers to read chunks into.
 struct Spares(Mutex<Vec<Vec<u8>>>);
@@ -26,7 +28,7 @@ impl Spares {
     /// Keeps a buffer to be read into again (drops it when enough are kept).
     fn give(&self, v: Vec<u8>) {
         let mut spare = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if spare.len() < KEEP && v.capacity() > 0 {
+        if spare.len() < KEEP && v.capacity() > 0 && v.capacity() <= KEEP_BYTES {
             spare.push(v);
         }
     }

@@ -365,11 +365,13 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
             }
         }
     }
-    // Rows whose `raw` is a range of the chunk: the chunk is handed over as the Arrow buffer their
-    // `raw` views point into (no record copied) and a spare buffer read into next in its place.
-    let shared = whole.is_some()
-        && outcomes.iter().any(|o| matches!(o, Outcome::Row { row: Row::Compact(c), .. } if c.has_ext()));
-    if shared {
+    // Rows whose `raw` is a range of the chunk, all of one (table, day): the chunk is handed over
+    // as the Arrow buffer their `raw` views point into (no record copied) and a spare buffer read
+    // into next in its place. Rows of several (a file mixing categories, a chunk across midnight)
+    // keep copies: every batch holding the buffer counts it whole against the writer's budget and
+    // keeps it until its own file is written, so one buffer in the batches of tables flushed at
+    // different times would flush them early, into small files.
+    if whole.is_some() && one_group_of_ranges(&outcomes) {
         let buf = chunks::share(chunk);
         // SAFETY: the chunk's bytes were checked as UTF-8 above (`whole`); moved into the buffer
         // without being copied or changed.
@@ -379,6 +381,23 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
     }
     let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""), None);
     LinesOut { prepared, lines: line_no, consumed, chunk }
+}
+
+/// Whether the rows with ranges of the chunk (external cells) are some, all of one (table, day).
+fn one_group_of_ranges(outcomes: &[Outcome]) -> bool {
+    let mut group = None;
+    for o in outcomes {
+        if let Outcome::Row { table, day, row: Row::Compact(c), .. } = o {
+            if c.has_ext() {
+                match group {
+                    None => group = Some((table, day)),
+                    Some((t, d)) if t == table && d == day => {}
+                    Some(_) => return false,
+                }
+            }
+        }
+    }
+    group.is_some()
 }
 
 /// The lines of a chunk, each with its `\n` (the last without, if the chunk does not end with

@@ -742,22 +742,54 @@ mod tests {
                 }
                 let raw = got.groups[0].batch.column(2);
                 assert_eq!(raw.null_count(), if keep_raw { 0 } else { raw.len() });
-                // The Graph calls' group (typed rows only): `raw` as views into the chunk itself
-                // when the chunk is UTF-8 and the records are kept; the sign-ins' group (a row of
-                // the general path among them) holds copies.
-                let graph = &got.groups[1].batch;
-                assert_eq!(got.groups[1].table, Table::GraphActivity);
-                let shared = keep_raw && !bad;
-                assert_eq!(*graph.column(2).data_type() == DataType::Utf8View, shared);
-                if shared {
-                    let views = graph.column(2).as_string_view();
-                    assert_eq!(views.data_buffers().len(), 1);
-                    assert_eq!(views.data_buffers()[0].as_slice(), &chunk[..], "views into the chunk's bytes");
-                }
-                assert_eq!(*got.groups[0].batch.column(2).data_type(), DataType::Utf8);
+                // Rows of two tables: copies, not views into the chunk (`map_lines`).
+                assert!(got.groups.iter().all(|g| *g.batch.column(2).data_type() == DataType::Utf8));
                 assert_eq!(got.rejects.len(), usize::from(bad));
             }
         }
+    }
+
+    /// A chunk whose typed rows are all of one (table, day) is handed over whole: their `raw` is
+    /// views into the chunk's own bytes, the same text the lines make one by one; with a row of
+    /// another day among them, copies.
+    #[test]
+    fn a_chunk_of_one_tables_typed_rows_is_shared_by_their_raw_views() {
+        let graph = r#"{"time":"2026-11-19T09:56:07.5528720Z","category":"MicrosoftGraphActivityLogs","callerIpAddress":"11.4.120.85","tenantId":"t-1","properties":{"requestId":"ID","timeGenerated":"2026-11-19T09:56:07Z","servicePrincipalId":"sp-1","requestMethod":"GET","responseStatusCode":200}}"#;
+        let lines: Vec<String> =
+            (0..5).map(|i| graph.replace("ID", &format!("r-{i}")).replace("T09", &format!("T0{i}"))).collect();
+        for next_day in [false, true] {
+            let mut text = lines.join("\n") + "\n";
+            if next_day {
+                text += &graph.replace("ID", "r-9").replace("-19T", "-20T");
+                text += "\n";
+            }
+            let chunk = text.into_bytes();
+            let mapper = || Mapper::new(Enricher::new(None, None), Format::Auto, true, 1_700_000_000_000_000);
+            let got = super::super::readers::map_lines(&mut mapper(), chunk.clone()).prepared.unwrap();
+            let mut m = mapper();
+            let mut outcomes = Vec::new();
+            for (l, line) in text_lines(&chunk).enumerate() {
+                m.text(Pos::Line(l as u64 + 1), line, &mut outcomes).unwrap();
+            }
+            let want = Prepared::new(outcomes).unwrap();
+            assert_eq!(got.groups.len(), 1 + usize::from(next_day));
+            for (g, w) in got.groups.iter().zip(&want.groups) {
+                assert_eq!((g.table, &g.day, &g.keys), (w.table, &w.day, &w.keys));
+                assert_eq!(as_stored(&g.batch, g.table), w.batch);
+                let raw = g.batch.column(2);
+                assert_eq!(*raw.data_type() == DataType::Utf8View, !next_day, "views only for one group");
+                if !next_day {
+                    let views = raw.as_string_view();
+                    assert_eq!(views.data_buffers().len(), 1);
+                    assert_eq!(views.data_buffers()[0].as_slice(), &chunk[..], "views into the chunk's bytes");
+                }
+            }
+        }
+    }
+
+    /// The non-empty lines of a chunk.
+    fn text_lines(chunk: &[u8]) -> impl Iterator<Item = &str> {
+        std::str::from_utf8(chunk).unwrap().lines().filter(|l| !l.is_empty())
     }
 
     /// A generated Graph call (a tree) is read as its text by the typed reader, to the row the
