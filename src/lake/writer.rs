@@ -342,8 +342,8 @@ pub(crate) fn props_builder() -> WriterPropertiesBuilder {
 fn ingest_props(rows: usize) -> WriterProperties {
     let b = props_builder()
         // The `id` filter sized for the file's rows, not the crate's default of a whole row
-        // group's (a million): each insert then lands in a filter that fits the cache, and none
-        // is folded down at the end.
+        // group's (a million): each insert then lands in a filter that fits the cache, and the
+        // crate has little to fold down when the file closes.
         .set_column_bloom_filter_max_ndv(ColumnPath::from("id"), rows.clamp(1, ROW_GROUP_ROWS) as u64)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
         // Data pages v2: the parquet crate compresses a v2 page's values straight from the
