@@ -690,14 +690,7 @@ mod tests {
 
     /// A batch with its view columns cast to the table's types (the same text).
     fn as_stored(batch: &RecordBatch, table: Table) -> RecordBatch {
-        let schema = table.schema();
-        let cols = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
-            .collect();
-        RecordBatch::try_new(schema, cols).unwrap()
+        crate::rollups::cast_to(batch, &table.schema()).unwrap()
     }
 
     /// A chunk of lines maps to the groups its lines map to one by one: typed rows whose `raw`
@@ -768,7 +761,7 @@ mod tests {
             let got = super::super::readers::map_lines(&mut mapper(), chunk.clone()).prepared.unwrap();
             let mut m = mapper();
             let mut outcomes = Vec::new();
-            for (l, line) in text_lines(&chunk).enumerate() {
+            for (l, line) in std::str::from_utf8(&chunk).unwrap().lines().enumerate() {
                 m.text(Pos::Line(l as u64 + 1), line, &mut outcomes).unwrap();
             }
             let want = Prepared::new(outcomes).unwrap();
@@ -785,11 +778,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The non-empty lines of a chunk.
-    fn text_lines(chunk: &[u8]) -> impl Iterator<Item = &str> {
-        std::str::from_utf8(chunk).unwrap().lines().filter(|l| !l.is_empty())
     }
 
     /// A generated Graph call (a tree) is read as its text by the typed reader, to the row the

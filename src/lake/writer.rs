@@ -289,19 +289,14 @@ impl Drop for LakeWriter {
 }
 
 /// Columns whose values are (nearly) all different, in every table that has them: event times and
-/// keys, record and request ids, the raw record. A dictionary of them only costs: every value
-/// hashed into it and each file's first megabyte of them written twice (dictionary and indices).
-const UNIQUE_COLUMNS: [&str; 9] = [
-    "ts",
-    "_key",
-    "id",
-    "raw",
-    "correlation_id",
-    "operation_id",
-    "request_id",
-    "unique_token_id",
-    "sign_in_activity_id",
-];
+/// keys (below), record and request ids and the raw record ([`UNIQUE_TEXT`]). A dictionary of them
+/// only costs: every value hashed into it and each file's first megabyte of them written twice
+/// (dictionary and indices).
+const UNIQUE_NUMBERS: [&str; 2] = ["ts", "_key"];
+
+/// The text columns of unique values (see [`UNIQUE_NUMBERS`]).
+const UNIQUE_TEXT: [&str; 7] =
+    ["id", "raw", "correlation_id", "operation_id", "request_id", "unique_token_id", "sign_in_activity_id"];
 
 /// The `id` bloom filters' false-positive rate (the parquet crate folds each filter down to the
 /// smallest that keeps it). A lookup of many ids at once tests each against every row group: at the
@@ -334,7 +329,10 @@ pub(crate) fn props_builder() -> WriterPropertiesBuilder {
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_column_bloom_filter_enabled(ColumnPath::from("id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("id"), ID_BLOOM_FPP);
-    UNIQUE_COLUMNS.iter().fold(b, |b, c| b.set_column_dictionary_enabled(ColumnPath::from(*c), false))
+    UNIQUE_NUMBERS
+        .iter()
+        .chain(&UNIQUE_TEXT)
+        .fold(b, |b, c| b.set_column_dictionary_enabled(ColumnPath::from(*c), false))
 }
 
 /// Files written by an ingest, of `rows` rows: zstd level 1, about twice as fast to encode as
@@ -364,10 +362,6 @@ fn ingest_props(rows: usize) -> WriterProperties {
         .fold(b, |b, c| b.set_column_encoding(ColumnPath::from(*c), Encoding::DELTA_LENGTH_BYTE_ARRAY))
         .build()
 }
-
-/// The [`UNIQUE_COLUMNS`] of text.
-const UNIQUE_TEXT: [&str; 7] =
-    ["id", "raw", "correlation_id", "operation_id", "request_id", "unique_token_id", "sign_in_activity_id"];
 
 impl LakeWriter {
     /// A writer for one ingest run, with `encoders` threads encoding files; must be used from a
