@@ -326,45 +326,18 @@ impl LinesOut {
 /// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
 /// numbered from 1 (the committing thread adds the lines before the chunk).
 pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
-    let mut line_no = 0u64;
-    let mut outcomes = Vec::new();
-    let mut consumed = 0u64;
-    // A chunk that is UTF-8 throughout (as exports are) is checked once, and its typed rows'
-    // `raw` are ranges of it (`Prepared::with_text`), not copies; one that is not is checked
-    // line by line and its rows hold their own text.
-    let whole = std::str::from_utf8(&chunk).ok();
-    for line in lines_of_chunk(&chunk) {
-        line_no += 1;
-        let terminated = line.last() == Some(&b'\n');
-        let text = trim_bom(line.trim_ascii_end());
-        if text.iter().all(u8::is_ascii_whitespace) {
-            consumed += line.len() as u64;
-            continue;
-        }
-        // A line checked once as UTF-8 is parsed without serde_json checking every string again;
-        // one that is not UTF-8 goes through the byte parser (for its error, as before).
-        let pos = Pos::Line(line_no);
-        let at = text.as_ptr() as usize - chunk.as_ptr() as usize;
-        let parsed = match whole.and_then(|w| w.get(at..at + text.len())) {
-            Some(t) => mapper.text_at(pos, t, Some(at), &mut outcomes),
-            None => match std::str::from_utf8(text) {
-                Ok(t) => mapper.text(pos, t, &mut outcomes),
-                Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
-            },
-        };
-        match parsed {
-            Ok(()) => consumed += line.len() as u64,
-            Err(e) => {
-                let raw = String::from_utf8_lossy(text).trim_end().to_string();
-                outcomes.push(mapper.reject(Pos::Line(line_no), &json_reason(&e, text), &raw));
-                if terminated {
-                    consumed += line.len() as u64;
-                } else {
-                    line_no -= 1;
-                }
-            }
-        }
-    }
+    // A chunk that is UTF-8 throughout (as exports are) has its typed rows' `raw` as ranges of it
+    // (`Prepared::with_text`), not copies. Each line is checked as it is mapped, while it is in
+    // cache (a check of the whole chunk first read it all from memory once more before the lines
+    // were split); a chunk with a line that is not UTF-8 is mapped again, its rows holding their
+    // own text (mapping has no effect but its outcomes: the same ones the second time).
+    let (ranges, (outcomes, line_no, consumed)) = match map_chunk_lines(mapper, &chunk, true) {
+        Some(mapped) => (true, mapped),
+        None => (false, map_chunk_lines(mapper, &chunk, false).expect("lines mapped without ranges always are")),
+    };
+    // SAFETY: every line of the chunk was checked as UTF-8 (`map_chunk_lines` with ranges), and
+    // the lines are the whole chunk, one after the other: so is the chunk.
+    let whole = ranges.then(|| unsafe { std::str::from_utf8_unchecked(&chunk) });
     // Rows whose `raw` is a range of the chunk, all of one (table, day): the chunk is handed over
     // as the Arrow buffer their `raw` views point into (no record copied) and a spare buffer read
     // into next in its place. Rows of several (a file mixing categories, a chunk across midnight)
@@ -381,6 +354,51 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
     }
     let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""), None);
     LinesOut { prepared, lines: line_no, consumed, chunk }
+}
+
+/// The outcomes of a chunk's lines, the lines counted and the bytes consumed. With `ranges`, each
+/// line's text is checked as UTF-8 and its typed row's `raw` is that range of the chunk; None at
+/// the first line that is not UTF-8. Without, each row holds its own text.
+fn map_chunk_lines(mapper: &mut Mapper, chunk: &[u8], ranges: bool) -> Option<(Vec<Outcome>, u64, u64)> {
+    let mut line_no = 0u64;
+    let mut outcomes = Vec::new();
+    let mut consumed = 0u64;
+    for line in lines_of_chunk(chunk) {
+        line_no += 1;
+        let terminated = line.last() == Some(&b'\n');
+        // The line is its text between a byte-order mark and ASCII white space, both UTF-8.
+        let text = trim_bom(line.trim_ascii_end());
+        if text.iter().all(u8::is_ascii_whitespace) {
+            consumed += line.len() as u64;
+            continue;
+        }
+        // A line checked as UTF-8 is parsed without serde_json checking every string again;
+        // one that is not UTF-8 goes through the byte parser (for its error, as before).
+        let pos = Pos::Line(line_no);
+        let parsed = if ranges {
+            let t = std::str::from_utf8(text).ok()?;
+            let at = text.as_ptr() as usize - chunk.as_ptr() as usize;
+            mapper.text_at(pos, t, Some(at), &mut outcomes)
+        } else {
+            match std::str::from_utf8(text) {
+                Ok(t) => mapper.text(pos, t, &mut outcomes),
+                Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
+            }
+        };
+        match parsed {
+            Ok(()) => consumed += line.len() as u64,
+            Err(e) => {
+                let raw = String::from_utf8_lossy(text).trim_end().to_string();
+                outcomes.push(mapper.reject(Pos::Line(line_no), &json_reason(&e, text), &raw));
+                if terminated {
+                    consumed += line.len() as u64;
+                } else {
+                    line_no -= 1;
+                }
+            }
+        }
+    }
+    Some((outcomes, line_no, consumed))
 }
 
 /// Whether the rows with ranges of the chunk (external cells) are some, all of one (table, day).
