@@ -335,8 +335,9 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
         Some(mapped) => (true, mapped),
         None => (false, map_chunk_lines(mapper, &chunk, false).expect("lines mapped without ranges always are")),
     };
-    // SAFETY: every line of the chunk was checked as UTF-8 (`map_chunk_lines` with ranges), and
-    // the lines are the whole chunk, one after the other: so is the chunk.
+    // SAFETY: mapped with ranges, every line's text was checked as UTF-8 and the rest of each
+    // line is a byte-order mark, ASCII white space and its newline (`map_chunk_lines`); the
+    // lines are the whole chunk, one after the other: so the chunk is UTF-8.
     let whole = ranges.then(|| unsafe { std::str::from_utf8_unchecked(&chunk) });
     // Rows whose `raw` is a range of the chunk, all of one (table, day): the chunk is handed over
     // as the Arrow buffer their `raw` views point into (no record copied) and a spare buffer read
