@@ -335,25 +335,25 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
         Some(mapped) => (true, mapped),
         None => (false, map_chunk_lines(mapper, &chunk, false).expect("lines mapped without ranges always are")),
     };
-    // SAFETY: mapped with ranges, every line's text was checked as UTF-8 and the rest of each
-    // line is a byte-order mark, ASCII white space and its newline (`map_chunk_lines`); the
-    // lines are the whole chunk, one after the other: so the chunk is UTF-8.
-    let whole = ranges.then(|| unsafe { std::str::from_utf8_unchecked(&chunk) });
     // Rows whose `raw` is a range of the chunk, all of one (table, day): the chunk is handed over
     // as the Arrow buffer their `raw` views point into (no record copied) and a spare buffer read
     // into next in its place. Rows of several (a file mixing categories, a chunk across midnight)
     // keep copies: every batch holding the buffer counts it whole against the writer's budget and
     // keeps it until its own file is written, so one buffer in the batches of tables flushed at
     // different times would flush them early, into small files.
-    if whole.is_some() && one_group_of_ranges(&outcomes) {
+    //
+    // SAFETY (both below): mapped with ranges, every line's text was checked as UTF-8 and the
+    // rest of each line is a byte-order mark, ASCII white space and its newline
+    // (`map_chunk_lines`); the lines are the whole chunk, one after the other: so the chunk is
+    // UTF-8, and so are its bytes moved into the buffer without being copied or changed.
+    if ranges && one_group_of_ranges(&outcomes) {
         let buf = chunks::share(chunk);
-        // SAFETY: the chunk's bytes were checked as UTF-8 above (`whole`); moved into the buffer
-        // without being copied or changed.
         let ext = unsafe { std::str::from_utf8_unchecked(buf.as_slice()) };
         let prepared = Prepared::with_text(outcomes, ext, Some(&buf));
         return LinesOut { prepared, lines: line_no, consumed, chunk: chunks::take() };
     }
-    let prepared = Prepared::with_text(outcomes, whole.unwrap_or(""), None);
+    let ext = if ranges { unsafe { std::str::from_utf8_unchecked(&chunk) } } else { "" };
+    let prepared = Prepared::with_text(outcomes, ext, None);
     LinesOut { prepared, lines: line_no, consumed, chunk }
 }
 
@@ -376,15 +376,13 @@ fn map_chunk_lines(mapper: &mut Mapper, chunk: &[u8], ranges: bool) -> Option<(V
         // A line checked as UTF-8 is parsed without serde_json checking every string again;
         // one that is not UTF-8 goes through the byte parser (for its error, as before).
         let pos = Pos::Line(line_no);
-        let parsed = if ranges {
-            let t = std::str::from_utf8(text).ok()?;
-            let at = text.as_ptr() as usize - chunk.as_ptr() as usize;
-            mapper.text_at(pos, t, Some(at), &mut outcomes)
-        } else {
-            match std::str::from_utf8(text) {
-                Ok(t) => mapper.text(pos, t, &mut outcomes),
-                Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
+        let parsed = match std::str::from_utf8(text) {
+            Ok(t) if ranges => {
+                mapper.text_at(pos, t, Some(text.as_ptr() as usize - chunk.as_ptr() as usize), &mut outcomes)
             }
+            Ok(t) => mapper.text(pos, t, &mut outcomes),
+            Err(_) if ranges => return None,
+            Err(_) => serde_json::from_slice::<Value>(text).map(|v| mapper.value(pos, v, "", &mut outcomes)),
         };
         match parsed {
             Ok(()) => consumed += line.len() as u64,

@@ -4,7 +4,7 @@ use super::{LakeError, Table};
 use arrow::array::builder::{make_view, NullBufferBuilder};
 use arrow::array::{ArrayRef, PrimitiveBuilder, RecordBatch, StringViewArray};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::sync::Arc;
@@ -361,15 +361,13 @@ pub fn compact_rows_to_batch_in(
             }
         }
     }
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let schema = views_schema(&schema, |i| matches!(builders[i], B::View(..)));
     let cols: Vec<ArrayRef> = builders
         .into_iter()
-        .enumerate()
-        .map(|(i, b)| -> ArrayRef {
+        .map(|b| -> ArrayRef {
             match b {
                 B::View(views, mut nulls) => {
                     let buf = shared.expect("views are built only with the shared text").clone();
-                    fields[i] = fields[i].clone().with_data_type(DataType::Utf8View);
                     // SAFETY: every view was made from `external(ext, s, e)`, a `str` (UTF-8 on
                     // char boundaries) at byte `s` of `ext`, whose bytes are `buf`'s (checked
                     // above: the same pointer and length): in bounds of buffer 0, valid UTF-8.
@@ -383,12 +381,23 @@ pub fn compact_rows_to_batch_in(
             }
         })
         .collect();
-    let schema = if fields.iter().zip(schema.fields()).all(|(a, b)| a == b.as_ref()) {
-        schema
-    } else {
-        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-    };
     RecordBatch::try_new(schema, cols).map_err(|e| LakeError::Write { table: table.name(), msg: e.to_string() })
+}
+
+/// `schema` with the columns `view` picks as `Utf8View` (the same text as their `Utf8`): the
+/// schema of batches whose text columns are views into shared text ([`compact_rows_to_batch_in`],
+/// the lake writer's `raw`); `schema` itself when it picks none.
+pub(crate) fn views_schema(schema: &SchemaRef, view: impl Fn(usize) -> bool) -> SchemaRef {
+    if !(0..schema.fields().len()).any(&view) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| if view(i) { f.as_ref().clone().with_data_type(DataType::Utf8View) } else { f.as_ref().clone() })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Appends column `i` of `block` through `append`: a null cell as `None`, any other as what `value`

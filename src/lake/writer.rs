@@ -254,15 +254,13 @@ fn write_file(
 /// batch is of neither shape, all are kept as they are.
 fn raw_as_views(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, StringViewArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::DataType;
     let Some(i) = table.col("raw") else { return Ok(batches) };
     let schema = table.schema();
     if *schema.field(i).data_type() != DataType::Utf8 {
         return Ok(batches);
     }
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields[i] = fields[i].clone().with_data_type(DataType::Utf8View);
-    let views = std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let views = super::rows::views_schema(&schema, |c| c == i);
     if batches.iter().any(|b| b.schema() != schema && b.schema() != views) {
         return Ok(batches);
     }
