@@ -101,7 +101,7 @@ const ACTIVITY_CATEGORIES: [&str; 9] = [
 ];
 
 /// Table of a diagnostic-settings / ECS category.
-fn table_of_category(cat: &str) -> Option<Table> {
+pub(super) fn table_of_category(cat: &str) -> Option<Table> {
     if SIGNIN_CATEGORIES.iter().any(|c| c.eq_ignore_ascii_case(cat)) {
         return Some(Table::Signins);
     }

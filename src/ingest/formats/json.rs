@@ -41,8 +41,13 @@ type Result<T> = std::result::Result<T, Bad>;
 
 /// `serde_json::from_str` for the typed reader: the whole text is one value, then whitespace.
 pub fn from_str<'de, T: de::Deserialize<'de>>(text: &'de str) -> Result<T> {
+    from_str_seed(text, std::marker::PhantomData::<T>)
+}
+
+/// [`from_str`] through a seed (a value read into a place made for it, not returned and moved).
+pub fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Result<S::Value> {
     let mut p = Parser { text, s: text.as_bytes(), i: 0, depth: 128 };
-    let value = T::deserialize(&mut p)?;
+    let value = seed.deserialize(&mut p)?;
     p.ws();
     if p.i == p.s.len() {
         Ok(value)
