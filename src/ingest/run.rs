@@ -264,7 +264,7 @@ impl Mapper {
         let text = text.trim_end();
         if matches!(self.format, Format::Auto | Format::Diagnostic) {
             let apart = at.filter(|_| self.keep_raw);
-            if let Some(m) = formats::typed::diagnostic_compact_with(text, apart.is_none()) {
+            if let Some(m) = formats::typed::compact_with(text, apart.is_none(), self.format == Format::Auto) {
                 out.push(self.place_compact(m, text, apart));
                 return Ok(());
             }

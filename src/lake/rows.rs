@@ -125,6 +125,8 @@ pub enum Cell {
     Ext(u32, u32),
     Int(i64),
     Bool(bool),
+    /// An empty list (a list column's value that is not null).
+    EmptyList,
 }
 
 /// A row of plain cells (text, integers, booleans) whose text lives in one buffer: two
@@ -180,6 +182,11 @@ impl CompactRow {
         self.cells[i] = v.map_or(Cell::Null, Cell::Bool);
     }
 
+    /// An empty list, not null.
+    pub fn set_empty_list(&mut self, i: usize) {
+        self.cells[i] = Cell::EmptyList;
+    }
+
     /// Whether any cell is a range of the external text.
     pub fn has_ext(&self) -> bool {
         self.cells.iter().any(|c| matches!(c, Cell::Ext(..)))
@@ -224,6 +231,7 @@ impl CompactRow {
                 Cell::Ext(s, e) => Value::String(external(ext, s, e).to_string()),
                 Cell::Int(n) => Value::from(n),
                 Cell::Bool(b) => Value::Bool(b),
+                Cell::EmptyList => Value::Array(Vec::new()),
             })
             .collect()
     }
@@ -264,6 +272,8 @@ pub fn compact_rows_to_batch_in(
         I32(Int32Builder),
         Ts(TimestampMicrosecondBuilder),
         Bool(BooleanBuilder),
+        /// A list column of empty lists and nulls.
+        EmptyLists(Arc<Field>, NullBufferBuilder),
     }
     let schema = table.schema();
     let n = rows.len();
@@ -301,6 +311,7 @@ pub fn compact_rows_to_batch_in(
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
             }
             DataType::Boolean => B::Bool(BooleanBuilder::with_capacity(n)),
+            DataType::List(item) => B::EmptyLists(item.clone(), NullBufferBuilder::new(n)),
             _ => return fallback(),
         });
     }
@@ -355,6 +366,15 @@ pub fn compact_rows_to_batch_in(
                     },
                     |v| b.append_option(v),
                 ),
+                B::EmptyLists(_, nulls) => fill(
+                    block,
+                    i,
+                    |_, c| (c == Cell::EmptyList).then_some(()),
+                    |v| match v {
+                        Some(()) => nulls.append_non_null(),
+                        None => nulls.append_null(),
+                    },
+                ),
             };
             if !plain {
                 return fallback();
@@ -378,6 +398,12 @@ pub fn compact_rows_to_batch_in(
                 B::I32(mut b) => Arc::new(b.finish()),
                 B::Ts(mut b) => Arc::new(b.finish()),
                 B::Bool(mut b) => Arc::new(b.finish()),
+                B::EmptyLists(item, mut nulls) => Arc::new(arrow::array::ListArray::new(
+                    item.clone(),
+                    arrow::buffer::OffsetBuffer::new_zeroed(n),
+                    arrow::array::new_empty_array(item.data_type()),
+                    nulls.finish(),
+                )),
             }
         })
         .collect();
@@ -477,6 +503,36 @@ mod tests {
                 "{v:?}"
             );
         }
+        // List columns: empty lists and nulls directly (over more than a block of rows); a text
+        // cell in one through the values.
+        let o = Table::O365Audit;
+        let props = o.col("extended_properties").unwrap();
+        let rows: Vec<CompactRow> = (0..COLUMN_BLOCK + 5)
+            .map(|i| {
+                let mut r = CompactRow::new(o, 0);
+                r.set_int(0, 1_700_000_000_000_000 + i as i64);
+                r.set_int(1, 1);
+                r.set_int(3, i as i64);
+                if i % 3 != 0 {
+                    r.set_empty_list(props);
+                }
+                r
+            })
+            .collect();
+        let values: Vec<Vec<Value>> = rows.iter().map(CompactRow::to_values).collect();
+        assert_eq!(values[1][props], Value::Array(Vec::new()));
+        let direct = compact_rows_to_batch(o, &rows, "").unwrap();
+        assert_eq!(direct, rows_to_batch(o, &values).unwrap());
+        let lists = direct.column(props).as_list::<i32>();
+        use arrow::array::Array;
+        assert_eq!((lists.null_count(), lists.value_length(1), lists.values().len()), (45, 0, 0));
+        let mut odd = rows.clone();
+        odd[2].set_str(props, "[]");
+        let values: Vec<Vec<Value>> = odd.iter().map(CompactRow::to_values).collect();
+        assert_eq!(
+            compact_rows_to_batch(o, &odd, "").map_err(|e| e.to_string()),
+            rows_to_batch(o, &values).map_err(|e| e.to_string())
+        );
     }
 
     /// With the external text shared as a buffer, a column whose text is all external becomes

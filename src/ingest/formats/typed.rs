@@ -4,7 +4,8 @@
 //! row, without a `serde_json::Value` tree or lenient lookups. The category must come before the
 //! properties (it does in Azure's exports): it says how they are read; any other category stops
 //! the reader at once, and an Azure activity or resource-log record's is read again by [`azure`]
-//! (its envelope has other fields; sign-ins do not pay for reading them).
+//! (its envelope has other fields; sign-ins do not pay for reading them), as an Office 365 audit
+//! record is by [`o365`] once the reader meets its `CreationTime`.
 //!
 //! It maps a record exactly as [`super::entra::from_diagnostic`] does, or not at all: anything it
 //! is not sure of (a key that differs from the expected one only in case or underscores, a string
@@ -476,6 +477,8 @@ struct Top<'a> {
     result_type: Scalar<'a>,
     correlation_id: Scalar<'a>,
     properties: Option<PropsOf<'a>>,
+    /// Stopped at `CreationTime`, an Office 365 audit record's key.
+    o365: bool,
 }
 
 /// The properties of a record whose category the typed reader knows.
@@ -569,6 +572,11 @@ impl<'de> de::DeserializeSeed<'de> for Fill<'_, Top<'de>> {
                             map.next_value::<IgnoredAny>()?;
                         }
                         _ if OTHER_SHAPES.contains(&k) => return Err(de::Error::custom("another shape")),
+                        // An Office 365 audit record's key: the caller may read it as one.
+                        "CreationTime" => {
+                            out.o365 = true;
+                            return Err(de::Error::custom("an Office 365 record"));
+                        }
                         _ => unknown(&mut map, k, top_names())?,
                     }
                 }
@@ -605,6 +613,13 @@ pub fn diagnostic(line: &str) -> Option<Mapped> {
     Some(Mapped { table: m.table, ts: m.ts, dedup_id: m.id, row: m.row.to_values(), ingested_at: None })
 }
 
+/// [`diagnostic`], Office 365 audit records included: the row `map_record` makes of the line with
+/// `Format::Auto`, or `None` when the record should take the general path.
+pub fn detected(line: &str) -> Option<Mapped> {
+    let m = compact_with(line, true, true)?;
+    Some(Mapped { table: m.table, ts: m.ts, dedup_id: m.id, row: m.row.to_values(), ingested_at: None })
+}
+
 /// A record read by the typed reader: its table, time, id and row (`ts`, `ingested_at`, `raw`
 /// and `_key` left null for the caller, as in [`Mapped`]).
 pub struct CompactMapped {
@@ -623,11 +638,21 @@ pub fn diagnostic_compact(line: &str) -> Option<CompactMapped> {
 /// [`diagnostic_compact`], with room in the row for the raw line only when `raw_inline` (a
 /// caller that keeps the line apart, as an external cell, needs none).
 pub fn diagnostic_compact_with(line: &str, raw_inline: bool) -> Option<CompactMapped> {
+    compact_with(line, raw_inline, false)
+}
+
+/// [`diagnostic_compact_with`], and with `o365` an Office 365 audit record too (the typed reader's
+/// row for a line whose format is detected, as `map_record`'s `Format::Auto`).
+pub fn compact_with(line: &str, raw_inline: bool, o365: bool) -> Option<CompactMapped> {
     // The properties' text is at most the line's (half of it is room enough mostly).
     let room = if raw_inline { line.len() + line.len() / 2 } else { line.len() / 2 };
     let mut top = Top::default();
     if super::json::from_str_seed(line, Fill(&mut top)).is_err() {
-        // Stopped at an Azure record's category: its own reader reads the line.
+        // Stopped at an Azure record's category or at an Office 365 record's key: their own
+        // readers read the line.
+        if o365 && top.o365 {
+            return o365::compact(line, room);
+        }
         return azure::reads(&top.category).then(|| azure::compact(line, room)).flatten();
     }
     // `formats::detect`: diagnostic settings need `time`, `category` and `properties`.
@@ -806,6 +831,7 @@ fn graph_row(top: &Top, q: &GraphProps, room: usize) -> Result<CompactMapped, Un
 }
 
 mod azure;
+mod o365;
 
 #[cfg(test)]
 mod tests {
@@ -817,7 +843,7 @@ mod tests {
     /// The typed path either declines or gives exactly the general path's row. Returns whether it
     /// took the line.
     fn agrees(line: &str) -> bool {
-        let typed = diagnostic(line);
+        let typed = detected(line);
         let Some(m) = typed else { return false };
         let v: Value = serde_json::from_str(line).expect("the typed path took valid JSON");
         let g = map_record(&v, Format::Auto)
@@ -1278,6 +1304,79 @@ mod tests {
         }
         let took = records.iter().filter(|r| agrees(r)).count();
         assert!(took > 0, "no fixture record typed of {}", records.len());
+    }
+
+    fn o365_base() -> Value {
+        json!({
+            "AppId": "a667fa3d-72df-4bf7-9b20-059083170a4c", "ClientIPAddress": "11.10.15.223",
+            "CreationTime": "2026-11-19T07:50:56", "Id": "7d6b2d90-5ea3-400d-b432-e307e3874ae7",
+            "Operation": "MailItemsAccessed", "OrganizationId": "t-1", "RecordType": 50,
+            "ResultStatus": "Succeeded", "UserId": "user4560@contoso.example", "UserType": 0,
+            "Workload": "Exchange", "MailAccessType": "Bind", "OperationCount": 12,
+            "Actor": [{"ID": "x", "Type": "0"}]
+        })
+    }
+
+    #[test]
+    fn typed_o365_records_equal_the_general_path() {
+        let b = o365_base();
+        assert!(agrees(&b.to_string()), "the base record is typed");
+        assert!(diagnostic(&b.to_string()).is_none(), "only with the format detected");
+        let mut lines = vec![b.to_string()];
+        let keys = [
+            "Id",
+            "OfficeId",
+            "OrganizationId",
+            "RecordType",
+            "Workload",
+            "OfficeWorkload",
+            "Operation",
+            "ResultStatus",
+            "UserId",
+            "UserType",
+            "ApplicationId",
+            "AppId",
+            "ClientAppId",
+            "ClientIP",
+            "ClientIPAddress",
+            "ActorIpAddress",
+            "CreationTime",
+            "ExtendedProperties",
+            "time",
+            "category",
+            "TimeGenerated",
+            "Type",
+            "@timestamp",
+            "event_type",
+            "records",
+            "value",
+            "operationName",
+            "properties",
+        ];
+        let mut scalars = azure_scalars();
+        scalars.extend([
+            json!("failed"),
+            json!(false),
+            json!("FALSE"),
+            json!("PartiallySucceeded"),
+            json!("2026-11-19T07:50:56.1234567Z"),
+            json!("10.0.0.1:443"),
+            json!([{"Name": "extendedAuditEventCategory", "Value": "x"}]),
+            json!([{"Name": "ResultStatusDetail", "Value": "Success"}]),
+        ]);
+        lines.extend(variants(&b, false, keys, &scalars));
+        // With the record's status absent, the outcome from the extended properties (declined).
+        let mut r = b.clone();
+        r.as_object_mut().unwrap().remove("ResultStatus");
+        r["ExtendedProperties"] = json!([{"Name": "ResultStatusDetail", "Value": "Success"}]);
+        assert!(detected(&r.to_string()).is_none());
+        lines.push(r.to_string());
+        // CreationTime before a sign-in's category: a diagnostic record, read by the general path.
+        let mut r = base();
+        r["CreationTime"] = json!("2026-11-19T07:50:56");
+        r["Operation"] = json!("x");
+        lines.push(r.to_string());
+        most_agree(&lines);
     }
 
     fn graph_base() -> Value {
