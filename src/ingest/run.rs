@@ -170,13 +170,17 @@ impl Prepared {
         type Rows = (Table, Arc<str>, Vec<i64>, Vec<Row>);
         let mut groups: Vec<Rows> = Vec::new();
         let mut rejects = Vec::new();
+        // A chunk's rows are mostly of one group: the first has room for all that are left.
+        let mut left = outcomes.len();
         for o in outcomes {
+            left -= 1;
             match o {
                 Outcome::Row { table, day, key, row, .. } => {
                     let g = match groups.iter().position(|g| g.0 == table && g.1 == day) {
                         Some(g) => g,
                         None => {
-                            groups.push((table, day, Vec::new(), Vec::new()));
+                            let room = if groups.is_empty() { left + 1 } else { 0 };
+                            groups.push((table, day, Vec::with_capacity(room), Vec::with_capacity(room)));
                             groups.len() - 1
                         }
                     };
