@@ -18,7 +18,8 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-ta
 # The build measured: `dist` (fat LTO, one codegen unit: Cargo.toml), the binary to deploy;
 # WISP_PROFILE=release for the quicker build.
 PROFILE = os.environ.get("WISP_PROFILE", "dist")
-WISP = os.path.join(TARGET, PROFILE, "wisp")
+# WISP_BIN: a binary built otherwise (scripts/pgo.sh's profile-guided `dist`), measured as it is.
+WISP = os.environ.get("WISP_BIN") or os.path.join(TARGET, PROFILE, "wisp")
 
 
 def log(*a):
@@ -45,7 +46,7 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     work = a.work or f"/tmp/wisp-ingest-{a.profile}"
-    if not a.skip_build:
+    if not a.skip_build and not os.environ.get("WISP_BIN"):
         subprocess.run(["cargo", "build", "--profile", PROFILE, "-q"], cwd=ROOT, check=True)
     gen = os.path.join(work, "gen")
     raw = os.path.join(gen, "raw")
@@ -79,7 +80,7 @@ def main():
     result = {
         "profile": a.profile, "input_bytes": size, "runs": runs, "gen_as_lake": gen_lake,
         "scaling_1_to_2_threads": round(runs["1"]["wall_s"] / runs["2"]["wall_s"], 2),
-        "build": PROFILE,
+        "build": os.environ.get("WISP_BIN") or PROFILE,
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A profile-guided build of the binary to deploy: `dist` (Cargo.toml) built once instrumented, run
+# over a training workload, and built again with the profile it recorded (rustc's
+# `-Cprofile-generate` / `-Cprofile-use`, LLVM's PGO). Same source, same results; only the
+# compiler's choices of layout, inlining and branch order change (BENCHMARKS.md says what it buys).
+#
+#   scripts/pgo.sh                   # builds …/pgo-use/dist/wisp and prints its path
+#
+# The training is every command's hot path on generated tenants that the benchmarks do not use
+# (seeds 1001-1004; the benchmarks' are seed 42): ingest of a medium day of raw JSON lines and of
+# small days (plain and gzip, one and two mapping threads), `gen --as lake`, `compact`, every
+# detection's scheduled run and backtest, every hunt, a SQL query. Code it does not reach (object
+# stores, Ballista, error paths) is built as LLVM builds cold code: smaller, not wrong.
+#
+# Needs the rustup component `llvm-tools` (installed below when missing) for `llvm-profdata` of
+# the compiler's own LLVM. Two clean `dist` builds: about an hour on 2 cores. Environment:
+# PGO_TARGET_DIR (default ~/.cache/wisp-pgo-target, apart from the usual target folder: other
+# RUSTFLAGS rebuild everything), PGO_WORK (default /tmp/wisp-pgo: training data and profiles).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET="${PGO_TARGET_DIR:-$HOME/.cache/wisp-pgo-target}"
+WORK="${PGO_WORK:-/tmp/wisp-pgo}"
+export CARGO_TERM_COLOR=never
+
+sysroot="$(rustc --print sysroot)"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+profdata="$sysroot/lib/rustlib/$host/bin/llvm-profdata"
+if [ ! -x "$profdata" ]; then
+  echo "installing the rustup component llvm-tools (llvm-profdata)" >&2
+  rustup component add llvm-tools
+fi
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+echo "1/4 instrumented build ($TARGET/pgo-gen)" >&2
+RUSTFLAGS="-Cprofile-generate=$WORK/profiles" \
+  cargo build --profile dist --bin wisp --target-dir "$TARGET/pgo-gen"
+B="$TARGET/pgo-gen/dist/wisp"
+
+echo "2/4 training ($WORK)" >&2
+t="$WORK/tenant"
+# A medium day (1.2 GB of JSON lines) for ingest's steady state, small days for the rest.
+"$B" gen --profile medium --days 1 --seed 1001 --no-gzip --no-progress --out "$t/day" >/dev/null
+"$B" ingest --threads 1 --compact-after 0 --no-progress --lake "$WORK/lake1" --asn-db "$t/day/asn.csv" "$t/day/raw" >/dev/null
+rm -rf "$t/day/raw"
+"$B" gen --profile small --days 3 --seed 1002 --no-gzip --no-progress --out "$t/plain" >/dev/null
+"$B" gen --profile small --days 1 --seed 1003 --no-progress --out "$t/gz" >/dev/null
+asn="$t/plain/asn.csv"
+"$B" ingest --threads 2 --no-progress --lake "$WORK/lake2" --asn-db "$asn" "$t/plain/raw" >/dev/null
+"$B" ingest --no-progress --lake "$WORK/lake2" --asn-db "$t/gz/asn.csv" "$t/gz/raw" >/dev/null
+"$B" compact --lake "$WORK/lake2" >/dev/null
+"$B" gen --profile small --days 2 --seed 1004 --as lake --no-progress --out "$t/lake" >/dev/null
+L="$WORK/lake2"
+"$B" detect --lake "$L" --asn-db "$asn" --from 2026-11-18T00:00:00Z --to 2026-11-20T00:00:00Z --format jsonl >/dev/null
+"$B" detect --lake "$L" --asn-db "$asn" --at 2026-11-19T12:00:00Z --state --format jsonl >/dev/null
+"$B" detect --lake "$L" --asn-db "$asn" --at 2026-11-19T13:00:00Z --state --format jsonl >/dev/null
+"$B" rules list | awk '{print $1}' | while read -r rule; do
+  "$B" hunt "$rule" --lake "$L" --asn-db "$asn" --at 2026-11-19T18:00:00Z --format csv >/dev/null
+  "$B" hunt "$rule" --lake "$t/lake/lake" --asn-db "$t/lake/asn.csv" --from 2026-11-18T00:00:00Z \
+    --to 2026-11-20T00:00:00Z --format jsonl >/dev/null
+done
+"$B" sql --lake "$L" --format csv \
+  "SELECT service_principal_id, count(*) AS n, count(DISTINCT source_ip) AS ips FROM signins GROUP BY 1 ORDER BY n DESC LIMIT 20" >/dev/null
+
+echo "3/4 merging the profiles" >&2
+"$profdata" merge -o "$WORK/wisp.profdata" "$WORK/profiles"
+
+echo "4/4 optimized build ($TARGET/pgo-use)" >&2
+RUSTFLAGS="-Cprofile-use=$WORK/wisp.profdata" \
+  cargo build --profile dist --bin wisp --target-dir "$TARGET/pgo-use"
+echo "$TARGET/pgo-use/dist/wisp"
