@@ -158,8 +158,8 @@ impl Kind {
     }
 }
 
-/// Both kinds' folded envelope names: a key outside [`TOP_SCALARS`] with one of these hashes is
-/// kept in [`AzureTop::hits`] until the category is known.
+/// Both kinds' folded envelope names, sorted: a key outside [`TOP_SCALARS`] with one of these
+/// hashes is kept in [`AzureTop::hits`] until the category is known.
 fn any_top_names() -> &'static [u64] {
     static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
     NAMES.get_or_init(|| {
@@ -240,7 +240,7 @@ impl<'de> de::DeserializeSeed<'de> for Fill<'_, AzureTop<'de>> {
                         _ if OTHER_SHAPES.contains(&k) => return Err(de::Error::custom("another shape")),
                         _ => {
                             let h = folded_hash(k);
-                            if any_top_names().contains(&h) {
+                            if any_top_names().binary_search(&h).is_ok() {
                                 if out.hits.n == out.hits.h.len() {
                                     return Err(de::Error::custom("many keys the general path may read"));
                                 }
@@ -478,13 +478,14 @@ impl<'de> de::Deserialize<'de> for Nested<Identity<'de>> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Identity::default();
-                let names = folded(&["claim", "claims", "requester"]);
+                static NAMES: OnceLock<Vec<u64>> = OnceLock::new();
+                let names = NAMES.get_or_init(|| folded(&["claim", "claims", "requester"]));
                 while let Some(k) = map.next_key::<&'de str>()? {
                     match k {
                         "claim" => out.claim = Some(map.next_value()?),
                         "claims" => out.claims = Some(map.next_value()?),
                         "requester" => out.requester = Some(map.next_value()?),
-                        _ => unknown(&mut map, k, &names)?,
+                        _ => unknown(&mut map, k, names)?,
                     }
                 }
                 Ok(Nested::Object(out))
