@@ -19,7 +19,8 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-ta
 # The build measured: `dist` (fat LTO, one codegen unit: Cargo.toml), the binary to deploy;
 # WISP_PROFILE=release for the quicker build.
 PROFILE = os.environ.get("WISP_PROFILE", "dist")
-WISP = os.path.join(TARGET, PROFILE, "wisp")
+# WISP_BIN: a binary built otherwise (scripts/pgo.sh's profile-guided `dist`), measured as it is.
+WISP = os.environ.get("WISP_BIN") or os.path.join(TARGET, PROFILE, "wisp")
 
 RULES = {
     # rule id: (key columns compared, how wisp runs it over 30 days)
@@ -169,7 +170,7 @@ def main():
         log(f"building wisp ({PROFILE})")
         subprocess.check_call(["cargo", "build", "--profile", PROFILE], cwd=ROOT)
     end = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
-    res = {"profile": a.profile, "days": a.days, "build": PROFILE, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+    res = {"profile": a.profile, "days": a.days, "build": os.environ.get("WISP_BIN") or PROFILE, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
            "date": dt.date.today().isoformat(), "duckdb": __import__("importlib.metadata").metadata.version("duckdb"), "ingest": {}, "rules": {}, "hourly": {}}
 
     # 1. Ingest throughput on raw diagnostic-settings JSON lines.
@@ -253,7 +254,7 @@ def main():
                     d = time.perf_counter() - t0
                     dbest = d if dbest is None else min(dbest, d)
             except subprocess.TimeoutExpired:
-                subprocess.run(["pkill", "-f", f"{PROFILE}/wisp"])
+                subprocess.run(["pkill", "-f", WISP])
                 t0 = time.perf_counter()
                 sql = duck_params(open(os.path.join(ROOT, "benches", "duckdb", f"{rule}.sql")).read(), start, stop, lookback_us=lookback_us)
                 n = len(con.execute(sql).fetchall())

@@ -11,7 +11,7 @@ time) and per core (MB/s over the CPU time), max RSS; and how the wall time scal
 threads. `--threads 1` still encodes Parquet on a second thread; the per-core figure counts it.
 Compaction is left out of both (`--compact-after 0`). Writes benches/results/ingest-<profile>.json.
 """
-import argparse, json, os, platform, shutil, subprocess, sys, time
+import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
@@ -29,12 +29,15 @@ def log(*a):
 def timed(cmd):
     """Runs a command: (wall s, cpu s, max RSS MiB) of that process."""
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.monotonic() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}")
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").splitlines()[-10:]
+            sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
     return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
 
 
