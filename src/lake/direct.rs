@@ -74,6 +74,7 @@ pub fn put(dest: &Path, bytes: &[u8]) -> std::io::Result<bool> {
 /// when the file system refuses direct I/O.
 fn staged(dest: &Path) -> std::io::Result<Option<(std::fs::File, PathBuf)>> {
     let mut n = 1u32;
+    let mut folder_made = false;
     loop {
         let mut name = dest.as_os_str().to_owned();
         name.push(format!("#{n}"));
@@ -81,8 +82,13 @@ fn staged(dest: &Path) -> std::io::Result<Option<(std::fs::File, PathBuf)>> {
         match OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(&staging) {
             Ok(f) => return Ok(Some((f, staging))),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            // The folder made (once): by `create_dir_all`, which takes a folder another thread
+            // made meanwhile as made, not as an error (two encoders' first files of one day).
             Err(e) if e.kind() == ErrorKind::NotFound => match dest.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)?,
+                Some(dir) if !dir.as_os_str().is_empty() && !folder_made => {
+                    std::fs::create_dir_all(dir)?;
+                    folder_made = true;
+                }
                 _ => return Err(e),
             },
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -134,6 +140,34 @@ mod tests {
             assert!(!dest.exists());
         }
         assert_eq!(staging_files(dir.path()), Vec::<PathBuf>::new());
+    }
+
+    /// Threads writing the first files of one new folder at once all succeed: one that found the
+    /// folder missing and saw it made by another before it could make it (a race of two encoder
+    /// threads' first files of a day: `ingest --threads 2` exited 1) retries instead of failing.
+    #[test]
+    fn first_files_of_a_new_folder_written_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads = 8;
+        for round in 0..200 {
+            let barrier = std::sync::Barrier::new(threads);
+            let folder = dir.path().join(format!("t=x/day=2026-11-{round:03}"));
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (barrier, folder) = (&barrier, &folder);
+                        s.spawn(move || {
+                            barrier.wait();
+                            put(&folder.join(format!("f{t}.parquet")), b"0123456789")
+                        })
+                    })
+                    .collect();
+                for (t, h) in handles.into_iter().enumerate() {
+                    let r = h.join().unwrap();
+                    assert!(r.is_ok(), "round {round}, thread {t}: {r:?}");
+                }
+            });
+        }
     }
 
     /// The staging files (`<name>#<n>`) in a folder.
