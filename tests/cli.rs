@@ -458,6 +458,64 @@ fn a_killed_ingest_rerun_gives_the_clean_lake() {
     }
 }
 
+/// A mapped input that shrinks while it is ingested stops the process with the advice to run again
+/// (or with `--no-mmap`), not a bare bus error; run again once the file is stable, the lake is the
+/// clean one. The first mapping of the input (after its length is taken) is held for two seconds
+/// by strace; the file is cut to a few lines while it is held, so the chunks mapped next lie past
+/// its end.
+#[test]
+fn a_mapped_input_cut_short_while_ingested_stops_with_advice() {
+    if !strace_available() {
+        return;
+    }
+    let dir = tmp("sigbus-in");
+    let input = dir.join("PT1H.json");
+    let line = |i: usize| {
+        format!(
+            r#"{{"time":"2026-11-19T10:00:00Z","category":"ServicePrincipalSignInLogs","properties":{{"id":"sb-{i}","servicePrincipalId":"sp-1","ipAddress":"203.0.113.7","createdDateTime":"2026-11-19T10:00:00Z"}}}}"#
+        )
+    };
+    let text: String = (0..40_000).map(|i| line(i) + "\n").collect();
+    std::fs::write(&input, &text).unwrap();
+    let lake = tmp("sigbus-lake");
+    let child = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-P"])
+        .arg(&input)
+        .args(["-etrace=mmap", "-einject=mmap:delay_exit=2000000:when=1", "--"])
+        .arg(env!("CARGO_BIN_EXE_wisp"))
+        .args(["ingest", "--no-progress", "--threads", "1", "--lake"])
+        .arg(&lake)
+        .arg(&input)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the input's first mapping (in some process's maps), then cut the file short.
+    let name = input.display().to_string();
+    let mapped = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("maps")).is_ok_and(|m| m.lines().any(|l| l.ends_with(&name)))
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while !mapped() {
+        assert!(t0.elapsed().as_secs() < 60, "the input was never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let short: String = (0..3).map(|i| line(i) + "\n").collect();
+    std::fs::write(&input, &short).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("shrank") && err.contains("--no-mmap"), "{err}");
+    // Run again over the file as it now is: its three records, nothing else.
+    let (code, _, err) = run(wisp().args(["ingest", "--no-progress", "--lake"]).arg(&lake).arg(&input));
+    assert_eq!(code, 0, "{err}");
+    let count = "SELECT count(*) AS n FROM signins";
+    let (code, out, err) = run(wisp().args(["sql", "--format", "csv", "--lake"]).arg(&lake).arg(count));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "n\n3", "{err}");
+}
+
 #[test]
 fn an_ingest_killed_at_exact_system_calls_reruns_to_the_clean_lake() {
     if !strace_available() {

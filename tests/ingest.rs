@@ -474,15 +474,24 @@ async fn threads_and_chunk_sizes_do_not_change_what_is_ingested() {
     text.push_str(
         r#"{"time":"2026-01-02T04:00:00Z","category":"ServicePrincipalSignInLogs","properties":{"id":"tail""#,
     );
-    let configs = [(1, 2 << 20), (1, 97), (3, 97), (2, 1), (2, 4096)];
+    // The blob is mapped (a local file) unless `mmap` is off: read, the same lake.
+    let configs = [
+        (1, 2 << 20, true),
+        (1, 97, true),
+        (3, 97, true),
+        (2, 1, true),
+        (2, 4096, true),
+        (1, 97, false),
+        (2, 4096, false),
+    ];
     type Seen = (wisp::ingest::Summary, wisp::ingest::Summary, (Vec<String>, Vec<String>));
     let mut first: Option<Seen> = None;
-    for (threads, chunk) in configs {
+    for (threads, chunk, mmap) in configs {
         let input = tmp("par-blob");
         let blob = input.join("PT1H.json");
         std::fs::write(&blob, &text).unwrap();
         let samples = repo().join("data/samples").display().to_string();
-        let o = |inputs: Vec<String>| wisp::ingest::IngestOptions { threads, chunk_bytes: chunk, ..opts(inputs) };
+        let o = |inputs: Vec<String>| wisp::ingest::IngestOptions { threads, chunk_bytes: chunk, mmap, ..opts(inputs) };
         let lake = tmp("par-lake");
         let mut s1 = ingest_into(&lake, o(vec![blob.display().to_string(), samples])).await;
         assert!(s1.read > 500 && s1.duplicates > 40 && s1.rejected_total() > 100, "{threads}/{chunk}: {s1:?}");

@@ -58,6 +58,11 @@ pub struct IngestArgs {
     /// lake written is the same whatever the number.
     #[arg(long, default_value_t = 0, env = "WISP_INGEST_THREADS")]
     pub threads: usize,
+    /// Read local JSON-lines files instead of mapping them into memory. Mapped (the default), a
+    /// file must not shrink while it is ingested: if it does, the process stops with a bus error
+    /// (exit code 1, the lake as a killed ingest leaves it: run the ingest again).
+    #[arg(long)]
+    pub no_mmap: bool,
 }
 
 /// Removes `dir` if nothing but empty folders is left in it (a failed ingest into a new folder
@@ -102,6 +107,7 @@ async fn ingest_into(a: IngestArgs) -> anyhow::Result<i32> {
             until: a.until.as_deref().map(crate::time::parse_utc).transpose()?,
         },
         threads: a.threads,
+        mmap: !a.no_mmap,
         ..IngestOptions::new(Vec::new())
     };
     let summary = ingest(&lake, &opts).await?;

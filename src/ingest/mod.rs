@@ -58,6 +58,10 @@ pub struct IngestOptions {
     /// JSON lines are mapped in chunks of whole lines of about this many bytes (one chunk per
     /// thread at a time).
     pub chunk_bytes: usize,
+    /// Map local, uncompressed JSON-lines inputs into memory instead of reading them (default
+    /// true): no copy from the page cache. An input that shrinks while it is mapped stops the
+    /// process with a bus error (`chunks::on_sigbus` says so).
+    pub mmap: bool,
 }
 
 impl IngestOptions {
@@ -74,6 +78,7 @@ impl IngestOptions {
             hours: source::Hours::default(),
             threads: 0,
             chunk_bytes: 2 << 20,
+            mmap: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 /// Work for one thread.
 pub(super) enum Job {
     /// Whole JSON lines (only an input's last may lack its newline).
-    Lines(Vec<u8>),
+    Lines(super::chunks::Chunk),
     /// Records built in memory as trees, the first one record `first` of its input.
     Values { first: u64, values: Vec<Value> },
 }

@@ -1,7 +1,7 @@
 //! Reading input files: gzip, CSV, streamed JSON arrays, whole JSON documents and JSON lines, each
 //! record handed to the run with its position (line, or line and record, or record index).
 
-use super::chunks;
+use super::chunks::{self, Chunk, MappedFile};
 use super::formats::{self, Format};
 use super::pool::{Done, Job, Pool};
 use super::run::{Mapper, Outcome, Pos, Prepared, Row, Run};
@@ -51,7 +51,9 @@ pub(super) fn read_file(
         }
     }
     run.summary.bytes += f.size - start.0;
-    let counted = CountingReader { inner: f.open(start.0).map_err(FileError::Read)?, n: 0, bar: bar.clone() };
+    let read_ahead = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted =
+        CountingReader { inner: f.open(start.0).map_err(FileError::Read)?, n: read_ahead.clone(), bar: bar.clone() };
     // A small buffer: chunks of lines are read past it straight into their own buffers (a read
     // at least as large as the buffer skips it); only the tail of a chunk's last line and the
     // first lines go through it.
@@ -118,12 +120,30 @@ pub(super) fn read_file(
             Err(_) => {
                 // Not one document: JSON lines whose first line is broken.
                 let mut cursor = std::io::Cursor::new(all);
-                let (lines, _) = json_lines(run, &display, &mut cursor, start.1 + lines_before, Vec::new())?;
+                let src = LineSource::Read(&mut cursor, Vec::new());
+                let (lines, _) = json_lines(run, &display, src, start.1 + lines_before)?;
                 return Ok(Some(f.entry(head, f.size, lines, false)));
             }
         }
     }
-    let (lines, consumed) = json_lines(run, &display, &mut reader, start.1 + lines_before, first)?;
+    // A local, uncompressed file is mapped from its first line on, not read (`chunks`).
+    let mapped = match f.local_file() {
+        Some(file) if run.mmap && !f.gzip => MappedFile::new(file).ok(),
+        _ => None,
+    };
+    let src = match mapped {
+        Some(file) => {
+            chunks::on_sigbus();
+            LineSource::Mapped {
+                file,
+                pos: offset,
+                bar: bar.clone(),
+                counted: start.0 + read_ahead.load(std::sync::atomic::Ordering::Relaxed),
+            }
+        }
+        None => LineSource::Read(&mut reader, first),
+    };
+    let (lines, consumed) = json_lines(run, &display, src, start.1 + lines_before)?;
     let consumed_bytes = offset + consumed;
     let size = if f.gzip { f.size } else { consumed_bytes };
     Ok(Some(f.entry(head, size, lines, !f.gzip)))
@@ -256,24 +276,15 @@ pub(super) fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
 /// an unterminated, unparsable last line is rejected but not counted as consumed, so a grown
 /// append blob re-reads it whole next time. With worker threads, chunks of lines are mapped in
 /// parallel and committed in input order: the lake and the counts do not depend on the threads.
-fn json_lines(
-    run: &mut Run,
-    file: &str,
-    reader: &mut dyn BufRead,
-    mut line_no: u64,
-    first: Vec<u8>,
-) -> Result<(u64, u64), FileError> {
+fn json_lines(run: &mut Run, file: &str, mut src: LineSource<'_>, mut line_no: u64) -> Result<(u64, u64), FileError> {
     let mut consumed = 0u64;
-    let mut carry = first;
     // Chunk buffers come back from the mapping threads and are read into again: fresh ones of a
     // few MB each would be pages the kernel zeroes for every chunk.
     let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
-        let buf = spare.pop().unwrap_or_default();
-        let (chunk, err) = read_chunk(reader, buf, &carry, run.chunk_bytes);
-        carry.clear();
-        let done = chunk.is_empty() || err.is_some();
-        if !chunk.is_empty() {
+        let (chunk, err) = src.next(&mut spare, run.chunk_bytes);
+        let done = chunk.is_none() || err.is_some();
+        if let Some(chunk) = chunk {
             // On one thread a chunk is mapped here; with a pool, the oldest result comes back
             // once enough chunks are in flight.
             let ready = match run.pool.as_mut() {
@@ -294,6 +305,46 @@ fn json_lines(
         }
         if done {
             return Ok((line_no, consumed));
+        }
+    }
+}
+
+/// Where the chunks of a file's lines come from.
+enum LineSource<'a> {
+    /// Read, the bytes already read (its first line) carried into the first chunk.
+    Read(&'a mut dyn BufRead, Vec<u8>),
+    /// Mapped from a local file (`chunks::MappedFile`).
+    Mapped {
+        file: MappedFile,
+        /// The next chunk's first byte.
+        pos: u64,
+        bar: indicatif::ProgressBar,
+        /// The end of the bytes the progress bar counted already (read ahead by the reader that
+        /// found the file's shape).
+        counted: u64,
+    },
+}
+
+impl LineSource<'_> {
+    /// The next chunk of whole lines (None at the end), and the error that ended the input.
+    fn next(&mut self, spare: &mut Vec<Vec<u8>>, size: usize) -> (Option<Chunk>, Option<std::io::Error>) {
+        match self {
+            LineSource::Read(reader, carry) => {
+                let buf = spare.pop().unwrap_or_default();
+                let (chunk, err) = read_chunk(*reader, buf, carry, size);
+                carry.clear();
+                ((!chunk.is_empty()).then(|| chunk.into()), err)
+            }
+            LineSource::Mapped { file, pos, bar, counted } => match file.chunk(*pos, size) {
+                Ok(Some(chunk)) => {
+                    let end = *pos + chunk.bytes().len() as u64;
+                    bar.inc(end.saturating_sub((*pos).max(*counted)));
+                    *pos = end;
+                    (Some(chunk), None)
+                }
+                Ok(None) => (None, None),
+                Err(e) => (None, Some(std::io::Error::new(e.kind(), format!("cannot map the file: {e}")))),
+            },
         }
     }
 }
@@ -325,15 +376,16 @@ impl LinesOut {
 
 /// Maps the lines of one chunk (whole lines: only the input's last may lack its newline),
 /// numbered from 1 (the committing thread adds the lines before the chunk).
-pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
+pub(super) fn map_lines(mapper: &mut Mapper, chunk: Chunk) -> LinesOut {
     // A chunk that is UTF-8 throughout (as exports are) has its typed rows' `raw` as ranges of it
     // (`Prepared::with_text`), not copies. Each line is checked as it is mapped, while it is in
     // cache (a check of the whole chunk first read it all from memory once more before the lines
     // were split); a chunk with a line that is not UTF-8 is mapped again, its rows holding their
     // own text (mapping has no effect but its outcomes: the same ones the second time).
-    let (ranges, (outcomes, line_no, consumed)) = match map_chunk_lines(mapper, &chunk, true) {
+    let bytes = chunk.bytes();
+    let (ranges, (outcomes, line_no, consumed)) = match map_chunk_lines(mapper, bytes, true) {
         Some(mapped) => (true, mapped),
-        None => (false, map_chunk_lines(mapper, &chunk, false).expect("lines mapped without ranges always are")),
+        None => (false, map_chunk_lines(mapper, bytes, false).expect("lines mapped without ranges always are")),
     };
     // Rows whose `raw` is a range of the chunk, all of one (table, day): the chunk is handed over
     // as the Arrow buffer their `raw` views point into (no record copied) and a spare buffer read
@@ -347,13 +399,19 @@ pub(super) fn map_lines(mapper: &mut Mapper, chunk: Vec<u8>) -> LinesOut {
     // (`map_chunk_lines`); the lines are the whole chunk, one after the other: so the chunk is
     // UTF-8, and so are its bytes moved into the buffer without being copied or changed.
     if ranges && one_group_of_ranges(&outcomes) {
-        let buf = chunks::share(chunk);
+        // A read chunk's place taken by a spare buffer; a mapping needs none.
+        let spare = if matches!(chunk, Chunk::Read(_)) { chunks::take() } else { Vec::new() };
+        let buf = chunk.share();
         let ext = unsafe { std::str::from_utf8_unchecked(buf.as_slice()) };
         let prepared = Prepared::with_text(outcomes, ext, Some(&buf));
-        return LinesOut { prepared, lines: line_no, consumed, chunk: chunks::take() };
+        return LinesOut { prepared, lines: line_no, consumed, chunk: spare };
     }
-    let ext = if ranges { unsafe { std::str::from_utf8_unchecked(&chunk) } } else { "" };
+    let ext = if ranges { unsafe { std::str::from_utf8_unchecked(bytes) } } else { "" };
     let prepared = Prepared::with_text(outcomes, ext, None);
+    let chunk = match chunk {
+        Chunk::Read(v) => v,
+        Chunk::Mapped(_) => Vec::new(),
+    };
     LinesOut { prepared, lines: line_no, consumed, chunk }
 }
 
@@ -555,14 +613,15 @@ fn csv_line(fields: &[String]) -> String {
 
 struct CountingReader<R> {
     inner: R,
-    n: u64,
+    /// Bytes read so far.
+    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
     bar: indicatif::ProgressBar,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.n += n as u64;
+        self.n.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         self.bar.inc(n as u64);
         Ok(n)
     }
@@ -623,6 +682,56 @@ mod tests {
         assert!(err.is_some());
         let whole = input[..100].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         assert_eq!(chunk, input[..whole].to_vec(), "the whole lines before the error");
+    }
+
+    /// A local file's mapped chunks are the chunks `read_chunk` reads from the same byte: whole
+    /// lines (a line longer than the mapped tail, several times over, included), the same
+    /// boundaries, a last line without its newline, from any start; none at the end.
+    #[test]
+    fn mapped_chunks_are_the_chunks_read() {
+        use super::super::chunks::MappedFile;
+        let mut input: Vec<u8> = Vec::new();
+        for i in 0..400usize {
+            let pad = match i {
+                7 => 300_000, // past the 64 KiB tail four times over
+                100 => 65_530,
+                _ => i * 37 % 2000,
+            };
+            input.extend_from_slice(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)).as_bytes());
+            input.extend_from_slice(if i % 50 == 3 { b"\r\n\n" } else { b"\n" });
+        }
+        input.extend_from_slice(b"{\"last\":\"no newline\"}");
+        let dir = std::env::temp_dir().join(format!("wisp-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lines.json");
+        std::fs::write(&path, &input).unwrap();
+        let starts = [0, 1, 4095, 4096, 4097, input.iter().position(|&b| b == b'\n').unwrap() + 1];
+        for size in [1, 97, 4096, 65_536, 2 << 20, 64 << 20] {
+            for &start in &starts {
+                let mut reader = std::io::BufReader::with_capacity(16, &input[start..]);
+                let mapped = MappedFile::new(std::fs::File::open(&path).unwrap()).unwrap();
+                let mut pos = start as u64;
+                loop {
+                    let (want, err) = super::read_chunk(&mut reader, Vec::new(), &[], size);
+                    assert!(err.is_none());
+                    let got = mapped.chunk(pos, size).unwrap();
+                    if want.is_empty() {
+                        assert!(got.is_none(), "size {size} from {start}: a chunk past the end");
+                        break;
+                    }
+                    let got = got.expect("a chunk where one is read");
+                    assert!(got.bytes() == want.as_slice(), "size {size} from {start}: chunk at {pos} differs");
+                    pos += want.len() as u64;
+                }
+            }
+        }
+        // Shared as an Arrow buffer: the same bytes, held after the chunk itself is gone.
+        let mapped = MappedFile::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let buf = mapped.chunk(5, 1000).unwrap().unwrap().share();
+        drop(mapped);
+        let end = 5 + input[5 + 999..].iter().position(|&b| b == b'\n').unwrap() + 1000;
+        assert_eq!(buf.as_slice(), &input[5..end]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The chunk's lines are `split_inclusive`'s: empty lines, a last line without `\n`, `\r\n`.

@@ -347,6 +347,8 @@ pub(super) struct Run {
     pub(super) pool: Option<Pool>,
     /// Bytes of JSON lines per chunk.
     pub(super) chunk_bytes: usize,
+    /// Local, uncompressed JSON lines are mapped, not read (`chunks::MappedFile`).
+    pub(super) mmap: bool,
     pub(super) summary: Summary,
     pub(super) format: Format,
     /// The progress bar (hidden when not on a terminal): bytes as its position, records as its message.
@@ -399,6 +401,7 @@ impl Run {
             mapper,
             pool,
             chunk_bytes: opts.chunk_bytes.max(1),
+            mmap: opts.mmap,
             summary: Summary::default(),
             format: opts.format,
             bar,
@@ -619,8 +622,8 @@ impl RecordSink {
         self.sent += records;
         self.in_flight.push_back(records);
         let done = match self.run.pool.as_mut() {
-            Some(pool) => pool.submit(Job::Lines(chunk)),
-            None => Some(Done::Lines(super::readers::map_lines(&mut self.run.mapper, chunk))),
+            Some(pool) => pool.submit(Job::Lines(chunk.into())),
+            None => Some(Done::Lines(super::readers::map_lines(&mut self.run.mapper, chunk.into()))),
         };
         done.map_or(Ok(()), |d| self.commit(d))
     }
@@ -720,7 +723,7 @@ mod tests {
                     chunk.extend_from_slice(b"{\"x\":\"\xff\"}\n");
                 }
                 let mapper = || Mapper::new(Enricher::new(None, None), Format::Auto, keep_raw, 1_700_000_000_000_000);
-                let out = super::super::readers::map_lines(&mut mapper(), chunk.clone());
+                let out = super::super::readers::map_lines(&mut mapper(), chunk.clone().into());
                 let got = out.prepared.unwrap();
                 let mut m = mapper();
                 let mut outcomes = Vec::new();
@@ -762,7 +765,7 @@ mod tests {
             }
             let chunk = text.into_bytes();
             let mapper = || Mapper::new(Enricher::new(None, None), Format::Auto, true, 1_700_000_000_000_000);
-            let got = super::super::readers::map_lines(&mut mapper(), chunk.clone()).prepared.unwrap();
+            let got = super::super::readers::map_lines(&mut mapper(), chunk.clone().into()).prepared.unwrap();
             let mut m = mapper();
             let mut outcomes = Vec::new();
             for (l, line) in std::str::from_utf8(&chunk).unwrap().lines().enumerate() {

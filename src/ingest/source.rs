@@ -73,6 +73,18 @@ impl InputFile {
         Ok(crate::ingest::normalize::fnv64(&[&bytes]))
     }
 
+    /// The open file of an input in a local folder (None for an object store's).
+    pub fn local_file(&self) -> Option<std::fs::File> {
+        if !self.url.starts_with("file://") || self.size == 0 {
+            return None;
+        }
+        let res = self.handle.block_on(self.store.get_opts(&self.path, GetOptions::default())).ok()?;
+        match res.payload {
+            object_store::GetResultPayload::File(file, _) => Some(file),
+            object_store::GetResultPayload::Stream(_) => None,
+        }
+    }
+
     /// A blocking reader from `offset` to the end.
     pub fn open(&self, offset: u64) -> Result<Box<dyn Read + Send>, String> {
         if self.size == 0 || offset >= self.size {
