@@ -201,8 +201,8 @@ fn time_ip_watchlist_and_rule_parsers_never_panic() {
     }
 }
 
-/// The typed reader of diagnostic-settings sign-ins, Graph activity, Azure activity and resource
-/// logs (`formats::typed`) either declines a line or maps it exactly as the general path does:
+/// The typed reader of diagnostic-settings sign-ins, Graph activity, Entra audit, Azure activity and
+/// resource logs (`formats::typed`) either declines a line or maps it exactly as the general path does:
 /// over every line of the real fixtures and our samples, and over mutations of them (flipped
 /// bytes, a letter's case changed in a key or value).
 #[test]

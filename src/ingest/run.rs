@@ -787,8 +787,9 @@ mod tests {
         }
     }
 
-    /// A generated Graph call (a tree) is read as its text by the typed reader, to the row the
-    /// general path makes of the tree; a tree of another category stays on the general path.
+    /// A generated Graph call or audit record (a tree) is read as its text by the typed reader, to
+    /// the row the general path makes of the tree; a tree of another category stays on the
+    /// general path.
     #[test]
     fn a_generated_graph_call_takes_the_typed_reader() {
         let graph: Value = serde_json::json!({"time": "2026-11-19T10:56:07Z", "category": "MicrosoftGraphActivityLogs",
@@ -796,8 +797,12 @@ mod tests {
             "roles": ["a", "b"], "responseStatusCode": 200, "timeGenerated": "2026-11-19T10:56:07Z"}});
         let mut audit = graph.clone();
         audit["category"] = Value::from("AuditLogs");
-        audit["properties"] = serde_json::json!({"id": "a-1", "activityDisplayName": "Add service principal"});
-        for (v, compact) in [(graph, true), (audit, false)] {
+        audit["properties"] = serde_json::json!({"id": "a-1", "activityDisplayName": "Add service principal",
+            "targetResources": [{"id": "sp-9", "modifiedProperties": [{"displayName": "KeyDescription"}]}]});
+        let mut risk = graph.clone();
+        risk["category"] = Value::from("ServicePrincipalRiskEvents");
+        risk["properties"] = serde_json::json!({"id": "k-1", "servicePrincipalId": "sp-1", "riskEventType": "x"});
+        for (v, compact) in [(graph, true), (audit, true), (risk, false)] {
             let mut m = Mapper::new(Enricher::new(None, None), Format::Auto, true, 1_700_000_000_000_000);
             let mut out = Vec::new();
             m.generated(Pos::Line(1), &v, &mut out);

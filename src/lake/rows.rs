@@ -127,6 +127,8 @@ pub enum Cell {
     Bool(bool),
     /// An empty list (a list column's value that is not null).
     EmptyList,
+    /// A list of structs: list `n` of the row's lists ([`CompactRow::push_list`]).
+    List(u32),
 }
 
 /// A row of plain cells (text, integers, booleans) whose text lives in one buffer: two
@@ -136,14 +138,51 @@ pub enum Cell {
 /// make of those.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompactRow {
+    table: Table,
     text: String,
     cells: Vec<Cell>,
+    /// The row's lists of structs (an Entra audit record's targets, and their modified
+    /// properties): each item its struct's fields in order, as text cells of the row's buffer,
+    /// nulls, or lists (`Cell::List`). None allocated for a row without.
+    lists: Vec<Vec<Vec<Cell>>>,
 }
 
 impl CompactRow {
     /// An empty (all null) row of `table`, with room for `text` bytes of text.
     pub fn new(table: Table, text: usize) -> Self {
-        CompactRow { text: String::with_capacity(text), cells: vec![Cell::Null; table.columns().len()] }
+        CompactRow {
+            table,
+            text: String::with_capacity(text),
+            cells: vec![Cell::Null; table.columns().len()],
+            lists: Vec::new(),
+        }
+    }
+
+    /// A cell of text kept in the row's buffer (null for `None`), for a struct's field
+    /// ([`CompactRow::push_list`]).
+    pub fn text_cell(&mut self, s: Option<&str>) -> Cell {
+        match s {
+            Some(s) => {
+                let start = self.text.len() as u32;
+                self.text.push_str(s);
+                Cell::Str(start, self.text.len() as u32)
+            }
+            None => Cell::Null,
+        }
+    }
+
+    /// A list of structs, each item its fields' cells in the struct's order (text from
+    /// [`CompactRow::text_cell`], nulls, nested lists from this function): the cell that stands
+    /// for it, to set in a list column ([`CompactRow::set_list`]) or an item's list field.
+    pub fn push_list(&mut self, items: Vec<Vec<Cell>>) -> Cell {
+        self.lists.push(items);
+        Cell::List((self.lists.len() - 1) as u32)
+    }
+
+    /// A list column's value: a cell [`CompactRow::push_list`] made.
+    pub fn set_list(&mut self, i: usize, list: Cell) {
+        debug_assert!(matches!(list, Cell::List(_)), "a list cell");
+        self.cells[i] = list;
     }
 
     pub fn set_str(&mut self, i: usize, s: &str) {
@@ -214,7 +253,15 @@ impl CompactRow {
 
     /// Bytes the row holds (for buffer budgets).
     pub fn size(&self) -> usize {
-        self.text.capacity() + self.cells.capacity() * std::mem::size_of::<Cell>()
+        let cell = std::mem::size_of::<Cell>();
+        let lists: usize = self
+            .lists
+            .iter()
+            .map(|l| {
+                l.capacity() * std::mem::size_of::<Vec<Cell>>() + l.iter().map(|i| i.capacity() * cell).sum::<usize>()
+            })
+            .sum();
+        self.text.capacity() + self.cells.capacity() * cell + lists
     }
 
     /// The row as `Value`s: text as strings, integers as numbers, booleans, nulls.
@@ -224,16 +271,43 @@ impl CompactRow {
 
     /// [`CompactRow::to_values`] of a row whose external cells are ranges of `ext`.
     pub fn to_values_in(&self, ext: &str) -> Vec<Value> {
-        (0..self.cells.len())
-            .map(|i| match self.cells[i] {
-                Cell::Null => Value::Null,
-                Cell::Str(..) => Value::String(self.str(i).expect("text").to_string()),
-                Cell::Ext(s, e) => Value::String(external(ext, s, e).to_string()),
-                Cell::Int(n) => Value::from(n),
-                Cell::Bool(b) => Value::Bool(b),
-                Cell::EmptyList => Value::Array(Vec::new()),
-            })
-            .collect()
+        let schema = self.table.schema();
+        (0..self.cells.len()).map(|i| self.value(self.cells[i], schema.field(i).data_type(), ext)).collect()
+    }
+
+    /// A cell as a `Value`: a list of structs as an array of objects keyed by the fields of
+    /// `ty`, the column's (or struct field's) type.
+    fn value(&self, c: Cell, ty: &DataType, ext: &str) -> Value {
+        match c {
+            Cell::Null => Value::Null,
+            Cell::Str(a, b) => Value::String(self.text[a as usize..b as usize].to_string()),
+            Cell::Ext(s, e) => Value::String(external(ext, s, e).to_string()),
+            Cell::Int(n) => Value::from(n),
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::EmptyList => Value::Array(Vec::new()),
+            Cell::List(n) => {
+                let fields = match ty {
+                    DataType::List(item) => match item.data_type() {
+                        DataType::Struct(fields) => fields.clone(),
+                        _ => Default::default(),
+                    },
+                    _ => Default::default(),
+                };
+                let items = &self.lists[n as usize];
+                Value::Array(
+                    items
+                        .iter()
+                        .map(|item| {
+                            let o = fields
+                                .iter()
+                                .zip(item)
+                                .map(|(f, &c)| (f.name().clone(), self.value(c, f.data_type(), ext)));
+                            Value::Object(o.collect())
+                        })
+                        .collect(),
+                )
+            }
+        }
     }
 }
 
@@ -265,15 +339,15 @@ pub fn compact_rows_to_batch_in(
     shared: Option<&Buffer>,
 ) -> Result<RecordBatch, LakeError> {
     use arrow::array::{BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
-    enum B {
+    enum B<'a> {
         Str(StringBuilder),
         View(Vec<u128>, NullBufferBuilder),
         I64(Int64Builder),
         I32(Int32Builder),
         Ts(TimestampMicrosecondBuilder),
         Bool(BooleanBuilder),
-        /// A list column of empty lists and nulls.
-        EmptyLists(Arc<Field>, NullBufferBuilder),
+        /// A list column: its item field, nulls, offsets, and the items (rows' structs).
+        List(Arc<Field>, NullBufferBuilder, Vec<i32>, Vec<Item<'a>>),
     }
     let schema = table.schema();
     let n = rows.len();
@@ -311,7 +385,7 @@ pub fn compact_rows_to_batch_in(
                 B::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(ty.clone()))
             }
             DataType::Boolean => B::Bool(BooleanBuilder::with_capacity(n)),
-            DataType::List(item) => B::EmptyLists(item.clone(), NullBufferBuilder::new(n)),
+            DataType::List(item) => B::List(item.clone(), NullBufferBuilder::new(n), vec![0], Vec::new()),
             _ => return fallback(),
         });
     }
@@ -366,13 +440,25 @@ pub fn compact_rows_to_batch_in(
                     },
                     |v| b.append_option(v),
                 ),
-                B::EmptyLists(_, nulls) => fill(
+                B::List(_, nulls, offsets, items) => fill(
                     block,
                     i,
-                    |_, c| (c == Cell::EmptyList).then_some(()),
-                    |v| match v {
-                        Some(()) => nulls.append_non_null(),
-                        None => nulls.append_null(),
+                    |r, c| match c {
+                        Cell::EmptyList => Some(None),
+                        Cell::List(k) => Some(Some((r, &r.lists[k as usize]))),
+                        _ => None,
+                    },
+                    |v| {
+                        match v {
+                            Some(list) => {
+                                if let Some((r, list)) = list {
+                                    items.extend(list.iter().map(|item| (r, item.as_slice())));
+                                }
+                                nulls.append_non_null();
+                            }
+                            None => nulls.append_null(),
+                        }
+                        offsets.push(items.len() as i32);
                     },
                 ),
             };
@@ -382,32 +468,96 @@ pub fn compact_rows_to_batch_in(
         }
     }
     let schema = views_schema(&schema, |i| matches!(builders[i], B::View(..)));
-    let cols: Vec<ArrayRef> = builders
-        .into_iter()
-        .map(|b| -> ArrayRef {
-            match b {
-                B::View(views, mut nulls) => {
-                    let buf = shared.expect("views are built only with the shared text").clone();
-                    // SAFETY: every view was made from `external(ext, s, e)`, a `str` (UTF-8 on
-                    // char boundaries) at byte `s` of `ext`, whose bytes are `buf`'s (checked
-                    // above: the same pointer and length): in bounds of buffer 0, valid UTF-8.
-                    Arc::new(unsafe { StringViewArray::new_unchecked(views.into(), vec![buf], nulls.finish()) })
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(builders.len());
+    for b in builders {
+        cols.push(match b {
+            B::List(item, mut nulls, offsets, items) => match list_array(item, nulls.finish(), offsets, &items) {
+                Some(a) => a,
+                None => return fallback(),
+            },
+            b => {
+                match b {
+                    B::View(views, mut nulls) => {
+                        let buf = shared.expect("views are built only with the shared text").clone();
+                        // SAFETY: every view was made from `external(ext, s, e)`, a `str` (UTF-8 on
+                        // char boundaries) at byte `s` of `ext`, whose bytes are `buf`'s (checked
+                        // above: the same pointer and length): in bounds of buffer 0, valid UTF-8.
+                        Arc::new(unsafe { StringViewArray::new_unchecked(views.into(), vec![buf], nulls.finish()) })
+                    }
+                    B::Str(mut b) => Arc::new(b.finish()),
+                    B::I64(mut b) => Arc::new(b.finish()),
+                    B::I32(mut b) => Arc::new(b.finish()),
+                    B::Ts(mut b) => Arc::new(b.finish()),
+                    B::Bool(mut b) => Arc::new(b.finish()),
+                    B::List(..) => unreachable!("built above"),
                 }
-                B::Str(mut b) => Arc::new(b.finish()),
-                B::I64(mut b) => Arc::new(b.finish()),
-                B::I32(mut b) => Arc::new(b.finish()),
-                B::Ts(mut b) => Arc::new(b.finish()),
-                B::Bool(mut b) => Arc::new(b.finish()),
-                B::EmptyLists(item, mut nulls) => Arc::new(arrow::array::ListArray::new(
-                    item.clone(),
-                    arrow::buffer::OffsetBuffer::new_zeroed(n),
-                    arrow::array::new_empty_array(item.data_type()),
-                    nulls.finish(),
-                )),
             }
-        })
-        .collect();
+        });
+    }
     RecordBatch::try_new(schema, cols).map_err(|e| LakeError::Write { table: table.name(), msg: e.to_string() })
+}
+
+/// An item of a list of structs: its row (whose text its cells are ranges of) and its fields' cells.
+type Item<'a> = (&'a CompactRow, &'a [Cell]);
+
+/// A list column of `items` (offsets into them, one more than the rows), as its `item` field says;
+/// None when a cell is not of its field's type (text, or a list of structs).
+fn list_array(
+    item: Arc<Field>,
+    nulls: Option<arrow::buffer::NullBuffer>,
+    offsets: Vec<i32>,
+    items: &[Item<'_>],
+) -> Option<ArrayRef> {
+    let child = if items.is_empty() {
+        arrow::array::new_empty_array(item.data_type())
+    } else {
+        let DataType::Struct(fields) = item.data_type() else { return None };
+        struct_array(fields, items)?
+    };
+    let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
+    Some(Arc::new(arrow::array::ListArray::try_new(item, offsets, child, nulls).ok()?))
+}
+
+/// The structs of `items` (every one valid), field by field: text, or a nested list of structs.
+fn struct_array(fields: &arrow::datatypes::Fields, items: &[Item<'_>]) -> Option<ArrayRef> {
+    use arrow::array::StringBuilder;
+    let mut children: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+    for (k, f) in fields.iter().enumerate() {
+        children.push(match f.data_type() {
+            DataType::Utf8 => {
+                let mut b = StringBuilder::with_capacity(items.len(), 0);
+                for (r, cells) in items {
+                    match *cells.get(k)? {
+                        Cell::Str(a, e) => b.append_value(&r.text[a as usize..e as usize]),
+                        Cell::Null => b.append_null(),
+                        _ => return None,
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::List(inner) => {
+                let (mut nulls, mut offsets, mut sub) = (NullBufferBuilder::new(items.len()), vec![0], Vec::new());
+                for &(r, cells) in items {
+                    match *cells.get(k)? {
+                        Cell::List(n) => {
+                            sub.extend(r.lists[n as usize].iter().map(|item| (r, item.as_slice())));
+                            nulls.append_non_null();
+                        }
+                        Cell::EmptyList => nulls.append_non_null(),
+                        Cell::Null => nulls.append_null(),
+                        _ => return None,
+                    }
+                    offsets.push(sub.len() as i32);
+                }
+                list_array(inner.clone(), nulls.finish(), offsets, &sub)?
+            }
+            _ => return None,
+        });
+    }
+    if items.iter().any(|(_, cells)| cells.len() != fields.len()) {
+        return None;
+    }
+    Some(Arc::new(arrow::array::StructArray::try_new(fields.clone(), children, None).ok()?))
 }
 
 /// `schema` with the columns `view` picks as `Utf8View` (the same text as their `Utf8`): the
