@@ -127,10 +127,7 @@ pub(super) fn read_file(
         }
     }
     // A local, uncompressed file is mapped from its first line on, not read (`chunks`).
-    let mapped = match f.local_file() {
-        Some(file) if run.mmap && !f.gzip => MappedFile::new(file).ok(),
-        _ => None,
-    };
+    let mapped = if run.mmap && !f.gzip { f.local_file().and_then(|file| MappedFile::new(file).ok()) } else { None };
     let src = match mapped {
         Some(file) => {
             chunks::on_sigbus();
