@@ -121,17 +121,29 @@ fn or_env(r: &mut CompactRow, i: usize, v: &Scalar, env: &Scalar) -> Result<(), 
     Ok(())
 }
 
+/// An address normalized as `normalize::ip` does: borrowed from the record when it is the text
+/// itself (a plain dotted quad).
+fn ip_of<'s>(v: &'s Scalar) -> Result<Option<Cow<'s, str>>, Unsure> {
+    Ok(match v.text_cow()? {
+        Some(Cow::Borrowed(t)) => wisp_udfs::ip::normalize_cow(t),
+        Some(Cow::Owned(t)) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
+        None => None,
+    })
+}
+
+/// The first of `options` that holds an address, normalized (`entra::source_ip`'s order).
+fn first_address<'s>(options: &[&'s Scalar]) -> Result<Option<Cow<'s, str>>, Unsure> {
+    for v in options {
+        if let Some(ip) = ip_of(v)? {
+            return Ok(Some(ip));
+        }
+    }
+    Ok(None)
+}
+
 /// The property's address, else the caller's (no ECS address in diagnostic settings), normalized.
 fn address<'s>(ip: &'s Scalar, top: &'s Top) -> Result<Option<Cow<'s, str>>, Unsure> {
-    // The normal form borrowed from the record when it is the text itself (a plain dotted quad).
-    let normal = |t: Cow<'s, str>| match t {
-        Cow::Borrowed(t) => wisp_udfs::ip::normalize_cow(t),
-        Cow::Owned(t) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
-    };
-    Ok(match ip.text_cow()?.and_then(normal) {
-        Some(ip) => Some(ip),
-        None => top.caller_ip.text_cow()?.and_then(normal),
-    })
+    first_address(&[ip, &top.caller_ip])
 }
 
 /// The event's time: its own, else the envelope's; one outside the accepted range is left to the

@@ -174,17 +174,7 @@ pub(super) fn row(top: &Top, q: &AuditProps, room: usize) -> Result<CompactMappe
     }
     // `source_ip`: the caller's address, else the user's, else the app's, the first that parses.
     let no = Scalar::Absent;
-    let mut ip = None;
-    for v in [&top.caller_ip, user.map_or(&no, |u| &u.ip_address), app.map_or(&no, |a| &a.ip_address)] {
-        ip = match v.text_cow()? {
-            Some(Cow::Borrowed(t)) => wisp_udfs::ip::normalize_cow(t),
-            Some(Cow::Owned(t)) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
-            None => None,
-        };
-        if ip.is_some() {
-            break;
-        }
-    }
+    let ip = first_address(&[&top.caller_ip, user.map_or(&no, |u| &u.ip_address), app.map_or(&no, |a| &a.ip_address)])?;
     r.set_opt_str(c.source_ip, ip.as_deref());
     // The user agent: the property, else the value of the first detail keyed `User-Agent` that
     // has one.

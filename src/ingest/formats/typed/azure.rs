@@ -526,15 +526,6 @@ fn category<'t>(top: &'t AzureTop) -> Result<Cow<'t, str>, Unsure> {
     top.category.text_cow()?.ok_or(Unsure)
 }
 
-/// An address normalized as `normalize::ip` does.
-fn ip_of<'s>(v: &'s Scalar) -> Result<Option<Cow<'s, str>>, Unsure> {
-    Ok(match v.text_cow()? {
-        Some(Cow::Borrowed(t)) => wisp_udfs::ip::normalize_cow(t),
-        Some(Cow::Owned(t)) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
-        None => None,
-    })
-}
-
 /// The text after a path segment equal (ASCII case aside) to `key`.
 fn after<'p>(parts: &[&'p str], key: &str) -> Option<&'p str> {
     parts.windows(2).find(|w| w[0].eq_ignore_ascii_case(key)).map(|w| w[1])

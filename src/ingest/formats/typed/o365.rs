@@ -108,17 +108,7 @@ fn row(q: &O365Record, room: usize) -> Result<CompactMapped, Unsure> {
     text(&mut r, c.app_id, first(&[&q.application_id, &q.app_id]))?;
     text(&mut r, c.client_app_id, &q.client_app_id)?;
     // `source_ip`: the first of the three that holds an address.
-    let mut ip = None;
-    for v in [&q.client_ip, &q.client_ip_address, &q.actor_ip_address] {
-        ip = match v.text_cow()? {
-            Some(Cow::Borrowed(t)) => wisp_udfs::ip::normalize_cow(t),
-            Some(Cow::Owned(t)) => wisp_udfs::ip::normalize(&t).map(Cow::Owned),
-            None => None,
-        };
-        if ip.is_some() {
-            break;
-        }
-    }
+    let ip = first_address(&[&q.client_ip, &q.client_ip_address, &q.actor_ip_address])?;
     r.set_opt_str(c.source_ip, ip.as_deref());
     r.set_empty_list(c.extended_properties);
     let outcome = status.and_then(|s| match s.to_ascii_lowercase().as_str() {
