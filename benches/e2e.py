@@ -8,19 +8,32 @@ Measures, on the given profile: ingest throughput (records/s and MB/s of uncompr
 diagnostic-settings JSON), each detection over its own window and over 30 days in wisp and in
 DuckDB (the same semantics, benches/duckdb/*.sql) with results compared for equality and the time
 ratio wisp/DuckDB (best of --repeat runs each, wisp's and DuckDB's alternated), an hourly
-scheduled run of all rules, and peak memory (max RSS) of every wisp process. Measures the `dist`
-build (Cargo.toml; WISP_PROFILE=release for the quicker one), built when missing. Installs DuckDB 1.4.4 and its inet extension from PyPI when missing. Writes
+scheduled run of all rules, and peak memory (max RSS) of every wisp process. Measures the binary to
+deploy (scripts/dist.sh: `dist`, profile-guided; WISP_PROFILE=dist or release for the plain builds), built when missing. Installs DuckDB 1.4.4 and its inet extension from PyPI when missing. Writes
 benches/results/<profile>.json and prints a Markdown table.
 """
 import argparse, datetime as dt, glob, json, os, platform, re, resource, shutil, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
-# The build measured: `dist` (fat LTO, one codegen unit: Cargo.toml), the binary to deploy;
-# WISP_PROFILE=release for the quicker build.
-PROFILE = os.environ.get("WISP_PROFILE", "dist")
-# WISP_BIN: a binary built otherwise (scripts/pgo.sh's profile-guided `dist`), measured as it is.
-WISP = os.environ.get("WISP_BIN") or os.path.join(TARGET, PROFILE, "wisp")
+# The build measured: the binary to deploy, `scripts/dist.sh` (the `dist` profile, fat LTO and one
+# codegen unit, built with the committed profile of pgo/: profile-guided); WISP_PROFILE=dist for
+# the plain `dist` build, WISP_PROFILE=release for the quicker one.
+PROFILE = os.environ.get("WISP_PROFILE", "pgo")
+PGO_TARGET = os.environ.get("PGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-pgo-target"))
+# WISP_BIN: a binary built otherwise, measured as it is.
+WISP = os.environ.get("WISP_BIN") or (
+    os.path.join(PGO_TARGET, "use", "dist", "wisp") if PROFILE == "pgo" else os.path.join(TARGET, PROFILE, "wisp"))
+
+
+def build():
+    """Builds the binary measured (WISP_PROFILE), unless WISP_BIN names one."""
+    if os.environ.get("WISP_BIN"):
+        return
+    if PROFILE == "pgo":
+        subprocess.check_call([os.path.join(ROOT, "scripts", "dist.sh")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    else:
+        subprocess.check_call(["cargo", "build", "--profile", PROFILE, "-q"], cwd=ROOT)
 
 RULES = {
     # rule id: (key columns compared, how wisp runs it over 30 days)
@@ -168,7 +181,7 @@ def main():
     duckdb = ensure_duckdb()
     if not os.path.exists(WISP):
         log(f"building wisp ({PROFILE})")
-        subprocess.check_call(["cargo", "build", "--profile", PROFILE], cwd=ROOT)
+        build()
     end = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
     res = {"profile": a.profile, "days": a.days, "build": os.environ.get("WISP_BIN") or PROFILE, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
            "date": dt.date.today().isoformat(), "duckdb": __import__("importlib.metadata").metadata.version("duckdb"), "ingest": {}, "rules": {}, "hourly": {}}

@@ -9,17 +9,17 @@ ingested with 1 and with 2 mapping threads, and `wisp gen --as lake` of the same
 Reports, per run: wall time, CPU time (user + sys), throughput in total (MB/s of JSON over the wall
 time) and per core (MB/s over the CPU time), max RSS; and how the wall time scales from 1 to 2
 threads. `--threads 1` still encodes Parquet on a second thread; the per-core figure counts it.
-Compaction is left out of both (`--compact-after 0`). Writes benches/results/ingest-<profile>.json.
+Compaction is left out of both (`--compact-after 0`). Measures the binary to deploy
+(scripts/dist.sh: `dist`, profile-guided), as benches/e2e.py does (WISP_PROFILE=dist or release for
+the plain builds, WISP_BIN for another binary). Writes benches/results/ingest-<profile>.json.
 """
 import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wisp-target"))
-# The build measured: `dist` (fat LTO, one codegen unit: Cargo.toml), the binary to deploy;
-# WISP_PROFILE=release for the quicker build.
-PROFILE = os.environ.get("WISP_PROFILE", "dist")
-# WISP_BIN: a binary built otherwise (scripts/pgo.sh's profile-guided `dist`), measured as it is.
-WISP = os.environ.get("WISP_BIN") or os.path.join(TARGET, PROFILE, "wisp")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402  the build measured: e2e.PROFILE and e2e.WISP (WISP_PROFILE, WISP_BIN)
+
+WISP = e2e.WISP
 
 
 def log(*a):
@@ -49,8 +49,8 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     work = a.work or f"/tmp/wisp-ingest-{a.profile}"
-    if not a.skip_build and not os.environ.get("WISP_BIN"):
-        subprocess.run(["cargo", "build", "--profile", PROFILE, "-q"], cwd=ROOT, check=True)
+    if not a.skip_build:
+        e2e.build()
     gen = os.path.join(work, "gen")
     raw = os.path.join(gen, "raw")
     if not os.path.isdir(raw):
@@ -83,7 +83,7 @@ def main():
     result = {
         "profile": a.profile, "input_bytes": size, "runs": runs, "gen_as_lake": gen_lake,
         "scaling_1_to_2_threads": round(runs["1"]["wall_s"] / runs["2"]["wall_s"], 2),
-        "build": os.environ.get("WISP_BIN") or PROFILE,
+        "build": os.environ.get("WISP_BIN") or e2e.PROFILE,
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
     }

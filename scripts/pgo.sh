@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# A profile-guided build of the binary to deploy: `dist` (Cargo.toml) built once instrumented, run
-# over a training workload, and built again with the profile it recorded (rustc's
-# `-Cprofile-generate` / `-Cprofile-use`, LLVM's PGO). Same source, same results; only the
-# compiler's choices of layout, inlining and branch order change (BENCHMARKS.md says what it buys).
+# Records the profile that the binary to deploy is built with (`scripts/dist.sh`): `dist`
+# (Cargo.toml) built once instrumented, run over a training workload, the counts merged and
+# written to pgo/wisp.profdata.xz (with pgo/recorded.txt: the commit and compiler they are of),
+# then the binary built with them by `scripts/dist.sh` (rustc's `-Cprofile-generate` /
+# `-Cprofile-use`, LLVM's PGO). Same source, same results; only the compiler's choices of layout,
+# inlining and branch order change (BENCHMARKS.md says what it buys). Commit the two files.
 #
-#   scripts/pgo.sh                   # builds …/pgo-use/dist/wisp and prints its path
+#   scripts/pgo.sh                   # records the profile, builds with it, prints the binary's path
 #
 # The training is every command's hot path on generated tenants that the benchmarks do not use
 # (seeds 1001-1004; the benchmarks' are seed 42): ingest of a medium day of raw JSON lines and of
 # small days (plain and gzip, one and two mapping threads), `gen --as lake`, `compact`, every
-# detection's scheduled run and backtest, every hunt, a SQL query. Code it does not reach (object
-# stores, Ballista, error paths) is built as LLVM builds cold code: smaller, not wrong.
+# detection's scheduled run and backtest, every hunt, a SQL query. Functions it never runs are
+# left out of the profile (`llvm-profdata merge --sparse`: 14 MB, not 86) and built as without one.
 #
 # Needs the rustup component `llvm-tools` (installed below when missing) for `llvm-profdata` of
-# the compiler's own LLVM. Two clean `dist` builds: about an hour on 2 cores. Environment:
+# the compiler's own LLVM. Two clean `dist` builds: about 80 minutes on 2 cores. Environment:
 # PGO_TARGET_DIR (default ~/.cache/wisp-pgo-target, apart from the usual target folder: other
 # RUSTFLAGS rebuild everything), PGO_WORK (default /tmp/wisp-pgo: training data and profiles).
 set -euo pipefail
@@ -62,10 +64,15 @@ done
 "$B" sql --lake "$L" --format csv \
   "SELECT service_principal_id, count(*) AS n, count(DISTINCT source_ip) AS ips FROM signins GROUP BY 1 ORDER BY n DESC LIMIT 20" >/dev/null
 
-echo "3/4 merging the profiles" >&2
-"$profdata" merge -o "$WORK/wisp.profdata" "$WORK/profiles"
+echo "3/4 merging the profiles into pgo/wisp.profdata.xz" >&2
+"$profdata" merge --sparse -o "$WORK/wisp.profdata" "$WORK/profiles"
+xz -9 -c "$WORK/wisp.profdata" >pgo/wisp.profdata.xz.tmp
+mv pgo/wisp.profdata.xz.tmp pgo/wisp.profdata.xz
+{
+  echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!pgo' || echo ' (with uncommitted changes)')"
+  echo "recorded: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "rustc: $(rustc -V)"
+} >pgo/recorded.txt
 
-echo "4/4 optimized build ($TARGET/pgo-use)" >&2
-RUSTFLAGS="-Cprofile-use=$WORK/wisp.profdata" \
-  cargo build --profile dist --bin wisp --target-dir "$TARGET/pgo-use"
-echo "$TARGET/pgo-use/dist/wisp"
+echo "4/4 optimized build (scripts/dist.sh)" >&2
+scripts/dist.sh
