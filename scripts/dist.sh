@@ -2,12 +2,12 @@
 # The binary to deploy and to benchmark: the `dist` profile (Cargo.toml) built with the profile
 # `scripts/pgo.sh` recorded and committed (pgo/wisp.profdata.xz): LLVM's profile-guided layout,
 # inlining and branch order, without the instrumented build and the training (one `dist` build,
-# about 30 minutes clean on 2 cores, where `scripts/pgo.sh` takes about 80). Same source, same
+# about 40 minutes clean on 2 cores, where `scripts/pgo.sh` takes about 80). Same source, same
 # results; only the compiler's choices change (BENCHMARKS.md says what it buys).
 #
 #   scripts/dist.sh            # builds it and prints the binary's path on stdout
 #
-# Code changed since the profile was recorded (pgo/README.md names the commit) is built as if it
+# Code changed since the profile was recorded (pgo/recorded.txt names the commit) is built as if it
 # had no profile: correct, only without the gain. Record a new one with `scripts/pgo.sh`.
 #
 # Environment: PGO_TARGET_DIR (default ~/.cache/wisp-pgo-target; its `use` folder, apart from the
