@@ -27,11 +27,7 @@ sum="$(sha256sum "$packed" | cut -c1-16)"
 profile="$TARGET/profiles/wisp-$sum.profdata"
 if [ ! -f "$profile" ]; then
   mkdir -p "$TARGET/profiles"
-  if command -v xz >/dev/null; then
-    xz -dc "$packed" >"$profile.tmp"
-  else
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$packed" >"$profile.tmp"
-  fi
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$packed" >"$profile.tmp"
   mv "$profile.tmp" "$profile"
 fi
 RUSTFLAGS="-Cprofile-use=$profile" cargo build --profile dist --locked --bin wisp --target-dir "$TARGET" >&2
