@@ -1,6 +1,7 @@
 //! Embeds every `sql/*.sql` rule file in the binary: the list of built-in rules is generated from
 //! the folder, so a new rule file cannot be left out by mistake. On Linux, the executable's links
-//! route zstd's context creation and release through its pool (`zstd_contexts` in `src/main.rs`).
+//! route zstd's context creation and release through its pool, and level-1 compression through its
+//! parameters (`zstd_contexts` in `src/main.rs`).
 
 use std::fmt::Write;
 
@@ -27,10 +28,11 @@ fn main() {
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_rules.rs");
     std::fs::write(dest, out).unwrap();
 
-    // The executable (and its own tests) keep zstd contexts for reuse: the linker sends zstd's
-    // create and free calls to `__wrap_*` (src/main.rs), which reach the real ones as `__real_*`.
+    // The executable (and its own tests) keep zstd contexts for reuse and compress level 1 with a
+    // smaller match table: the linker sends zstd's create, free and `ZSTD_compress2` calls to
+    // `__wrap_*` (src/main.rs), which reach the real ones as `__real_*`.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        for f in ["ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_createCCtx", "ZSTD_freeCCtx"] {
+        for f in ["ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_createCCtx", "ZSTD_freeCCtx", "ZSTD_compress2"] {
             println!("cargo:rustc-link-arg-bins=-Wl,--wrap={f}");
         }
         // Relative relocations packed (RELR, glibc 2.36+; a linker without it warns and ignores

@@ -92,7 +92,8 @@ static NO_HUGE_PAGES: extern "C" fn() = {
 /// kept, up to `KEEP` of each kind; a create takes a kept one when there is one. A context that
 /// grew past `KEEP_BYTES` (a stream's window buffers, a large compression workspace) is freed.
 /// Every context the Rust side makes comes from `ZSTD_createCCtx`/`ZSTD_createDCtx` (zstd-safe's
-/// `create`), none from a static workspace.
+/// `create`), none from a static workspace. `ZSTD_compress2` (how the parquet crate compresses a
+/// page) is routed here too: a level-1 context is given a smaller match table (`FAST_HASH_LOG`).
 #[cfg(target_os = "linux")]
 mod zstd_contexts {
     use std::ffi::{c_int, c_uint, c_void};
@@ -111,6 +112,19 @@ mod zstd_contexts {
     static CCTX: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     /// Creations served from the kept ones (read by the tests).
     pub static REUSED: AtomicU64 = AtomicU64::new(0);
+    /// Level-1 compressions given the smaller match table (read by the tests).
+    pub static TUNED: AtomicU64 = AtomicU64::new(0);
+
+    /// `ZSTD_c_compressionLevel` and `ZSTD_c_hashLog` (zstd.h).
+    const C_COMPRESSION_LEVEL: c_int = 100;
+    const C_HASH_LOG: c_int = 102;
+    /// The match table of level 1 (an ingest's files, rollups; `wisp compact` writes level 3,
+    /// untouched): 2^12 entries (16 KB, held in the L1 cache) where the level's own is 2^14 for a
+    /// page past 256 KB. The medium day's ingest, one mapping thread: 3.9% less CPU (5,678 ->
+    /// 5,458 ms, medians of 11 alternated release runs), its files 3.8% larger (179.3 -> 186.1
+    /// MB; equal rows). Its SP sign-ins' records in time order in 1 MB pages: 1.13-1.17 ->
+    /// 1.31-1.35 GB/s at ratio 11.47 -> 10.41 (BENCHMARKS.md, issue 16).
+    const FAST_HASH_LOG: c_int = 12;
 
     unsafe extern "C" {
         fn __real_ZSTD_createDCtx() -> *mut c_void;
@@ -122,6 +136,15 @@ mod zstd_contexts {
         fn ZSTD_sizeof_DCtx(dctx: *const c_void) -> usize;
         fn ZSTD_sizeof_CCtx(cctx: *const c_void) -> usize;
         fn ZSTD_isError(code: usize) -> c_uint;
+        fn __real_ZSTD_compress2(
+            cctx: *mut c_void,
+            dst: *mut c_void,
+            dst_capacity: usize,
+            src: *const c_void,
+            src_size: usize,
+        ) -> usize;
+        fn ZSTD_CCtx_getParameter(cctx: *const c_void, param: c_int, value: *mut c_int) -> usize;
+        fn ZSTD_CCtx_setParameter(cctx: *mut c_void, param: c_int, value: c_int) -> usize;
     }
 
     fn take(pool: &Mutex<Vec<usize>>) -> Option<*mut c_void> {
@@ -180,6 +203,33 @@ mod zstd_contexts {
     extern "C" fn __wrap_ZSTD_freeCCtx(cctx: *mut c_void) -> usize {
         // SAFETY: as for `__wrap_ZSTD_freeDCtx`.
         unsafe { release(&CCTX, cctx, ZSTD_CCtx_reset, ZSTD_sizeof_CCtx, __real_ZSTD_freeCCtx) }
+    }
+
+    /// Compresses as `ZSTD_compress2`, a level-1 context with a match table of 2^`FAST_HASH_LOG`
+    /// entries (the parquet crate compresses every page through it).
+    ///
+    /// # Safety
+    /// As `ZSTD_compress2`'s: a live context, and buffers of the sizes given.
+    #[no_mangle]
+    unsafe extern "C" fn __wrap_ZSTD_compress2(
+        cctx: *mut c_void,
+        dst: *mut c_void,
+        dst_capacity: usize,
+        src: *const c_void,
+        src_size: usize,
+    ) -> usize {
+        let mut level: c_int = 0;
+        // SAFETY: `cctx` is live (the caller's contract); the parameter is zstd's, valid at any
+        // time, and a failed call leaves the context as it was.
+        unsafe {
+            if ZSTD_isError(ZSTD_CCtx_getParameter(cctx, C_COMPRESSION_LEVEL, &mut level)) == 0
+                && level == 1
+                && ZSTD_isError(ZSTD_CCtx_setParameter(cctx, C_HASH_LOG, FAST_HASH_LOG)) == 0
+            {
+                TUNED.fetch_add(1, Ordering::Relaxed);
+            }
+            __real_ZSTD_compress2(cctx, dst, dst_capacity, src, src_size)
+        }
     }
 }
 
@@ -300,6 +350,113 @@ mod tests {
         // The same bytes as files written again with reused contexts.
         assert_eq!(write(1), one);
         assert_eq!(write(3), three);
+    }
+
+    /// Level 1 through `ZSTD_compress2` (the parquet crate's call) takes the smaller match table:
+    /// its frame is not the one the level makes on its own (`ZSTD_compressCCtx`, not routed) and
+    /// decompresses to the same bytes; level 3 is left as zstd makes it, and a page compressed
+    /// with the parquet crate's own codec (`zstd::bulk`) is routed too.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn level_one_compresses_with_the_smaller_match_table() {
+        use std::ffi::{c_int, c_uint, c_void};
+        use std::sync::atomic::Ordering;
+        unsafe extern "C" {
+            fn ZSTD_createCCtx() -> *mut c_void;
+            fn ZSTD_freeCCtx(cctx: *mut c_void) -> usize;
+            fn ZSTD_CCtx_setParameter(cctx: *mut c_void, param: c_int, value: c_int) -> usize;
+            fn ZSTD_compress2(cctx: *mut c_void, dst: *mut c_void, cap: usize, src: *const c_void, n: usize) -> usize;
+            fn ZSTD_compressCCtx(
+                cctx: *mut c_void,
+                dst: *mut c_void,
+                cap: usize,
+                src: *const c_void,
+                n: usize,
+                level: c_int,
+            ) -> usize;
+            fn ZSTD_decompress(dst: *mut c_void, cap: usize, src: *const c_void, n: usize) -> usize;
+            fn ZSTD_compressBound(n: usize) -> usize;
+            fn ZSTD_isError(code: usize) -> c_uint;
+        }
+        // About a megabyte of records alike but not equal, as a page of sign-ins' `raw` is.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut src = String::new();
+        while src.len() < 1 << 20 {
+            let (app, ip, h, n) = (next(300), next(5000), next(24), next(100_000));
+            src.push_str(&format!(
+                "{{\"time\":\"2026-11-19T{h:02}:{:02}:{:02}.{n:07}Z\",\"appId\":\"{app:08x}-4e1c-9b3a-{app:012x}\",\
+                 \"ipAddress\":\"10.{}.{}.7\",\"resultType\":\"{}\",\"correlationId\":\"{:016x}\"}}",
+                next(60),
+                next(60),
+                ip / 256,
+                ip % 256,
+                if n % 9 == 0 { "7000215" } else { "0" },
+                next(u64::MAX),
+            ));
+        }
+        let src = src.as_bytes();
+        let compress = |level: c_int, routed: bool| -> Vec<u8> {
+            // SAFETY: zstd's functions, a context of its own, buffers of the sizes given.
+            unsafe {
+                let cctx = ZSTD_createCCtx();
+                let mut out = vec![0u8; ZSTD_compressBound(src.len())];
+                let (dst, cap, from) = (out.as_mut_ptr().cast(), out.len(), src.as_ptr().cast());
+                let n = if routed {
+                    assert_eq!(ZSTD_isError(ZSTD_CCtx_setParameter(cctx, 100, level)), 0);
+                    ZSTD_compress2(cctx, dst, cap, from, src.len())
+                } else {
+                    ZSTD_compressCCtx(cctx, dst, cap, from, src.len(), level)
+                };
+                assert_eq!(ZSTD_isError(n), 0, "zstd failed to compress");
+                ZSTD_freeCCtx(cctx);
+                out.truncate(n);
+                out
+            }
+        };
+        let decompress = |frame: &[u8]| -> Vec<u8> {
+            let mut out = vec![0u8; src.len()];
+            // SAFETY: as above.
+            let n = unsafe { ZSTD_decompress(out.as_mut_ptr().cast(), out.len(), frame.as_ptr().cast(), frame.len()) };
+            // SAFETY: a plain function of the code.
+            assert_eq!(unsafe { ZSTD_isError(n) }, 0, "zstd failed to decompress");
+            out.truncate(n);
+            out
+        };
+        let tuned = &super::zstd_contexts::TUNED;
+        let before = tuned.load(Ordering::Relaxed);
+        let (one, own) = (compress(1, true), compress(1, false));
+        assert!(tuned.load(Ordering::Relaxed) > before, "level 1 was not routed");
+        assert_ne!(one, own, "level 1 compressed as with the level's own match table");
+        assert_eq!(decompress(&one), src);
+        assert_eq!(decompress(&own), src);
+        assert_eq!(compress(3, true), compress(3, false), "level 3 was changed");
+        // The parquet crate's codec: a level-1 file is routed and reads back as written.
+        let batch = arrow::array::RecordBatch::try_from_iter([(
+            "raw",
+            std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                src.chunks(1000).map(|c| String::from_utf8_lossy(c).into_owned()),
+            )) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1).unwrap()))
+            .build();
+        let before = tuned.load(Ordering::Relaxed);
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        assert!(tuned.load(Ordering::Relaxed) > before, "the parquet crate's level-1 pages were not routed");
+        let r =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes::Bytes::from(buf), 4_096).unwrap();
+        let read: Vec<_> = r.map(Result::unwrap).collect();
+        assert_eq!(arrow::compute::concat_batches(&batch.schema(), &read).unwrap(), batch);
     }
 
     /// The constructor ran before `main` (and before this test harness): the option is off and the
