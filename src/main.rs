@@ -122,8 +122,8 @@ mod zstd_contexts {
     /// untouched): 2^12 entries (16 KB, held in the L1 cache) where the level's own is 2^14 for a
     /// page past 256 KB. The medium day's ingest, one mapping thread: 3.9% less CPU (5,678 ->
     /// 5,458 ms, medians of 11 alternated release runs), its files 3.8% larger (179.3 -> 186.1
-    /// MB; equal rows). Its SP sign-ins' records in time order in 1 MB pages: 1.13-1.17 ->
-    /// 1.31-1.35 GB/s at ratio 11.47 -> 10.41 (BENCHMARKS.md, issue 16).
+    /// MB; equal rows). Its SP sign-ins' records in time order in 1 MB pages: 0.95-1.17 ->
+    /// 1.11-1.35 GB/s at ratio 11.47 -> 10.41 (BENCHMARKS.md, issue 16).
     const FAST_HASH_LOG: c_int = 12;
 
     unsafe extern "C" {
