@@ -206,7 +206,10 @@ mod zstd_contexts {
     }
 
     /// Compresses as `ZSTD_compress2`, a level-1 context with a match table of 2^`FAST_HASH_LOG`
-    /// entries (the parquet crate compresses every page through it).
+    /// entries (the parquet crate compresses every page through it). The table is set on the
+    /// context and stays until it is reset: a context whose level is changed afterwards without a
+    /// reset keeps it (the parquet crate's codecs are made for one level each, and a context kept
+    /// for reuse is reset with its parameters).
     ///
     /// # Safety
     /// As `ZSTD_compress2`'s: a live context, and buffers of the sizes given.
