@@ -321,7 +321,6 @@ mod tests {
     #[test]
     fn zstd_contexts_are_reused() {
         use arrow::array::{Int64Array, RecordBatch, StringArray};
-        use parquet::basic::{Compression, ZstdLevel};
         use std::sync::atomic::Ordering;
         use std::sync::Arc;
         let batch = RecordBatch::try_from_iter([
@@ -329,22 +328,8 @@ mod tests {
             ("s", Arc::new(StringArray::from_iter_values((0..10_000).map(|i| format!("value {}", i % 97))))),
         ])
         .unwrap();
-        let write = |level: i32| {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).unwrap()))
-                .set_max_row_group_row_count(Some(1_000))
-                .build();
-            let mut buf = Vec::new();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
-            bytes::Bytes::from(buf)
-        };
-        let read = |file: bytes::Bytes| {
-            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4_096).unwrap();
-            let batches: Vec<RecordBatch> = r.map(Result::unwrap).collect();
-            arrow::compute::concat_batches(&batch.schema(), &batches).unwrap()
-        };
+        let write = |level: i32| write_parquet(&batch, level);
+        let read = |file: bytes::Bytes| read_parquet(file, &batch);
         let before = super::zstd_contexts::REUSED.load(Ordering::Relaxed);
         let (one, three) = (write(1), write(3));
         assert_eq!(read(one.clone()), batch);
@@ -447,19 +432,33 @@ mod tests {
             )) as arrow::array::ArrayRef,
         )])
         .unwrap();
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1).unwrap()))
-            .build();
         let before = tuned.load(Ordering::Relaxed);
+        let file = write_parquet(&batch, 1);
+        assert!(tuned.load(Ordering::Relaxed) > before, "the parquet crate's level-1 pages were not routed");
+        assert_eq!(read_parquet(file, &batch), batch);
+    }
+
+    /// `batch` as a Parquet file compressed with zstd at `level`, in row groups of 1,000 rows.
+    #[cfg(target_os = "linux")]
+    fn write_parquet(batch: &arrow::array::RecordBatch, level: i32) -> bytes::Bytes {
+        use parquet::basic::{Compression, ZstdLevel};
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).unwrap()))
+            .set_max_row_group_row_count(Some(1_000))
+            .build();
         let mut buf = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
-        w.write(&batch).unwrap();
+        w.write(batch).unwrap();
         w.close().unwrap();
-        assert!(tuned.load(Ordering::Relaxed) > before, "the parquet crate's level-1 pages were not routed");
-        let r =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes::Bytes::from(buf), 4_096).unwrap();
-        let read: Vec<_> = r.map(Result::unwrap).collect();
-        assert_eq!(arrow::compute::concat_batches(&batch.schema(), &read).unwrap(), batch);
+        bytes::Bytes::from(buf)
+    }
+
+    /// A Parquet file's rows as one batch of `like`'s schema.
+    #[cfg(target_os = "linux")]
+    fn read_parquet(file: bytes::Bytes, like: &arrow::array::RecordBatch) -> arrow::array::RecordBatch {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4_096).unwrap();
+        let batches: Vec<_> = r.map(Result::unwrap).collect();
+        arrow::compute::concat_batches(&like.schema(), &batches).unwrap()
     }
 
     /// The constructor ran before `main` (and before this test harness): the option is off and the
