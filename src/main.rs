@@ -93,7 +93,8 @@ static NO_HUGE_PAGES: extern "C" fn() = {
 /// grew past `KEEP_BYTES` (a stream's window buffers, a large compression workspace) is freed.
 /// Every context the Rust side makes comes from `ZSTD_createCCtx`/`ZSTD_createDCtx` (zstd-safe's
 /// `create`), none from a static workspace. `ZSTD_compress2` (how the parquet crate compresses a
-/// page) is routed here too: a level-1 context is given a smaller match table (`FAST_HASH_LOG`).
+/// page) is routed here too: a level-1 context is given a smaller match table and a longer search
+/// step (`FAST_HASH_LOG`, `FAST_TARGET_LENGTH`).
 #[cfg(target_os = "linux")]
 mod zstd_contexts {
     use std::ffi::{c_int, c_uint, c_void};
@@ -112,19 +113,28 @@ mod zstd_contexts {
     static CCTX: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     /// Creations served from the kept ones (read by the tests).
     pub static REUSED: AtomicU64 = AtomicU64::new(0);
-    /// Level-1 compressions given the smaller match table (read by the tests).
+    /// Level-1 compressions given the parameters below (read by the tests).
     pub static TUNED: AtomicU64 = AtomicU64::new(0);
 
-    /// `ZSTD_c_compressionLevel` and `ZSTD_c_hashLog` (zstd.h).
+    /// `ZSTD_c_compressionLevel`, `ZSTD_c_hashLog`, `ZSTD_c_targetLength` and
+    /// `ZSTD_c_literalCompressionMode` (`ZSTD_c_experimentalParam5`) with `ZSTD_ps_enable` (zstd.h).
     const C_COMPRESSION_LEVEL: c_int = 100;
     const C_HASH_LOG: c_int = 102;
-    /// The match table of level 1 (an ingest's files, rollups; `wisp compact` writes level 3,
-    /// untouched): 2^12 entries (16 KB, held in the L1 cache) where the level's own is 2^14 for a
-    /// page past 256 KB. The medium day's ingest, one mapping thread: 3.9% less CPU (5,678 ->
-    /// 5,458 ms, medians of 11 alternated release runs), its files 3.8% larger (179.3 -> 186.1
-    /// MB; equal rows). Its SP sign-ins' records in time order in 1 MB pages: 0.95-1.17 ->
-    /// 1.11-1.35 GB/s at ratio 11.47 -> 10.41 (BENCHMARKS.md, issue 16).
-    const FAST_HASH_LOG: c_int = 12;
+    const C_TARGET_LENGTH: c_int = 106;
+    const C_LITERAL_COMPRESSION_MODE: c_int = 1002;
+    const PS_ENABLE: c_int = 1;
+    /// Level 1 as an ingest's files and the rollups are compressed (`wisp compact` writes level 3,
+    /// untouched): a match table of 2^13 entries (32 KB) where the level's own is 2^14 for a page
+    /// past 256 KB, and the fast strategy's search stepping 3 positions where the level steps 2
+    /// (`targetLength` 2, its "acceleration"), literals still Huffman-coded (zstd turns that off
+    /// for a fast strategy with a `targetLength`, as for its negative levels). The medium day's
+    /// ingest against the level's own parameters: 5,678 -> 5,458 CPU-ms for a table of 2^12
+    /// (sixty-second session), then 2^13 with the longer step as fast again (5,317 -> 5,277 and
+    /// 5,333 -> 5,321 ms, medians of 11 and 9 alternated release runs) with files 2.4% smaller
+    /// than 2^12's (186.1 -> 181.5 MB; the level's own 179.3). The SP sign-ins' records in time
+    /// order in 1 MB pages: 1.30 -> 1.46 GB/s at ratio 11.47 -> 11.26 (BENCHMARKS.md, issue 16).
+    const FAST_HASH_LOG: c_int = 13;
+    const FAST_TARGET_LENGTH: c_int = 2;
 
     unsafe extern "C" {
         fn __real_ZSTD_createDCtx() -> *mut c_void;
@@ -206,10 +216,11 @@ mod zstd_contexts {
     }
 
     /// Compresses as `ZSTD_compress2`, a level-1 context with a match table of 2^`FAST_HASH_LOG`
-    /// entries (the parquet crate compresses every page through it). The table is set on the
-    /// context and stays until it is reset: a context whose level is changed afterwards without a
-    /// reset keeps it (the parquet crate's codecs are made for one level each, and a context kept
-    /// for reuse is reset with its parameters).
+    /// entries and a search step of `FAST_TARGET_LENGTH` + 1, literals Huffman-coded (the parquet
+    /// crate compresses every page through it). The parameters are set on the context and stay
+    /// until it is reset: a context whose level is changed afterwards without a reset keeps them
+    /// (the parquet crate's codecs are made for one level each, and a context kept for reuse is
+    /// reset with its parameters).
     ///
     /// # Safety
     /// As `ZSTD_compress2`'s: a live context, and buffers of the sizes given.
@@ -228,6 +239,8 @@ mod zstd_contexts {
             if ZSTD_isError(ZSTD_CCtx_getParameter(cctx, C_COMPRESSION_LEVEL, &mut level)) == 0
                 && level == 1
                 && ZSTD_isError(ZSTD_CCtx_setParameter(cctx, C_HASH_LOG, FAST_HASH_LOG)) == 0
+                && ZSTD_isError(ZSTD_CCtx_setParameter(cctx, C_LITERAL_COMPRESSION_MODE, PS_ENABLE)) == 0
+                && ZSTD_isError(ZSTD_CCtx_setParameter(cctx, C_TARGET_LENGTH, FAST_TARGET_LENGTH)) == 0
             {
                 TUNED.fetch_add(1, Ordering::Relaxed);
             }
@@ -340,10 +353,12 @@ mod tests {
         assert_eq!(write(3), three);
     }
 
-    /// Level 1 through `ZSTD_compress2` (the parquet crate's call) takes the smaller match table:
-    /// its frame is not the one the level makes on its own (`ZSTD_compressCCtx`, not routed) and
-    /// decompresses to the same bytes; level 3 is left as zstd makes it, and a page compressed
-    /// with the parquet crate's own codec (`zstd::bulk`) is routed too.
+    /// Level 1 through `ZSTD_compress2` (the parquet crate's call) takes the smaller match table
+    /// and the longer step, literals Huffman-coded: its frame is the one those parameters make
+    /// through `ZSTD_compressStream2` (not routed), not the one the level makes on its own
+    /// (`ZSTD_compressCCtx`, not routed), and decompresses to the same bytes; level 3 is left as
+    /// zstd makes it, and a page compressed with the parquet crate's own codec (`zstd::bulk`) is
+    /// routed too.
     #[cfg(target_os = "linux")]
     #[test]
     fn level_one_compresses_with_the_smaller_match_table() {
@@ -362,9 +377,17 @@ mod tests {
                 n: usize,
                 level: c_int,
             ) -> usize;
+            fn ZSTD_compressStream2(cctx: *mut c_void, out: *mut Buf, input: *mut Buf, end: c_int) -> usize;
             fn ZSTD_decompress(dst: *mut c_void, cap: usize, src: *const c_void, n: usize) -> usize;
             fn ZSTD_compressBound(n: usize) -> usize;
             fn ZSTD_isError(code: usize) -> c_uint;
+        }
+        /// `ZSTD_inBuffer` and `ZSTD_outBuffer` (zstd.h: a pointer, a size and a position).
+        #[repr(C)]
+        struct Buf {
+            ptr: *mut c_void,
+            size: usize,
+            pos: usize,
         }
         // About a megabyte of records alike but not equal, as a page of sign-ins' `raw` is.
         let mut x = 0x2545_f491_4f6c_dd1d_u64;
@@ -389,6 +412,25 @@ mod tests {
             ));
         }
         let src = src.as_bytes();
+        // Level 1 with these parameters (hash log, literal compression mode, target length),
+        // through zstd's streaming call, which is not routed.
+        let explicit = |params: &[(c_int, c_int)]| -> Vec<u8> {
+            // SAFETY: zstd's functions, a context of its own, buffers of the sizes given.
+            unsafe {
+                let cctx = ZSTD_createCCtx();
+                for &(p, v) in [(100, 1)].iter().chain(params) {
+                    assert_eq!(ZSTD_isError(ZSTD_CCtx_setParameter(cctx, p, v)), 0, "parameter {p}");
+                }
+                let mut out = vec![0u8; ZSTD_compressBound(src.len())];
+                let mut o = Buf { ptr: out.as_mut_ptr().cast(), size: out.len(), pos: 0 };
+                let mut i = Buf { ptr: src.as_ptr().cast_mut().cast(), size: src.len(), pos: 0 };
+                assert_eq!(ZSTD_compressStream2(cctx, &mut o, &mut i, 2), 0, "zstd left output pending");
+                assert_eq!(i.pos, src.len());
+                ZSTD_freeCCtx(cctx);
+                out.truncate(o.pos);
+                out
+            }
+        };
         let compress = |level: c_int, routed: bool| -> Vec<u8> {
             // SAFETY: zstd's functions, a context of its own, buffers of the sizes given.
             unsafe {
@@ -420,7 +462,9 @@ mod tests {
         let before = tuned.load(Ordering::Relaxed);
         let (one, own) = (compress(1, true), compress(1, false));
         assert!(tuned.load(Ordering::Relaxed) > before, "level 1 was not routed");
-        assert_ne!(one, own, "level 1 compressed as with the level's own match table");
+        assert_ne!(one, own, "level 1 compressed with the level's own parameters");
+        assert_eq!(one, explicit(&[(102, 13), (1002, 1), (106, 2)]), "level 1 not as its parameters make it");
+        assert_ne!(one, explicit(&[(102, 13), (106, 2)]), "literals not Huffman-coded");
         assert_eq!(decompress(&one), src);
         assert_eq!(decompress(&own), src);
         assert_eq!(compress(3, true), compress(3, false), "level 3 was changed");
