@@ -29,8 +29,8 @@ fn main() {
     std::fs::write(dest, out).unwrap();
 
     // The executable (and its own tests) keep zstd contexts for reuse and compress level 1 with a
-    // smaller match table and a longer search step: the linker sends zstd's create, free and `ZSTD_compress2` calls to
-    // `__wrap_*` (src/main.rs), which reach the real ones as `__real_*`.
+    // smaller match table and a longer search step: the linker sends zstd's create, free and
+    // `ZSTD_compress2` calls to `__wrap_*` (src/main.rs), which reach the real ones as `__real_*`.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         for f in ["ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_createCCtx", "ZSTD_freeCCtx", "ZSTD_compress2"] {
             println!("cargo:rustc-link-arg-bins=-Wl,--wrap={f}");
